@@ -1,0 +1,54 @@
+// Backend registry: maps a Device to its Backend. The CPU backend always exists; the CUDA backend
+// registers itself from cuda/ when ember is built with CUDA. Without it, asking for a CUDA device
+// raises one clear error here instead of #ifdefs across the code.
+#include "core/backend.h"
+
+#include <omp.h>
+
+#include "core/cpu/cpu_backend.h"
+
+namespace ember {
+
+namespace {
+Backend* (*g_cuda_get)(int) = nullptr;
+int (*g_cuda_count)() = nullptr;
+}  // namespace
+
+void register_cuda_backend(Backend* (*get)(int), int (*device_count)()) {
+  g_cuda_get = get;
+  g_cuda_count = device_count;
+}
+
+int cuda_device_count() { return g_cuda_count ? g_cuda_count() : 0; }
+bool cuda_is_available() { return cuda_device_count() > 0; }
+
+Backend& backend(Device d) {
+  static CpuBackend cpu;
+  if (d.is_cpu()) return cpu;
+  EMBER_CHECK(g_cuda_get != nullptr, "device ", d, ": ember was built without CUDA (configure with -DEMBER_CUDA=ON)");
+  int n = cuda_device_count();
+  EMBER_CHECK(d.index >= 0 && d.index < n, "device ", d, ": not available (", n, " CUDA device",
+              n == 1 ? "" : "s", " visible)");
+  return *g_cuda_get(d.index);
+}
+
+Device::Device(const std::string& spec) {
+  if (spec == "cpu") {
+    type = DeviceType::CPU;
+  } else if (spec == "cuda") {
+    type = DeviceType::CUDA;
+  } else if (spec.rfind("cuda:", 0) == 0 && spec.size() > 5 && spec.find_first_not_of("0123456789", 5) == std::string::npos) {
+    type = DeviceType::CUDA;
+    index = std::stoi(spec.substr(5));
+  } else {
+    EMBER_FAIL("device: cannot parse '", spec, "' (expected cpu, cuda or cuda:N)");
+  }
+}
+
+void set_num_threads(int n) {
+  EMBER_CHECK(n >= 1, "set_num_threads: expected at least 1 thread, got ", n);
+  omp_set_num_threads(n);
+}
+int get_num_threads() { return omp_get_max_threads(); }
+
+}  // namespace ember

@@ -1,0 +1,24 @@
+#include <gtest/gtest.h>
+
+#include "core/ember.h"
+
+using namespace ember;
+
+TEST(Smoke, AddAndBackward) {
+  Tensor a = from_vector<float>({1, 2, 3}).requires_grad_();
+  Tensor b = from_vector<float>({4, 5, 6}).requires_grad_();
+  Tensor c = a * b + a;
+  c.backward(ones({3}));
+  EXPECT_EQ(c.to_vector<float>(), (std::vector<float>{5, 12, 21}));
+  EXPECT_EQ(a.grad().to_vector<float>(), (std::vector<float>{5, 6, 7}));
+  EXPECT_EQ(b.grad().to_vector<float>(), (std::vector<float>{1, 2, 3}));
+}
+
+#include "tests/test_util.h"
+
+EMBER_DEVICE_SUITE(SmokeDevice);
+
+TEST_P(SmokeDevice, MulGradcheckBroadcast) {
+  test::expect_gradcheck([](const std::vector<Tensor>& x) { return x[0] * x[1].transpose(0, 1); },
+                         {test::rand_f64({3, 4}), test::rand_f64({4, 1})}, device());
+}

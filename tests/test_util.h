@@ -1,0 +1,59 @@
+// Shared test helpers: tests that run once per device, a float64 finite-difference gradient
+// check, and error-message matchers.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/ember.h"
+
+namespace ember::test {
+
+// Every device a test body runs on. CUDA cases skip (with the reason) when no GPU is usable.
+inline std::vector<Device> all_devices() { return {kCPU, Device(DeviceType::CUDA, 0)}; }
+
+class DeviceTest : public ::testing::TestWithParam<Device> {
+ protected:
+  void SetUp() override {
+    if (GetParam().is_cuda() && !cuda_is_available())
+      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); CPU results are tested";
+  }
+  Device device() const { return GetParam(); }
+};
+
+inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
+  return info.param.is_cpu() ? "cpu" : "cuda";
+}
+
+// EMBER_DEVICE_SUITE(Name) declares a fixture `Name`; write TEST_P(Name, Case) { device() ... }.
+#define EMBER_DEVICE_SUITE(Name)                                  \
+  class Name : public ::ember::test::DeviceTest {};               \
+  INSTANTIATE_TEST_SUITE_P(Devices, Name, ::testing::ValuesIn(::ember::test::all_devices()), \
+                           ::ember::test::device_name)
+
+// Random float64 CPU tensor with values in [lo, hi) (seeded: the same test gives the same numbers).
+inline Tensor rand_f64(const Shape& shape, double lo = -1.0, double hi = 1.0, uint64_t seed = 1234) {
+  Generator g(seed);
+  return uniform(shape, lo, hi, TensorOptions(kFloat64), &g);
+}
+
+// Finite-difference gradient check in float64.
+//   fn receives the inputs already moved to `device` (the move is differentiable, so gradients
+//   come back to the CPU leaves) and returns any tensor. With a fixed random upstream gradient v,
+//   the analytical gradient of sum(fn(x) * v) from backward() must match central differences.
+// Inputs must be contiguous float64 CPU tensors; build views (transpose, expand, slice) inside fn
+// to test non-contiguous and broadcast cases.
+using GradFn = std::function<Tensor(const std::vector<Tensor>&)>;
+void expect_gradcheck(const GradFn& fn, std::vector<Tensor> inputs, Device device = kCPU, double eps = 1e-6,
+                      double atol = 1e-6, double rtol = 1e-5);
+
+// Runs fn and checks that it throws ember::Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts);
+
+// Element-wise comparison of two tensors (any device/dtype; compared in float64 on the host).
+void expect_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);
+
+}  // namespace ember::test

@@ -105,7 +105,9 @@ namespace {
 // an optimizer never write through a view of some other gradient), then calls the leaf's hooks.
 void accumulate_into_leaf(TensorImpl& leaf, Tensor g) {
   if (!leaf.grad.defined()) {
-    leaf.grad = (g.storage().use_count() == 1 && g.is_contiguous() && g.offset() == 0) ? g.detach() : g.clone();
+    const bool sole_owner = g.storage().use_count() == 1 && g.is_contiguous() && g.offset() == 0 &&
+                            g.storage()->nbytes() == g.nbytes();
+    leaf.grad = sole_owner ? g.detach() : g.clone();
   } else {
     leaf.grad = leaf.grad + g;  // out of place: a user may hold the previous .grad
   }
@@ -146,8 +148,10 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
   }
   Node* start = root.grad_fn().get();
 
-  // 1. Count, for each node, how many edges point to it (iterative DFS).
+  // 1. Count, for each node and each leaf, how many edges point to it (iterative DFS). A leaf's
+  //    gradient is accumulated (and its hooks fire) once, when all its contributions are in.
   std::unordered_map<Node*, int> deps;
+  std::unordered_map<TensorImpl*, int> leaf_deps;
   std::vector<Node*> stack{start};
   std::vector<Node*> order;  // every reachable node, for release at the end
   deps[start] = 0;
@@ -158,6 +162,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     EMBER_CHECK(!n->released(), "backward: trying to backward through the graph a second time (node ", n->name(),
                 " was freed by an earlier backward); pass retain_graph=true to the first backward call");
     for (const Edge& e : n->next()) {
+      if (e.leaf) ++leaf_deps[e.leaf.get()];
       if (!e.node) continue;
       auto [it, fresh] = deps.try_emplace(e.node.get(), 0);
       ++it->second;
@@ -167,6 +172,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
 
   // 2. Walk in topological order: a node runs once all its consumers have sent their gradients.
   std::unordered_map<Node*, Tensor> pending;
+  std::unordered_map<TensorImpl*, Tensor> leaf_pending;
   pending.reserve(order.size());
   pending[start] = grad;
   std::vector<Node*> ready{start};
@@ -195,7 +201,18 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       Tensor gi = in_grads[i];
       if (gi.defined()) gi = conform(gi, e, n->name());
       if (e.leaf) {
-        if (gi.defined()) accumulate_into_leaf(*e.leaf, gi);
+        TensorImpl* leaf = e.leaf.get();
+        if (gi.defined()) {
+          Tensor& slot = leaf_pending[leaf];
+          slot = slot.defined() ? slot + gi : gi;
+        }
+        if (--leaf_deps[leaf] == 0) {
+          auto it = leaf_pending.find(leaf);
+          if (it != leaf_pending.end()) {
+            accumulate_into_leaf(*leaf, std::move(it->second));
+            leaf_pending.erase(it);
+          }
+        }
         continue;
       }
       Node* next = e.node.get();

@@ -1,0 +1,153 @@
+// Tensor basics: factories, views sharing storage, conversions, printing and argument errors.
+#include "tests/test_util.h"
+
+using namespace ember;
+using test::expect_error;
+
+TEST(Tensor, FactoriesFillShapesAndDtypes) {
+  Tensor z = zeros({2, 3});
+  EXPECT_EQ(z.shape(), Shape({2, 3}));
+  EXPECT_EQ(z.dtype(), kFloat32);
+  EXPECT_EQ(z.to_vector<float>(), std::vector<float>(6, 0.f));
+  EXPECT_EQ(ones({2}, kFloat64).to_vector<double>(), (std::vector<double>{1, 1}));
+  EXPECT_EQ(full({2}, 7, kInt64).to_vector<int64_t>(), (std::vector<int64_t>{7, 7}));
+  EXPECT_EQ(arange(5, kInt64).to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(arange(1, 2, 0.25, kFloat64).to_vector<double>(), (std::vector<double>{1, 1.25, 1.5, 1.75}));
+  EXPECT_EQ(scalar_tensor(3.5).dim(), 0);
+  EXPECT_EQ(scalar_tensor(3.5).item(), 3.5);
+  EXPECT_EQ(empty({0, 4}).numel(), 0);
+  expect_error([] { empty({2, -1}); }, {"empty", "negative", "[2, -1]"});
+  expect_error([] { arange(0, 5, 0); }, {"arange", "step"});
+  expect_error([] { from_vector<float>({1, 2, 3}, {2, 2}); }, {"from_vector", "3 values", "[2, 2]"});
+}
+
+TEST(Tensor, SeededRandomIsReproducibleAndHasTheRightDistribution) {
+  Generator g1(42), g2(42), g3(43);
+  Tensor a = rand({1000}, {}, &g1), b = rand({1000}, {}, &g2), c = rand({1000}, {}, &g3);
+  EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
+  EXPECT_NE(a.to_vector<float>(), c.to_vector<float>());
+  manual_seed(7);
+  Tensor d = randn({5});
+  manual_seed(7);
+  EXPECT_EQ(d.to_vector<float>(), randn({5}).to_vector<float>());
+  Generator g(1);
+  Tensor n = randn({200000}, kFloat64, &g);
+  auto v = n.to_vector<double>();
+  double mean = 0, sq = 0;
+  for (double x : v) mean += x;
+  mean /= v.size();
+  for (double x : v) sq += (x - mean) * (x - mean);
+  EXPECT_NEAR(mean, 0.0, 0.01);  // 5 standard errors (1/sqrt(2e5) = 0.0022)
+  EXPECT_NEAR(std::sqrt(sq / v.size()), 1.0, 0.01);
+  for (float x : a.to_vector<float>()) ASSERT_TRUE(x >= 0.f && x < 1.f);
+  Tensor r = randint(-3, 4, {10000}, TensorOptions(kInt64), &g);
+  auto rv = r.to_vector<int64_t>();
+  EXPECT_EQ(*std::min_element(rv.begin(), rv.end()), -3);
+  EXPECT_EQ(*std::max_element(rv.begin(), rv.end()), 3);
+  expect_error([] { randint(5, 5, {2}); }, {"randint", "empty range"});
+}
+
+TEST(Tensor, FromBlobWrapsWithoutCopyAndCallsTheDeleter) {
+  static int deleted = 0;
+  float* buf = new float[4]{1, 2, 3, 4};
+  {
+    Tensor t = from_blob(buf, {2, 2}, kFloat32, kCPU, [](void* p) {
+      delete[] static_cast<float*>(p);
+      ++deleted;
+    });
+    EXPECT_EQ(t.data_ptr(), buf);
+    Tensor v = t.t();  // a view keeps the blob alive
+    t = Tensor();
+    EXPECT_EQ(deleted, 0);
+    EXPECT_EQ(v.contiguous().to_vector<float>(), (std::vector<float>{1, 3, 2, 4}));
+  }
+  EXPECT_EQ(deleted, 1);
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor a = arange(12, kFloat32).reshape({3, 4});
+  Tensor row = a.select(0, 1);
+  row.fill_(-1);
+  EXPECT_EQ(a.to_vector<float>()[4], -1.f);
+  EXPECT_EQ(a.to_vector<float>()[7], -1.f);
+  Tensor col = a.slice(1, 1, 4, 2);  // columns 1 and 3
+  EXPECT_EQ(col.shape(), Shape({3, 2}));
+  EXPECT_EQ(col.strides(), Shape({4, 2}));
+  EXPECT_EQ(col.contiguous().to_vector<float>(), (std::vector<float>{1, 3, -1, -1, 9, 11}));
+  Tensor t = a.t();
+  EXPECT_EQ(t.storage(), a.storage());
+  EXPECT_FALSE(t.is_contiguous());
+  EXPECT_EQ(t.strides(), Shape({1, 4}));
+  EXPECT_EQ(a.contiguous().data_ptr(), a.data_ptr()) << "contiguous() must not copy a contiguous tensor";
+  EXPECT_NE(t.contiguous().data_ptr(), t.data_ptr());
+  EXPECT_EQ(a.narrow(0, 1, 2).shape(), Shape({2, 4}));
+  EXPECT_EQ(a.permute({1, 0}).shape(), Shape({4, 3}));
+  EXPECT_EQ(a.unsqueeze(0).shape(), Shape({1, 3, 4}));
+  EXPECT_EQ(a.unsqueeze(-1).shape(), Shape({3, 4, 1}));
+  EXPECT_EQ(a.unsqueeze(1).squeeze().shape(), Shape({3, 4}));
+  EXPECT_EQ(a.view({2, -1}).shape(), Shape({2, 6}));
+  EXPECT_EQ(a.flatten().shape(), Shape({12}));
+  Tensor e = from_vector<float>({1, 2}).unsqueeze(1).expand({2, 3});
+  EXPECT_EQ(e.strides(), Shape({1, 0}));
+  EXPECT_EQ(e.contiguous().to_vector<float>(), (std::vector<float>{1, 1, 1, 2, 2, 2}));
+}
+
+TEST(Tensor, ViewErrorsNameTheProblem) {
+  Tensor a = zeros({3, 4});
+  expect_error([&] { a.t().view({12}); }, {"view", "[12]", "not compatible", "reshape"});
+  EXPECT_EQ(a.t().reshape({12}).shape(), Shape({12}));  // reshape copies instead
+  expect_error([&] { a.view({5, -1}); }, {"view", "[5, -1]", "invalid for input of size 12"});
+  expect_error([&] { a.transpose(0, 2); }, {"transpose", "dim 2 out of range", "2-d"});
+  expect_error([&] { a.select(0, 3); }, {"select", "index 3", "size 3"});
+  expect_error([&] { a.narrow(1, 2, 3); }, {"narrow", "out of bounds", "size 4"});
+  expect_error([&] { a.expand({2, 4}); }, {"expand", "[3, 4]", "[2, 4]"});
+  expect_error([&] { a.permute({0, 0}); }, {"permute", "repeats"});
+}
+
+TEST(Tensor, ConversionsAndItem) {
+  Tensor a = from_vector<double>({1.5, -2.5});
+  EXPECT_EQ(a.to(kInt64).to_vector<int64_t>(), (std::vector<int64_t>{1, -2}));
+  EXPECT_EQ(a.to(kFloat32).dtype(), kFloat32);
+  EXPECT_TRUE(a.to(kFloat64).is_same(a));
+  Tensor c = a.clone();
+  EXPECT_NE(c.data_ptr(), a.data_ptr());
+  expect_error([&] { a.item(); }, {"item", "one element", "[2]"});
+  expect_error([&] { (void)a.data<float>(); }, {"expected dtype float32", "float64"});
+}
+
+TEST(Tensor, PrintingShowsValuesShapeAndDtype) {
+  std::string s = from_vector<float>({1, 2.5, 3, 4}, {2, 2}).str();
+  EXPECT_NE(s.find("2.5"), std::string::npos) << s;
+  EXPECT_NE(s.find("shape=[2, 2]"), std::string::npos) << s;
+  EXPECT_NE(s.find("dtype=float32"), std::string::npos) << s;
+  std::string big = arange(100, kInt64).str();
+  EXPECT_NE(big.find("..."), std::string::npos) << big;
+  EXPECT_NE(big.find("99"), std::string::npos) << big;
+}
+
+TEST(Tensor, BinaryOpErrorsNameBothShapesAndDtypes) {
+  expect_error([] { add(zeros({2, 3}), zeros({4})); }, {"add", "[2, 3]", "[4]", "cannot be broadcast"});
+  expect_error([] { mul(zeros({2}), zeros({2}, kFloat64)); }, {"mul", "dtype mismatch", "float32", "float64"});
+  expect_error([] { exp(zeros({2}, kInt64)); }, {"exp", "floating-point", "int64"});
+  expect_error([] { where(zeros({2}), zeros({2}), zeros({2})); }, {"where", "uint8"});
+}
+
+TEST(Tensor, DevicesParseAndMissingCudaIsAClearError) {
+  EXPECT_TRUE(Device("cpu").is_cpu());
+  EXPECT_EQ(Device("cuda:1").index, 1);
+  expect_error([] { Device("tpu"); }, {"cannot parse", "tpu"});
+  if (!cuda_is_available()) expect_error([] { zeros({2}, Device("cuda")); }, {"cuda:0"});
+}
+
+TEST(Tensor, InPlaceOpsBroadcastAndCast) {
+  Tensor a = zeros({2, 3});
+  a.add_(from_vector<float>({1, 2, 3}));
+  a.mul_(2.0);
+  EXPECT_EQ(a.to_vector<float>(), (std::vector<float>{2, 4, 6, 2, 4, 6}));
+  a.copy_(from_vector<double>({7, 8, 9}));
+  EXPECT_EQ(a.to_vector<float>(), (std::vector<float>{7, 8, 9, 7, 8, 9}));
+  expect_error([&] { a.add_(zeros({3, 3})); }, {"add_", "[3, 3]"});
+  const uint64_t v = a.storage()->version();
+  a.zero_();
+  EXPECT_EQ(a.storage()->version(), v + 1);
+}

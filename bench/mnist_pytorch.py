@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""PyTorch side of the MNIST training benchmark (bench/run_mnist_bench.sh runs it next to ember).
+
+Trains exactly the bench networks for one epoch on the real MNIST IDX files, with the same
+settings ember's examples/mnist uses, and prints one JSON line per network:
+  {"framework": "pytorch", "model": ..., "epoch_seconds": ..., "test_accuracy": ..., "peak_rss_mb": ...}
+
+Run with Debian's torch (CPU): /usr/bin/python3 bench/mnist_pytorch.py --data data/mnist --model mlp
+Threads: --threads (default 2, the machine's cores). Data is held in memory as one normalized
+float tensor and batches are index slices of a seeded permutation, like ember's in-memory loader.
+"""
+import argparse
+import json
+import resource
+import struct
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MEAN, STD = 0.1307, 0.3081
+
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(root, train):
+    prefix = "train" if train else "t10k"
+    x = read_idx(f"{root}/{prefix}-images-idx3-ubyte").astype(np.float32) / 255.0
+    y = read_idx(f"{root}/{prefix}-labels-idx1-ubyte").astype(np.int64)
+    x = (torch.from_numpy(x).unsqueeze(1) - MEAN) / STD
+    return x.contiguous(), torch.from_numpy(y)
+
+
+def make_model(name):
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                             nn.Linear(512, 10))
+    if name == "lenet":
+        return nn.Sequential(nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(10, 20, 5), nn.MaxPool2d(2),
+                             nn.ReLU(), nn.Flatten(), nn.Linear(320, 50), nn.ReLU(), nn.Linear(50, 10))
+    if name == "cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Linear(128, 10))
+    raise ValueError(name)
+
+
+SETTINGS = {  # batch size, optimizer factory — the issue's bench settings
+    "mlp": (128, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    "lenet": (64, lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
+    "cnn": (64, lambda p: torch.optim.Adam(p, lr=1e-3)),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/mnist")
+    ap.add_argument("--model", choices=sorted(SETTINGS), required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    x_train, y_train = load(args.data, True)
+    x_test, y_test = load(args.data, False)
+    batch, make_opt = SETTINGS[args.model]
+    model = make_model(args.model)
+    opt = make_opt(model.parameters())
+
+    model.train()
+    start = time.perf_counter()
+    perm = torch.randperm(len(x_train))
+    for i in range(0, len(x_train), batch):
+        idx = perm[i:i + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+        loss.backward()
+        opt.step()
+    epoch_seconds = time.perf_counter() - start
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x_test), 1000):
+            correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
+    print(json.dumps({
+        "framework": "pytorch", "torch": torch.__version__, "model": args.model, "threads": args.threads,
+        "epoch_seconds": round(epoch_seconds, 3), "test_accuracy": round(100.0 * correct / len(x_test), 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

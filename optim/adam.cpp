@@ -1,0 +1,176 @@
+// Adam and AdamW share one update; the only difference is where weight decay goes (`decoupled`).
+// As in sgd.cpp the update is written twice: one fused loop over contiguous CPU memory (reads p, g,
+// m, v once and writes them once), and tensor ops for everything else. Both follow PyTorch's
+// _single_tensor_adam / _single_tensor_adamw line by line.
+#include "optim/adam.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/cpu/parallel.h"
+#include "core/ops.h"
+
+namespace ember::optim {
+
+// ---------------- options ----------------
+
+std::vector<std::pair<std::string, double>> AdamOptions::hyper_parameters() const {
+  return {{"lr", lr_},   {"beta1", std::get<0>(betas_)},   {"beta2", std::get<1>(betas_)},
+          {"eps", eps_}, {"weight_decay", weight_decay_}, {"amsgrad", amsgrad_ ? 1.0 : 0.0}};
+}
+
+bool AdamOptions::set_hyper_parameter(const std::string& name, double v) {
+  if (name == "lr") lr_ = v;
+  else if (name == "beta1") std::get<0>(betas_) = v;
+  else if (name == "beta2") std::get<1>(betas_) = v;
+  else if (name == "eps") eps_ = v;
+  else if (name == "weight_decay") weight_decay_ = v;
+  else if (name == "amsgrad") amsgrad_ = v != 0;
+  else return false;
+  return true;
+}
+
+void AdamOptions::validate() const {
+  const char* opt = optimizer_name();
+  const auto [beta1, beta2] = betas_;
+  EMBER_CHECK(lr_ >= 0, opt, ": invalid learning rate ", lr_, " (must be >= 0)");
+  EMBER_CHECK(eps_ >= 0, opt, ": invalid eps ", eps_, " (must be >= 0)");
+  EMBER_CHECK(beta1 >= 0 && beta1 < 1, opt, ": invalid beta1 (betas[0]) ", beta1, " (must be in [0, 1))");
+  EMBER_CHECK(beta2 >= 0 && beta2 < 1, opt, ": invalid beta2 (betas[1]) ", beta2, " (must be in [0, 1))");
+  EMBER_CHECK(weight_decay_ >= 0, opt, ": invalid weight_decay ", weight_decay_, " (must be >= 0)");
+}
+
+// ---------------- state ----------------
+
+void AdamParamState::save(const std::string& prefix, std::map<std::string, Tensor>& out) const {
+  out[prefix + "step"] = scalar_tensor(static_cast<double>(step), TensorOptions(kInt64));
+  out[prefix + "exp_avg"] = exp_avg;
+  out[prefix + "exp_avg_sq"] = exp_avg_sq;
+  if (max_exp_avg_sq.defined()) out[prefix + "max_exp_avg_sq"] = max_exp_avg_sq;
+}
+
+void AdamParamState::load(const std::map<std::string, Tensor>& tensors, const Tensor& param, const std::string& where) {
+  for (const auto& [name, t] : tensors) {
+    const std::string key = where + "." + name;
+    if (name == "step") {
+      EMBER_CHECK(t.numel() == 1, "load_state_dict: ", key, " should hold one number, got shape ", t.shape());
+      const double s = t.item();
+      EMBER_CHECK(s >= 0 && s == std::floor(s), "load_state_dict: ", key, " = ", s, " is not a step count");
+      step = static_cast<int64_t>(s);
+    } else if (name == "exp_avg") {
+      exp_avg = detail::load_state_tensor(t, param, key);
+    } else if (name == "exp_avg_sq") {
+      exp_avg_sq = detail::load_state_tensor(t, param, key);
+    } else if (name == "max_exp_avg_sq") {
+      max_exp_avg_sq = detail::load_state_tensor(t, param, key);
+    } else {
+      EMBER_FAIL("load_state_dict: unknown state tensor '", key,
+                 "' (Adam keeps step, exp_avg, exp_avg_sq and, with amsgrad, max_exp_avg_sq)");
+    }
+  }
+  for (const char* name : {"step", "exp_avg", "exp_avg_sq"})
+    EMBER_CHECK(tensors.count(name), "load_state_dict: ", where, " has no '", name, "' tensor");
+}
+
+// ---------------- the update ----------------
+
+namespace {
+
+// Per-parameter constants of one step, computed once on the host (in double, like PyTorch's Python).
+struct AdamStep {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool amsgrad, decoupled;
+  double step_size;        // lr / (1 - beta1^t)
+  double bias_corr2_sqrt;  // sqrt(1 - beta2^t)
+};
+
+// One pass over contiguous memory; vmax is null unless amsgrad. Arithmetic is in T, like PyTorch's kernels.
+template <typename T>
+void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamStep& s) {
+  const T b1 = s.beta1, b2 = s.beta2, one_b1 = 1 - s.beta1, one_b2 = 1 - s.beta2, eps = s.eps;
+  const T wd = s.weight_decay, decay = 1 - s.lr * s.weight_decay, bc2 = s.bias_corr2_sqrt, neg_step = -s.step_size;
+  const bool l2 = !s.decoupled && s.weight_decay != 0, decoupled = s.decoupled && s.weight_decay != 0;
+  parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T grad = g[i];
+      T param = p[i];
+      if (l2) grad = grad + wd * param;
+      if (decoupled) param = param * decay;
+      T mi = m[i] * b1 + one_b1 * grad;
+      T vi = v[i] * b2 + one_b2 * grad * grad;
+      m[i] = mi;
+      v[i] = vi;
+      if (vmax) {
+        vi = vmax[i] > vi ? vmax[i] : vi;
+        vmax[i] = vi;
+      }
+      const T denom = std::sqrt(vi) / bc2 + eps;
+      p[i] = param + neg_step * (mi / denom);
+    }
+  });
+}
+
+// The same with tensor ops: any device, any strides.
+void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const AdamStep& s) {
+  Tensor grad = g;
+  if (s.weight_decay != 0) {
+    if (s.decoupled) p.mul_(1 - s.lr * s.weight_decay);
+    else grad = g + p * s.weight_decay;
+  }
+  st.exp_avg.mul_(s.beta1).add_(grad, 1 - s.beta1);
+  st.exp_avg_sq.mul_(s.beta2).add_(grad * grad, 1 - s.beta2);
+  Tensor v = st.exp_avg_sq;
+  if (s.amsgrad) {
+    st.max_exp_avg_sq.copy_(maximum(st.max_exp_avg_sq, st.exp_avg_sq));
+    v = st.max_exp_avg_sq;
+  }
+  Tensor denom = sqrt(v).div_(s.bias_corr2_sqrt).add_(s.eps);
+  p.add_(st.exp_avg / denom, -s.step_size);
+}
+
+void adam_step(Optimizer& opt, std::vector<std::unique_ptr<ParamState>>& state, bool decoupled) {
+  NoGradGuard no_grad;
+  size_t index = 0;
+  for (ParamGroup& group : opt.param_groups()) {
+    const auto& o = static_cast<const AdamOptions&>(group.options());
+    for (Tensor p : group.params()) {
+      auto& slot = state[index++];
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;  // no gradient this step: the parameter and its step count stay put
+      if (!slot) {
+        auto st = std::make_unique<AdamParamState>();
+        st->exp_avg = zeros_like(p);
+        st->exp_avg_sq = zeros_like(p);
+        slot = std::move(st);
+      }
+      auto& st = static_cast<AdamParamState&>(*slot);
+      // amsgrad may be switched on later (or by a loaded state dict): create v_max when first needed.
+      if (o.amsgrad() && !st.max_exp_avg_sq.defined()) st.max_exp_avg_sq = zeros_like(p);
+
+      st.step += 1;
+      const auto [beta1, beta2] = o.betas();
+      const double t = static_cast<double>(st.step);
+      const AdamStep s{o.lr(), beta1, beta2, o.eps(), o.weight_decay(), o.amsgrad(), decoupled,
+                       o.lr() / (1 - std::pow(beta1, t)), std::sqrt(1 - std::pow(beta2, t))};
+
+      const bool fusable = p.device().is_cpu() && g.device().is_cpu() && p.is_contiguous() && g.is_contiguous() &&
+                           (p.dtype() == kFloat32 || p.dtype() == kFloat64);
+      if (fusable) {
+        EMBER_DISPATCH_FLOAT(p.dtype(), opt.name(), [&]<typename T>() {
+          adam_fused<T>(p.data<T>(), g.data<T>(), st.exp_avg.data<T>(), st.exp_avg_sq.data<T>(),
+                        s.amsgrad ? st.max_exp_avg_sq.data<T>() : nullptr, p.numel(), s);
+        });
+        p.storage()->bump_version();  // the loop wrote p without an in-place op: tell autograd
+      } else {
+        adam_generic(p, g, st, s);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Adam::step() { adam_step(*this, state_, /*decoupled=*/false); }
+void AdamW::step() { adam_step(*this, state_, /*decoupled=*/true); }
+
+}  // namespace ember::optim

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Reads a safetensors file (such as an ember checkpoint) with nothing but the standard library.
+
+    python3 scripts/read_safetensors.py model.safetensors     # prints metadata, names, dtypes, shapes
+
+As a module: `metadata, tensors = read("model.safetensors")` gives {name: (dtype, shape, flat list)}.
+The format: 8-byte little-endian header length N, N bytes of JSON, then the raw little-endian data.
+"""
+import array, json, struct, sys
+
+TYPECODES = {"F32": "f", "F64": "d", "I64": "q", "U8": "B"}  # safetensors dtype -> array typecode
+
+
+def read(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        values = array.array(TYPECODES[info["dtype"]], data[begin:end])
+        if sys.byteorder == "big":
+            values.byteswap()
+        tensors[name] = (info["dtype"], info["shape"], values.tolist())
+    return metadata, tensors
+
+
+if __name__ == "__main__":
+    metadata, tensors = read(sys.argv[1])
+    print("metadata:", metadata)
+    for name, (dtype, shape, values) in tensors.items():
+        print(f"{name}: {dtype} {shape} {values[:6]}{' ...' if len(values) > 6 else ''}")

@@ -29,6 +29,8 @@ class Allocator {
 
 // 64-byte aligned host memory (one cache line, a full AVX-512 vector).
 Allocator& cpu_allocator();
+// Returns the CPU allocator's cached free blocks (1 MiB and larger) to the system.
+void cpu_empty_cache();
 
 // Helper for allocator implementations: thread-safe counters.
 class StatsCounter {

@@ -151,3 +151,21 @@ TEST(Tensor, InPlaceOpsBroadcastAndCast) {
   a.zero_();
   EXPECT_EQ(a.storage()->version(), v + 1);
 }
+
+TEST(Tensor, LargeCpuBlocksAreReusedNotRefaulted) {
+  void* first = nullptr;
+  {
+    Tensor a = empty({1 << 20});  // 4 MiB: cached after free
+    first = a.data_ptr();
+  }
+  const int64_t live = cpu_allocator().stats().live_allocations;
+  Tensor b = empty({(1 << 20) - 7});  // nearly the same size: takes the cached block
+  EXPECT_EQ(b.data_ptr(), first);
+  EXPECT_EQ(cpu_allocator().stats().live_allocations, live + 1);
+  Tensor c = empty({1 << 21});  // twice the size: a new block, not the cached one
+  EXPECT_NE(c.data_ptr(), first);
+  b = Tensor();
+  c = Tensor();
+  cpu_empty_cache();
+  EXPECT_EQ(cpu_allocator().stats().live_allocations, live);
+}

@@ -1,0 +1,81 @@
+// The CUDA backend: one CudaBackend per visible GPU, registered with core at static-initialisation
+// time (cuda_backend.cpp), so core never needs an #ifdef. Kernels are split by family like the CPU
+// backend's: cuda_elementwise.cu (copy, fill, arange, random, unary/binary/where); the rest throws
+// "not implemented on CUDA yet" until its kernels land.
+//
+// Streams: every kernel and copy runs on the legacy default stream, so work is ordered and
+// copy_to_host (a blocking cudaMemcpy) sees the results of everything launched before it.
+#pragma once
+
+#include "core/backend.h"
+
+namespace ember::cuda {
+
+// Number of usable GPUs. Any cudaGetDeviceCount failure (no driver, no device, a driver older than
+// the runtime) counts as zero devices: a CUDA build must run its CPU work on machines without a GPU.
+int device_count();
+
+// Makes `index` the current device for the guard's lifetime (CUDA's current device is per thread).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+  int index_ = 0;
+};
+
+// Device memory straight from cudaMalloc/cudaFree, with the usual statistics.
+// TODO(caching allocator): cudaMalloc/cudaFree synchronise the device and cost tens of
+// microseconds each; a caching allocator (blocks kept per size class and reused) replaces this one
+// in a later issue without any change outside cuda/.
+class CudaAllocator final : public Allocator {
+ public:
+  explicit CudaAllocator(int index) : index_(index) {}
+  void* allocate(size_t nbytes) override;
+  void deallocate(void* ptr, size_t nbytes) override;
+  Device device() const override { return Device(DeviceType::CUDA, index_); }
+  AllocatorStats stats() const override { return stats_.snapshot(); }
+
+ private:
+  int index_;
+  StatsCounter stats_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int index) : index_(index), allocator_(index) {}
+  Allocator& allocator() override { return allocator_; }
+
+  // cuda_backend.cpp
+  void copy_from_host(const void* host, const Tensor& dst) override;
+  void copy_to_host(const Tensor& src, void* host) override;
+
+  // cuda_elementwise.cu
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void fill(const Tensor& out, double value) override;
+  void arange(const Tensor& out, double start, double step) override;
+  void random(RandomOp op, const Tensor& out, PhiloxState state, double a, double b) override;
+  void unary(UnaryOp op, const Tensor& in, const Tensor& out, Scalars s) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  // Not implemented yet (cuda_backend.cpp): each throws "<op>: not implemented on CUDA yet".
+  void reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32_t dims) override;
+  void softmax(const Tensor& in, const Tensor& out, int dim, bool log) override;
+  void softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void index_select(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
+  void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
+  void gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
+  void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
+
+ private:
+  int index_;
+  CudaAllocator allocator_;
+};
+
+}  // namespace ember::cuda

@@ -1,0 +1,236 @@
+// CUDA kernels for memory movement, random numbers and elementwise math. Each kernel sits right
+// above the CudaBackend method that launches it.
+//
+// Every kernel has two forms, picked by the template flag kContiguous: when all operands are
+// contiguous, element i is at offset i in each of them; otherwise OffsetCalc computes each
+// operand's offset from its strides (stride 0 for broadcast dims). The math itself comes from the
+// functors in core/elementwise.h: exactly the definitions the CPU backend uses.
+#include <cmath>
+#include <type_traits>
+
+#include "core/elementwise.h"
+#include "core/generator.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/error.h"
+#include "cuda/loops.cuh"
+
+namespace ember::cuda {
+
+namespace {
+
+// Offsets of flat element i in N operands.
+template <bool kContiguous, size_t N>
+__device__ __forceinline__ void offsets(const OffsetCalc<N>& oc, int64_t i, int64_t (&off)[N]) {
+  if constexpr (kContiguous) {
+    for (size_t k = 0; k < N; ++k) off[k] = i;
+  } else {
+    oc.get(i, off);
+  }
+}
+
+// Calls launch.template operator()<true>() or <false>() — the contiguous or strided kernel.
+template <typename Launch>
+void launch_for(bool contiguous, Launch&& launch) {
+  if (contiguous) launch.template operator()<true>();
+  else launch.template operator()<false>();
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+// ---------------- copy: dst[i] = Out(src[i]), any strides, casts dtype ----------------
+
+template <bool kContiguous, typename Out, typename In>
+__global__ void copy_kernel(int64_t n, Out* dst, const In* src, OffsetCalc<2> oc) {
+  grid_stride(n, [&](int64_t i) {
+    int64_t off[2];
+    offsets<kContiguous>(oc, i, off);
+    dst[off[0]] = static_cast<Out>(src[off[1]]);
+  });
+}
+
+void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const std::array<const Tensor*, 2> ops{&dst, &src};
+  if (src.dtype() == dst.dtype() && all_contiguous(ops)) {  // a plain byte copy
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice));
+    return;
+  }
+  const OffsetCalc<2> oc = make_offset_calc(ops);
+  EMBER_DISPATCH_ALL(dst.dtype(), "copy", [&]<typename Out>() {
+    EMBER_DISPATCH_ALL(src.dtype(), "copy", [&]<typename In>() {
+      launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
+        copy_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, dst.data<Out>(), src.data<In>(), oc);
+      });
+    });
+  });
+}
+
+// ---------------- fill: out[i] = value ----------------
+
+template <bool kContiguous, typename T>
+__global__ void fill_kernel(int64_t n, T* out, T value, OffsetCalc<1> oc) {
+  grid_stride(n, [&](int64_t i) {
+    int64_t off[1];
+    offsets<kContiguous>(oc, i, off);
+    out[off[0]] = value;
+  });
+}
+
+void CudaBackend::fill(const Tensor& out, double value) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  if (value == 0.0 && !std::signbit(value) && out.is_contiguous()) {  // +0 is all-zero bytes in every dtype
+    EMBER_CUDA_CHECK(cudaMemsetAsync(out.data_ptr(), 0, out.nbytes()));
+    return;
+  }
+  const OffsetCalc<1> oc = make_offset_calc<1>({&out});
+  EMBER_DISPATCH_ALL(out.dtype(), "fill", [&]<typename T>() {
+    launch_for(out.is_contiguous(), [&]<bool kContiguous>() {
+      fill_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<T>(), static_cast<T>(value), oc);
+    });
+  });
+}
+
+// ---------------- arange: out[i] = start + step * i (out contiguous) ----------------
+
+template <typename T>
+__global__ void arange_kernel(int64_t n, T* out, double start, double step) {
+  grid_stride(n, [&](int64_t i) { out[i] = static_cast<T>(start + step * static_cast<double>(i)); });
+}
+
+void CudaBackend::arange(const Tensor& out, double start, double step) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  EMBER_DISPATCH_ALL(out.dtype(), "arange", [&]<typename T>() {
+    arange_kernel<<<num_blocks(n), kThreads>>>(n, out.data<T>(), start, step);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------- random (out contiguous) ----------------
+// Element i uses Philox counter (offset + i) and the same formulas as CpuBackend::random
+// (core/cpu/cpu_elementwise.cpp), so a seed gives the same numbers on the CPU and the GPU (up to
+// the last bit of log/cos for Normal). Keep the two in step.
+
+template <typename T>
+__global__ void random_kernel(int64_t n, T* out, RandomOp op, PhiloxState st, double a, double b) {
+  grid_stride(n, [&](int64_t i) {
+    const Philox4 r = philox4x32(st.seed, st.offset + static_cast<uint64_t>(i));
+    const double u = uniform_double(r.v[0], r.v[1]);
+    switch (op) {
+      case RandomOp::Uniform: out[i] = static_cast<T>(a + (b - a) * u); break;
+      case RandomOp::Normal: {  // Box-Muller; 1-u is in (0, 1] so the log is finite
+        const double u2 = uniform_double(r.v[2], r.v[3]);
+        out[i] = static_cast<T>(a + b * sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * u2));
+        break;
+      }
+      case RandomOp::RandInt: {
+        const uint64_t range = static_cast<uint64_t>(b - a);
+        const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 32) | r.v[1];
+        out[i] = static_cast<T>(static_cast<int64_t>(a) + static_cast<int64_t>(bits % range));
+        break;
+      }
+      case RandomOp::Bernoulli: out[i] = static_cast<T>(u < a ? 1 : 0); break;
+    }
+  });
+}
+
+void CudaBackend::random(RandomOp op, const Tensor& out, PhiloxState state, double a, double b) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  EMBER_DISPATCH_ALL(out.dtype(), "random", [&]<typename T>() {
+    random_kernel<<<num_blocks(n), kThreads>>>(n, out.data<T>(), op, state, a, b);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------- unary: out[i] = f(in[i], a, b) ----------------
+// Comparisons (EqScalar, ...) return bool and write uint8; every other op writes the input dtype.
+template <typename Result, typename T>
+using ElementwiseOut = std::conditional_t<std::is_same_v<Result, bool>, uint8_t, T>;
+
+template <bool kContiguous, typename Out, typename T, typename F>
+__global__ void unary_kernel(int64_t n, Out* out, const T* in, F f, T a, T b, OffsetCalc<2> oc) {
+  grid_stride(n, [&](int64_t i) {
+    int64_t off[2];
+    offsets<kContiguous>(oc, i, off);
+    out[off[0]] = static_cast<Out>(f(in[off[1]], a, b));
+  });
+}
+
+void CudaBackend::unary(UnaryOp op, const Tensor& in, const Tensor& out, Scalars s) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const std::array<const Tensor*, 2> ops{&out, &in};
+  const OffsetCalc<2> oc = make_offset_calc(ops);
+  EMBER_DISPATCH_ALL(in.dtype(), "unary", [&]<typename T>() {
+    const T a = static_cast<T>(s.a), b = static_cast<T>(s.b);
+    visit_unary(op, [&](auto f) {
+      using Out = ElementwiseOut<decltype(f(T(), T(), T())), T>;
+      launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
+        unary_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<Out>(), in.data<T>(), f, a, b, oc);
+      });
+    });
+  });
+}
+
+// ---------------- binary: out[i] = f(a[i], b[i]) ----------------
+
+template <bool kContiguous, typename Out, typename T, typename F>
+__global__ void binary_kernel(int64_t n, Out* out, const T* a, const T* b, F f, OffsetCalc<3> oc) {
+  grid_stride(n, [&](int64_t i) {
+    int64_t off[3];
+    offsets<kContiguous>(oc, i, off);
+    out[off[0]] = static_cast<Out>(f(a[off[1]], b[off[2]]));
+  });
+}
+
+void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const std::array<const Tensor*, 3> ops{&out, &a, &b};
+  const OffsetCalc<3> oc = make_offset_calc(ops);
+  EMBER_DISPATCH_ALL(a.dtype(), "binary", [&]<typename T>() {
+    visit_binary(op, [&](auto f) {
+      using Out = ElementwiseOut<decltype(f(T(), T())), T>;
+      launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
+        binary_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<Out>(), a.data<T>(), b.data<T>(), f, oc);
+      });
+    });
+  });
+}
+
+// ---------------- where: out[i] = cond[i] ? a[i] : b[i] (cond uint8) ----------------
+
+template <bool kContiguous, typename T>
+__global__ void where_kernel(int64_t n, T* out, const uint8_t* cond, const T* a, const T* b, OffsetCalc<4> oc) {
+  grid_stride(n, [&](int64_t i) {
+    int64_t off[4];
+    offsets<kContiguous>(oc, i, off);
+    out[off[0]] = cond[off[1]] ? a[off[2]] : b[off[3]];
+  });
+}
+
+void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const std::array<const Tensor*, 4> ops{&out, &cond, &a, &b};
+  const OffsetCalc<4> oc = make_offset_calc(ops);
+  EMBER_DISPATCH_ALL(out.dtype(), "where", [&]<typename T>() {
+    launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
+      where_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<T>(), cond.data<uint8_t>(), a.data<T>(),
+                                                             b.data<T>(), oc);
+    });
+  });
+}
+
+}  // namespace ember::cuda

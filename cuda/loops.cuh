@@ -1,0 +1,76 @@
+// Building blocks shared by the CUDA elementwise kernels: launch sizes, the grid-stride loop, and
+// OffsetCalc, which turns a flat element index into each operand's offset for strided and
+// broadcast (stride 0) tensors.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace ember::cuda {
+
+constexpr int kThreads = 256;  // threads per block: a good default for memory-bound kernels
+// With a grid-stride loop any grid covers any n; beyond a few waves of blocks more adds nothing.
+constexpr int64_t kMaxBlocks = 65536;
+
+inline int num_blocks(int64_t n) { return static_cast<int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks)); }
+
+// Calls body(i) for each i in [0, n) that belongs to this thread.
+template <typename Body>
+__device__ __forceinline__ void grid_stride(int64_t n, Body body) {
+  const int64_t step = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) body(i);
+}
+
+// N operands sharing one shape (operand 0 is the output), each with its own strides in elements.
+// Made on the host and passed to kernels by value (a few hundred bytes of kernel parameters), so
+// no device memory is needed for the metadata.
+template <size_t N>
+struct OffsetCalc {
+  int ndim = 0;
+  int64_t size[kMaxDims] = {};
+  int64_t stride[kMaxDims][N] = {};
+
+  // Writes the offset (in elements) of flat element `i` into off[k] for each operand k; the
+  // innermost dim varies fastest.
+  __device__ __forceinline__ void get(int64_t i, int64_t (&off)[N]) const {
+    for (size_t k = 0; k < N; ++k) off[k] = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      const int64_t idx = i % size[d];
+      i /= size[d];
+      for (size_t k = 0; k < N; ++k) off[k] += idx * stride[d][k];
+    }
+  }
+};
+
+// Drops size-1 dims and merges neighbouring dims that are contiguous with each other in every
+// operand, so most views cost one or two divisions per element instead of one per dim.
+template <size_t N>
+OffsetCalc<N> make_offset_calc(const std::array<const Tensor*, N>& ops) {
+  OffsetCalc<N> oc;
+  const Shape& shape = ops[0]->shape();
+  for (int d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool mergeable = oc.ndim > 0;
+    for (size_t k = 0; k < N && mergeable; ++k) mergeable = oc.stride[oc.ndim - 1][k] == ops[k]->stride(d) * shape[d];
+    if (mergeable) {  // the previous (outer) dim steps exactly over this one: fold them together
+      oc.size[oc.ndim - 1] *= shape[d];
+      for (size_t k = 0; k < N; ++k) oc.stride[oc.ndim - 1][k] = ops[k]->stride(d);
+    } else {
+      oc.size[oc.ndim] = shape[d];
+      for (size_t k = 0; k < N; ++k) oc.stride[oc.ndim][k] = ops[k]->stride(d);
+      ++oc.ndim;
+    }
+  }
+  return oc;  // ndim == 0 (a single element) gives offset 0 for every operand
+}
+
+// True when every operand is contiguous: the kernels then index all of them with the flat index.
+template <size_t N>
+bool all_contiguous(const std::array<const Tensor*, N>& ops) {
+  return std::all_of(ops.begin(), ops.end(), [](const Tensor* t) { return t->is_contiguous(); });
+}
+
+}  // namespace ember::cuda

@@ -1,5 +1,6 @@
 // The CPU backend. Its kernels are split by family: cpu_elementwise.cpp (copy, fill, random,
-// unary/binary/where), cpu_reduce.cpp, cpu_softmax.cpp, cpu_matmul.cpp, cpu_index.cpp.
+// unary/binary/where), cpu_reduce.cpp, cpu_softmax.cpp, cpu_matmul.cpp, cpu_index.cpp, and the
+// neural-network kernels cpu_conv.cpp, cpu_pool.cpp, cpu_norm.cpp, cpu_loss.cpp.
 #pragma once
 
 #include "core/backend.h"
@@ -26,6 +27,36 @@ class CpuBackend final : public Backend {
   void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
   void gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
   void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
+
+  // cpu_conv.cpp
+  void conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+              int64_t groups) override;
+  void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
+                       const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) override;
+  // cpu_pool.cpp
+  void max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) override;
+  void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) override;
+  void avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) override;
+  void avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w, bool count_include_pad) override;
+  void adaptive_avg_pool2d(const Tensor& in, const Tensor& out) override;
+  void adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) override;
+  // cpu_norm.cpp
+  void batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                  bool training, double momentum, double eps) override;
+  void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& save_mean,
+                           const Tensor& save_invstd, const Tensor& grad_in, const Tensor& grad_weight,
+                           const Tensor& grad_bias, bool training) override;
+  void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, const Tensor& mean,
+                  const Tensor& rstd, double eps) override;
+  void layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,
+                           const Tensor& rstd, const Tensor& grad_in, const Tensor& grad_weight,
+                           const Tensor& grad_bias) override;
+  // cpu_loss.cpp
+  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+                     int64_t ignore_index, double label_smoothing) override;
+  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& lse,
+                              const Tensor& grad_logits, int64_t ignore_index, double label_smoothing) override;
 };
 
 }  // namespace ember

@@ -1,0 +1,88 @@
+// CPU cross entropy: log_softmax and the negative log likelihood fused, one pass over each row of
+// logits [N, C] forward and one backward. log_softmax is never materialised: with
+// lse = logsumexp(row) (max-subtracted, so large logits cannot overflow),
+//   loss = (1 - s) * (lse - x[t]) + s * (lse - mean(x))       (s = label smoothing)
+//   dloss/dx[c] = softmax[c] - (1 - s) * [c == t] - s / C,   softmax[c] = exp(x[c] - lse)
+// Rows whose target is ignore_index give loss 0 and gradient 0. Threads split the rows.
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/cpu/parallel.h"
+
+namespace ember {
+
+void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+                               int64_t ignore_index, double label_smoothing) {
+  const int64_t N = logits.size(0), C = logits.size(1);
+  // A bad target is reported after the parallel loop (an exception must not leave an OpenMP region).
+  std::atomic<int64_t> bad_row{-1};
+  EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&]<typename T>() {
+    const T* x = logits.data<T>();
+    const int64_t* t = target.data<int64_t>();
+    T *l = loss.data<T>(), *ls = lse.data<T>();
+    const double s = label_smoothing;
+    parallel_for(N, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * C;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t c = 0; c < C; ++c) m = std::max(m, xr[c]);
+        if (std::isinf(m)) m = 0;  // all -inf (or +inf present): shift by 0 so x - m stays defined
+        T sum_exp = 0, sum_x = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          sum_exp += std::exp(xr[c] - m);
+          sum_x += xr[c];
+        }
+        const T row_lse = m + std::log(sum_exp);
+        ls[r] = row_lse;
+        const int64_t tr = t[r];
+        if (tr == ignore_index) {
+          l[r] = 0;
+          continue;
+        }
+        if (tr < 0 || tr >= C) {
+          bad_row.store(r);
+          l[r] = 0;
+          continue;
+        }
+        const T nll = row_lse - xr[tr];
+        l[r] = s == 0 ? nll : static_cast<T>((1 - s) * nll + s * (row_lse - sum_x / static_cast<T>(C)));
+      }
+    });
+  });
+  const int64_t r = bad_row.load();
+  EMBER_CHECK(r < 0, "cross_entropy: target ", target.data<int64_t>()[r], " at position ", r, " is out of bounds for ",
+              C, " classes (valid: 0..", C - 1, ", or ignore_index ", ignore_index, ")");
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
+                                        const Tensor& lse, const Tensor& grad_logits, int64_t ignore_index,
+                                        double label_smoothing) {
+  const int64_t N = logits.size(0), C = logits.size(1);
+  EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
+    const T *x = logits.data<T>(), *ls = lse.data<T>();
+    const int64_t* t = target.data<int64_t>();
+    // grad_loss may be a broadcast scalar (a mean or sum reduction): stride 0.
+    const T* gl = grad_loss.data<T>();
+    const int64_t gl_stride = grad_loss.stride(0);
+    T* gx = grad_logits.data<T>();
+    const T keep = static_cast<T>(1 - label_smoothing), smooth = static_cast<T>(label_smoothing / C);
+    parallel_for(N, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* gr = gx + r * C;
+        const int64_t tr = t[r];
+        if (tr == ignore_index) {
+          std::fill(gr, gr + C, T(0));
+          continue;
+        }
+        const T* xr = x + r * C;
+        const T g = gl[r * gl_stride], row_lse = ls[r];
+        for (int64_t c = 0; c < C; ++c) gr[c] = g * (std::exp(xr[c] - row_lse) - smooth);
+        gr[tr] -= g * keep;
+      }
+    });
+  });
+}
+
+}  // namespace ember

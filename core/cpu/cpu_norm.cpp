@@ -1,0 +1,214 @@
+// CPU batch norm and layer norm: forward and backward, each fused into one kernel.
+//
+// Statistics are accumulated in double whatever the tensor's dtype, and the variance is computed
+// in a second pass over (x - mean)^2: no cancellation, unlike E[x^2] - E[x]^2.
+//
+// With xhat = (x - mean) * invstd and y = w * xhat + b, the gradients over a group of n values
+// normalised together are
+//   db = sum(g)    dw = sum(g * xhat)
+//   dx = w * invstd * (g - db/n - xhat * dw/n)       (statistics of the batch: they depend on x)
+//   dx = w * invstd * g                              (running statistics: constants)
+// Batch norm normalises each channel over (batch, spatial), so threads split the channels; layer
+// norm normalises each row, so threads split the rows.
+#include <cmath>
+#include <vector>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/cpu/parallel.h"
+
+namespace ember {
+
+namespace {
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+}  // namespace
+
+// ---------------- batch norm: in [N, C, S] ----------------
+
+void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                            const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                            const Tensor& save_invstd, bool training, double momentum, double eps) {
+  const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
+  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
+    const T* x = in.data<T>();
+    const T *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
+    T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
+    T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
+    T* y = out.data<T>();
+    T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    parallel_for(C, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(count, 1)), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double mean, invstd;
+        if (training) {
+          double s = 0;
+          for (int64_t n = 0; n < N; ++n) {
+            const T* xp = x + (n * C + c) * S;
+            for (int64_t i = 0; i < S; ++i) s += xp[i];
+          }
+          mean = s / static_cast<double>(count);
+          double ss = 0;
+          for (int64_t n = 0; n < N; ++n) {
+            const T* xp = x + (n * C + c) * S;
+            for (int64_t i = 0; i < S; ++i) {
+              const double d = xp[i] - mean;
+              ss += d * d;
+            }
+          }
+          const double var = ss / static_cast<double>(count);  // biased: what normalises the batch
+          invstd = 1.0 / std::sqrt(var + eps);
+          if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * mean);
+          if (rv) {  // unbiased, as PyTorch stores it (count > 1 is checked by the op)
+            const double unbiased = ss / static_cast<double>(count - 1);
+            rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * unbiased);
+          }
+        } else {
+          mean = rm[c];
+          invstd = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+        }
+        sm[c] = static_cast<T>(mean);
+        si[c] = static_cast<T>(invstd);
+        // y = x * scale + shift: one multiply-add per element.
+        const double scale = invstd * (w ? w[c] : 1.0);
+        const T sc = static_cast<T>(scale), sh = static_cast<T>((b ? b[c] : 0.0) - mean * scale);
+        for (int64_t n = 0; n < N; ++n) {
+          const T* xp = x + (n * C + c) * S;
+          T* yp = y + (n * C + c) * S;
+          for (int64_t i = 0; i < S; ++i) yp[i] = xp[i] * sc + sh;
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                     const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
+                                     const Tensor& grad_weight, const Tensor& grad_bias, bool training) {
+  const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
+  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
+    const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);
+    const T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    T* gx = grad_in.defined() ? grad_in.data<T>() : nullptr;
+    T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
+    T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
+    parallel_for(C, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(count, 1)), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const double mean = sm[c], invstd = si[c];
+        double sum_g = 0, sum_gd = 0;  // sum(g), sum(g * (x - mean))
+        for (int64_t n = 0; n < N; ++n) {
+          const T *xp = x + (n * C + c) * S, *gp = g + (n * C + c) * S;
+          for (int64_t i = 0; i < S; ++i) {
+            sum_g += gp[i];
+            sum_gd += gp[i] * (xp[i] - mean);
+          }
+        }
+        if (gb) gb[c] = static_cast<T>(sum_g);
+        if (gw) gw[c] = static_cast<T>(sum_gd * invstd);
+        if (!gx) continue;
+        const double k = invstd * (w ? w[c] : 1.0);
+        // training: dx = k * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
+        //         = k * g + a * (x - mean) + b0   with the per-channel constants below
+        const double mean_g = training ? sum_g / static_cast<double>(count) : 0.0;
+        const double proj = training ? sum_gd / static_cast<double>(count) * invstd * invstd : 0.0;
+        const T kk = static_cast<T>(k), a = static_cast<T>(-k * proj);
+        const T b0 = static_cast<T>(-k * mean_g + k * proj * mean);
+        for (int64_t n = 0; n < N; ++n) {
+          const T *xp = x + (n * C + c) * S, *gp = g + (n * C + c) * S;
+          T* op = gx + (n * C + c) * S;
+          for (int64_t i = 0; i < S; ++i) op[i] = kk * gp[i] + a * xp[i] + b0;
+        }
+      }
+    });
+  });
+}
+
+// ---------------- layer norm: in [M, N], each row normalised ----------------
+
+void CpuBackend::layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                            const Tensor& mean, const Tensor& rstd, double eps) {
+  const int64_t M = in.size(0), N = in.size(1);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "layer_norm", [&]<typename T>() {
+    const T *x = in.data<T>(), *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
+    T *y = out.data<T>(), *mu = mean.data<T>(), *rs = rstd.data<T>();
+    parallel_for(M, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * N;
+        T* yr = y + r * N;
+        double s = 0;
+        for (int64_t j = 0; j < N; ++j) s += xr[j];
+        const double m = s / static_cast<double>(N);
+        double ss = 0;
+        for (int64_t j = 0; j < N; ++j) ss += (xr[j] - m) * (xr[j] - m);
+        const double r_std = 1.0 / std::sqrt(ss / static_cast<double>(N) + eps);
+        mu[r] = static_cast<T>(m);
+        rs[r] = static_cast<T>(r_std);
+        const T tm = static_cast<T>(m), tr = static_cast<T>(r_std);
+        if (w && b) {
+          for (int64_t j = 0; j < N; ++j) yr[j] = (xr[j] - tm) * tr * w[j] + b[j];
+        } else if (w) {
+          for (int64_t j = 0; j < N; ++j) yr[j] = (xr[j] - tm) * tr * w[j];
+        } else {
+          for (int64_t j = 0; j < N; ++j) yr[j] = (xr[j] - tm) * tr + (b ? b[j] : T(0));
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,
+                                     const Tensor& rstd, const Tensor& grad_in, const Tensor& grad_weight,
+                                     const Tensor& grad_bias) {
+  const int64_t M = in.size(0), N = in.size(1);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "layer_norm_backward", [&]<typename T>() {
+    const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);
+    const T *mu = mean.data<T>(), *rs = rstd.data<T>();
+    if (grad_in.defined()) {
+      T* gx = grad_in.data<T>();
+      parallel_for(M, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T *xr = x + r * N, *gr = g + r * N;
+          const double m = mu[r], r_std = rs[r];
+          // dxhat = g * w;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+          double sum_d = 0, sum_dx = 0;
+          for (int64_t j = 0; j < N; ++j) {
+            const double d = gr[j] * (w ? w[j] : T(1));
+            sum_d += d;
+            sum_dx += d * (xr[j] - m) * r_std;
+          }
+          const double mean_d = sum_d / static_cast<double>(N), mean_dx = sum_dx / static_cast<double>(N);
+          T* out = gx + r * N;
+          for (int64_t j = 0; j < N; ++j) {
+            const double d = gr[j] * (w ? w[j] : T(1));
+            out[j] = static_cast<T>(r_std * (d - mean_d - (xr[j] - m) * r_std * mean_dx));
+          }
+        }
+      });
+    }
+    if (grad_weight.defined() || grad_bias.defined()) {
+      // Column sums over the rows: threads split the columns, each walking every row over its own
+      // slice (contiguous within a row), so no partial sums need combining.
+      T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
+      T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
+      parallel_for(N, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(M, 1)), [&](int64_t j0, int64_t j1) {
+        std::vector<double> aw(j1 - j0, 0.0), ab(j1 - j0, 0.0);
+        for (int64_t r = 0; r < M; ++r) {
+          const T *xr = x + r * N, *gr = g + r * N;
+          const double m = mu[r], r_std = rs[r];
+          for (int64_t j = j0; j < j1; ++j) {
+            aw[j - j0] += gr[j] * (xr[j] - m) * r_std;
+            ab[j - j0] += gr[j];
+          }
+        }
+        for (int64_t j = j0; j < j1; ++j) {
+          if (gw) gw[j] = static_cast<T>(aw[j - j0]);
+          if (gb) gb[j] = static_cast<T>(ab[j - j0]);
+        }
+      });
+    }
+  });
+}
+
+}  // namespace ember

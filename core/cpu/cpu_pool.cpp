@@ -1,0 +1,250 @@
+// CPU 2-D pooling (NCHW, contiguous). Every (n, c) plane is independent: threads split the planes,
+// so no two threads ever write the same element and the backward kernels need no atomics.
+//
+// Max pooling records, for each output, the flat position ih*W + iw of its maximum inside the
+// input plane; the backward is then a scatter of the gradient to those positions. A NaN in a
+// window wins (the maximum of anything with NaN is NaN), as in PyTorch.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/cpu/parallel.h"
+
+namespace ember {
+
+namespace {
+
+struct Planes {
+  int64_t count, H, W, OH, OW;  // count = N*C planes
+};
+
+Planes planes(const Tensor& in, const Tensor& out) {
+  return {in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3)};
+}
+
+// Grain for splitting planes: about kGrainSize input elements per thread.
+int64_t plane_grain(const Planes& p) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, p.H * p.W)); }
+
+// Clipped window [start, end) along one dim for output index o (PyTorch's avg_pool arithmetic):
+// the window may reach into the padding up to size + pad; `span` is its length before clipping
+// to the real input, which is the divisor when padded positions count.
+struct AvgWindow {
+  int64_t start, end, span;
+};
+inline AvgWindow avg_window(int64_t o, int64_t k, int64_t s, int64_t pad, int64_t size) {
+  int64_t start = o * s - pad;
+  int64_t end = std::min(start + k, size + pad);
+  const int64_t span = end - start;
+  return {std::max<int64_t>(start, 0), std::min(end, size), span};
+}
+
+// Adaptive pooling: output cell o of `out_size` covers input [floor(o*size/out), ceil((o+1)*size/out)).
+inline int64_t adaptive_start(int64_t o, int64_t out_size, int64_t size) { return (o * size) / out_size; }
+inline int64_t adaptive_end(int64_t o, int64_t out_size, int64_t size) {
+  return ((o + 1) * size + out_size - 1) / out_size;
+}
+
+// "v replaces the best so far" (PyTorch's rule): strictly greater — so the first of equal maxima in
+// row-major order is kept — or NaN, so a NaN wins and only a later NaN replaces it.
+template <typename T>
+inline bool replaces(T v, T best) {
+  return v > best || std::isnan(v);
+}
+
+// Max pooling of one plane x [H, W] into y, idx [OH, OW].
+//
+// Data-dependent branches are the cost here (random inputs mispredict about half the compares),
+// so the bulk is written without them: for each output row whose windows lie entirely inside the
+// input, every tap (ki, kj) in turn is folded into the whole row with a select, a loop the compiler
+// vectorises. Taps are visited in the same row-major order as the per-window loop, so ties and NaNs
+// resolve identically. Windows that reach into the padding take the per-window loop.
+template <typename T>
+void max_pool_plane(const T* x, T* y, int64_t* idx, const Planes& p, const Window2d w) {
+  const int64_t H = p.H, W = p.W, OH = p.OH, OW = p.OW;
+  // Output columns whose window columns all lie in [0, W).
+  const int64_t ow_lo = std::min(OW, (w.pw + w.sw - 1) / w.sw);
+  const int64_t last_tap = (w.kw - 1) * w.dw - w.pw;  // input column of the last tap, minus ow*sw
+  const int64_t ow_hi = std::max(ow_lo, std::min(OW, W - 1 - last_tap >= 0 ? (W - 1 - last_tap) / w.sw + 1 : 0));
+
+  auto one_window = [&](int64_t oh, int64_t ow) {
+    int64_t h0 = oh * w.sh - w.ph, w0 = ow * w.sw - w.pw;
+    const int64_t h1 = std::min(h0 + (w.kh - 1) * w.dh + 1, H), w1 = std::min(w0 + (w.kw - 1) * w.dw + 1, W);
+    while (h0 < 0) h0 += w.dh;  // first tap inside the input (padding is at most half the window)
+    while (w0 < 0) w0 += w.dw;
+    T best = -std::numeric_limits<T>::infinity();
+    int64_t best_at = h0 * W + w0;
+    for (int64_t ih = h0; ih < h1; ih += w.dh)
+      for (int64_t iw = w0; iw < w1; iw += w.dw) {
+        const T v = x[ih * W + iw];
+        const bool take = replaces(v, best);
+        best = take ? v : best;
+        best_at = take ? ih * W + iw : best_at;
+      }
+    y[oh * OW + ow] = best;
+    idx[oh * OW + ow] = best_at;
+  };
+
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const int64_t h0 = oh * w.sh - w.ph;
+    const bool rows_inside = h0 >= 0 && h0 + (w.kh - 1) * w.dh < H;
+    if (!rows_inside || ow_lo >= ow_hi) {
+      for (int64_t ow = 0; ow < OW; ++ow) one_window(oh, ow);
+      continue;
+    }
+    for (int64_t ow = 0; ow < ow_lo; ++ow) one_window(oh, ow);
+    for (int64_t ow = ow_hi; ow < OW; ++ow) one_window(oh, ow);
+    T* yr = y + oh * OW;
+    int64_t* ir = idx + oh * OW;
+    const int64_t sw = w.sw;
+    for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
+      yr[ow] = -std::numeric_limits<T>::infinity();
+      ir[ow] = h0 * W + ow * sw - w.pw;
+    }
+    for (int64_t ki = 0; ki < w.kh; ++ki) {
+      for (int64_t kj = 0; kj < w.kw; ++kj) {
+        const int64_t base = (h0 + ki * w.dh) * W + kj * w.dw - w.pw;  // input position of ow = 0
+        const T* src = x + base;
+        for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
+          const T v = src[ow * sw];
+          const bool take = replaces(v, yr[ow]);
+          yr[ow] = take ? v : yr[ow];
+          ir[ow] = take ? base + ow * sw : ir[ow];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
+  const Planes p = planes(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "max_pool2d", [&]<typename T>() {
+    const T* x = in.data<T>();
+    T* y = out.data<T>();
+    int64_t* idx = indices.data<int64_t>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl)
+        max_pool_plane(x + pl * p.H * p.W, y + pl * p.OH * p.OW, idx + pl * p.OH * p.OW, p, w);
+    });
+  });
+}
+
+void CpuBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) {
+  const Planes p = planes(grad_in, grad_out);
+  fill(grad_in, 0.0);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "max_pool2d_backward", [&]<typename T>() {
+    const T* gy = grad_out.data<T>();
+    const int64_t* idx = indices.data<int64_t>();
+    T* gx = grad_in.data<T>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        T* gp = gx + pl * p.H * p.W;
+        const int64_t base = pl * p.OH * p.OW;
+        for (int64_t o = 0; o < p.OH * p.OW; ++o) gp[idx[base + o]] += gy[base + o];
+      }
+    });
+  });
+}
+
+void CpuBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) {
+  const Planes p = planes(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "avg_pool2d", [&]<typename T>() {
+    const T* x = in.data<T>();
+    T* y = out.data<T>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        const T* xp = x + pl * p.H * p.W;
+        T* yp = y + pl * p.OH * p.OW;
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+          const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H);
+          for (int64_t ow = 0; ow < p.OW; ++ow) {
+            const AvgWindow ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
+            T s = 0;
+            for (int64_t ih = hw.start; ih < hw.end; ++ih)
+              for (int64_t iw = ww.start; iw < ww.end; ++iw) s += xp[ih * p.W + iw];
+            const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+            yp[oh * p.OW + ow] = s / static_cast<T>(divisor);
+          }
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w,
+                                     bool count_include_pad) {
+  const Planes p = planes(grad_in, grad_out);
+  fill(grad_in, 0.0);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "avg_pool2d_backward", [&]<typename T>() {
+    const T* gy = grad_out.data<T>();
+    T* gx = grad_in.data<T>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        T* gp = gx + pl * p.H * p.W;
+        const T* yp = gy + pl * p.OH * p.OW;
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+          const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H);
+          for (int64_t ow = 0; ow < p.OW; ++ow) {
+            const AvgWindow ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
+            const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+            const T g = yp[oh * p.OW + ow] / static_cast<T>(divisor);
+            for (int64_t ih = hw.start; ih < hw.end; ++ih)
+              for (int64_t iw = ww.start; iw < ww.end; ++iw) gp[ih * p.W + iw] += g;
+          }
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
+  const Planes p = planes(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
+    const T* x = in.data<T>();
+    T* y = out.data<T>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        const T* xp = x + pl * p.H * p.W;
+        T* yp = y + pl * p.OH * p.OW;
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+          const int64_t h0 = adaptive_start(oh, p.OH, p.H), h1 = adaptive_end(oh, p.OH, p.H);
+          for (int64_t ow = 0; ow < p.OW; ++ow) {
+            const int64_t w0 = adaptive_start(ow, p.OW, p.W), w1 = adaptive_end(ow, p.OW, p.W);
+            T s = 0;
+            for (int64_t ih = h0; ih < h1; ++ih)
+              for (int64_t iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
+            yp[oh * p.OW + ow] = s / static_cast<T>((h1 - h0) * (w1 - w0));
+          }
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) {
+  const Planes p = planes(grad_in, grad_out);
+  fill(grad_in, 0.0);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {
+    const T* gy = grad_out.data<T>();
+    T* gx = grad_in.data<T>();
+    parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+      for (int64_t pl = b; pl < e; ++pl) {
+        T* gp = gx + pl * p.H * p.W;
+        const T* yp = gy + pl * p.OH * p.OW;
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+          const int64_t h0 = adaptive_start(oh, p.OH, p.H), h1 = adaptive_end(oh, p.OH, p.H);
+          for (int64_t ow = 0; ow < p.OW; ++ow) {
+            const int64_t w0 = adaptive_start(ow, p.OW, p.W), w1 = adaptive_end(ow, p.OW, p.W);
+            const T g = yp[oh * p.OW + ow] / static_cast<T>((h1 - h0) * (w1 - w0));
+            for (int64_t ih = h0; ih < h1; ++ih)
+              for (int64_t iw = w0; iw < w1; ++iw) gp[ih * p.W + iw] += g;
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace ember

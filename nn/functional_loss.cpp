@@ -1,0 +1,125 @@
+// Losses. cross_entropy is one fused kernel each way (log_softmax is never materialised, see
+// core/cpu/cpu_loss.cpp); nll_loss and mse_loss are short compositions of differentiable ops.
+// A mean ignores the positions whose target is ignore_index, in the sum and in the count, like
+// PyTorch (so a batch where every target is ignored has a NaN mean).
+#include <limits>
+
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/ops.h"
+#include "nn/functional.h"
+
+namespace ember::nn::functional {
+
+namespace {
+
+// Combines per-position losses; `valid` (uint8, same shape, optional) marks the positions that count in a mean.
+Tensor reduce_loss(const Tensor& per, Reduction reduction, const Tensor& valid = Tensor()) {
+  switch (reduction) {
+    case Reduction::None:
+      return per;
+    case Reduction::Sum:
+      return sum(per);
+    case Reduction::Mean:
+      if (!valid.defined()) return mean(per);
+      return sum(per) / sum(valid).to(per.dtype());
+  }
+  return per;
+}
+
+void check_target(const char* op, const Tensor& input, const Tensor& target) {
+  EMBER_CHECK(input.defined() && target.defined(), op, ": undefined input or target");
+  EMBER_CHECK(is_floating(input.dtype()), op, ": expected floating-point input, got ", dtype_name(input.dtype()),
+              " of shape ", input.shape());
+  EMBER_CHECK(target.dtype() == kInt64, op, ": target must hold int64 class indices, got ", dtype_name(target.dtype()),
+              " of shape ", target.shape());
+  EMBER_CHECK(target.device() == input.device(), op, ": target is on ", target.device(), " but the input is on ",
+              input.device());
+  EMBER_CHECK(input.dim() >= 1, op, ": input must have a class dim, got a 0-d tensor");
+  // Expected target shape: the input's without the class dim (dim 1, or dim 0 when unbatched).
+  Shape want = input.shape();
+  want.erase(input.dim() == 1 ? 0 : 1);
+  EMBER_CHECK(target.shape() == want, op, ": input ", input.shape(), " needs target shape ", want, ", got ",
+              target.shape());
+}
+
+// Per-row fused cross entropy of logits [R, C] against targets [R]: loss [R].
+Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing) {
+  const int64_t R = logits.size(0);
+  const Tensor x = logits.detach().contiguous(), t = target.contiguous();
+  const TensorOptions opts = TensorOptions(logits.dtype()).device(logits.device());
+  Tensor loss = empty({R}, opts), lse = empty({R}, opts);
+  if (R > 0) backend_of(logits).cross_entropy(x, t, loss, lse, ignore_index, label_smoothing);
+  if (grad_needed(logits))
+    record("cross_entropy", loss, {logits},
+           [sx = SavedTensor(x), st = SavedTensor(t), sl = SavedTensor(lse), ignore_index, label_smoothing](
+               const Tensor& g, NeedsGrad) -> Grads {
+             const Tensor& xv = sx.get();
+             Tensor gx = empty(xv.shape(), TensorOptions(xv.dtype()).device(xv.device()));
+             if (xv.numel() > 0)
+               backend_of(g).cross_entropy_backward(g, xv, st.get(), sl.get(), gx, ignore_index, label_smoothing);
+             return {gx};
+           });
+  return loss;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o) {
+  check_target("cross_entropy", input, target);
+  EMBER_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0,
+              "cross_entropy: label_smoothing must be in [0, 1], got ", o.label_smoothing);
+  const int64_t C = input.size(input.dim() == 1 ? 0 : 1);
+  EMBER_CHECK(C > 0, "cross_entropy: input ", input.shape(), " has no classes");
+
+  // Bring every case to rows of logits [R, C] with targets [R]: [C] is one row; [N, C, d1, ..]
+  // moves the class dim last (a copy) so that each position is a row.
+  Tensor rows, t;
+  if (input.dim() <= 2) {
+    rows = input.dim() == 1 ? input.unsqueeze(0) : input;
+    t = target.reshape({-1});
+  } else {
+    Shape perm;
+    perm.push_back(0);
+    for (int d = 2; d < input.dim(); ++d) perm.push_back(d);
+    perm.push_back(1);
+    rows = input.permute(perm).reshape({-1, C});
+    t = target.reshape({-1});
+  }
+  Tensor per = cross_entropy_rows(rows, t, o.ignore_index, o.label_smoothing).reshape(target.shape());
+  if (o.reduction != Reduction::Mean) return reduce_loss(per, o.reduction);
+  return reduce_loss(per, o.reduction, ne(target, static_cast<double>(o.ignore_index)));
+}
+
+Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossOptions& o) {
+  check_target("nll_loss", input, target);
+  EMBER_CHECK(input.dim() <= 2, "nll_loss: expected input [N, C] or [C], got ", input.shape());
+  const Tensor x = input.dim() == 1 ? input.unsqueeze(0) : input;
+  const Tensor t = target.reshape({-1});
+  const int64_t C = x.size(1);
+  const Tensor valid = ne(t, static_cast<double>(o.ignore_index));
+  // Ignored positions read class 0 (any valid index) and are then zeroed.
+  const Tensor safe = where(valid, t, zeros({}, TensorOptions(kInt64).device(t.device())));
+  if (t.device().is_cpu() && t.numel() > 0) {
+    const Tensor s = safe.contiguous();
+    const int64_t* p = s.data<int64_t>();
+    for (int64_t i = 0; i < s.numel(); ++i)
+      EMBER_CHECK(p[i] >= 0 && p[i] < C, "nll_loss: target ", p[i], " at position ", i, " is out of bounds for ", C,
+                  " classes (valid: 0..", C - 1, ", or ignore_index ", o.ignore_index, ")");
+  }
+  const Tensor picked = gather(x, 1, safe.unsqueeze(1)).squeeze(1);
+  Tensor per =
+      where(valid, neg(picked), zeros({}, TensorOptions(x.dtype()).device(x.device()))).reshape(target.shape());
+  return reduce_loss(per, o.reduction, valid.reshape(target.shape()));
+}
+
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  EMBER_CHECK(input.defined() && target.defined(), "mse_loss: undefined input or target");
+  EMBER_CHECK(input.shape() == target.shape(), "mse_loss: input ", input.shape(), " and target ", target.shape(),
+              " must have the same shape");
+  EMBER_CHECK(is_floating(input.dtype()), "mse_loss: expected floating-point tensors, got ", dtype_name(input.dtype()));
+  const Tensor d = input - target;
+  return reduce_loss(d * d, reduction);
+}
+
+}  // namespace ember::nn::functional

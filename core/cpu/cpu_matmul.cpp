@@ -1,6 +1,248 @@
-// CPU matmul. (stub: being written)
+// CPU matmul: out[i] = a[i] · b[i] for every batch entry i, on one of two GEMM engines:
+//   - OpenBLAS (cblas_sgemm / cblas_dgemm), when ember was built with it (EMBER_HAVE_OPENBLAS);
+//   - Eigen's own GEMM, compiled into ember for this CPU (-march=native).
+// Views cost no copy: a matrix whose rows or columns are contiguous is handed to the engine as-is
+// or as a transpose, with a leading dimension; a broadcast batch (stride 0) reuses one pointer.
+// Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
+//
+// Which engine (measured, see bench/RESULTS.md): OpenBLAS picks its kernels when it is loaded,
+// from the CPU id. On a CPU it knows, its AVX-512 kernels beat Eigen (dev machine, AMD Zen 5,
+// sgemm 1024^3 on one core: 235 vs 172 GFLOP/s). But OpenBLAS 0.3.21 does not know Zen 5 and falls
+// back to its AVX2 "Haswell" kernels (124 GFLOP/s), which Eigen's AVX-512 GEMM beats by 1.4x. So:
+// OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled with. Set
+// OPENBLAS_CORETYPE=SkylakeX on such machines to get OpenBLAS's AVX-512 kernels (and the BLAS engine).
+#include "core/cpu/cpu_matmul.h"
+
+// GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
+// Eigen's packet transposes into the GEMM; silence it for this file only.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdlib>
+#include <string>
+
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/parallel.h"
+
+#if EMBER_HAVE_OPENBLAS
+#include <cblas.h>
+// OpenBLAS extensions (declared here too, in case cblas.h is another vendor's).
+extern "C" {
+char* openblas_get_config(void);
+char* openblas_get_corename(void);
+int openblas_get_parallel(void);  // 0: sequential build, 1: pthreads, 2: OpenMP
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
+}
+#endif
 
 namespace ember {
-void CpuBackend::matmul(const Tensor&, const Tensor&, const Tensor&) { EMBER_FAIL("matmul: not implemented yet"); }
+
+// ---------------- engine choice ----------------
+
+#if EMBER_HAVE_OPENBLAS
+static constexpr bool kHaveBlas = true;
+#else
+static constexpr bool kHaveBlas = false;
+#endif
+
+namespace {
+
+#if EMBER_HAVE_OPENBLAS
+// True when OpenBLAS runs kernels at least as wide as Eigen's (see the note at the top).
+bool blas_kernels_match_eigen() {
+#ifdef EIGEN_VECTORIZE_AVX512
+  const std::string core = openblas_get_corename();
+  return core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+#else
+  return true;
+#endif
+}
+#endif
+
+GemmEngine initial_engine() {
+  if (const char* env = std::getenv("EMBER_GEMM")) {
+    const std::string e = env;
+    if (e == "eigen") return GemmEngine::Eigen;
+    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'eigen' or 'blas', got '", e, "'");
+    EMBER_CHECK(cpu_blas_available(), "EMBER_GEMM=blas: ember was built without OpenBLAS");
+    return GemmEngine::Blas;
+  }
+#if EMBER_HAVE_OPENBLAS
+  return blas_kernels_match_eigen() ? GemmEngine::Blas : GemmEngine::Eigen;
+#else
+  return GemmEngine::Eigen;
+#endif
+}
+
+std::atomic<GemmEngine>& engine_slot() {
+  static std::atomic<GemmEngine> engine{initial_engine()};
+  return engine;
+}
+
+}  // namespace
+
+bool cpu_blas_available() { return kHaveBlas; }
+GemmEngine cpu_gemm_engine() { return engine_slot().load(std::memory_order_relaxed); }
+void set_cpu_gemm_engine(GemmEngine engine) {
+  EMBER_CHECK(engine != GemmEngine::Blas || cpu_blas_available(),
+              "set_cpu_gemm_engine: ember was built without OpenBLAS; only the Eigen engine is available");
+  engine_slot().store(engine, std::memory_order_relaxed);
+}
+const char* gemm_engine_name(GemmEngine engine) { return engine == GemmEngine::Blas ? "OpenBLAS" : "Eigen"; }
+
+std::string cpu_gemm_info() {
+  std::string s = std::string("matmul engine: ") + gemm_engine_name(cpu_gemm_engine());
+#if EMBER_HAVE_OPENBLAS
+  static const char* kThreading[] = {"sequential", "pthreads", "openmp"};
+  const int p = openblas_get_parallel();
+  s += std::string("; linked ") + openblas_get_config() + " (core " + openblas_get_corename() + ", " +
+       (p >= 0 && p <= 2 ? kThreading[p] : "?") + " threading)";
+#else
+  s += " (built without OpenBLAS)";
+#endif
+  return s;
+}
+
+// ---------------- the kernel ----------------
+
+namespace {
+
+// How a GEMM engine reads one [rows, cols] matrix with element strides (rs, cs): as stored
+// (row-major, leading dimension ld = rs) or as the transpose of a row-major [cols, rows] matrix
+// (ld = cs). `ok` is false when neither works and the matrix must be copied.
+struct Layout {
+  bool ok = false;
+  bool trans = false;
+  int64_t ld = 0;
+};
+
+Layout gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  // The stride of a size-1 dim is never used: pick whichever value makes a valid layout.
+  if (cols == 1) cs = 1;
+  if (rows == 1) rs = cs == 1 ? cols : 1;
+  if (cs == 1 && rs >= cols) return {true, false, rs};
+  if (rs == 1 && cs >= rows) return {true, true, cs};
+  return {};
+}
+
+// One operand of the batched product: where matrix i starts and how to read it.
+template <typename T>
+struct Operand {
+  const T* base = nullptr;
+  int64_t batch_stride = 0;  // elements; 0 when the batch is broadcast
+  Layout layout;
+  Tensor keep_alive;  // the contiguous copy, in the rare case one was needed
+  const T* matrix(int64_t i) const { return base + i * batch_stride; }
+};
+
+// t is [B, rows, cols]. Copies (one matrix if the batch is broadcast) only when no layout fits.
+template <typename T>
+Operand<T> make_operand(const Tensor& t) {
+  const int64_t rows = t.size(1), cols = t.size(2);
+  Operand<T> op;
+  op.layout = gemm_layout(rows, cols, t.stride(1), t.stride(2));
+  if (op.layout.ok) {
+    op.base = t.data<T>();
+    op.batch_stride = t.stride(0);
+    return op;
+  }
+  const bool broadcast = t.stride(0) == 0 || t.size(0) == 1;
+  Tensor copy = broadcast ? t.select(0, 0).contiguous() : t.contiguous();
+  op.base = copy.data<T>();
+  op.keep_alive = copy;
+  op.batch_stride = broadcast ? 0 : rows * cols;
+  op.layout = {true, false, cols};
+  return op;
+}
+
+// C[M, N] (row-major, ld N) = A[M, K] · B[K, N] with Eigen. Maps view the memory in place: a
+// transposed operand is the same memory seen as a column-major matrix.
+template <typename T>
+void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C) {
+  using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<RowMat, 0, Stride> c(C, M, N, Stride(N));
+  auto times_b = [&](const auto& a) {
+    if (lb.trans)
+      c.noalias() = a * Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(lb.ld));
+    else
+      c.noalias() = a * Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(lb.ld));
+  };
+  if (la.trans)
+    times_b(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(la.ld)));
+  else
+    times_b(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(la.ld)));
+}
+
+#if EMBER_HAVE_OPENBLAS
+void blas_gemm(int M, int N, int K, const float* A, Layout la, const float* B, Layout lb, float* C) {
+  cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
+              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), 0.0f, C, N);
+}
+void blas_gemm(int M, int N, int K, const double* A, Layout la, const double* B, Layout lb, double* C) {
+  cblas_dgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0,
+              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), 0.0, C, N);
+}
+#endif
+
+// Below this many multiply-adds per matrix, threads split the batch instead of each product:
+// a small GEMM has too little work to share, and whole matrices per thread need no syncing.
+constexpr int64_t kSmallGemm = 128 * 128 * 128;
+// Aim for at least this many multiply-adds per thread (a parallel region costs a few microseconds).
+constexpr int64_t kGemmGrain = 1 << 18;
+
+}  // namespace
+
+void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t batch = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  if (out.numel() == 0) return;
+  if (K == 0) {  // an empty sum: zeros
+    fill(out, 0.0);
+    return;
+  }
+  EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
+    const Operand<T> A = make_operand<T>(a), B = make_operand<T>(b);
+    T* C = out.data<T>();
+    GemmEngine engine = cpu_gemm_engine();
+    // BLAS takes 32-bit sizes; Eigen does the (rare) larger ones.
+    if (std::max({M, N, K, A.layout.ld, B.layout.ld}) > INT_MAX) engine = GemmEngine::Eigen;
+
+    const int threads = get_num_threads();
+    const int64_t mnk = M * N * K;
+    const bool over_batch = batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
+#if EMBER_HAVE_OPENBLAS
+    // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside
+    // our parallel regions). A pthread build (someone else's libopenblas.so.0 found first) keeps
+    // its own pool: size it to match, or to one thread when ember splits the batch itself.
+    if (engine == GemmEngine::Blas && openblas_get_parallel() == 1) {
+      const int want = over_batch ? 1 : threads;
+      if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+    }
+#endif
+    auto one = [&](int64_t i) {
+      T* c = C + i * M * N;
+#if EMBER_HAVE_OPENBLAS
+      if (engine == GemmEngine::Blas) {
+        blas_gemm(static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), A.matrix(i), A.layout, B.matrix(i),
+                  B.layout, c);
+        return;
+      }
+#endif
+      eigen_gemm<T>(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c);
+    };
+    if (over_batch) {
+      // Each thread runs whole products; inside a parallel region both engines stay single-threaded.
+      parallel_for(batch, std::max<int64_t>(1, kGemmGrain / mnk), [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) one(i);
+      });
+    } else {
+      for (int64_t i = 0; i < batch; ++i) one(i);  // each product uses all threads
+    }
+  });
+}
+
 }  // namespace ember

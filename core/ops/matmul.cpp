@@ -1,8 +1,147 @@
-// Matrix products. (stub: being written)
+// Matrix products, with PyTorch's matmul rules:
+//   [K] x [K] -> []                      (dot product)
+//   [M, K] x [K, N] -> [M, N]
+//   [K] x [.., K, N] -> [.., N]          (a vector is promoted to a matrix, then squeezed away)
+//   [.., M, K] x [K] -> [.., M]
+//   [.., M, K] x [.., K, N] -> [.., M, N] (batch dims `..` broadcast against each other)
+// Every case reduces to one batched product (matmul_nd) whose backward is
+//   dA = g · Bᵀ,  dB = Aᵀ · g
+// written with transposed views: the kernel reads them as BLAS transposes, so nothing is copied.
+// Where a batch dim was broadcast these give one gradient per batch entry; the engine sums them
+// back to the input's shape. Vector promotion uses unsqueeze/squeeze views, which carry their own
+// (reshape) backward.
+#include <algorithm>
+
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
 
 namespace ember {
-Tensor matmul(const Tensor&, const Tensor&) { EMBER_FAIL("matmul: not implemented yet"); }
+
+namespace {
+
+// Batch dims of a matmul operand: all but the last two (a vector has none).
+Shape batch_dims(const Tensor& t) {
+  Shape s;
+  for (int d = 0; d + 2 < t.dim(); ++d) s.push_back(t.size(d));
+  return s;
+}
+
+// Every check happens here, on the shapes the caller passed, so messages name those shapes.
+void check_args(const Tensor& a, const Tensor& b) {
+  EMBER_CHECK(a.defined() && b.defined(), "matmul: undefined tensor argument");
+  EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: ", a.shape(), " x ", b.shape(),
+              ": both arguments need at least 1 dimension (for a 0-d scalar use mul)");
+  EMBER_CHECK(a.dtype() == b.dtype(), "matmul: ", a.shape(), " x ", b.shape(), ": dtype mismatch (",
+              dtype_name(a.dtype()), " and ", dtype_name(b.dtype()), ")");
+  EMBER_CHECK(is_floating(a.dtype()), "matmul: ", a.shape(), " x ", b.shape(),
+              ": expected floating-point tensors, got ", dtype_name(a.dtype()),
+              " (integer matmul is not supported; convert with .to(kFloat32))");
+  EMBER_CHECK(a.device() == b.device(), "matmul: ", a.shape(), " x ", b.shape(), ": device mismatch (", a.device(),
+              " and ", b.device(), ")");
+  const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  EMBER_CHECK(ka == kb, "matmul: ", a.shape(), " x ", b.shape(), ": inner dimensions differ (", ka, " vs ", kb, ")");
+  const Shape ba = batch_dims(a), bb = batch_dims(b);
+  for (int i = 1; i <= std::min(ba.size(), bb.size()); ++i) {
+    const int64_t x = ba[ba.size() - i], y = bb[bb.size() - i];
+    EMBER_CHECK(x == y || x == 1 || y == 1, "matmul: ", a.shape(), " x ", b.shape(),
+                ": batch dimensions cannot be broadcast (", x, " vs ", y, ")");
+  }
+}
+
+// True when dims [lo, hi) of t can be read as one dim with a single stride, without a copy:
+// each dim's stride spans the whole of the next-inner one (size-1 dims do not matter). This
+// holds for contiguous runs and for runs of broadcast (stride 0) dims.
+bool dims_collapse(const Tensor& t, int lo, int hi) {
+  int64_t want = -1;  // the stride the next outer dim of size > 1 must have
+  for (int d = hi - 1; d >= lo; --d) {
+    if (t.size(d) == 1) continue;
+    if (want >= 0 && t.stride(d) != want) return false;
+    want = t.stride(d) * t.size(d);
+  }
+  return true;
+}
+
+// The stride of dims [lo, hi) read as one dim (see dims_collapse): the innermost real one's.
+int64_t collapsed_stride(const Tensor& t, int lo, int hi) {
+  for (int d = hi - 1; d >= lo; --d)
+    if (t.size(d) != 1) return t.stride(d);
+  return 0;
+}
+
+// Runs the backend kernel, which takes exactly one batch dim, on a [.., M, K], b [.., K, N] and
+// out [.., M, N] with identical (already broadcast) batch dims. The innermost batch dims that
+// collapse into one for both inputs go to the kernel in one call (that is all of them for
+// contiguous inputs and for the common broadcasts); outer ones that do not are looped over here.
+void batched_kernel(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int nb = out.dim() - 2;
+  int split = nb;
+  while (split > 0 && dims_collapse(a, split - 1, nb) && dims_collapse(b, split - 1, nb)) --split;
+  int64_t inner = 1, outer = 1;
+  for (int d = 0; d < nb; ++d) (d < split ? outer : inner) *= out.size(d);
+
+  auto view3 = [&](const Tensor& t, int64_t offset) {
+    return make_tensor(t.storage(), Shape{inner, t.size(-2), t.size(-1)},
+                       Shape{collapsed_stride(t, split, nb), t.stride(-2), t.stride(-1)}, offset, t.dtype());
+  };
+  Backend& be = backend_of(out);
+  for (int64_t o = 0; o < outer; ++o) {
+    // Offsets of outer batch entry o in each operand (row-major index over dims [0, split)).
+    int64_t oa = a.offset(), ob = b.offset(), oc = out.offset(), rem = o;
+    for (int d = split - 1; d >= 0; --d) {
+      const int64_t i = rem % out.size(d);
+      rem /= out.size(d);
+      oa += i * a.stride(d);
+      ob += i * b.stride(d);
+      oc += i * out.stride(d);
+    }
+    be.matmul(view3(a, oa), view3(b, ob), view3(out, oc));
+  }
+}
+
+// a [.., M, K] x b [.., K, N], both at least 2-D, already checked.
+Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+
+  // [.., M, K] x [K, N] (a linear layer on a batch): when a's leading dims flatten into rows
+  // without a copy, it is one large 2-D product — faster, and its backward then computes dB as
+  // one product too instead of a batch of partial dBs summed afterwards.
+  if (a.dim() > 2 && b.dim() == 2 && dims_collapse(a, 0, a.dim() - 1)) {
+    Shape out_shape = a.shape();
+    out_shape[out_shape.size() - 1] = N;
+    int64_t rows = 1;
+    for (int d = 0; d + 1 < a.dim(); ++d) rows *= a.size(d);
+    return matmul_nd(a.reshape(Shape{rows, K}), b).view(out_shape);
+  }
+
+  Shape batch = broadcast_shapes("matmul", batch_dims(a), batch_dims(b));
+  Shape a_shape = batch, b_shape = batch, out_shape = batch;
+  a_shape.push_back(M), a_shape.push_back(K);
+  b_shape.push_back(K), b_shape.push_back(N);
+  out_shape.push_back(M), out_shape.push_back(N);
+  Tensor out = empty(out_shape, TensorOptions(a.dtype()).device(a.device()));
+  batched_kernel(a.detach().expand(a_shape), b.detach().expand(b_shape), out);
+
+  if (grad_needed({a, b})) {
+    // Each gradient needs only the other input: save just what will be used.
+    record("matmul", out, {a, b},
+           [sa = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
+            sb = a.requires_grad() ? SavedTensor(b) : SavedTensor()](const Tensor& g, NeedsGrad n) -> Grads {
+             return {n[0] ? matmul(g, sb.get().transpose(-2, -1)) : Tensor(),
+                     n[1] ? matmul(sa.get().transpose(-2, -1), g) : Tensor()};
+           });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_args(a, b);
+  if (a.dim() == 1 && b.dim() == 1) return matmul_nd(a.unsqueeze(0), b.unsqueeze(1)).reshape(Shape{});
+  if (a.dim() == 1) return matmul_nd(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul_nd(a, b.unsqueeze(1)).squeeze(-1);
+  return matmul_nd(a, b);
+}
+
 }  // namespace ember

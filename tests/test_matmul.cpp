@@ -1,0 +1,313 @@
+// matmul: every PyTorch shape rule against a naive double-precision reference loop, views
+// (transposed, strided, broadcast) without copies, both CPU GEMM engines, thread counts,
+// float64 gradchecks and error messages.
+#include <algorithm>
+
+#include "core/cpu/cpu_matmul.h"
+#include "tests/test_util.h"
+
+using namespace ember;
+
+namespace {
+
+// The reference: PyTorch's matmul rules written out as plain loops over host doubles. It shares
+// no code with ember's matmul (only to_vector/from_vector to move the numbers).
+Tensor reference_matmul(const Tensor& a, const Tensor& b) {
+  Shape as = a.shape(), bs = b.shape();
+  const bool vec_a = as.size() == 1, vec_b = bs.size() == 1;
+  if (vec_a) as = Shape{1, as[0]};
+  if (vec_b) bs = Shape{bs[0], 1};
+  const int64_t M = as[as.size() - 2], K = as[as.size() - 1], N = bs[bs.size() - 1];
+  // Broadcast batch dims, right-aligned.
+  const int na = as.size() - 2, nb = bs.size() - 2, n = std::max(na, nb);
+  std::vector<int64_t> batch(n), ba(n, 1), bb(n, 1);
+  for (int i = 0; i < n; ++i) {
+    if (i - (n - na) >= 0) ba[i] = as[i - (n - na)];
+    if (i - (n - nb) >= 0) bb[i] = bs[i - (n - nb)];
+    batch[i] = ba[i] == 1 ? bb[i] : ba[i];  // broadcasting: 1 stretches (0 stays 0)
+  }
+  int64_t count = 1;
+  for (int64_t s : batch) count *= s;
+  const auto av = a.detach().to(kCPU).to(kFloat64).contiguous().to_vector<double>();
+  const auto bv = b.detach().to(kCPU).to(kFloat64).contiguous().to_vector<double>();
+  std::vector<double> out(count * M * N, 0.0);
+  for (int64_t flat = 0; flat < count; ++flat) {
+    // Batch index -> matrix number in a and b (a size-1 dim always uses index 0).
+    int64_t rem = flat, ia = 0, ib = 0, sa = 1, sb = 1;
+    for (int i = n - 1; i >= 0; --i) {
+      const int64_t idx = rem % batch[i];
+      rem /= batch[i];
+      ia += (ba[i] == 1 ? 0 : idx) * sa;
+      ib += (bb[i] == 1 ? 0 : idx) * sb;
+      sa *= ba[i];
+      sb *= bb[i];
+    }
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k) s += av[ia * M * K + m * K + k] * bv[ib * K * N + k * N + j];
+        out[flat * M * N + m * N + j] = s;
+      }
+  }
+  Shape out_shape(batch);
+  if (!vec_a) out_shape.push_back(M);
+  if (!vec_b) out_shape.push_back(N);
+  return from_vector(out, out_shape);
+}
+
+// Random tensor of `dtype` on `device`.
+Tensor rnd(const Shape& shape, DType dtype, Device device, uint64_t seed = 7) {
+  return test::rand_f64(shape, -1.0, 1.0, seed).to(dtype).to(device);
+}
+
+// float32 sums of K products: allow for rounding that grows with K.
+void expect_matches_reference(const Tensor& a, const Tensor& b) {
+  Tensor out = matmul(a, b);
+  EXPECT_EQ(out.dtype(), a.dtype());
+  EXPECT_EQ(out.device(), a.device());
+  const double tol = a.dtype() == kFloat64 ? 1e-12 : 1e-5 * std::max<int64_t>(8, a.size(-1));
+  test::expect_close(out, reference_matmul(a, b), tol, tol);
+}
+
+}  // namespace
+
+EMBER_DEVICE_SUITE(Matmul);
+
+TEST_P(Matmul, EveryShapeRuleMatchesReference) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{5}, {5}},                    // dot -> 0-d
+      {{3, 4}, {4, 5}},              // 2-D
+      {{4}, {4, 5}},                 // vector on the left
+      {{3, 4}, {4}},                 // vector on the right
+      {{4}, {2, 4, 5}},              // vector x batch
+      {{2, 3, 4}, {4}},              // batch x vector
+      {{2, 3, 4}, {2, 4, 5}},        // batched
+      {{2, 3, 4}, {4, 5}},           // batch x matrix (folded into one 2-D product)
+      {{3, 4}, {2, 4, 5}},           // matrix x batch (broadcast a)
+      {{2, 1, 3, 4}, {5, 4, 2}},     // both batch dims broadcast
+      {{1, 3, 4}, {2, 1, 4, 2}},     // size-1 batch dims on both sides
+      {{2, 2, 3, 4}, {2, 2, 4, 1}},  // N = 1
+      {{1, 1}, {1, 1}},              // 1 x 1
+      {{0, 3}, {3, 4}},              // empty rows
+      {{2, 0}, {0, 3}},              // K = 0: zeros
+      {{0, 2, 3}, {3, 2}},           // empty batch
+  };
+  for (DType dt : {kFloat32, kFloat64}) {
+    for (const auto& [sa, sb] : cases) {
+      SCOPED_TRACE(sa.str() + " x " + sb.str() + " " + dtype_name(dt));
+      expect_matches_reference(rnd(sa, dt, device(), 1), rnd(sb, dt, device(), 2));
+    }
+  }
+  EXPECT_EQ(matmul(rnd({5}, kFloat32, device()), rnd({5}, kFloat32, device())).dim(), 0);
+  EXPECT_EQ(matmul(rnd({2, 1, 3, 4}, kFloat32, device()), rnd({5, 4, 2}, kFloat32, device())).shape(),
+            (Shape{2, 5, 3, 2}));
+  EXPECT_EQ(matmul(zeros({2, 0}, TensorOptions().device(device())), ones({0, 3}, TensorOptions().device(device())))
+                .to(kCPU)
+                .to_vector<float>(),
+            std::vector<float>(6, 0.0f));
+}
+
+TEST_P(Matmul, TransposedAndStridedViews) {
+  for (DType dt : {kFloat32, kFloat64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor a = rnd({6, 7}, dt, device(), 1), at = rnd({7, 6}, dt, device(), 2).t();
+    Tensor b = rnd({7, 5}, dt, device(), 3), bt = rnd({5, 7}, dt, device(), 4).t();
+    ASSERT_FALSE(at.is_contiguous());
+    expect_matches_reference(a, b);
+    expect_matches_reference(at, b);
+    expect_matches_reference(a, bt);
+    expect_matches_reference(at, bt);
+    // Batched transposes, and a batch dim that is not the outermost in memory.
+    expect_matches_reference(rnd({3, 7, 6}, dt, device(), 5).transpose(1, 2),
+                             rnd({3, 5, 7}, dt, device(), 6).transpose(1, 2));
+    expect_matches_reference(rnd({6, 3, 7}, dt, device(), 7).permute({1, 0, 2}),
+                             rnd({7, 3, 5}, dt, device(), 8).transpose(0, 1));
+    // Column slice: rows keep a larger stride (a leading dimension), no copy needed.
+    expect_matches_reference(rnd({6, 12}, dt, device(), 9).slice(1, 2, 9), b);
+    // Stepped in both dims: no unit stride at all (the kernel copies this one).
+    expect_matches_reference(rnd({12, 14}, dt, device(), 10).slice(0, 0, 12, 2).slice(1, 0, 14, 2), b);
+    // Broadcast inside the matrix (stride 0 rows) and a single strided row / column.
+    expect_matches_reference(rnd({1, 7}, dt, device(), 11).expand({6, 7}), b);
+    expect_matches_reference(rnd({7, 4}, dt, device(), 12).select(1, 1), b);
+    expect_matches_reference(a, rnd({4, 7}, dt, device(), 13).select(0, 2).unsqueeze(1).expand({7, 3}));
+    // Batch broadcast through expand (batch stride 0) on both sides.
+    expect_matches_reference(rnd({1, 6, 7}, dt, device(), 14).expand({4, 6, 7}), rnd({4, 7, 5}, dt, device(), 15));
+  }
+}
+
+TEST_P(Matmul, BatchBroadcastThatCannotCollapse) {
+  // a [2,1,3,4] broadcast to [2,5,3,4] has batch strides [12, 0]: the batch dims cannot be read as
+  // one, so the op loops over the outer one. Likewise an attention-like [B, H] x [1, H] batch.
+  expect_matches_reference(rnd({2, 1, 3, 4}, kFloat32, device(), 1), rnd({5, 4, 2}, kFloat32, device(), 2));
+  expect_matches_reference(rnd({3, 4, 5, 6}, kFloat64, device(), 3), rnd({1, 4, 6, 2}, kFloat64, device(), 4));
+  expect_matches_reference(rnd({4, 1, 3, 1, 2, 3}, kFloat64, device(), 5), rnd({2, 1, 2, 3, 4}, kFloat64, device(), 6));
+}
+
+TEST_P(Matmul, LargeAndManySmall) {
+  // Large enough for the engine's blocked, multi-threaded code paths.
+  expect_matches_reference(rnd({257, 513}, kFloat32, device(), 1), rnd({513, 129}, kFloat32, device(), 2));
+  expect_matches_reference(rnd({513, 257}, kFloat64, device(), 3).t(), rnd({129, 513}, kFloat64, device(), 4).t());
+  // Many small products: the CPU kernel splits the batch across threads.
+  expect_matches_reference(rnd({64, 32, 32}, kFloat32, device(), 5), rnd({64, 32, 32}, kFloat32, device(), 6));
+  expect_matches_reference(rnd({64, 32, 32}, kFloat32, device(), 7),
+                           rnd({32, 32}, kFloat32, device(), 8).expand({64, 32, 32}));
+}
+
+// ---------------- gradients (float64 finite differences) ----------------
+
+TEST_P(Matmul, GradcheckMatrixAndBatched) {
+  auto mm = [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); };
+  test::expect_gradcheck(mm, {test::rand_f64({3, 4}, -1, 1, 1), test::rand_f64({4, 5}, -1, 1, 2)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({2, 3, 4}, -1, 1, 3), test::rand_f64({2, 4, 2}, -1, 1, 4)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({2, 3, 4}, -1, 1, 5), test::rand_f64({4, 2}, -1, 1, 6)}, device());
+}
+
+TEST_P(Matmul, GradcheckVectors) {
+  auto mm = [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); };
+  test::expect_gradcheck(mm, {test::rand_f64({4}, -1, 1, 1), test::rand_f64({4}, -1, 1, 2)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({4}, -1, 1, 3), test::rand_f64({4, 3}, -1, 1, 4)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({3, 4}, -1, 1, 5), test::rand_f64({4}, -1, 1, 6)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({4}, -1, 1, 7), test::rand_f64({2, 4, 3}, -1, 1, 8)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({2, 3, 4}, -1, 1, 9), test::rand_f64({4}, -1, 1, 10)}, device());
+}
+
+TEST_P(Matmul, GradcheckNonContiguous) {
+  // Transposed inputs, a stepped slice, and a batch that is not outermost in memory.
+  test::expect_gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0].t(), x[1].t()); },
+                         {test::rand_f64({4, 3}, -1, 1, 1), test::rand_f64({5, 4}, -1, 1, 2)}, device());
+  test::expect_gradcheck(
+      [](const std::vector<Tensor>& x) {
+        return matmul(x[0].slice(0, 0, 6, 2).slice(1, 1, 9, 2), x[1].transpose(1, 2));
+      },
+      {test::rand_f64({6, 9}, -1, 1, 3), test::rand_f64({2, 3, 4}, -1, 1, 4)}, device());
+  test::expect_gradcheck(
+      [](const std::vector<Tensor>& x) {
+        return matmul(x[0].permute({1, 0, 2}), x[1]);
+      },
+      {test::rand_f64({3, 2, 4}, -1, 1, 5), test::rand_f64({2, 4, 3}, -1, 1, 6)}, device());
+}
+
+TEST_P(Matmul, GradcheckBroadcast) {
+  // Broadcast batch dims: the per-entry gradients are summed back to each input's shape.
+  auto mm = [](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); };
+  test::expect_gradcheck(mm, {test::rand_f64({2, 1, 3, 4}, -1, 1, 1), test::rand_f64({5, 4, 2}, -1, 1, 2)}, device());
+  test::expect_gradcheck(mm, {test::rand_f64({3, 4}, -1, 1, 3), test::rand_f64({2, 4, 5}, -1, 1, 4)}, device());
+  // expand() inside the matrix dims and on the batch.
+  test::expect_gradcheck(
+      [](const std::vector<Tensor>& x) {
+        return matmul(x[0].expand({3, 4}), x[1].expand({2, 4, 2}));
+      },
+      {test::rand_f64({1, 4}, -1, 1, 5), test::rand_f64({4, 2}, -1, 1, 6)}, device());
+}
+
+TEST_P(Matmul, GradientValues) {
+  // d(a·b)/da = b and d(a·b)/db = a for a dot product; dA = g·Bᵀ for 2-D.
+  Tensor a = from_vector<double>({1, 2, 3}).to(device()).detach().requires_grad_();
+  Tensor b = from_vector<double>({4, 5, 6}).to(device()).detach().requires_grad_();
+  Tensor d = matmul(a, b);
+  EXPECT_DOUBLE_EQ(d.item(), 32.0);
+  d.backward();
+  EXPECT_EQ(a.grad().to(kCPU).to_vector<double>(), (std::vector<double>{4, 5, 6}));
+  EXPECT_EQ(b.grad().to(kCPU).to_vector<double>(), (std::vector<double>{1, 2, 3}));
+
+  // Only the input that requires grad gets one.
+  Tensor w = from_vector<double>({1, 2, 3, 4}, {2, 2}).to(device()).detach().requires_grad_();
+  Tensor x = from_vector<double>({1, 0, 0, 1}, {2, 2}).to(device());
+  Tensor y = matmul(x, w);
+  y.backward(ones_like(y));
+  EXPECT_EQ(w.grad().to(kCPU).to_vector<double>(), (std::vector<double>{1, 1, 1, 1}));  // xᵀ·1
+  EXPECT_FALSE(x.grad().defined());
+}
+
+// ---------------- errors ----------------
+
+TEST_P(Matmul, ErrorsNameTheOpAndShapes) {
+  auto f32 = [&](const Shape& s) { return zeros(s, TensorOptions().device(device())); };
+  test::expect_error(
+      [&] {
+        matmul(f32({64, 784}), f32({512, 10}));
+      },
+      {"matmul: [64, 784] x [512, 10]: inner dimensions differ", "784 vs 512"});
+  test::expect_error([&] { matmul(f32({3}), f32({4})); }, {"matmul: [3] x [4]: inner dimensions differ"});
+  test::expect_error([&] { matmul(f32({2, 3}), f32({4})); }, {"matmul: [2, 3] x [4]: inner dimensions differ"});
+  test::expect_error(
+      [&] {
+        matmul(f32({2, 3, 4}), f32({3, 4, 5}));
+      },
+      {"matmul: [2, 3, 4] x [3, 4, 5]", "batch dimensions cannot be broadcast", "2 vs 3"});
+  test::expect_error([&] { matmul(f32({}), f32({3})); }, {"matmul: [] x [3]", "at least 1 dimension"});
+  test::expect_error(
+      [&] {
+        matmul(f32({2, 3}), zeros({3, 2}, TensorOptions(kFloat64).device(device())));
+      },
+      {"matmul: [2, 3] x [3, 2]", "dtype mismatch", "float32", "float64"});
+  Tensor i64 = zeros({2, 2}, TensorOptions(kInt64).device(device()));
+  test::expect_error([&] { matmul(i64, i64); }, {"matmul: [2, 2] x [2, 2]", "floating-point", "int64"});
+  test::expect_error([&] { matmul(Tensor(), f32({2})); }, {"matmul", "undefined"});
+  if (device().is_cuda())
+    test::expect_error([&] { matmul(f32({2, 2}), zeros({2, 2})); }, {"matmul: [2, 2] x [2, 2]", "device mismatch"});
+}
+
+// ---------------- CPU kernel specifics ----------------
+
+// Views are read in place: a matmul allocates its output and nothing else.
+TEST(MatmulCpu, ViewsAreNotCopied) {
+  Tensor a = test::rand_f64({8, 6}, -1, 1, 1), b = test::rand_f64({5, 8}, -1, 1, 2);
+  Tensor big = test::rand_f64({2, 1, 6, 8}, -1, 1, 3), batch = test::rand_f64({3, 8, 5}, -1, 1, 4);
+  Tensor v = test::rand_f64({8}, -1, 1, 5), x = test::rand_f64({4, 6, 8}, -1, 1, 6);
+  auto allocations = [] { return cpu_allocator().stats().total_allocations; };
+  const std::vector<std::pair<Tensor, Tensor>> cases = {
+      {a.t(), b.t()},  // transposed on both sides
+      {big, batch},    // broadcast batch dims, looped over in the op
+      {a.t().expand({3, 6, 8}), batch},
+      {x, b.t()},  // folded into one 2-D product
+      {v, batch},  // promoted vector
+      {v, v},
+  };
+  for (const auto& [l, r] : cases) {
+    const int64_t before = allocations();
+    Tensor out = matmul(l, r);
+    EXPECT_EQ(allocations() - before, 1) << l.shape() << " x " << r.shape();
+  }
+}
+
+TEST(MatmulCpu, BothEnginesMatchReference) {
+  const GemmEngine saved = cpu_gemm_engine();
+  std::vector<GemmEngine> engines{GemmEngine::Eigen};
+  if (cpu_blas_available())
+    engines.push_back(GemmEngine::Blas);
+  else
+    test::expect_error([] { set_cpu_gemm_engine(GemmEngine::Blas); }, {"built without OpenBLAS"});
+  for (GemmEngine e : engines) {
+    SCOPED_TRACE(gemm_engine_name(e));
+    set_cpu_gemm_engine(e);
+    EXPECT_EQ(cpu_gemm_engine(), e);
+    for (DType dt : {kFloat32, kFloat64}) {
+      expect_matches_reference(rnd({65, 33}, dt, kCPU, 1), rnd({33, 17}, dt, kCPU, 2));
+      expect_matches_reference(rnd({33, 65}, dt, kCPU, 3).t(), rnd({17, 33}, dt, kCPU, 4).t());
+      expect_matches_reference(rnd({2, 1, 9, 7}, dt, kCPU, 5),
+                               rnd({3, 7, 4}, dt, kCPU, 6).transpose(1, 2).transpose(1, 2));
+      expect_matches_reference(rnd({16, 8, 8}, dt, kCPU, 7), rnd({8, 8}, dt, kCPU, 8).t().expand({16, 8, 8}));
+      expect_matches_reference(rnd({12, 14}, dt, kCPU, 9).slice(0, 0, 12, 2).slice(1, 0, 14, 2),
+                               rnd({7, 3}, dt, kCPU, 10));
+      expect_matches_reference(rnd({200, 300}, dt, kCPU, 11), rnd({300, 100}, dt, kCPU, 12));
+    }
+  }
+  set_cpu_gemm_engine(saved);
+  EXPECT_NE(cpu_gemm_info().find("matmul engine"), std::string::npos);
+}
+
+TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {
+  // Big products share threads inside one GEMM; small ones split the batch; odd batches of big
+  // products stay serial. Every path must agree with the reference at 1 and 2 threads.
+  const int saved = get_num_threads();
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(threads);
+    set_num_threads(threads);
+    expect_matches_reference(rnd({4, 160, 160}, kFloat32, kCPU, 1), rnd({4, 160, 160}, kFloat32, kCPU, 2));
+    expect_matches_reference(rnd({3, 160, 160}, kFloat32, kCPU, 3),
+                             rnd({160, 160}, kFloat32, kCPU, 4).expand({3, 160, 160}));
+    expect_matches_reference(rnd({64, 16, 16}, kFloat64, kCPU, 5), rnd({64, 16, 16}, kFloat64, kCPU, 6));
+  }
+  set_num_threads(saved);
+}

@@ -17,11 +17,15 @@
 #include <vector>
 
 #include "nn/nn.h"
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 
 using namespace ember;
 namespace F = ember::nn::functional;
 using json = nlohmann::json;
+using test::Tolerance;
+using test::compare;
+using test::from_json;
 
 namespace {
 
@@ -123,55 +127,14 @@ const std::map<std::string, CaseFn>& ember_cases() {
   return kCases;
 }
 
-const json& reference() {
-  static const json kReference = [] {
-    const std::string path = std::string(EMBER_TEST_DATA_DIR) + "/reference_nn.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path + " (regenerate it with scripts/make_reference_nn.py)");
-    return json::parse(in);
-  }();
-  return kReference;
-}
+const json& reference() { return test::load_reference("reference_nn.json", "scripts/make_reference_nn.py"); }
 
 // Allowed |actual - expected| <= atol + rtol * |expected|, atol scaled by the largest input (>= 1).
-struct Tolerance {
-  double rtol, atol;
-};
 // float64: rounding differences only (a different summation order).
 constexpr Tolerance kFloat64Tol{1e-10, 1e-12};
 // float32 against the float64 reference (inputs exact in float32): the ops here sum up to a few
 // hundred products (conv windows, batch statistics), so allow float32 rounding of such sums.
 constexpr Tolerance kFloat32Tol{2e-5, 1e-5};
-
-Tensor from_json(const json& j, DType float_dtype = kFloat64) {
-  const Shape shape(j.at("shape").get<std::vector<int64_t>>());
-  const std::string dtype = j.at("dtype");
-  if (dtype == "float64") return from_vector(j.at("data").get<std::vector<double>>(), shape, float_dtype);
-  if (dtype == "int64") return from_vector(j.at("data").get<std::vector<int64_t>>(), shape);
-  throw std::runtime_error("reference file: unknown dtype " + dtype);
-}
-
-// "" when `actual` matches the reference tensor, else what differs.
-std::string compare(const Tensor& actual, const json& expected, Tolerance tol) {
-  const Shape shape(expected.at("shape").get<std::vector<int64_t>>());
-  std::ostringstream err;
-  err.precision(17);
-  if (actual.shape() != shape) {
-    err << "shape " << actual.shape() << ", PyTorch gives " << shape;
-    return err.str();
-  }
-  const auto got = actual.detach().to(kCPU).to(kFloat64).contiguous().to_vector<double>();
-  const auto want = expected.at("data").get<std::vector<double>>();
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::abs(got[i] - want[i]);
-    if (diff <= tol.atol + tol.rtol * std::abs(want[i])) continue;  // NaN fails too
-    if (bad++ < 4)
-      err << "\n      element " << i << ": " << got[i] << " vs PyTorch " << want[i] << " (diff " << diff << ")";
-  }
-  if (bad == 0) return "";
-  return std::to_string(bad) + " of " + std::to_string(got.size()) + " elements differ" + err.str();
-}
 
 std::vector<std::string> run_case(const json& c, Device device, DType float_dtype, Tolerance tol) {
   std::vector<std::string> problems;

@@ -21,10 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 
 using namespace ember;
 using json = nlohmann::json;
+using test::Tolerance;
+using test::compare;
+using test::from_json;
 
 namespace {
 
@@ -181,21 +185,8 @@ const std::map<std::string, CaseFn>& ember_cases() {
   return kCases;
 }
 
-// The reference file, parsed once (throws with the path if it is missing or malformed).
-const json& reference() {
-  static const json kReference = [] {
-    const std::string path = std::string(EMBER_TEST_DATA_DIR) + "/reference_core.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open " + path + " (regenerate it with scripts/make_reference.py)");
-    return json::parse(in);
-  }();
-  return kReference;
-}
+const json& reference() { return test::load_reference("reference_core.json", "scripts/make_reference.py"); }
 
-// Allowed |actual - expected| <= atol + rtol * |expected|.
-struct Tolerance {
-  double rtol, atol;
-};
 // float64: ember and PyTorch may round differently (a different summation order, erf or pow
 // implementation) but must agree to a few ulps of the values in play — all of order 1..100 here.
 constexpr Tolerance kFloat64Tol{1e-10, 1e-12};
@@ -205,51 +196,6 @@ constexpr Tolerance kFloat32Tol{1e-5, 1e-6};
 // Both atols are for inputs of order 1. Intermediates as large as the inputs carry an absolute
 // rounding error of about |input| * eps, which survives cancellation (log_softmax of inputs near 100
 // subtracts two numbers near 100), so run_case scales atol by the largest input magnitude (>= 1).
-
-// A tensor from the file, with floating-point data cast to `float_dtype`.
-Tensor from_json(const json& j, DType float_dtype) {
-  const Shape shape(j.at("shape").get<std::vector<int64_t>>());
-  const std::string dtype = j.at("dtype");
-  if (dtype == "float64") return from_vector(j.at("data").get<std::vector<double>>(), shape, float_dtype);
-  if (dtype == "int64") return from_vector(j.at("data").get<std::vector<int64_t>>(), shape);
-  if (dtype == "uint8") return from_vector(j.at("data").get<std::vector<uint8_t>>(), shape);
-  throw std::runtime_error("reference file: unknown dtype " + dtype);
-}
-
-// Compares `actual` with the reference tensor `expected`; returns "" when they match, else what differs.
-std::string compare(const Tensor& actual, const json& expected, DType float_dtype, Tolerance tol) {
-  std::ostringstream err;
-  err.precision(17);
-  const Shape shape(expected.at("shape").get<std::vector<int64_t>>());
-  const std::string want_dtype = expected.at("dtype");
-  const DType dtype = want_dtype == "float64" ? float_dtype : want_dtype == "int64" ? kInt64 : kUInt8;
-  if (actual.shape() != shape) {
-    err << "shape " << actual.shape() << ", PyTorch gives " << shape;
-    return err.str();
-  }
-  if (actual.dtype() != dtype) {
-    err << "dtype " << dtype_name(actual.dtype()) << ", expected " << dtype_name(dtype);
-    return err.str();
-  }
-  const auto got = actual.detach().to(kCPU).to(kFloat64).contiguous().to_vector<double>();
-  const auto want = expected.at("data").get<std::vector<double>>();
-  const bool exact = !is_floating(dtype);  // integer results (indices, comparisons) must be equal
-  int bad = 0;
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::abs(got[i] - want[i]);
-    const bool ok = exact ? diff == 0 : diff <= tol.atol + tol.rtol * std::abs(want[i]);  // NaN fails too
-    if (ok) continue;
-    worst = std::max(worst, diff);
-    if (bad++ < 4)
-      err << "\n      element " << i << ": " << got[i] << " vs PyTorch " << want[i] << " (diff " << diff << ")";
-  }
-  if (bad == 0) return "";
-  std::ostringstream head;
-  head.precision(17);
-  head << bad << " of " << got.size() << " elements differ (largest difference " << worst << ")" << err.str();
-  return head.str();
-}
 
 // Runs one case with ember on `device`, floats as `float_dtype`; returns the problems found (empty = pass).
 std::vector<std::string> run_case(const json& c, Device device, DType float_dtype, Tolerance tol) {
@@ -272,7 +218,7 @@ std::vector<std::string> run_case(const json& c, Device device, DType float_dtyp
       inputs.push_back(t);
     }
     Tensor out = it->second(inputs);
-    if (auto e = compare(out, c.at("output"), float_dtype, tol); !e.empty()) problems.push_back("output: " + e);
+    if (auto e = compare(out, c.at("output"), tol, float_dtype); !e.empty()) problems.push_back("output: " + e);
     if (!c.contains("grads")) return problems;
 
     if (!out.requires_grad()) {
@@ -290,7 +236,7 @@ std::vector<std::string> run_case(const json& c, Device device, DType float_dtyp
         continue;
       }
       if (g.device() != device) problems.push_back(what + ": on " + g.device().str() + ", not on " + device.str());
-      if (auto e = compare(g, grads[i], float_dtype, tol); !e.empty()) problems.push_back(what + ": " + e);
+      if (auto e = compare(g, grads[i], tol, float_dtype); !e.empty()) problems.push_back(what + ": " + e);
     }
   } catch (const std::exception& e) {
     problems.push_back(std::string("threw: ") + e.what());

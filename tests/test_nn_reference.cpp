@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "examples/mnist/models.h"  // the example's own networks are what is checked
 #include "nn/nn.h"
 #include "tests/reference_util.h"
 #include "tests/test_util.h"
@@ -260,21 +261,6 @@ std::shared_ptr<nn::Sequential> small_resnet() {
   return net;
 }
 
-std::shared_ptr<nn::Sequential> lenet() {
-  return std::make_shared<nn::Sequential>(std::make_shared<nn::Conv2d>(1, 10, 5), std::make_shared<nn::MaxPool2d>(2),
-                                          std::make_shared<nn::ReLU>(), std::make_shared<nn::Conv2d>(10, 20, 5),
-                                          std::make_shared<nn::MaxPool2d>(2), std::make_shared<nn::ReLU>(),
-                                          std::make_shared<nn::Flatten>(), std::make_shared<nn::Linear>(320, 50),
-                                          std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(50, 10));
-}
-
-std::shared_ptr<nn::Sequential> cnn() {
-  return std::make_shared<nn::Sequential>(
-      std::make_shared<nn::Conv2d>(1, 32, 3), std::make_shared<nn::ReLU>(), std::make_shared<nn::Conv2d>(32, 64, 3),
-      std::make_shared<nn::ReLU>(), std::make_shared<nn::MaxPool2d>(2), std::make_shared<nn::Flatten>(),
-      std::make_shared<nn::Linear>(9216, 128), std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(128, 10));
-}
-
 void expect_names_match(const nn::Module& m, const json& want) {
   EXPECT_EQ(m.named_parameters().keys(), want.at("parameters").get<std::vector<std::string>>());
   std::vector<std::pair<std::string, std::vector<int64_t>>> sd;
@@ -291,8 +277,8 @@ TEST(NnReferenceModules, NestedSequentialNamesMatchPyTorch) {
 TEST(NnReferenceModules, SmallResNetNamesMatchPyTorch) {
   expect_names_match(*small_resnet(), module_ref("small_resnet"));
 }
-TEST(NnReferenceModules, LeNetParameterCount) { expect_names_match(*lenet(), module_ref("lenet")); }
-TEST(NnReferenceModules, CnnParameterCount) { expect_names_match(*cnn(), module_ref("cnn")); }
+TEST(NnReferenceModules, LeNetParameterCount) { expect_names_match(*examples::make_mnist_model("lenet"), module_ref("lenet")); }
+TEST(NnReferenceModules, CnnParameterCount) { expect_names_match(*examples::make_mnist_model("cnn"), module_ref("cnn")); }
 
 namespace {
 

@@ -16,6 +16,11 @@ struct AllocatorStats {
   int64_t live_bytes = 0;
   int64_t peak_bytes = 0;
   int64_t total_allocations = 0;  // calls to allocate() since start
+  // Caching allocators only (0 elsewhere): memory held from the system, including cached free
+  // blocks, its peak, and how many times the system allocator (cudaMalloc, cudaHostAlloc) was called.
+  int64_t reserved_bytes = 0;
+  int64_t peak_reserved_bytes = 0;
+  int64_t system_allocations = 0;
 };
 
 class Allocator {

@@ -5,6 +5,8 @@
 
 #include <omp.h>
 
+#include <atomic>
+
 #include "core/cpu/cpu_backend.h"
 
 namespace ember {
@@ -44,6 +46,16 @@ Device::Device(const std::string& spec) {
     EMBER_FAIL("device: cannot parse '", spec, "' (expected cpu, cuda or cuda:N)");
   }
 }
+
+namespace {
+std::atomic<bool> g_allow_tf32{false};
+std::atomic<bool> g_deterministic{false};
+}  // namespace
+
+void set_allow_tf32(bool allow) { g_allow_tf32.store(allow, std::memory_order_relaxed); }
+bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
+void set_deterministic(bool on) { g_deterministic.store(on, std::memory_order_relaxed); }
+bool deterministic() { return g_deterministic.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   EMBER_CHECK(n >= 1, "set_num_threads: expected at least 1 thread, got ", n);

@@ -35,6 +35,13 @@ class Backend {
   virtual ~Backend() = default;
   virtual Allocator& allocator() = 0;
 
+  // Waits until all work queued on this device has finished (a no-op on the CPU, whose kernels
+  // return when done). Only item(), host reads and explicit calls synchronise; kernels never do.
+  virtual void synchronize() {}
+  // Kernels (and library calls: cuBLAS, cuDNN) launched on this device since start; benchmarks
+  // and tests read it to bound the launches of a training step. The CPU backend reports 0.
+  virtual uint64_t kernel_launches() const { return 0; }
+
   // --- memory ---
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same shape, any strides, casts dtype
   virtual void copy_from_host(const void* host, const Tensor& dst) = 0;  // dst contiguous, nbytes of host
@@ -161,6 +168,17 @@ void register_cuda_backend(Backend* (*get)(int index), int (*device_count)());
 // Number of usable CUDA devices: 0 when built without CUDA or when no driver/GPU is present.
 int cuda_device_count();
 bool cuda_is_available();
+
+// Numerics switches, process-wide, read by the CUDA backend (the CPU backend is unaffected).
+// allow_tf32: float32 matmuls and convolutions may use TF32 tensor cores (10-bit mantissa inputs,
+// float32 accumulation), like torch.backends.cuda.matmul.allow_tf32. Default off: float32 results
+// then match the CPU to float32 tolerances.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+// deterministic: only algorithms whose results are bitwise reproducible run to run (no atomics
+// with order-dependent sums in cuDNN's algorithm choice), like torch.use_deterministic_algorithms.
+void set_deterministic(bool on);
+bool deterministic();
 
 // Intra-op threads for CPU kernels (default: all cores).
 void set_num_threads(int n);

@@ -14,6 +14,14 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// Thrown by a device allocator that cannot satisfy a request even after releasing its cache. The
+// message says what was asked for and what is allocated, reserved and free. The allocator stays
+// usable: catch it, free tensors or shrink the batch, and go on.
+class OutOfMemoryError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 // Concatenates any streamable values into a string (used to build messages lazily).
 template <typename... Args>

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "cuda/runtime.h"
 
 namespace ember::cuda {
 
@@ -66,4 +67,9 @@ template <typename Status>
 // EMBER_CUDA_CHECK_LAUNCH(): call right after a <<<...>>> launch. A launch returns nothing; a bad
 // configuration (too many threads, too much shared memory, no kernel image for this GPU) is only
 // reported by cudaGetLastError. Errors inside the kernel surface at the next synchronising call.
-#define EMBER_CUDA_CHECK_LAUNCH() EMBER_CUDA_CHECK(cudaGetLastError())
+// Each use also counts one launch (cuda/runtime.h), which Backend::kernel_launches() reports.
+#define EMBER_CUDA_CHECK_LAUNCH()        \
+  do {                                   \
+    ::ember::cuda::count_launch();       \
+    EMBER_CUDA_CHECK(cudaGetLastError()); \
+  } while (0)

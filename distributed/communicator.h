@@ -1,0 +1,76 @@
+// Collective communication between the processes (ranks) of a data-parallel job.
+//
+// One Communicator per process: rank() in [0, world_size()), all on the same kind of device.
+//   MpiCommunicator  (distributed/mpi_communicator.*)  — CPU tensors, over MPI. CI tests DDP with it.
+//   NcclCommunicator (distributed/nccl_communicator.*) — CUDA tensors, one process (or thread) per GPU;
+//                    its ncclUniqueId travels over MPI, so `mpirun` launches both kinds alike.
+//
+// Every collective has an asynchronous form returning a Work handle and a blocking form that waits
+// on it. Collectives work in place on contiguous tensors, and every rank must call the same
+// collectives in the same order with the same shapes and dtypes (checked where it is cheap, e.g.
+// sizes at start-up; a mismatch elsewhere is reported by the timeout, naming the op).
+//
+// What "done" means differs by device, as in PyTorch: for CPU tensors wait() returns when the
+// result is in the tensor; for CUDA tensors wait() makes the compute stream wait for the
+// collective (the host does not block), so kernels queued afterwards see the result.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace ember::distributed {
+
+enum class ReduceOp { Sum, Average, Max };
+
+// A collective in flight.
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks (CPU) or orders the compute stream after the collective (CUDA). Throws ember::Error
+  // naming the op, the rank and the timeout when the collective does not finish in time.
+  virtual void wait() = 0;
+  virtual bool is_completed() = 0;  // never blocks
+};
+using WorkHandle = std::shared_ptr<Work>;
+
+struct CommunicatorOptions {
+  // How long a collective may take before it is declared hung: the waiting rank throws an Error
+  // naming the op and the ranks, and the job is aborted so no rank hangs forever.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual Device device() const = 0;  // tensors passed in must live here
+  virtual std::string name() const = 0;  // "mpi" or "nccl"
+
+  // t <- op over ranks of t (in place).
+  virtual WorkHandle all_reduce_async(const Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
+  // t <- rank root's t.
+  virtual WorkHandle broadcast_async(const Tensor& t, int root = 0) = 0;
+  // out [world_size * n] <- the concatenation of every rank's in [n] (flattened), in rank order.
+  virtual WorkHandle all_gather_async(const Tensor& in, const Tensor& out) = 0;
+  // out [n] <- op over ranks of this rank's slice of in [world_size * n].
+  virtual WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::Sum) = 0;
+  virtual void barrier() = 0;
+
+  // Kills every rank of the job (MPI_Abort / ncclCommAbort) after printing `reason`; for a rank
+  // that cannot go on, so the others stop instead of waiting for it.
+  [[noreturn]] virtual void abort(const std::string& reason) = 0;
+
+  void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::Sum) { all_reduce_async(t, op)->wait(); }
+  void broadcast(const Tensor& t, int root = 0) { broadcast_async(t, root)->wait(); }
+  void all_gather(const Tensor& in, const Tensor& out) { all_gather_async(in, out)->wait(); }
+  void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::Sum) {
+    reduce_scatter_async(in, out, op)->wait();
+  }
+};
+
+}  // namespace ember::distributed

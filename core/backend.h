@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/allocator.h"
 #include "core/elementwise.h"
@@ -157,6 +158,34 @@ class Backend {
                                       const Tensor& lse, const Tensor& grad_logits, int64_t ignore_index,
                                       double label_smoothing) {
     EMBER_FAIL("cross_entropy_backward: not implemented on this device (", logits.device(), ")");
+  }
+
+  // --- fused optimizer steps (optim/) --- Multi-tensor: one call updates a whole list of
+  // parameters, so a device backend can cover them with one or a few kernel launches instead of
+  // one per parameter per operation. Tensor i of every list has the same shape and dtype
+  // (float32 or float64), all contiguous, all on this device. The arithmetic is PyTorch's
+  // (_single_tensor_sgd / _single_tensor_adam), in the parameters' dtype.
+  struct SGDStep {
+    double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+    bool nesterov = false;
+    bool first = false;  // the momentum buffers were just created: they take d instead of decaying
+  };
+  // momentum_buffers is empty when momentum == 0.
+  virtual void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                        const std::vector<Tensor>& momentum_buffers, const SGDStep& s) {
+    EMBER_FAIL("sgd_step: not implemented on this device");
+  }
+  struct AdamStep {
+    double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+    bool amsgrad = false, decoupled = false;  // decoupled: AdamW's weight decay
+    double step_size = 0;        // lr / (1 - beta1^t)
+    double bias_corr2_sqrt = 0;  // sqrt(1 - beta2^t)
+  };
+  // max_exp_avg_sqs is empty unless amsgrad. All parameters in one call share the step count t.
+  virtual void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                         const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                         const std::vector<Tensor>& max_exp_avg_sqs, const AdamStep& s) {
+    EMBER_FAIL("adam_step: not implemented on this device");
   }
 };
 

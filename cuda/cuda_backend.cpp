@@ -74,32 +74,12 @@ void CudaBackend::copy_to_host(const Tensor& src, void* host) {
   EMBER_CUDA_CHECK(cudaMemcpy(host, src.data_ptr(), src.nbytes(), cudaMemcpyDeviceToHost));
 }
 
-// ---------------- not implemented yet ----------------
+void CudaBackend::synchronize() {
+  DeviceGuard guard(index_);
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(compute_stream(index_)));
+}
 
-void CudaBackend::reduce(ReduceOp, const Tensor&, const Tensor&, uint32_t) {
-  EMBER_FAIL("reduce: not implemented on CUDA yet");
-}
-void CudaBackend::softmax(const Tensor&, const Tensor&, int, bool) {
-  EMBER_FAIL("softmax: not implemented on CUDA yet");
-}
-void CudaBackend::softmax_backward(const Tensor&, const Tensor&, const Tensor&, int, bool) {
-  EMBER_FAIL("softmax_backward: not implemented on CUDA yet");
-}
-void CudaBackend::matmul(const Tensor&, const Tensor&, const Tensor&) {
-  EMBER_FAIL("matmul: not implemented on CUDA yet");
-}
-void CudaBackend::index_select(const Tensor&, int, const Tensor&, const Tensor&) {
-  EMBER_FAIL("index_select: not implemented on CUDA yet");
-}
-void CudaBackend::index_add(const Tensor&, int, const Tensor&, const Tensor&) {
-  EMBER_FAIL("index_add: not implemented on CUDA yet");
-}
-void CudaBackend::gather(const Tensor&, int, const Tensor&, const Tensor&) {
-  EMBER_FAIL("gather: not implemented on CUDA yet");
-}
-void CudaBackend::scatter_add(const Tensor&, int, const Tensor&, const Tensor&) {
-  EMBER_FAIL("scatter_add: not implemented on CUDA yet");
-}
+uint64_t CudaBackend::kernel_launches() const { return launch_count(); }
 
 // ---------------- registration ----------------
 

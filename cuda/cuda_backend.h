@@ -63,15 +63,57 @@ class CudaBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
 
-  // Not implemented yet (cuda_backend.cpp): each throws "<op>: not implemented on CUDA yet".
+  void synchronize() override;                                  // cuda_backend.cpp
+  uint64_t kernel_launches() const override;                   // cuda_backend.cpp
+
+  // cuda_reduce.cu
   void reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32_t dims) override;
+  // cuda_softmax.cu
   void softmax(const Tensor& in, const Tensor& out, int dim, bool log) override;
   void softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) override;
+  // cuda_loss.cu
+  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+                     int64_t ignore_index, double label_smoothing) override;
+  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& lse,
+                              const Tensor& grad_logits, int64_t ignore_index, double label_smoothing) override;
+  // cuda_layer_norm.cu
+  void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, const Tensor& mean,
+                  const Tensor& rstd, double eps) override;
+  void layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,
+                           const Tensor& rstd, const Tensor& grad_in, const Tensor& grad_weight,
+                           const Tensor& grad_bias) override;
+  // cuda_matmul.cpp (cuBLAS)
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  // cuda_conv.cpp (cuDNN)
+  void conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+              int64_t groups) override;
+  void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
+                       const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) override;
+  // cuda_batch_norm.cpp (cuDNN)
+  void batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                  bool training, double momentum, double eps) override;
+  void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& save_mean,
+                           const Tensor& save_invstd, const Tensor& grad_in, const Tensor& grad_weight,
+                           const Tensor& grad_bias, bool training) override;
+  // cuda_pool.cu
+  void max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) override;
+  void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) override;
+  void avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) override;
+  void avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w, bool count_include_pad) override;
+  void adaptive_avg_pool2d(const Tensor& in, const Tensor& out) override;
+  void adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) override;
+  // cuda_index.cu
   void index_select(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
   void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
   void gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
   void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
+  // cuda_optim.cu (multi-tensor fused steps)
+  void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& momentum_buffers, const SGDStep& s) override;
+  void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                 const std::vector<Tensor>& max_exp_avg_sqs, const AdamStep& s) override;
 
  private:
   int index_;

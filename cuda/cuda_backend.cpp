@@ -1,5 +1,5 @@
-// Device discovery, registration with core, the device allocator, host<->device copies, and the
-// kernels that are not written yet.
+// Device discovery, registration with core (the backends and the pinned-memory allocator), and
+// host<->device copies.
 #include "cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
@@ -7,7 +7,10 @@
 #include <memory>
 #include <vector>
 
+#include "cuda/caching_allocator.h"
 #include "cuda/error.h"
+#include "cuda/runtime.h"
+#include "data/dataloader.h"
 
 namespace ember::cuda {
 
@@ -33,45 +36,41 @@ DeviceGuard::~DeviceGuard() {
   if (previous_ != index_) (void)cudaSetDevice(previous_);  // destructors must not throw
 }
 
-// ---------------- allocator ----------------
-
-void* CudaAllocator::allocate(size_t nbytes) {
-  DeviceGuard guard(index_);
-  void* p = nullptr;
-  // Empty tensors still get a real, unique pointer (cudaMalloc(0) would give nullptr).
-  const cudaError_t status = cudaMalloc(&p, nbytes == 0 ? 1 : nbytes);
-  if (status == cudaErrorMemoryAllocation) {
-    (void)cudaGetLastError();
-    const AllocatorStats s = stats_.snapshot();
-    EMBER_FAIL("cuda:", index_, " allocator: out of memory allocating ", nbytes, " bytes (", s.live_bytes,
-               " bytes in ", s.live_allocations, " tensors already allocated by ember)");
-  }
-  EMBER_CUDA_CHECK(status);
-  stats_.on_alloc(nbytes);
-  return p;
-}
-
-void CudaAllocator::deallocate(void* ptr, size_t nbytes) {
-  // Called from Storage's destructor, which must not throw. A failure here can only mean the
-  // context is already gone (e.g. static tensors freed during process exit), so it is ignored.
-  int previous = 0;
-  if (cudaGetDevice(&previous) == cudaSuccess && previous != index_) (void)cudaSetDevice(index_);
-  if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
-  if (previous != index_) (void)cudaSetDevice(previous);
-  stats_.on_free(nbytes);
-}
+CudaBackend::CudaBackend(int index) : index_(index), allocator_(device_allocator(index)) {}
 
 // ---------------- host <-> device ----------------
-// Blocking copies: the host buffer may be pageable and may be freed as soon as we return.
 
+// Uploads run on the compute stream, like everything else, so they are ordered after earlier work
+// that used dst's memory (a block the caching allocator just recycled may still be read by queued
+// kernels) and before the kernels that read the new data.
+//
+// From pinned memory the copy is asynchronous: the host goes on at once, and the pinned allocator
+// is told the block is read by work on the compute stream, so that if the batch is freed before the
+// copy has run its block is not reused (rewritten) until then. Like PyTorch's non_blocking copies
+// this assumes the host does not write to the pinned tensor itself after uploading it, which the
+// DataLoader never does (each batch gets a fresh buffer).
+//
+// From pageable memory the host waits for the copy: the caller may free or overwrite the buffer as
+// soon as this returns, and CUDA may still be reading it after an asynchronous call returns.
 void CudaBackend::copy_from_host(const void* host, const Tensor& dst) {
+  const size_t nbytes = dst.nbytes();
+  if (nbytes == 0) return;
   DeviceGuard guard(index_);
-  EMBER_CUDA_CHECK(cudaMemcpy(dst.data_ptr(), host, dst.nbytes(), cudaMemcpyHostToDevice));
+  cudaStream_t stream = compute_stream(index_);
+  const bool pinned = record_pinned_use(host, index_, stream);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), host, nbytes, cudaMemcpyHostToDevice, stream));
+  if (!pinned) EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+// The host reads the result, so it must wait for the copy and for the work that produced src: a
+// legitimate synchronisation point.
 void CudaBackend::copy_to_host(const Tensor& src, void* host) {
+  const size_t nbytes = src.nbytes();
+  if (nbytes == 0) return;
   DeviceGuard guard(index_);
-  EMBER_CUDA_CHECK(cudaMemcpy(host, src.data_ptr(), src.nbytes(), cudaMemcpyDeviceToHost));
+  cudaStream_t stream = compute_stream(index_);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(host, src.data_ptr(), nbytes, cudaMemcpyDeviceToHost, stream));
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void CudaBackend::synchronize() {
@@ -96,9 +95,12 @@ Backend* backend_for(int index) {
 }
 
 // Runs at static-initialisation time of any program that links ember built with CUDA. It only
-// stores two function pointers: no CUDA call happens until a CUDA device is first asked for.
+// stores pointers: no CUDA call happens until a CUDA device or pinned memory is first asked for
+// (the pinned allocator is an empty pool until then). The DataLoader uses the pinned allocator only
+// when a GPU is present.
 [[maybe_unused]] const bool registered = [] {
   register_cuda_backend(&backend_for, &device_count);
+  data::set_pinned_memory_allocator(&pinned_allocator());
   return true;
 }();
 

@@ -1,10 +1,12 @@
 // The CUDA backend: one CudaBackend per visible GPU, registered with core at static-initialisation
 // time (cuda_backend.cpp), so core never needs an #ifdef. Kernels are split by family like the CPU
-// backend's: cuda_elementwise.cu (copy, fill, arange, random, unary/binary/where); the rest throws
-// "not implemented on CUDA yet" until its kernels land.
+// backend's: cuda_elementwise.cu (copy, fill, arange, random, unary/binary/where), cuda_reduce.cu,
+// and so on.
 //
-// Streams: every kernel and copy runs on the legacy default stream, so work is ordered and
-// copy_to_host (a blocking cudaMemcpy) sees the results of everything launched before it.
+// Streams: every kernel and copy runs on the device's compute stream (cuda/runtime.h), so work is
+// ordered without the host waiting. The host waits only where it must read results: copy_to_host,
+// synchronize(), and uploads from pageable memory (see copy_from_host in cuda_backend.cpp).
+// Memory comes from the caching allocator (cuda/caching_allocator.h).
 #pragma once
 
 #include "core/backend.h"
@@ -28,26 +30,9 @@ class DeviceGuard {
   int index_ = 0;
 };
 
-// Device memory straight from cudaMalloc/cudaFree, with the usual statistics.
-// TODO(caching allocator): cudaMalloc/cudaFree synchronise the device and cost tens of
-// microseconds each; a caching allocator (blocks kept per size class and reused) replaces this one
-// in a later issue without any change outside cuda/.
-class CudaAllocator final : public Allocator {
- public:
-  explicit CudaAllocator(int index) : index_(index) {}
-  void* allocate(size_t nbytes) override;
-  void deallocate(void* ptr, size_t nbytes) override;
-  Device device() const override { return Device(DeviceType::CUDA, index_); }
-  AllocatorStats stats() const override { return stats_.snapshot(); }
-
- private:
-  int index_;
-  StatsCounter stats_;
-};
-
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int index) : index_(index), allocator_(index) {}
+  explicit CudaBackend(int index);  // cuda_backend.cpp
   Allocator& allocator() override { return allocator_; }
 
   // cuda_backend.cpp
@@ -117,7 +102,7 @@ class CudaBackend final : public Backend {
 
  private:
   int index_;
-  CudaAllocator allocator_;
+  Allocator& allocator_;  // cuda/caching_allocator.h: device_allocator(index_)
 };
 
 }  // namespace ember::cuda

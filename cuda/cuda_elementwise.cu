@@ -3,8 +3,12 @@
 //
 // Every kernel has two forms, picked by the template flag kContiguous: when all operands are
 // contiguous, element i is at offset i in each of them; otherwise OffsetCalc computes each
-// operand's offset from its strides (stride 0 for broadcast dims). The math itself comes from the
-// functors in core/elementwise.h: exactly the definitions the CPU backend uses.
+// operand's offset from its strides (stride 0 for broadcast dims). Unary and binary ops on large
+// contiguous float/double tensors have a third, vectorised form (16-byte loads and stores). The
+// math itself comes from the functors in core/elementwise.h: exactly the definitions the CPU
+// backend uses, whichever form calls them.
+//
+// Everything runs on the device's compute stream (cuda/runtime.h), never the legacy stream.
 #include <cmath>
 #include <type_traits>
 
@@ -53,16 +57,17 @@ void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   const std::array<const Tensor*, 2> ops{&dst, &src};
   if (src.dtype() == dst.dtype() && all_contiguous(ops)) {  // a plain byte copy
-    EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice));
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream));
     return;
   }
   const OffsetCalc<2> oc = make_offset_calc(ops);
   EMBER_DISPATCH_ALL(dst.dtype(), "copy", [&]<typename Out>() {
     EMBER_DISPATCH_ALL(src.dtype(), "copy", [&]<typename In>() {
       launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
-        copy_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, dst.data<Out>(), src.data<In>(), oc);
+        copy_kernel<kContiguous><<<num_blocks(n), kThreads, 0, stream>>>(n, dst.data<Out>(), src.data<In>(), oc);
       });
     });
   });
@@ -83,14 +88,15 @@ void CudaBackend::fill(const Tensor& out, double value) {
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   if (value == 0.0 && !std::signbit(value) && out.is_contiguous()) {  // +0 is all-zero bytes in every dtype
-    EMBER_CUDA_CHECK(cudaMemsetAsync(out.data_ptr(), 0, out.nbytes()));
+    EMBER_CUDA_CHECK(cudaMemsetAsync(out.data_ptr(), 0, out.nbytes(), stream));
     return;
   }
   const OffsetCalc<1> oc = make_offset_calc<1>({&out});
   EMBER_DISPATCH_ALL(out.dtype(), "fill", [&]<typename T>() {
     launch_for(out.is_contiguous(), [&]<bool kContiguous>() {
-      fill_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<T>(), static_cast<T>(value), oc);
+      fill_kernel<kContiguous><<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<T>(), static_cast<T>(value), oc);
     });
   });
 }
@@ -106,8 +112,9 @@ void CudaBackend::arange(const Tensor& out, double start, double step) {
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   EMBER_DISPATCH_ALL(out.dtype(), "arange", [&]<typename T>() {
-    arange_kernel<<<num_blocks(n), kThreads>>>(n, out.data<T>(), start, step);
+    arange_kernel<<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<T>(), start, step);
   });
   EMBER_CUDA_CHECK_LAUNCH();
 }
@@ -144,8 +151,9 @@ void CudaBackend::random(RandomOp op, const Tensor& out, PhiloxState state, doub
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   EMBER_DISPATCH_ALL(out.dtype(), "random", [&]<typename T>() {
-    random_kernel<<<num_blocks(n), kThreads>>>(n, out.data<T>(), op, state, a, b);
+    random_kernel<<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<T>(), op, state, a, b);
   });
   EMBER_CUDA_CHECK_LAUNCH();
 }
@@ -164,18 +172,48 @@ __global__ void unary_kernel(int64_t n, Out* out, const T* in, F f, T a, T b, Of
   });
 }
 
+// The contiguous form with 16-byte vectors (N elements of T per load): each thread maps whole
+// vectors, then the n % N elements left over are done one by one. Needs n >= N and every pointer
+// aligned for its Vec (checked by the launcher).
+template <int N, typename Out, typename T, typename F>
+__global__ void unary_vec_kernel(int64_t n, Out* out, const T* in, F f, T a, T b) {
+  const int64_t nvec = n / N;
+  grid_stride(nvec, [&](int64_t v) {
+    const Vec<T, N> x = reinterpret_cast<const Vec<T, N>*>(in)[v];
+    Vec<Out, N> y;
+#pragma unroll
+    for (int k = 0; k < N; ++k) y.v[k] = static_cast<Out>(f(x.v[k], a, b));
+    reinterpret_cast<Vec<Out, N>*>(out)[v] = y;
+  });
+  grid_stride(n - nvec * N, [&](int64_t t) {
+    const int64_t i = nvec * N + t;
+    out[i] = static_cast<Out>(f(in[i], a, b));
+  });
+}
+
 void CudaBackend::unary(UnaryOp op, const Tensor& in, const Tensor& out, Scalars s) {
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   const std::array<const Tensor*, 2> ops{&out, &in};
+  const bool contiguous = all_contiguous(ops);
   const OffsetCalc<2> oc = make_offset_calc(ops);
   EMBER_DISPATCH_ALL(in.dtype(), "unary", [&]<typename T>() {
     const T a = static_cast<T>(s.a), b = static_cast<T>(s.b);
     visit_unary(op, [&](auto f) {
       using Out = ElementwiseOut<decltype(f(T(), T(), T())), T>;
-      launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
-        unary_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<Out>(), in.data<T>(), f, a, b, oc);
+      if constexpr (std::is_floating_point_v<T>) {
+        constexpr int N = kVecWidth<T>;
+        if (contiguous && n >= kVectorizeMinElements && is_aligned_for<Vec<Out, N>>(out.data_ptr()) &&
+            is_aligned_for<Vec<T, N>>(in.data_ptr())) {
+          unary_vec_kernel<N><<<num_blocks(n / N), kThreads, 0, stream>>>(n, out.data<Out>(), in.data<T>(), f, a, b);
+          EMBER_CUDA_CHECK_LAUNCH();
+          return;
+        }
+      }
+      launch_for(contiguous, [&]<bool kContiguous>() {
+        unary_kernel<kContiguous><<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<Out>(), in.data<T>(), f, a, b, oc);
       });
     });
   });
@@ -192,17 +230,47 @@ __global__ void binary_kernel(int64_t n, Out* out, const T* a, const T* b, F f, 
   });
 }
 
+// The vectorised contiguous form, as unary_vec_kernel.
+template <int N, typename Out, typename T, typename F>
+__global__ void binary_vec_kernel(int64_t n, Out* out, const T* a, const T* b, F f) {
+  const int64_t nvec = n / N;
+  grid_stride(nvec, [&](int64_t v) {
+    const Vec<T, N> x = reinterpret_cast<const Vec<T, N>*>(a)[v];
+    const Vec<T, N> y = reinterpret_cast<const Vec<T, N>*>(b)[v];
+    Vec<Out, N> z;
+#pragma unroll
+    for (int k = 0; k < N; ++k) z.v[k] = static_cast<Out>(f(x.v[k], y.v[k]));
+    reinterpret_cast<Vec<Out, N>*>(out)[v] = z;
+  });
+  grid_stride(n - nvec * N, [&](int64_t t) {
+    const int64_t i = nvec * N + t;
+    out[i] = static_cast<Out>(f(a[i], b[i]));
+  });
+}
+
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   const std::array<const Tensor*, 3> ops{&out, &a, &b};
+  const bool contiguous = all_contiguous(ops);
   const OffsetCalc<3> oc = make_offset_calc(ops);
   EMBER_DISPATCH_ALL(a.dtype(), "binary", [&]<typename T>() {
     visit_binary(op, [&](auto f) {
       using Out = ElementwiseOut<decltype(f(T(), T())), T>;
-      launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
-        binary_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<Out>(), a.data<T>(), b.data<T>(), f, oc);
+      if constexpr (std::is_floating_point_v<T>) {
+        constexpr int N = kVecWidth<T>;
+        if (contiguous && n >= kVectorizeMinElements && is_aligned_for<Vec<Out, N>>(out.data_ptr()) &&
+            is_aligned_for<Vec<T, N>>(a.data_ptr()) && is_aligned_for<Vec<T, N>>(b.data_ptr())) {
+          binary_vec_kernel<N><<<num_blocks(n / N), kThreads, 0, stream>>>(n, out.data<Out>(), a.data<T>(),
+                                                                            b.data<T>(), f);
+          EMBER_CUDA_CHECK_LAUNCH();
+          return;
+        }
+      }
+      launch_for(contiguous, [&]<bool kContiguous>() {
+        binary_kernel<kContiguous><<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<Out>(), a.data<T>(), b.data<T>(), f, oc);
       });
     });
   });
@@ -223,11 +291,12 @@ void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, co
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
   const std::array<const Tensor*, 4> ops{&out, &cond, &a, &b};
   const OffsetCalc<4> oc = make_offset_calc(ops);
   EMBER_DISPATCH_ALL(out.dtype(), "where", [&]<typename T>() {
     launch_for(all_contiguous(ops), [&]<bool kContiguous>() {
-      where_kernel<kContiguous><<<num_blocks(n), kThreads>>>(n, out.data<T>(), cond.data<uint8_t>(), a.data<T>(),
+      where_kernel<kContiguous><<<num_blocks(n), kThreads, 0, stream>>>(n, out.data<T>(), cond.data<uint8_t>(), a.data<T>(),
                                                              b.data<T>(), oc);
     });
   });

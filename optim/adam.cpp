@@ -1,13 +1,14 @@
 // Adam and AdamW share one update; the only difference is where weight decay goes (`decoupled`).
-// As in sgd.cpp the update is written twice: one fused loop over contiguous CPU memory (reads p, g,
-// m, v once and writes them once), and tensor ops for everything else. Both follow PyTorch's
-// _single_tensor_adam / _single_tensor_adamw line by line.
+// As in sgd.cpp the update is written twice: the device's fused multi-tensor step for contiguous
+// float parameters (Backend::adam_step: reads p, g, m, v once and writes them once), and tensor
+// ops for everything else. Both follow PyTorch's _single_tensor_adam / _single_tensor_adamw line
+// by line.
 #include "optim/adam.h"
 
 #include <cmath>
 
 #include "core/autograd.h"
-#include "core/cpu/parallel.h"
+#include "core/backend.h"
 #include "core/ops.h"
 
 namespace ember::optim {
@@ -76,42 +77,8 @@ void AdamParamState::load(const std::map<std::string, Tensor>& tensors, const Te
 
 namespace {
 
-// Per-parameter constants of one step, computed once on the host (in double, like PyTorch's Python).
-struct AdamStep {
-  double lr, beta1, beta2, eps, weight_decay;
-  bool amsgrad, decoupled;
-  double step_size;        // lr / (1 - beta1^t)
-  double bias_corr2_sqrt;  // sqrt(1 - beta2^t)
-};
-
-// One pass over contiguous memory; vmax is null unless amsgrad. Arithmetic is in T, like PyTorch's kernels.
-template <typename T>
-void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamStep& s) {
-  const T b1 = s.beta1, b2 = s.beta2, one_b1 = 1 - s.beta1, one_b2 = 1 - s.beta2, eps = s.eps;
-  const T wd = s.weight_decay, decay = 1 - s.lr * s.weight_decay, bc2 = s.bias_corr2_sqrt, neg_step = -s.step_size;
-  const bool l2 = !s.decoupled && s.weight_decay != 0, decoupled = s.decoupled && s.weight_decay != 0;
-  parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T grad = g[i];
-      T param = p[i];
-      if (l2) grad = grad + wd * param;
-      if (decoupled) param = param * decay;
-      T mi = m[i] * b1 + one_b1 * grad;
-      T vi = v[i] * b2 + one_b2 * grad * grad;
-      m[i] = mi;
-      v[i] = vi;
-      if (vmax) {
-        vi = vmax[i] > vi ? vmax[i] : vi;
-        vmax[i] = vi;
-      }
-      const T denom = std::sqrt(vi) / bc2 + eps;
-      p[i] = param + neg_step * (mi / denom);
-    }
-  });
-}
-
-// The same with tensor ops: any device, any strides.
-void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const AdamStep& s) {
+// The tensor-op update: any device, any strides.
+void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const Backend::AdamStep& s) {
   Tensor grad = g;
   if (s.weight_decay != 0) {
     if (s.decoupled) p.mul_(1 - s.lr * s.weight_decay);
@@ -128,11 +95,45 @@ void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const AdamStep
   p.add_(st.exp_avg / denom, -s.step_size);
 }
 
+// What the fused step needs: contiguous float tensors of one dtype on one device.
+bool fusable(const Tensor& p, const Tensor& g, const AdamParamState& st) {
+  const auto same_layout = [&p](const Tensor& t) {
+    return !t.defined() || (t.is_contiguous() && t.dtype() == p.dtype() && t.device() == p.device());
+  };
+  return (p.dtype() == kFloat32 || p.dtype() == kFloat64) && p.is_contiguous() && g.is_contiguous() &&
+         g.dtype() == p.dtype() && g.device() == p.device() && same_layout(st.exp_avg) &&
+         same_layout(st.exp_avg_sq) && same_layout(st.max_exp_avg_sq);
+}
+
+// Parameters of one group with the same step count (so the same bias corrections) that one
+// Backend::adam_step call updates together.
+struct AdamBatch {
+  Device device;
+  DType dtype;
+  int64_t step;
+  std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs;
+};
+
+AdamBatch& batch_for(std::vector<AdamBatch>& batches, const Tensor& p, int64_t step) {
+  for (AdamBatch& b : batches)
+    if (b.device == p.device() && b.dtype == p.dtype() && b.step == step) return b;
+  return batches.emplace_back(AdamBatch{p.device(), p.dtype(), step, {}, {}, {}, {}, {}});
+}
+
+// Per-step constants, computed once on the host (in double, like PyTorch's Python).
+Backend::AdamStep step_constants(const AdamOptions& o, bool decoupled, int64_t step) {
+  const auto [beta1, beta2] = o.betas();
+  const double t = static_cast<double>(step);
+  return {o.lr(), beta1, beta2, o.eps(), o.weight_decay(), o.amsgrad(), decoupled,
+          o.lr() / (1 - std::pow(beta1, t)), std::sqrt(1 - std::pow(beta2, t))};
+}
+
 void adam_step(Optimizer& opt, std::vector<std::unique_ptr<ParamState>>& state, bool decoupled) {
   NoGradGuard no_grad;
   size_t index = 0;
   for (ParamGroup& group : opt.param_groups()) {
     const auto& o = static_cast<const AdamOptions&>(group.options());
+    std::vector<AdamBatch> batches;
     for (Tensor p : group.params()) {
       auto& slot = state[index++];
       const Tensor g = p.grad();
@@ -148,22 +149,22 @@ void adam_step(Optimizer& opt, std::vector<std::unique_ptr<ParamState>>& state, 
       if (o.amsgrad() && !st.max_exp_avg_sq.defined()) st.max_exp_avg_sq = zeros_like(p);
 
       st.step += 1;
-      const auto [beta1, beta2] = o.betas();
-      const double t = static_cast<double>(st.step);
-      const AdamStep s{o.lr(), beta1, beta2, o.eps(), o.weight_decay(), o.amsgrad(), decoupled,
-                       o.lr() / (1 - std::pow(beta1, t)), std::sqrt(1 - std::pow(beta2, t))};
-
-      const bool fusable = p.device().is_cpu() && g.device().is_cpu() && p.is_contiguous() && g.is_contiguous() &&
-                           (p.dtype() == kFloat32 || p.dtype() == kFloat64);
-      if (fusable) {
-        EMBER_DISPATCH_FLOAT(p.dtype(), opt.name(), [&]<typename T>() {
-          adam_fused<T>(p.data<T>(), g.data<T>(), st.exp_avg.data<T>(), st.exp_avg_sq.data<T>(),
-                        s.amsgrad ? st.max_exp_avg_sq.data<T>() : nullptr, p.numel(), s);
-        });
-        p.storage()->bump_version();  // the loop wrote p without an in-place op: tell autograd
+      if (fusable(p, g, st)) {
+        AdamBatch& b = batch_for(batches, p, st.step);
+        b.params.push_back(p);
+        b.grads.push_back(g);
+        b.exp_avgs.push_back(st.exp_avg);
+        b.exp_avg_sqs.push_back(st.exp_avg_sq);
+        if (o.amsgrad()) b.max_exp_avg_sqs.push_back(st.max_exp_avg_sq);
       } else {
-        adam_generic(p, g, st, s);
+        adam_generic(p, g, st, step_constants(o, decoupled, st.step));
       }
+    }
+    for (AdamBatch& b : batches) {
+      backend(b.device).adam_step(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
+                                  step_constants(o, decoupled, b.step));
+      // The kernel wrote p without an in-place op: tell autograd.
+      for (Tensor& p : b.params) p.storage()->bump_version();
     }
   }
 }

@@ -1,10 +1,11 @@
-// SGD: the update written twice — once as one fused loop over contiguous CPU memory (the common
-// case: one pass, no temporaries), once with tensor ops for everything else (other devices,
-// strided parameters or gradients). Both follow PyTorch's _single_tensor_sgd line by line.
+// SGD: the update written twice — once as the device's fused multi-tensor step (the common case:
+// contiguous float parameters and gradients; Backend::sgd_step, core/cpu/cpu_optim.cpp and
+// cuda/cuda_optim.cu), once with tensor ops for everything else (strided parameters or gradients).
+// Both follow PyTorch's _single_tensor_sgd line by line.
 #include "optim/sgd.h"
 
 #include "core/autograd.h"
-#include "core/cpu/parallel.h"
+#include "core/backend.h"
 #include "core/ops.h"
 
 namespace ember::optim {
@@ -53,33 +54,9 @@ void SGDParamState::load(const std::map<std::string, Tensor>& tensors, const Ten
 
 namespace {
 
-struct SGDHyper {
-  double lr, momentum, dampening, weight_decay;
-  bool nesterov;
-};
-
-// One pass over contiguous memory. `first` = the momentum buffer has just been created (it takes
-// the value of d instead of being decayed). Arithmetic is in T, like PyTorch's kernels.
-template <typename T>
-void sgd_fused(T* p, const T* g, T* buf, int64_t n, const SGDHyper& h, bool first) {
-  const T lr = h.lr, mom = h.momentum, wd = h.weight_decay, keep = 1 - h.dampening;
-  const bool use_mom = buf != nullptr, nesterov = h.nesterov;
-  parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T d = g[i];
-      if (wd != 0) d = d + wd * p[i];
-      if (use_mom) {
-        T b = first ? d : buf[i] * mom + keep * d;
-        buf[i] = b;
-        d = nesterov ? d + mom * b : b;
-      }
-      p[i] = p[i] - lr * d;
-    }
-  });
-}
-
-// The same with tensor ops: any device, any strides.
-void sgd_generic(Tensor& p, const Tensor& g, Tensor& buf, const SGDHyper& h, bool first) {
+// The tensor-op update: any device, any strides. `first` = the momentum buffer has just been
+// created (it takes the value of d instead of being decayed).
+void sgd_generic(Tensor& p, const Tensor& g, Tensor& buf, const Backend::SGDStep& h, bool first) {
   Tensor d = h.weight_decay != 0 ? g + p * h.weight_decay : g;
   if (h.momentum != 0) {
     if (first) buf.copy_(d);
@@ -89,9 +66,26 @@ void sgd_generic(Tensor& p, const Tensor& g, Tensor& buf, const SGDHyper& h, boo
   p.add_(d, -h.lr);
 }
 
-bool fusable(const Tensor& p, const Tensor& g) {
-  return p.device().is_cpu() && g.device().is_cpu() && p.is_contiguous() && g.is_contiguous() &&
-         (p.dtype() == kFloat32 || p.dtype() == kFloat64);
+// What the fused step needs: contiguous float tensors of one dtype on one device.
+bool fusable(const Tensor& p, const Tensor& g, const Tensor& buf) {
+  const bool float_param = p.dtype() == kFloat32 || p.dtype() == kFloat64;
+  const bool buf_ok = !buf.defined() || (buf.is_contiguous() && buf.dtype() == p.dtype());
+  return float_param && p.is_contiguous() && g.is_contiguous() && g.dtype() == p.dtype() &&
+         g.device() == p.device() && buf_ok;
+}
+
+// Parameters of one group that one Backend::sgd_step call updates together.
+struct SGDBatch {
+  Device device;
+  DType dtype;
+  bool first;
+  std::vector<Tensor> params, grads, momentum_buffers;
+};
+
+SGDBatch& batch_for(std::vector<SGDBatch>& batches, const Tensor& p, bool first) {
+  for (SGDBatch& b : batches)
+    if (b.device == p.device() && b.dtype == p.dtype() && b.first == first) return b;
+  return batches.emplace_back(SGDBatch{p.device(), p.dtype(), first, {}, {}, {}});
 }
 
 }  // namespace
@@ -101,7 +95,8 @@ void SGD::step() {
   size_t index = 0;
   for (ParamGroup& group : param_groups()) {
     const auto& o = static_cast<const SGDOptions&>(group.options());
-    const SGDHyper h{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
+    const Backend::SGDStep h{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
+    std::vector<SGDBatch> batches;
     for (Tensor p : group.params()) {
       auto& slot = state_[index++];
       const Tensor g = p.grad();
@@ -111,14 +106,21 @@ void SGD::step() {
       // The buffer is created on the first step with momentum (PyTorch: `buf = clone(d)`).
       const bool first = h.momentum != 0 && !buf.defined();
       if (first) buf = empty_like(p);
-      if (fusable(p, g)) {
-        EMBER_DISPATCH_FLOAT(p.dtype(), "SGD", [&]<typename T>() {
-          sgd_fused<T>(p.data<T>(), g.data<T>(), h.momentum != 0 ? buf.data<T>() : nullptr, p.numel(), h, first);
-        });
-        p.storage()->bump_version();  // the loop wrote p without an in-place op: tell autograd
+      if (fusable(p, g, buf)) {
+        SGDBatch& b = batch_for(batches, p, first);
+        b.params.push_back(p);
+        b.grads.push_back(g);
+        if (h.momentum != 0) b.momentum_buffers.push_back(buf);
       } else {
         sgd_generic(p, g, buf, h, first);
       }
+    }
+    for (SGDBatch& b : batches) {
+      Backend::SGDStep s = h;
+      s.first = b.first;
+      backend(b.device).sgd_step(b.params, b.grads, b.momentum_buffers, s);
+      // The kernel wrote p without an in-place op: tell autograd.
+      for (Tensor& p : b.params) p.storage()->bump_version();
     }
   }
 }

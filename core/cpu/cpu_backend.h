@@ -1,6 +1,7 @@
 // The CPU backend. Its kernels are split by family: cpu_elementwise.cpp (copy, fill, random,
 // unary/binary/where), cpu_reduce.cpp, cpu_softmax.cpp, cpu_matmul.cpp, cpu_index.cpp, and the
-// neural-network kernels cpu_conv.cpp, cpu_pool.cpp, cpu_norm.cpp, cpu_loss.cpp.
+// neural-network kernels cpu_conv.cpp, cpu_pool.cpp, cpu_norm.cpp, cpu_loss.cpp, and the fused
+// optimizer steps cpu_optim.cpp.
 #pragma once
 
 #include "core/backend.h"
@@ -57,6 +58,12 @@ class CpuBackend final : public Backend {
                      int64_t ignore_index, double label_smoothing) override;
   void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& lse,
                               const Tensor& grad_logits, int64_t ignore_index, double label_smoothing) override;
+  // cpu_optim.cpp
+  void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& momentum_buffers, const SGDStep& s) override;
+  void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                 const std::vector<Tensor>& max_exp_avg_sqs, const AdamStep& s) override;
 };
 
 }  // namespace ember

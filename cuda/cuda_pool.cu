@@ -1,25 +1,286 @@
-// PLACEHOLDER: stubs until this family's kernels are written (replace this whole file).
+// CUDA 2-D pooling (NCHW, contiguous): max pooling with indices, average pooling and adaptive
+// average pooling, forward and backward. Each kernel sits right above the CudaBackend method that
+// launches it.
+//
+// Why our own kernels and not cuDNN's pooling: cuDNN's max pooling returns no indices (its
+// backward re-reads the input and output instead), while ember's contract keeps the flat h*W + w
+// position of each maximum, as PyTorch does — and PyTorch also runs its own kernels here. They
+// are simple, memory-bound loops.
+//
+// Every kernel follows the CPU's arithmetic (core/cpu/cpu_pool.cpp) exactly — the same window
+// clipping, taps visited in the same row-major order, sums in the tensor's dtype in the same
+// order — so forward results equal the CPU's, ties and NaNs included.
+//
+// Backward: the average-pooling gradients are gathers — one thread per input element sums the
+// outputs whose windows cover it, in the CPU's order — so they need no atomics, no zeroing first,
+// and are deterministic. The max-pooling backward gets only the indices, not the window, so it
+// cannot tell which outputs cover an input element; it scatters each output's gradient to its
+// index instead. Windows may overlap, so several outputs can hit one input element: atomicAdd,
+// into grad_in zeroed first (the contract says the backward writes, not accumulates). Float
+// atomics add in whatever order threads arrive, so with ember::deterministic() a slower kernel
+// runs instead: one thread per plane walks its outputs in order, as the CPU does.
+#include <cmath>
+#include <limits>
+
+#include "core/backend.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/error.h"
+#include "cuda/loops.cuh"
 
 namespace ember::cuda {
 
-void CudaBackend::max_pool2d(const Tensor&, const Tensor&, const Tensor&, Window2d) {
-  EMBER_FAIL("max_pool2d: not implemented on CUDA yet");
+namespace {
+
+// Sizes shared by every pooling kernel: `planes` = N*C independent [H, W] -> [OH, OW] maps.
+struct PoolShape {
+  int64_t planes, H, W, OH, OW;
+};
+
+PoolShape pool_shape(const Tensor& in, const Tensor& out) {
+  return {in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3)};
 }
-void CudaBackend::max_pool2d_backward(const Tensor&, const Tensor&, const Tensor&) {
-  EMBER_FAIL("max_pool2d_backward: not implemented on CUDA yet");
+
+// Clipped average-pooling window along one dim (the CPU's avg_window): it may reach into the
+// padding up to size + pad; `span` is its length before clipping to the input, the divisor when
+// padded positions count.
+struct AvgWindow {
+  int64_t start, end, span;
+};
+__device__ __forceinline__ AvgWindow avg_window(int64_t o, int64_t k, int64_t s, int64_t pad, int64_t size) {
+  const int64_t start = o * s - pad;
+  const int64_t end = ::min(start + k, size + pad);
+  return {::max(start, int64_t(0)), ::min(end, size), end - start};
 }
-void CudaBackend::avg_pool2d(const Tensor&, const Tensor&, Window2d, bool) {
-  EMBER_FAIL("avg_pool2d: not implemented on CUDA yet");
+
+// Adaptive pooling: output cell o of out_size covers input [floor(o*size/out), ceil((o+1)*size/out)).
+__device__ __forceinline__ int64_t adaptive_start(int64_t o, int64_t out_size, int64_t size) {
+  return (o * size) / out_size;
 }
-void CudaBackend::avg_pool2d_backward(const Tensor&, const Tensor&, Window2d, bool) {
-  EMBER_FAIL("avg_pool2d_backward: not implemented on CUDA yet");
+__device__ __forceinline__ int64_t adaptive_end(int64_t o, int64_t out_size, int64_t size) {
+  return ((o + 1) * size + out_size - 1) / out_size;
 }
-void CudaBackend::adaptive_avg_pool2d(const Tensor&, const Tensor&) {
-  EMBER_FAIL("adaptive_avg_pool2d: not implemented on CUDA yet");
+
+void zero(const Tensor& t, cudaStream_t stream) {
+  if (t.nbytes() > 0) EMBER_CUDA_CHECK(cudaMemsetAsync(t.data_ptr(), 0, t.nbytes(), stream));
 }
-void CudaBackend::adaptive_avg_pool2d_backward(const Tensor&, const Tensor&) {
-  EMBER_FAIL("adaptive_avg_pool2d_backward: not implemented on CUDA yet");
+
+}  // namespace
+
+// ---------------- max pooling ----------------
+
+// One thread per output element: the window's maximum and its flat position in the input plane.
+// "v replaces the best so far" when strictly greater (the first of equal maxima in row-major order
+// is kept) or NaN (a NaN wins, and only a later NaN replaces it), as on the CPU and in PyTorch.
+template <typename T>
+__global__ void max_pool2d_kernel(int64_t n, const T* x, T* y, int64_t* indices, PoolShape p, Window2d w) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    const T* xp = x + plane * p.H * p.W;
+    int64_t h0 = oh * w.sh - w.ph, w0 = ow * w.sw - w.pw;
+    const int64_t h1 = ::min(h0 + (w.kh - 1) * w.dh + 1, p.H), w1 = ::min(w0 + (w.kw - 1) * w.dw + 1, p.W);
+    while (h0 < 0) h0 += w.dh;  // first tap inside the input (padding is at most half the window)
+    while (w0 < 0) w0 += w.dw;
+    T best = -std::numeric_limits<T>::infinity();
+    int64_t best_at = h0 * p.W + w0;
+    for (int64_t ih = h0; ih < h1; ih += w.dh) {
+      for (int64_t iw = w0; iw < w1; iw += w.dw) {
+        const T v = xp[ih * p.W + iw];
+        if (v > best || isnan(v)) {
+          best = v;
+          best_at = ih * p.W + iw;
+        }
+      }
+    }
+    y[i] = best;
+    indices[i] = best_at;
+  });
+}
+
+void CudaBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const PoolShape p = pool_shape(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "max_pool2d", [&]<typename T>() {
+    max_pool2d_kernel<<<num_blocks(n), kThreads, 0, compute_stream(index_)>>>(
+        n, in.data<T>(), out.data<T>(), indices.data<int64_t>(), p, w);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// One thread per output element adds its gradient at its index. An index outside the plane (which
+// a well-formed forward never writes) is skipped rather than allowed to corrupt another plane.
+template <typename T>
+__global__ void max_pool2d_backward_kernel(int64_t n, const T* gy, const int64_t* indices, T* gx, PoolShape p) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t plane = i / (p.OH * p.OW), at = indices[i];
+    if (at >= 0 && at < p.H * p.W) atomicAdd(gx + plane * p.H * p.W + at, gy[i]);
+  });
+}
+
+// Deterministic form: one thread per plane adds its outputs' gradients in order (the CPU's order,
+// so the sums equal the CPU's bit for bit).
+template <typename T>
+__global__ void max_pool2d_backward_ordered_kernel(const T* gy, const int64_t* indices, T* gx, PoolShape p) {
+  grid_stride(p.planes, [&](int64_t plane) {
+    const int64_t outputs = p.OH * p.OW;
+    T* gp = gx + plane * p.H * p.W;
+    for (int64_t o = plane * outputs; o < (plane + 1) * outputs; ++o) {
+      const int64_t at = indices[o];
+      if (at >= 0 && at < p.H * p.W) gp[at] += gy[o];
+    }
+  });
+}
+
+void CudaBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) {
+  DeviceGuard guard(index_);
+  cudaStream_t stream = compute_stream(index_);
+  zero(grad_in, stream);
+  const int64_t n = grad_out.numel();
+  if (n == 0 || grad_in.numel() == 0) return;
+  const PoolShape p = pool_shape(grad_in, grad_out);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "max_pool2d_backward", [&]<typename T>() {
+    if (deterministic()) {
+      max_pool2d_backward_ordered_kernel<<<num_blocks(p.planes), kThreads, 0, stream>>>(
+          grad_out.data<T>(), indices.data<int64_t>(), grad_in.data<T>(), p);
+    } else {
+      max_pool2d_backward_kernel<<<num_blocks(n), kThreads, 0, stream>>>(n, grad_out.data<T>(),
+                                                                         indices.data<int64_t>(), grad_in.data<T>(), p);
+    }
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------- average pooling ----------------
+
+// One thread per output element: the window's sum over the real (unpadded) input, divided by the
+// window's full span when padded positions count, else by the number of real positions.
+template <typename T>
+__global__ void avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p, Window2d w, bool count_include_pad) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    const T* xp = x + plane * p.H * p.W;
+    const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H), ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
+    T s = 0;
+    for (int64_t ih = hw.start; ih < hw.end; ++ih)
+      for (int64_t iw = ww.start; iw < ww.end; ++iw) s += xp[ih * p.W + iw];
+    const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+    y[i] = s / static_cast<T>(divisor);
+  });
+}
+
+void CudaBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const PoolShape p = pool_shape(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "avg_pool2d", [&]<typename T>() {
+    avg_pool2d_kernel<<<num_blocks(n), kThreads, 0, compute_stream(index_)>>>(n, in.data<T>(), out.data<T>(), p, w,
+                                                                               count_include_pad);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// One thread per input element (ih, iw): the sum of grad_out / divisor over the windows that
+// contain it. Window oh covers rows [oh*sh - ph, oh*sh - ph + kh) (its clip at H + ph never cuts
+// off a real row), so the covering oh run from the first with oh*sh > ih + ph - kh to the last
+// with oh*sh <= ih + ph; likewise for columns.
+template <typename T>
+__global__ void avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p, Window2d w,
+                                           bool count_include_pad) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t iw = i % p.W, ih = (i / p.W) % p.H, plane = i / (p.W * p.H);
+    const T* gp = gy + plane * p.OH * p.OW;
+    const int64_t oh0 = ih + w.ph < w.kh ? 0 : (ih + w.ph - w.kh) / w.sh + 1;
+    const int64_t oh1 = ::min((ih + w.ph) / w.sh + 1, p.OH);
+    const int64_t ow0 = iw + w.pw < w.kw ? 0 : (iw + w.pw - w.kw) / w.sw + 1;
+    const int64_t ow1 = ::min((iw + w.pw) / w.sw + 1, p.OW);
+    T s = 0;
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H);
+      for (int64_t ow = ow0; ow < ow1; ++ow) {
+        const AvgWindow ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
+        const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+        s += gp[oh * p.OW + ow] / static_cast<T>(divisor);
+      }
+    }
+    gx[i] = s;
+  });
+}
+
+void CudaBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w,
+                                      bool count_include_pad) {
+  const int64_t n = grad_in.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const PoolShape p = pool_shape(grad_in, grad_out);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "avg_pool2d_backward", [&]<typename T>() {
+    avg_pool2d_backward_kernel<<<num_blocks(n), kThreads, 0, compute_stream(index_)>>>(
+        n, grad_out.data<T>(), grad_in.data<T>(), p, w, count_include_pad);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------- adaptive average pooling ----------------
+
+template <typename T>
+__global__ void adaptive_avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    const T* xp = x + plane * p.H * p.W;
+    const int64_t h0 = adaptive_start(oh, p.OH, p.H), h1 = adaptive_end(oh, p.OH, p.H);
+    const int64_t w0 = adaptive_start(ow, p.OW, p.W), w1 = adaptive_end(ow, p.OW, p.W);
+    T s = 0;
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = w0; iw < w1; ++iw) s += xp[ih * p.W + iw];
+    y[i] = s / static_cast<T>((h1 - h0) * (w1 - w0));
+  });
+}
+
+void CudaBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const PoolShape p = pool_shape(in, out);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
+    adaptive_avg_pool2d_kernel<<<num_blocks(n), kThreads, 0, compute_stream(index_)>>>(n, in.data<T>(),
+                                                                                        out.data<T>(), p);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
+// One thread per input element (ih, iw). Output row oh covers ih exactly when
+// floor(oh*H/OH) <= ih < ceil((oh+1)*H/OH), i.e. floor(ih*OH/H) <= oh < ceil((ih+1)*OH/H) — the
+// same formulas with the roles of input and output swapped; likewise for columns.
+template <typename T>
+__global__ void adaptive_avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p) {
+  grid_stride(n, [&](int64_t i) {
+    const int64_t iw = i % p.W, ih = (i / p.W) % p.H, plane = i / (p.W * p.H);
+    const T* gp = gy + plane * p.OH * p.OW;
+    const int64_t oh0 = adaptive_start(ih, p.H, p.OH), oh1 = adaptive_end(ih, p.H, p.OH);
+    const int64_t ow0 = adaptive_start(iw, p.W, p.OW), ow1 = adaptive_end(iw, p.W, p.OW);
+    T s = 0;
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      const int64_t rows = adaptive_end(oh, p.OH, p.H) - adaptive_start(oh, p.OH, p.H);
+      for (int64_t ow = ow0; ow < ow1; ++ow) {
+        const int64_t cols = adaptive_end(ow, p.OW, p.W) - adaptive_start(ow, p.OW, p.W);
+        s += gp[oh * p.OW + ow] / static_cast<T>(rows * cols);
+      }
+    }
+    gx[i] = s;
+  });
+}
+
+void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) {
+  const int64_t n = grad_in.numel();
+  if (n == 0) return;
+  DeviceGuard guard(index_);
+  const PoolShape p = pool_shape(grad_in, grad_out);
+  EMBER_DISPATCH_FLOAT(grad_in.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {
+    adaptive_avg_pool2d_backward_kernel<<<num_blocks(n), kThreads, 0, compute_stream(index_)>>>(
+        n, grad_out.data<T>(), grad_in.data<T>(), p);
+  });
+  EMBER_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace ember::cuda

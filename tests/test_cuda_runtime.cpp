@@ -173,9 +173,13 @@ TEST(CudaRuntime, BinaryOpsAndWhereMatchCpu) {
   test::expect_close((i.to(kCuda0) * j.to(kCuda0)) - i.to(kCuda0), i * j - i, 0, 0);
 }
 
-TEST(CudaRuntime, UnimplementedKernelsSayWhich) {
+TEST(CudaRuntime, KernelLaunchesAreCounted) {
   EMBER_REQUIRE_GPU();
   Tensor a = ones({2, 3}, TensorOptions().device(kCuda0));
-  test::expect_error([&] { backend(kCuda0).matmul(a, a.t(), zeros({2, 2}, TensorOptions().device(kCuda0))); },
-                     {"matmul", "not implemented on CUDA yet"});
+  const uint64_t before = backend(kCuda0).kernel_launches();
+  Tensor c = matmul(a, a.t()) + 1.0;  // one cuBLAS call and one elementwise kernel
+  const uint64_t after = backend(kCuda0).kernel_launches();
+  EXPECT_GE(after - before, 2u);
+  EXPECT_LE(after - before, 4u) << "a matmul and an add should not need more launches";
+  EXPECT_EQ(c.to(kCPU).to_vector<float>(), (std::vector<float>{4, 4, 4, 4}));
 }

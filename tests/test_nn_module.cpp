@@ -1,6 +1,7 @@
 // nn::Module infrastructure and the layers: registration and dotted names, state dicts (round trip,
 // strict loading, errors naming the key), train/eval behaviour, to(dtype) keeping tensor handles,
-// zero_grad, printing, default initialisation, and forward/backward of every layer.
+// zero_grad, printing, default initialisation, and forward/backward of every layer. What runs
+// layers (NnModuleDevice, NnLayers) runs on every device; NnModule holds the structure-only tests.
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -34,6 +35,9 @@ class Net : public nn::Module {
 std::vector<std::string> keys_of(const nn::NamedTensors& d) { return d.keys(); }
 
 }  // namespace
+
+EMBER_DEVICE_SUITE(NnModuleDevice);
+EMBER_DEVICE_SUITE(NnLayers);
 
 TEST(NnModule, NamedParametersAndStateDictUseDottedNamesInRegistrationOrder) {
   Net net;
@@ -132,10 +136,11 @@ TEST(NnModule, StrictLoadErrorsNameTheKeys) {
   EXPECT_TRUE(r.unexpected_keys.empty());
 }
 
-TEST(NnModule, TrainEvalSwitchesDropoutAndBatchNorm) {
+TEST_P(NnModuleDevice, TrainEvalSwitchesDropoutAndBatchNorm) {
   auto net = std::make_shared<nn::Sequential>(std::make_shared<nn::BatchNorm1d>(3), std::make_shared<nn::Dropout>(0.5));
+  net->to(device());
   EXPECT_TRUE(net->is_training() && (*net)[0]->is_training() && (*net)[1]->is_training());
-  Tensor x = rand({8, 3}) * 4 + 2;
+  Tensor x = (rand({8, 3}) * 4 + 2).to(device());
   auto bn = net->at<nn::BatchNorm1d>(0);
 
   Tensor y_train = net->forward(x);  // batch statistics, then dropout zeroes about half
@@ -157,11 +162,12 @@ TEST(NnModule, TrainEvalSwitchesDropoutAndBatchNorm) {
   EXPECT_TRUE((*net)[1]->is_training());
 }
 
-TEST(NnModule, BatchNormWithoutRunningStatsUsesBatchStatsInEval) {
+TEST_P(NnModuleDevice, BatchNormWithoutRunningStatsUsesBatchStatsInEval) {
   nn::BatchNorm1d bn(2, {.affine = false, .track_running_stats = false});
   EXPECT_TRUE(bn.state_dict().empty());
+  bn.to(device());
   bn.eval();
-  Tensor x = rand({6, 2});
+  Tensor x = rand({6, 2}).to(device());
   test::expect_close(bn.forward(x), (x - x.mean({0})) / (x.var({0}, false) + 1e-5).sqrt(), 1e-5, 1e-5);
 }
 
@@ -182,10 +188,16 @@ TEST(NnModule, ToDtypeConvertsInPlaceAndKeepsHandles) {
   expect_error([&] { net.to(kInt64); }, {"Net.to(int64): modules convert to floating-point dtypes only"});
 }
 
-TEST(NnModule, ZeroGradClearsEveryGradient) {
+TEST_P(NnModuleDevice, ZeroGradClearsEveryGradient) {
   Net net;
-  net.forward(rand({2, 1, 6, 6})).sum().backward();
-  for (const Tensor& p : net.parameters()) EXPECT_TRUE(p.grad().defined());
+  net.to(device());
+  net.forward(rand({2, 1, 6, 6}).to(device())).sum().backward();
+  for (const Tensor& p : net.parameters()) {
+    EXPECT_TRUE(p.grad().defined());
+    if (p.grad().defined()) {
+      EXPECT_EQ(p.grad().device(), device());
+    }
+  }
   net.zero_grad();
   for (const Tensor& p : net.parameters()) EXPECT_FALSE(p.grad().defined());
 }
@@ -257,14 +269,22 @@ TEST(NnModule, InitFunctions) {
 
 // ---------------------------------------------------------------- layers
 
-TEST(NnLayers, EveryLayerRunsForwardAndBackward) {
+TEST_P(NnLayers, EveryLayerRunsForwardAndBackward) {
   manual_seed(0);
-  Tensor img = rand({2, 3, 8, 8}).requires_grad_();
-  auto check = [](nn::Module& m, const Tensor& x, const Shape& want) {
+  const Device dev = device();
+  Tensor img = rand({2, 3, 8, 8}).to(dev).requires_grad_();
+  auto check = [dev](nn::Module& m, const Tensor& x, const Shape& want) {
+    m.to(dev);
     Tensor y = m.forward(x);
     EXPECT_EQ(y.shape(), want) << m.str();
+    EXPECT_EQ(y.device(), dev) << m.str();
     y.sum().backward();
-    for (const auto& [name, p] : m.named_parameters()) EXPECT_TRUE(p.grad().defined()) << m.type_name() << "." << name;
+    for (const auto& [name, p] : m.named_parameters()) {
+      EXPECT_TRUE(p.grad().defined()) << m.type_name() << "." << name;
+      if (p.grad().defined()) {
+        EXPECT_EQ(p.grad().device(), dev) << m.type_name() << "." << name;
+      }
+    }
   };
   nn::Conv2d conv(3, 4, 3, {.stride = 2, .padding = 1});
   check(conv, img, {2, 4, 4, 4});
@@ -277,7 +297,7 @@ TEST(NnLayers, EveryLayerRunsForwardAndBackward) {
   nn::BatchNorm2d bn2(3);
   check(bn2, img, {2, 3, 8, 8});
   nn::BatchNorm1d bn1(3);
-  check(bn1, rand({4, 3, 5}), {4, 3, 5});
+  check(bn1, rand({4, 3, 5}).to(dev), {4, 3, 5});
   nn::LayerNorm ln({8, 8});
   check(ln, img, {2, 3, 8, 8});
   nn::Flatten fl;
@@ -292,25 +312,27 @@ TEST(NnLayers, EveryLayerRunsForwardAndBackward) {
     delete act;
   }
   nn::Embedding emb(10, 4);
-  Tensor idx = from_vector<int64_t>({1, 9, 1, 0, 3, 3}, {2, 3});
+  Tensor idx = from_vector<int64_t>({1, 9, 1, 0, 3, 3}, {2, 3}).to(dev);
   check(emb, idx, {2, 3, 4});
   EXPECT_EQ(emb.weight.grad().select(0, 1).sum().item(), 8.0);  // row 1 read twice, 4 columns each
 }
 
-TEST(NnLayers, ActivationsMatchTheirOps) {
-  Tensor x = rand({3, 4}) * 4 - 2;
+TEST_P(NnLayers, ActivationsMatchTheirOps) {
+  Tensor x = (rand({3, 4}) * 4 - 2).to(device());
   test::expect_close(nn::ReLU().forward(x), relu(x), 0, 0);
   test::expect_close(nn::GELU().forward(x), gelu(x), 0, 0);
   test::expect_close(nn::Tanh().forward(x), tanh(x), 0, 0);
   test::expect_close(nn::Sigmoid().forward(x), sigmoid(x), 0, 0);
 }
 
-TEST(NnLayers, ResidualBlockShapesAndShortcut) {
+TEST_P(NnLayers, ResidualBlockShapesAndShortcut) {
   manual_seed(4);
   nn::ResidualBlock same(4, 4), down(4, 8, 2);
   EXPECT_EQ(same.downsample, nullptr);
   ASSERT_NE(down.downsample, nullptr);
-  Tensor x = rand({2, 4, 6, 6}).requires_grad_();
+  same.to(device());
+  down.to(device());
+  Tensor x = rand({2, 4, 6, 6}).to(device()).requires_grad_();
   EXPECT_EQ(same.forward(x).shape(), (Shape{2, 4, 6, 6}));
   Tensor y = down.forward(x);
   EXPECT_EQ(y.shape(), (Shape{2, 8, 3, 3}));
@@ -320,7 +342,7 @@ TEST(NnLayers, ResidualBlockShapesAndShortcut) {
   EXPECT_TRUE(down.downsample->at<nn::Conv2d>(0)->weight.grad().defined());
 }
 
-TEST(NnLayers, SmallResNetTrainsOnABatch) {
+TEST_P(NnLayers, SmallResNetTrainsOnABatch) {
   // A few SGD steps on one fixed batch must drive the loss down (everything wired end to end).
   manual_seed(5);
   auto net = std::make_shared<nn::Sequential>();
@@ -332,8 +354,9 @@ TEST(NnLayers, SmallResNetTrainsOnABatch) {
   net->emplace_back<nn::AdaptiveAvgPool2d>(1);
   net->emplace_back<nn::Flatten>();
   net->emplace_back<nn::Linear>(16, 4);
-  Tensor x = rand({8, 3, 8, 8});
-  Tensor t = from_vector<int64_t>({0, 1, 2, 3, 0, 1, 2, 3});
+  net->to(device());
+  Tensor x = rand({8, 3, 8, 8}).to(device());
+  Tensor t = from_vector<int64_t>({0, 1, 2, 3, 0, 1, 2, 3}).to(device());
   double first = 0, last = 0;
   for (int step = 0; step < 15; ++step) {
     net->zero_grad();
@@ -347,7 +370,7 @@ TEST(NnLayers, SmallResNetTrainsOnABatch) {
   EXPECT_LT(last, 0.5 * first);
 }
 
-TEST(NnLayers, SequentialAccessAndErrors) {
+TEST_P(NnLayers, SequentialAccessAndErrors) {
   nn::Sequential seq;
   auto fc = seq.emplace_back<nn::Linear>(3, 2);
   seq.push_back(std::make_shared<nn::ReLU>());
@@ -356,34 +379,38 @@ TEST(NnLayers, SequentialAccessAndErrors) {
   EXPECT_EQ(seq.at<nn::Linear>(0), fc);
   expect_error([&] { seq.at<nn::Conv2d>(1); }, {"Sequential: child 1 is a ReLU, not the requested type"});
   expect_error([&] { seq[2]; }, {"Sequential: index 2 is out of range for 2 modules"});
-  EXPECT_EQ(seq.forward(ones({4, 3})).shape(), (Shape{4, 2}));
+  seq.to(device());
+  Tensor y = seq.forward(ones({4, 3}, TensorOptions().device(device())));
+  EXPECT_EQ(y.shape(), (Shape{4, 2}));
+  EXPECT_EQ(y.device(), device());
 }
 
-TEST(NnLayers, ConstructorAndInputErrors) {
+TEST_P(NnLayers, ConstructorAndInputErrors) {
   expect_error([] { nn::Conv2d(3, 4, 3, {.groups = 2}); }, {"Conv2d: in_channels=3 and out_channels=4", "groups=2"});
   expect_error([] { nn::Dropout(1.5); }, {"Dropout: probability p must be in [0, 1], got 1.5"});
+  const TensorOptions on = TensorOptions().device(device());
   nn::BatchNorm2d bn(3);
+  bn.to(device());
   expect_error(
       [&] {
-        bn.forward(zeros({2, 3, 4}));
+        bn.forward(zeros({2, 3, 4}, on));
       },
       {"BatchNorm2d: expected a 4-D [N, C, H, W] input, got [2, 3, 4]"});
   expect_error(
       [&] {
-        bn.forward(zeros({2, 4, 4, 4}));
+        bn.forward(zeros({2, 4, 4, 4}, on));
       },
       {"BatchNorm2d: input [2, 4, 4, 4] has 4 channels, expected num_features=3"});
   nn::BatchNorm1d bn1(3);
+  bn1.to(device());
   expect_error(
       [&] {
-        bn1.forward(zeros({2, 3, 4, 4}));
+        bn1.forward(zeros({2, 3, 4, 4}, on));
       },
       {"BatchNorm1d: expected a 2-D [N, C] or 3-D [N, C, L] input"});
 }
 
 // ---------------------------------------------------------------- devices
-
-EMBER_DEVICE_SUITE(NnModuleDevice);
 
 TEST_P(NnModuleDevice, ToDeviceMovesInPlaceAndMatchesTheCpu) {
   manual_seed(6);

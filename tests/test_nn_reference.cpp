@@ -282,8 +282,10 @@ TEST(NnReferenceModules, CnnParameterCount) { expect_names_match(*examples::make
 
 namespace {
 
-// Trains `bn` on the reference batches, then evaluates it: running statistics and outputs must match.
-void check_running_stats(nn::BatchNorm& bn, const json& r) {
+// Trains `bn` on the reference batches on `device`, then evaluates it: running statistics and
+// outputs must match.
+void check_running_stats(nn::BatchNorm& bn, const json& r, Device device) {
+  bn.to(device);
   {
     NoGradGuard ng;
     bn.weight.copy_(from_json(r.at("weight")));
@@ -291,14 +293,15 @@ void check_running_stats(nn::BatchNorm& bn, const json& r) {
   }
   bn.train();
   Tensor last;
-  for (const json& b : r.at("batches")) last = bn.forward(from_json(b));
+  for (const json& b : r.at("batches")) last = bn.forward(from_json(b).to(device));
+  EXPECT_EQ(last.device(), device);
   const Tolerance tol{1e-10, 1e-12};
   EXPECT_EQ(compare(last, r.at("last_train_output"), tol), "");
   EXPECT_EQ(compare(bn.running_mean, r.at("running_mean"), tol), "");
   EXPECT_EQ(compare(bn.running_var, r.at("running_var"), tol), "");
   EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), r.at("num_batches_tracked").get<int64_t>());
   bn.eval();
-  EXPECT_EQ(compare(bn.forward(from_json(r.at("eval_input"))), r.at("eval_output"), tol), "");
+  EXPECT_EQ(compare(bn.forward(from_json(r.at("eval_input")).to(device)), r.at("eval_output"), tol), "");
   // Evaluation does not touch the statistics.
   EXPECT_EQ(compare(bn.running_mean, r.at("running_mean"), tol), "");
   EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), r.at("num_batches_tracked").get<int64_t>());
@@ -306,27 +309,30 @@ void check_running_stats(nn::BatchNorm& bn, const json& r) {
 
 }  // namespace
 
-TEST(NnReferenceModules, BatchNorm2dRunningStatsMatchPyTorch) {
+// Modules that compute: on every device.
+EMBER_DEVICE_SUITE(NnReferenceModulesDevice);
+
+TEST_P(NnReferenceModulesDevice, BatchNorm2dRunningStatsMatchPyTorch) {
   nn::BatchNorm2d bn(3);
   bn.to(kFloat64);
-  check_running_stats(bn, module_ref("batchnorm2d_running_stats"));
+  check_running_stats(bn, module_ref("batchnorm2d_running_stats"), device());
 }
 
-TEST(NnReferenceModules, BatchNorm2dCumulativeAverageMatchesPyTorch) {
+TEST_P(NnReferenceModulesDevice, BatchNorm2dCumulativeAverageMatchesPyTorch) {
   nn::BatchNorm2d bn(3, {.momentum = std::nullopt});
   bn.to(kFloat64);
-  check_running_stats(bn, module_ref("batchnorm2d_cumulative"));
+  check_running_stats(bn, module_ref("batchnorm2d_cumulative"), device());
 }
 
-TEST(NnReferenceModules, BatchNorm1dRunningStatsMatchPyTorch) {
+TEST_P(NnReferenceModulesDevice, BatchNorm1dRunningStatsMatchPyTorch) {
   nn::BatchNorm1d bn(4, {.momentum = 0.3});
   bn.to(kFloat64);
-  check_running_stats(bn, module_ref("batchnorm1d_running_stats"));
+  check_running_stats(bn, module_ref("batchnorm1d_running_stats"), device());
 }
 
 // A whole training step of a small CNN from PyTorch's weights: load_state_dict, forward through
 // every kind of layer, a label-smoothed cross entropy, backward to every parameter.
-TEST(NnReferenceModules, TrainStepOfSmallCnnMatchesPyTorch) {
+TEST_P(NnReferenceModulesDevice, TrainStepOfSmallCnnMatchesPyTorch) {
   const json& r = module_ref("train_step");
   auto model = std::make_shared<nn::Sequential>();
   model->emplace_back<nn::Conv2d>(2, 4, 3, nn::Conv2dOptions{.padding = 1});
@@ -341,19 +347,22 @@ TEST(NnReferenceModules, TrainStepOfSmallCnnMatchesPyTorch) {
   model->emplace_back<nn::Tanh>();
   model->emplace_back<nn::Linear>(5, 3);
   model->to(kFloat64);
+  model->to(device());
 
   nn::NamedTensors sd;
   for (const auto& [name, t] : r.at("state_dict").items()) sd.insert(name, from_json(t));
-  model->load_state_dict(sd);
+  model->load_state_dict(sd);  // CPU values into the device's tensors
   model->train();
-  Tensor loss =
-      F::cross_entropy(model->forward(from_json(r.at("input"))), from_json(r.at("target")), {.label_smoothing = 0.05});
+  Tensor loss = F::cross_entropy(model->forward(from_json(r.at("input")).to(device())),
+                                 from_json(r.at("target")).to(device()), {.label_smoothing = 0.05});
+  EXPECT_EQ(loss.device(), device());
   EXPECT_NEAR(loss.item(), r.at("loss").get<double>(), 1e-12);
   loss.backward();
   const Tolerance tol{1e-9, 1e-12};
   for (const auto& [name, g] : r.at("grads").items()) {
     const Tensor p = model->named_parameters().at(name);
     ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_EQ(p.grad().device(), device()) << name;
     EXPECT_EQ(compare(p.grad(), g, tol), "") << "gradient of " << name;
   }
   for (const auto& [name, t] : r.at("state_after").items())

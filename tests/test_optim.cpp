@@ -34,11 +34,12 @@ Tensor tensor_of(const json& values, const Shape& shape, DType dtype = kFloat64)
   return from_vector<double>(values.get<std::vector<double>>(), shape).to(dtype);
 }
 
-// The same values in a non-contiguous layout: every other element of a buffer twice as long in the last dim.
+// The same values in a non-contiguous layout: every other element of a buffer twice as long in the
+// last dim, on t's device.
 Tensor noncontiguous_copy(const Tensor& t) {
   Shape big = t.shape();
   big[big.size() - 1] *= 2;
-  Tensor buf = zeros(big, TensorOptions(t.dtype()));
+  Tensor buf = zeros(big, TensorOptions(t.dtype()).device(t.device()));
   Tensor view = buf.slice(-1, 0, big.back(), 2);
   view.copy_(t);
   return view;
@@ -58,18 +59,19 @@ const Variant kVariants[] = {{Layout::Contiguous, kFloat64, "contiguous float64"
                              {Layout::Contiguous, kFloat32, "contiguous float32"},
                              {Layout::StridedParams, kFloat32, "strided params float32"}};
 
-std::vector<Tensor> initial_params(Layout layout, DType dtype) {
+std::vector<Tensor> initial_params(Layout layout, DType dtype, Device device = kCPU) {
   const json& ref = reference();
   std::vector<Tensor> ps;
   for (size_t k = 0; k < ref["shapes"].size(); ++k) {
-    Tensor p = tensor_of(ref["params"][k], shape_of(ref["shapes"][k]), dtype);
+    Tensor p = tensor_of(ref["params"][k], shape_of(ref["shapes"][k]), dtype).to(device);
     if (layout == Layout::StridedParams) p = noncontiguous_copy(p);
     ps.push_back(p.requires_grad_());
   }
   return ps;
 }
 
-// Sets the gradients of step s (a null entry leaves that parameter without a gradient).
+// Sets the gradients of step s on each parameter's device (a null entry leaves that parameter
+// without a gradient).
 void set_step_grads(const std::vector<Tensor>& ps, size_t s, Layout layout = Layout::Contiguous) {
   const json& ref = reference();
   for (size_t k = 0; k < ps.size(); ++k) {
@@ -78,7 +80,7 @@ void set_step_grads(const std::vector<Tensor>& ps, size_t s, Layout layout = Lay
       ps[k].zero_grad();
       continue;
     }
-    Tensor t = tensor_of(g, ps[k].shape(), ps[k].dtype());
+    Tensor t = tensor_of(g, ps[k].shape(), ps[k].dtype()).to(ps[k].device());
     ps[k].set_grad(layout == Layout::StridedGrads ? noncontiguous_copy(t) : t);
   }
 }
@@ -135,14 +137,18 @@ std::string temp_path(const std::string& name) {
 
 }  // namespace
 
+// Tests that step, clip or move optimizer state run on every device (OptimDevice, ClipGradNorm);
+// those about options, metadata and errors only (Optim, LRScheduler) on the CPU.
+EMBER_DEVICE_SUITE(OptimDevice);
+
 // ---------------- optimizers vs PyTorch ----------------
 
-TEST(Optim, MatchesPyTorchEveryStep) {
+TEST_P(OptimDevice, MatchesPyTorchEveryStep) {
   const json& ref = reference();
   for (const json& cfg : ref["optimizers"]) {
     for (const Variant& v : kVariants) {
       SCOPED_TRACE(cfg["name"].get<std::string>() + " / " + v.name);
-      std::vector<Tensor> ps = initial_params(v.layout, v.dtype);
+      std::vector<Tensor> ps = initial_params(v.layout, v.dtype, device());
       auto opt = make_optimizer(cfg, ps);
       // float64 follows PyTorch to rounding; float32 is compared with the float64 answer.
       const double tol = v.dtype == kFloat64 ? 1e-12 : 2e-5;
@@ -154,6 +160,7 @@ TEST(Optim, MatchesPyTorchEveryStep) {
           SCOPED_TRACE("step " + std::to_string(s + 1) + ", parameter " + std::to_string(k));
           EXPECT_TRUE(ps[k].is_leaf() && ps[k].requires_grad());
           EXPECT_EQ(ps[k].dtype(), v.dtype);
+          EXPECT_EQ(ps[k].device(), device());
           test::expect_close(ps[k], tensor_of(cfg["after_step"][s][k], ps[k].shape()), tol, tol);
         }
       }
@@ -161,13 +168,13 @@ TEST(Optim, MatchesPyTorchEveryStep) {
   }
 }
 
-TEST(Optim, AddParamGroupLater) {
+TEST_P(OptimDevice, AddParamGroupLater) {
   // sgd_groups again, but the second group is added after construction.
   const json* cfg = nullptr;
   for (const json& c : reference()["optimizers"])
     if (c["name"] == "sgd_groups") cfg = &c;
   ASSERT_NE(cfg, nullptr);
-  std::vector<Tensor> ps = initial_params(Layout::Contiguous, kFloat64);
+  std::vector<Tensor> ps = initial_params(Layout::Contiguous, kFloat64, device());
   optim::SGD opt({ps[0]}, optim::SGDOptions(0.1).momentum(0.9));
   opt.add_param_group({ps[1]}, optim::SGDOptions(0.01).momentum(0.5));
   ASSERT_EQ(opt.param_groups().size(), 2u);
@@ -201,11 +208,12 @@ TEST(Optim, OptionsFluentSettersAndDefaults) {
   EXPECT_STREQ(adamw.optimizer_name(), "AdamW");
 }
 
-TEST(Optim, ZeroGradAndSkippedParameters) {
-  Tensor a = ones({3}, kFloat64).requires_grad_();
-  Tensor b = ones({2}, kFloat64).requires_grad_();
+TEST_P(OptimDevice, ZeroGradAndSkippedParameters) {
+  const TensorOptions f64 = TensorOptions(kFloat64).device(device());
+  Tensor a = ones({3}, f64).requires_grad_();
+  Tensor b = ones({2}, f64).requires_grad_();
   optim::Adam opt({a, b}, optim::AdamOptions(0.1));
-  a.set_grad(full({3}, 0.5, kFloat64));
+  a.set_grad(full({3}, 0.5, f64));
   opt.step();
   // b had no gradient: unchanged, and no state was created for it.
   EXPECT_EQ(values(b), (std::vector<double>{1, 1}));
@@ -223,33 +231,34 @@ TEST(Optim, ZeroGradAndSkippedParameters) {
   EXPECT_FALSE(b.grad().defined());
 }
 
-TEST(Optim, StepIsSeenByAutogradVersionCheck) {
+TEST_P(OptimDevice, StepIsSeenByAutogradVersionCheck) {
   // A forward that saved the parameter, then a step, then backward: the fused loop wrote the
   // parameter directly, and must still bump its version so autograd refuses the stale value.
+  const TensorOptions f64 = TensorOptions(kFloat64).device(device());
   for (bool adam : {false, true}) {
-    Tensor w = ones({4}, kFloat64).requires_grad_();
-    Tensor x = full({4}, 2.0, kFloat64).requires_grad_();
+    Tensor w = ones({4}, f64).requires_grad_();
+    Tensor x = full({4}, 2.0, f64).requires_grad_();
     std::unique_ptr<optim::Optimizer> opt;
     if (adam) opt = std::make_unique<optim::Adam>(std::vector<Tensor>{w});
     else opt = std::make_unique<optim::SGD>(std::vector<Tensor>{w}, 0.1);
     Tensor y = w * x;
-    w.set_grad(ones({4}, kFloat64));
+    w.set_grad(ones({4}, f64));
     opt->step();
-    test::expect_error([&] { y.backward(ones({4}, kFloat64)); }, {"modified by an in-place operation"});
+    test::expect_error([&] { y.backward(ones({4}, f64)); }, {"modified by an in-place operation"});
   }
 }
 
 // ---------------- state dicts ----------------
 
-TEST(Optim, StateDictRoundTripContinuesIdentically) {
+TEST_P(OptimDevice, StateDictRoundTripContinuesIdentically) {
   const json& ref = reference();
   for (const json& cfg : ref["optimizers"]) {
     for (bool via_file : {false, true}) {
       SCOPED_TRACE(cfg["name"].get<std::string>() + (via_file ? " via safetensors" : " in memory"));
       // Run A straight through; run B for 2 steps, move its state into a fresh optimizer C over
       // copies of B's parameters, and continue C: it must end bit-for-bit where A does.
-      std::vector<Tensor> pa = initial_params(Layout::Contiguous, kFloat64);
-      std::vector<Tensor> pb = initial_params(Layout::Contiguous, kFloat64);
+      std::vector<Tensor> pa = initial_params(Layout::Contiguous, kFloat64, device());
+      std::vector<Tensor> pb = initial_params(Layout::Contiguous, kFloat64, device());
       auto a = make_optimizer(cfg, pa);
       auto b = make_optimizer(cfg, pb);
       for (size_t s = 0; s < 2; ++s) {
@@ -320,17 +329,19 @@ TEST(Optim, StateDictLayout) {
   EXPECT_EQ(back.tensors.size(), sd.tensors.size());
 }
 
-TEST(Optim, LoadStateDictConvertsDtype) {
+TEST_P(OptimDevice, LoadStateDictConvertsDtype) {
   // A float64 state loads into a float32 optimizer (state follows the parameter's dtype).
-  Tensor a = ones({3}, kFloat64).requires_grad_();
+  const TensorOptions f64 = TensorOptions(kFloat64).device(device());
+  Tensor a = ones({3}, f64).requires_grad_();
   optim::Adam opt64({a});
-  a.set_grad(ones({3}, kFloat64));
+  a.set_grad(ones({3}, f64));
   opt64.step();
-  Tensor b = ones({3}).requires_grad_();
+  Tensor b = ones({3}, TensorOptions().device(device())).requires_grad_();
   optim::Adam opt32({b});
   opt32.load_state_dict(opt64.state_dict());
   auto sd = opt32.state_dict();
   EXPECT_EQ(sd.tensors.at("state.0.exp_avg").dtype(), kFloat32);
+  EXPECT_EQ(sd.tensors.at("state.0.exp_avg").device(), device());
   EXPECT_EQ(sd.tensors.at("state.0.step").item<int64_t>(), 1);
 }
 
@@ -565,7 +576,9 @@ TEST(LRScheduler, Errors) {
 
 // ---------------- gradient clipping ----------------
 
-TEST(ClipGradNorm, MatchesPyTorch) {
+EMBER_DEVICE_SUITE(ClipGradNorm);
+
+TEST_P(ClipGradNorm, MatchesPyTorch) {
   const json& clip = reference()["clip"];
   for (const json& c : clip["cases"]) {
     const double norm_type = c["norm_type"] == "inf" ? optim::kInfNorm : c["norm_type"].get<double>();
@@ -574,12 +587,12 @@ TEST(ClipGradNorm, MatchesPyTorch) {
       std::vector<Tensor> ps;
       for (size_t k = 0; k < clip["grads"].size(); ++k) {
         const Shape shape = shape_of(clip["shapes"][k]);
-        Tensor p = zeros(shape, dtype).requires_grad_();
-        Tensor g = tensor_of(clip["grads"][k], shape, dtype);
+        Tensor p = zeros(shape, TensorOptions(dtype).device(device())).requires_grad_();
+        Tensor g = tensor_of(clip["grads"][k], shape, dtype).to(device());
         p.set_grad(k == 0 ? noncontiguous_copy(g) : g);  // a strided gradient too
         ps.push_back(p);
       }
-      ps.push_back(zeros({5}, dtype).requires_grad_());  // no gradient: skipped
+      ps.push_back(zeros({5}, TensorOptions(dtype).device(device())).requires_grad_());  // no gradient: skipped
       const double total = optim::clip_grad_norm_(ps, c["max_norm"], norm_type);
       const double tol = dtype == kFloat64 ? 1e-12 : 1e-6;
       EXPECT_NEAR(total, c["total_norm"].get<double>(), tol * c["total_norm"].get<double>());
@@ -590,14 +603,15 @@ TEST(ClipGradNorm, MatchesPyTorch) {
   }
 }
 
-TEST(ClipGradNorm, EdgeCasesAndErrors) {
-  Tensor p = zeros({3}, kFloat64).requires_grad_();
+TEST_P(ClipGradNorm, EdgeCasesAndErrors) {
+  const TensorOptions f64 = TensorOptions(kFloat64).device(device());
+  Tensor p = zeros({3}, f64).requires_grad_();
   EXPECT_EQ(optim::clip_grad_norm_({p}, 1.0), 0.0);  // no gradients at all
   test::expect_error([&] { optim::clip_grad_norm_({p}, -1.0); }, {"clip_grad_norm_: max_norm must be >= 0, got -1"});
   test::expect_error([&] { optim::clip_grad_norm_({p}, 1.0, 0.0); }, {"norm_type must be positive", "got 0"});
   test::expect_error([&] { optim::clip_grad_norm_({Tensor()}, 1.0); }, {"parameter 0 is an undefined tensor"});
 
-  p.set_grad(from_vector<double>({3, 4, INFINITY}));
+  p.set_grad(from_vector<double>({3, 4, INFINITY}).to(device()));
   test::expect_error([&] { optim::clip_grad_norm_({p}, 1.0, 2.0, /*error_if_nonfinite=*/true); },
                      {"total norm of order 2", "is inf", "cannot be clipped"});
   // Without the check the inf norm is returned and the gradients scaled by 1 / inf (PyTorch does the same).
@@ -605,13 +619,13 @@ TEST(ClipGradNorm, EdgeCasesAndErrors) {
   EXPECT_EQ(values(p.grad())[0], 0.0);
 
   // A norm just under max_norm leaves the gradients untouched.
-  p.set_grad(from_vector<double>({3, 4, 0}));
+  p.set_grad(from_vector<double>({3, 4, 0}).to(device()));
   EXPECT_DOUBLE_EQ(optim::clip_grad_norm_({p}, 5.1), 5.0);
   EXPECT_EQ(values(p.grad()), (std::vector<double>{3, 4, 0}));
 
   // Large gradients go through the chunked, multi-threaded reduction.
-  Tensor big = zeros({100003}, kFloat64).requires_grad_();
-  big.set_grad(full({100003}, 0.5, kFloat64));
+  Tensor big = zeros({100003}, f64).requires_grad_();
+  big.set_grad(full({100003}, 0.5, f64));
   EXPECT_NEAR(optim::clip_grad_norm_({big}, 1.0), 0.5 * std::sqrt(100003.0), 1e-9);
   EXPECT_NEAR(std::sqrt(std::pow(values(big.grad())[7], 2) * 100003), 1.0, 1e-6);
 }
@@ -619,8 +633,6 @@ TEST(ClipGradNorm, EdgeCasesAndErrors) {
 // ---------------- on every device ----------------
 // Parameters, gradients and state on the device: the tensor-op path of each optimizer (the fused
 // loops are CPU-only), the device reduction in clip_grad_norm_, and saving device tensors.
-
-EMBER_DEVICE_SUITE(OptimDevice);
 
 TEST_P(OptimDevice, OptimizersMatchPyTorch) {
   const json& ref = reference();
@@ -644,8 +656,9 @@ TEST_P(OptimDevice, OptimizersMatchPyTorch) {
     }
     // The state lives on the device too, and a checkpoint of it loads back on the CPU.
     const optim::StateDict sd = opt->state_dict();
-    for (const auto& [name, t] : sd.tensors)
+    for (const auto& [name, t] : sd.tensors) {
       if (!name.ends_with(".step")) EXPECT_EQ(t.device(), device()) << name;
+    }
   }
 }
 

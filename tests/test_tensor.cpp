@@ -1,37 +1,44 @@
 // Tensor basics: factories, views sharing storage, conversions, printing and argument errors.
+// TensorDevice runs on every device; Tensor holds what is about host memory, parsing and printing.
 #include "tests/test_util.h"
 
 using namespace ember;
 using test::expect_error;
 
-TEST(Tensor, FactoriesFillShapesAndDtypes) {
-  Tensor z = zeros({2, 3});
+EMBER_DEVICE_SUITE(TensorDevice);
+
+TEST_P(TensorDevice, FactoriesFillShapesAndDtypes) {
+  auto on = [&](DType t) { return TensorOptions(t).device(device()); };
+  Tensor z = zeros({2, 3}, on(kFloat32));
   EXPECT_EQ(z.shape(), Shape({2, 3}));
   EXPECT_EQ(z.dtype(), kFloat32);
+  EXPECT_EQ(z.device(), device());
   EXPECT_EQ(z.to_vector<float>(), std::vector<float>(6, 0.f));
-  EXPECT_EQ(ones({2}, kFloat64).to_vector<double>(), (std::vector<double>{1, 1}));
-  EXPECT_EQ(full({2}, 7, kInt64).to_vector<int64_t>(), (std::vector<int64_t>{7, 7}));
-  EXPECT_EQ(arange(5, kInt64).to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  EXPECT_EQ(arange(1, 2, 0.25, kFloat64).to_vector<double>(), (std::vector<double>{1, 1.25, 1.5, 1.75}));
-  EXPECT_EQ(scalar_tensor(3.5).dim(), 0);
-  EXPECT_EQ(scalar_tensor(3.5).item(), 3.5);
-  EXPECT_EQ(empty({0, 4}).numel(), 0);
-  expect_error([] { empty({2, -1}); }, {"empty", "negative", "[2, -1]"});
-  expect_error([] { arange(0, 5, 0); }, {"arange", "step"});
+  EXPECT_EQ(ones({2}, on(kFloat64)).to_vector<double>(), (std::vector<double>{1, 1}));
+  EXPECT_EQ(full({2}, 7, on(kInt64)).to_vector<int64_t>(), (std::vector<int64_t>{7, 7}));
+  EXPECT_EQ(arange(5, on(kInt64)).to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(arange(1, 2, 0.25, on(kFloat64)).to_vector<double>(), (std::vector<double>{1, 1.25, 1.5, 1.75}));
+  EXPECT_EQ(scalar_tensor(3.5, on(kFloat32)).dim(), 0);
+  EXPECT_EQ(scalar_tensor(3.5, on(kFloat32)).item(), 3.5);
+  EXPECT_EQ(empty({0, 4}, on(kFloat32)).numel(), 0);
+  expect_error([&] { empty({2, -1}, on(kFloat32)); }, {"empty", "negative", "[2, -1]"});
+  expect_error([&] { arange(0, 5, 0, on(kFloat32)); }, {"arange", "step"});
   expect_error([] { from_vector<float>({1, 2, 3}, {2, 2}); }, {"from_vector", "3 values", "[2, 2]"});
 }
 
-TEST(Tensor, SeededRandomIsReproducibleAndHasTheRightDistribution) {
+TEST_P(TensorDevice, SeededRandomIsReproducibleAndHasTheRightDistribution) {
+  auto on = [&](DType t) { return TensorOptions(t).device(device()); };
   Generator g1(42), g2(42), g3(43);
-  Tensor a = rand({1000}, {}, &g1), b = rand({1000}, {}, &g2), c = rand({1000}, {}, &g3);
+  Tensor a = rand({1000}, on(kFloat32), &g1), b = rand({1000}, on(kFloat32), &g2), c = rand({1000}, on(kFloat32), &g3);
+  EXPECT_EQ(a.device(), device());
   EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
   EXPECT_NE(a.to_vector<float>(), c.to_vector<float>());
   manual_seed(7);
-  Tensor d = randn({5});
+  Tensor d = randn({5}, on(kFloat32));
   manual_seed(7);
-  EXPECT_EQ(d.to_vector<float>(), randn({5}).to_vector<float>());
+  EXPECT_EQ(d.to_vector<float>(), randn({5}, on(kFloat32)).to_vector<float>());
   Generator g(1);
-  Tensor n = randn({200000}, kFloat64, &g);
+  Tensor n = randn({200000}, on(kFloat64), &g);
   auto v = n.to_vector<double>();
   double mean = 0, sq = 0;
   for (double x : v) mean += x;
@@ -40,11 +47,11 @@ TEST(Tensor, SeededRandomIsReproducibleAndHasTheRightDistribution) {
   EXPECT_NEAR(mean, 0.0, 0.01);  // 5 standard errors (1/sqrt(2e5) = 0.0022)
   EXPECT_NEAR(std::sqrt(sq / v.size()), 1.0, 0.01);
   for (float x : a.to_vector<float>()) ASSERT_TRUE(x >= 0.f && x < 1.f);
-  Tensor r = randint(-3, 4, {10000}, TensorOptions(kInt64), &g);
+  Tensor r = randint(-3, 4, {10000}, on(kInt64), &g);
   auto rv = r.to_vector<int64_t>();
   EXPECT_EQ(*std::min_element(rv.begin(), rv.end()), -3);
   EXPECT_EQ(*std::max_element(rv.begin(), rv.end()), 3);
-  expect_error([] { randint(5, 5, {2}); }, {"randint", "empty range"});
+  expect_error([&] { randint(5, 5, {2}, on(kInt64)); }, {"randint", "empty range"});
 }
 
 TEST(Tensor, FromBlobWrapsWithoutCopyAndCallsTheDeleter) {
@@ -64,8 +71,8 @@ TEST(Tensor, FromBlobWrapsWithoutCopyAndCallsTheDeleter) {
   EXPECT_EQ(deleted, 1);
 }
 
-TEST(Tensor, ViewsShareStorage) {
-  Tensor a = arange(12, kFloat32).reshape({3, 4});
+TEST_P(TensorDevice, ViewsShareStorage) {
+  Tensor a = arange(12, TensorOptions(kFloat32).device(device())).reshape({3, 4});
   Tensor row = a.select(0, 1);
   row.fill_(-1);
   EXPECT_EQ(a.to_vector<float>()[4], -1.f);
@@ -87,7 +94,7 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_EQ(a.unsqueeze(1).squeeze().shape(), Shape({3, 4}));
   EXPECT_EQ(a.view({2, -1}).shape(), Shape({2, 6}));
   EXPECT_EQ(a.flatten().shape(), Shape({12}));
-  Tensor e = from_vector<float>({1, 2}).unsqueeze(1).expand({2, 3});
+  Tensor e = from_vector<float>({1, 2}).to(device()).unsqueeze(1).expand({2, 3});
   EXPECT_EQ(e.strides(), Shape({1, 0}));
   EXPECT_EQ(e.contiguous().to_vector<float>(), (std::vector<float>{1, 1, 1, 2, 2, 2}));
 }
@@ -104,8 +111,8 @@ TEST(Tensor, ViewErrorsNameTheProblem) {
   expect_error([&] { a.permute({0, 0}); }, {"permute", "repeats"});
 }
 
-TEST(Tensor, ConversionsAndItem) {
-  Tensor a = from_vector<double>({1.5, -2.5});
+TEST_P(TensorDevice, ConversionsAndItem) {
+  Tensor a = from_vector<double>({1.5, -2.5}).to(device());
   EXPECT_EQ(a.to(kInt64).to_vector<int64_t>(), (std::vector<int64_t>{1, -2}));
   EXPECT_EQ(a.to(kFloat32).dtype(), kFloat32);
   EXPECT_TRUE(a.to(kFloat64).is_same(a));
@@ -125,11 +132,13 @@ TEST(Tensor, PrintingShowsValuesShapeAndDtype) {
   EXPECT_NE(big.find("99"), std::string::npos) << big;
 }
 
-TEST(Tensor, BinaryOpErrorsNameBothShapesAndDtypes) {
-  expect_error([] { add(zeros({2, 3}), zeros({4})); }, {"add", "[2, 3]", "[4]", "cannot be broadcast"});
-  expect_error([] { mul(zeros({2}), zeros({2}, kFloat64)); }, {"mul", "dtype mismatch", "float32", "float64"});
-  expect_error([] { exp(zeros({2}, kInt64)); }, {"exp", "floating-point", "int64"});
-  expect_error([] { where(zeros({2}), zeros({2}), zeros({2})); }, {"where", "uint8"});
+TEST_P(TensorDevice, BinaryOpErrorsNameBothShapesAndDtypes) {
+  auto on = [&](DType t) { return TensorOptions(t).device(device()); };
+  const TensorOptions f32 = on(kFloat32);
+  expect_error([&] { add(zeros({2, 3}, f32), zeros({4}, f32)); }, {"add", "[2, 3]", "[4]", "cannot be broadcast"});
+  expect_error([&] { mul(zeros({2}, f32), zeros({2}, on(kFloat64))); }, {"mul", "dtype mismatch", "float32", "float64"});
+  expect_error([&] { exp(zeros({2}, on(kInt64))); }, {"exp", "floating-point", "int64"});
+  expect_error([&] { where(zeros({2}, f32), zeros({2}, f32), zeros({2}, f32)); }, {"where", "uint8"});
 }
 
 TEST(Tensor, DevicesParseAndMissingCudaIsAClearError) {
@@ -139,14 +148,14 @@ TEST(Tensor, DevicesParseAndMissingCudaIsAClearError) {
   if (!cuda_is_available()) expect_error([] { zeros({2}, Device("cuda")); }, {"cuda:0"});
 }
 
-TEST(Tensor, InPlaceOpsBroadcastAndCast) {
-  Tensor a = zeros({2, 3});
-  a.add_(from_vector<float>({1, 2, 3}));
+TEST_P(TensorDevice, InPlaceOpsBroadcastAndCast) {
+  Tensor a = zeros({2, 3}, TensorOptions().device(device()));
+  a.add_(from_vector<float>({1, 2, 3}).to(device()));
   a.mul_(2.0);
   EXPECT_EQ(a.to_vector<float>(), (std::vector<float>{2, 4, 6, 2, 4, 6}));
-  a.copy_(from_vector<double>({7, 8, 9}));
+  a.copy_(from_vector<double>({7, 8, 9}).to(device()));
   EXPECT_EQ(a.to_vector<float>(), (std::vector<float>{7, 8, 9, 7, 8, 9}));
-  expect_error([&] { a.add_(zeros({3, 3})); }, {"add_", "[3, 3]"});
+  expect_error([&] { a.add_(zeros({3, 3}, TensorOptions().device(device()))); }, {"add_", "[3, 3]"});
   const uint64_t v = a.storage()->version();
   a.zero_();
   EXPECT_EQ(a.storage()->version(), v + 1);

@@ -129,6 +129,14 @@ void shuffle_order(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) {
 
 }  // namespace
 
+std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch) {
+  EMBER_CHECK(n >= 0, "permutation: n must be >= 0, got ", n);
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  shuffle_order(order, seed, epoch);
+  return order;
+}
+
 // ---------------- DataLoader ----------------
 
 DataLoader::DataLoader(const Dataset& dataset, DataLoaderOptions options)
@@ -141,6 +149,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
   EMBER_CHECK(options_.num_workers_ >= 0, "DataLoader: num_workers must be >= 0, got ", options_.num_workers_);
   EMBER_CHECK(options_.prefetch_depth_ >= 1, "DataLoader: prefetch_depth must be at least 1, got ",
               options_.prefetch_depth_);
+  EMBER_CHECK(!(options_.sampler_ && options_.shuffle_),
+              "DataLoader: shuffle and sampler are mutually exclusive (the sampler decides the order)");
   sample_shape_ = dataset_->sample_shape();
   EMBER_CHECK(sample_shape_.size() < kMaxDims, "DataLoader: samples of ", sample_shape_,
               " leave no room for the batch dimension (tensors have at most ", kMaxDims, " dims)");
@@ -163,7 +173,10 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
   // hands and the consumer's current one, each with a data and a target buffer.
   const int workers = options_.num_workers_;
   window_ = static_cast<int64_t>(options_.prefetch_depth_) * workers;
-  pool_ = std::make_shared<BufferPool>(*allocator_, 2 * static_cast<size_t>(window_ + workers + 2));
+  // Not for pinned memory: the GPU may still be reading a freed batch (uploads from it are
+  // asynchronous), and only the pinned allocator, which caches blocks itself, knows when it is done.
+  const bool pinned = allocator_ == pinned_memory_allocator();
+  pool_ = std::make_shared<BufferPool>(*allocator_, pinned ? 0 : 2 * static_cast<size_t>(window_ + workers + 2));
   slots_.resize(window_);
 }
 
@@ -186,8 +199,12 @@ void DataLoader::stop_workers() {
   workers_.clear();
 }
 
+int64_t DataLoader::samples_per_epoch() const {
+  return options_.sampler_ ? options_.sampler_->size() : dataset_->size();
+}
+
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_->size(), b = options_.batch_size_;
+  const int64_t n = samples_per_epoch(), b = options_.batch_size_;
   return options_.drop_last_ ? n / b : (n + b - 1) / b;
 }
 
@@ -200,9 +217,19 @@ DataLoader::Iterator DataLoader::begin() {
   auto plan = std::make_shared<Epoch>();
   plan->epoch = next_epoch_++;
   plan->num_batches = num_batches();
-  plan->order.resize(dataset_->size());
-  std::iota(plan->order.begin(), plan->order.end(), int64_t{0});
-  if (options_.shuffle_) shuffle_order(plan->order, options_.seed_, plan->epoch);
+  if (options_.sampler_) {
+    plan->order = options_.sampler_->indices(plan->epoch);
+    const auto n = static_cast<int64_t>(plan->order.size());
+    EMBER_CHECK(n == options_.sampler_->size(), "DataLoader: the sampler returned ", n, " indices for epoch ",
+                plan->epoch, " but its size() is ", options_.sampler_->size());
+    for (int64_t index : plan->order)
+      EMBER_CHECK(index >= 0 && index < dataset_->size(), "DataLoader: the sampler returned index ", index,
+                  " for a dataset of ", dataset_->size(), " samples");
+  } else {
+    plan->order.resize(dataset_->size());
+    std::iota(plan->order.begin(), plan->order.end(), int64_t{0});
+    if (options_.shuffle_) shuffle_order(plan->order, options_.seed_, plan->epoch);
+  }
   epoch_ = plan->epoch;
 
   std::vector<Slot> leftovers(slots_.size());  // the previous epoch's unconsumed batches

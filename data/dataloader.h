@@ -7,7 +7,8 @@
 //   for (int epoch = 0; epoch < 10; ++epoch)
 //     for (auto& batch : loader) { ... batch.data [64, 1, 28, 28] float32, batch.target [64] int64 ... }
 //
-// Each begin() starts the next epoch: a new permutation keyed by (seed, epoch), then
+// Each begin() starts the next epoch: a new permutation keyed by (seed, epoch) (or, with a sampler,
+// the sampler's indices(epoch)), then
 // ceil(size / batch_size) batches (or floor with drop_last). Batch k of an epoch is always samples
 // order[k*B .. (k+1)*B) in that order, with transforms keyed by (seed, epoch, sample index), so the
 // batches are bit-identical whatever num_workers is. Workers build batches in parallel and may
@@ -52,12 +53,25 @@ struct Batch {
   int64_t size() const { return data.defined() ? data.size(0) : 0; }
 };
 
+// Chooses which samples an epoch visits and in what order (PyTorch's Sampler), for when that is not
+// simply "all of them, maybe shuffled" — e.g. data::DistributedSampler gives each rank its shard.
+// The loader asks for the order of each epoch it starts, passing its own epoch number (so
+// loader.set_epoch also moves the sampler), and batches indices(epoch) in order.
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+  virtual int64_t size() const = 0;  // indices per epoch (the same every epoch)
+  // Dataset indices in visiting order; repeats are allowed. Must return size() indices.
+  virtual std::vector<int64_t> indices(int64_t epoch) const = 0;
+};
+
 // Options, set fluently like TensorOptions:
 //   DataLoaderOptions().batch_size(128).shuffle(true).seed(1).num_workers(2)
 //       .transform(data::RandomCrop(4)).transform(data::RandomHorizontalFlip())
 struct DataLoaderOptions {
   int64_t batch_size_ = 1;
-  bool shuffle_ = false;
+  bool shuffle_ = false;                    // exclusive with sampler_
+  std::shared_ptr<const Sampler> sampler_;  // null: every sample once, shuffled or in order
   uint64_t seed_ = 0;       // keys the shuffle and the random transforms
   bool drop_last_ = false;  // drop a last batch smaller than batch_size
   int num_workers_ = 0;     // 0: batches are made on the consumer's thread, on demand
@@ -77,6 +91,11 @@ struct DataLoaderOptions {
   DataLoaderOptions() = default;
   DataLoaderOptions batch_size(int64_t b) const { auto o = *this; o.batch_size_ = b; return o; }
   DataLoaderOptions shuffle(bool s = true) const { auto o = *this; o.shuffle_ = s; return o; }
+  DataLoaderOptions sampler(std::shared_ptr<const Sampler> s) const {
+    auto o = *this;
+    o.sampler_ = std::move(s);
+    return o;
+  }
   DataLoaderOptions seed(uint64_t s) const { auto o = *this; o.seed_ = s; return o; }
   DataLoaderOptions drop_last(bool d = true) const { auto o = *this; o.drop_last_ = d; return o; }
   DataLoaderOptions num_workers(int n) const { auto o = *this; o.num_workers_ = n; return o; }
@@ -95,6 +114,11 @@ struct DataLoaderOptions {
     return transform(std::make_shared<const T>(std::move(t)));
   }
 };
+
+// The loader's shuffle: a permutation of [0, n) keyed by (seed, epoch), the same on every machine
+// (Fisher-Yates driven by Philox). DataLoaderOptions().shuffle().seed(s) visits epoch e in
+// permutation(n, s, e) order.
+std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch);
 
 // The page-locked host allocator pin_memory uses. The CUDA backend registers its cudaHostAlloc-based
 // allocator here at start-up; nullptr (the default, and always without CUDA) means none.
@@ -121,6 +145,7 @@ class DataLoader {
 
   int64_t num_batches() const;  // batches per epoch
   int64_t dataset_size() const { return dataset_->size(); }
+  int64_t samples_per_epoch() const;  // the sampler's size, else the dataset's
   // The epoch the last begin() started (-1 before the first).
   int64_t epoch() const { return epoch_; }
   // The next begin() starts epoch e (to resume training; like DistributedSampler.set_epoch).

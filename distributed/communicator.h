@@ -39,6 +39,8 @@ using WorkHandle = std::shared_ptr<Work>;
 struct CommunicatorOptions {
   // How long a collective may take before it is declared hung: the waiting rank throws an Error
   // naming the op and the ranks, and the job is aborted so no rank hangs forever.
+  // MPI counts from the call to wait() (MPI only makes progress inside it); NCCL counts from the
+  // launch (its watchdog thread watches every collective in flight).
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 

@@ -1,0 +1,335 @@
+// examples/scaling: a scaling experiment for DistributedDataParallel at the current world size.
+//
+//   mpirun -np 2 build/examples/ember_scaling --model cnn --mode both --project
+//   mpirun -np 8 build/examples/ember_scaling --device cuda --model resnet
+//
+// It trains a network on synthetic data (MNIST's `cnn`, or a small CIFAR ResNet) and measures:
+//   weak scaling   — fixed batch per rank (--batch-size): ideal is world_size times the samples/s;
+//   strong scaling — fixed global batch (--global-batch), split over the ranks: ideal is the step
+//                    time divided by world_size.
+// Efficiency is samples/s / (world_size * baseline samples/s). The 1-rank baseline is measured in
+// the same run: every rank trains the same workload at the same time through a one-rank
+// communicator (so each has the share of the machine it has in the distributed run), or it is
+// passed in (--baseline-weak / --baseline-strong, samples/s).
+// Columns: time in backward (with DDP's hooks and the final wait), time blocked waiting for
+// all-reduces (host time; on CUDA the host does not block, so it is near 0), and the bus bandwidth
+// an all-reduce of the gradient's size achieves (busbw = 2(p-1)/p * bytes / time, as NCCL-tests).
+//
+// --project: the alpha-beta model of examples/scaling/scaling_model.h (docs/scaling_model.md)
+// projects step time and efficiency to 8..1024 GPUs over NVLink and InfiniBand from the measured
+// single-rank step profile (or --gpu-step-ms), and first checks the model against this run:
+// predicted vs measured step time at 1 rank and at the current world size, with this machine's
+// link (alpha and busbw fitted from the all-reduce measurements).
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ember.h"
+#include "distributed/ddp.h"
+#include "distributed/mpi_communicator.h"
+#include "distributed/nccl_communicator.h"
+#include "examples/mnist/models.h"
+#include "examples/scaling/local_communicator.h"
+#include "examples/scaling/scaling_model.h"
+#include "nn/nn.h"
+#include "optim/sgd.h"
+
+using namespace ember;
+using distributed::Communicator;
+namespace F = ember::nn::functional;
+namespace sm = ember::examples::scaling;
+
+namespace {
+
+struct Config {
+  std::string model = "cnn";
+  std::string mode = "both";
+  std::string device = "cpu";
+  int64_t batch_size = 32;    // per rank, weak scaling
+  int64_t global_batch = 64;  // strong scaling
+  int steps = 10, warmup = 2;
+  int threads = 0;
+  double bucket_cap_mb = 25;
+  double baseline_weak = 0, baseline_strong = 0;  // samples/s; 0: measure
+  bool project = false;
+  double gpu_step_ms = 0;  // --project: this single-GPU step time instead of the measured one
+  double nvlink_busbw_gbs = 370, nvlink_alpha_us = 3;
+  double ib_busbw_gbs = 48, ib_alpha_us = 8;
+  uint64_t seed = 1;
+};
+
+// A small CIFAR-10 ResNet (3 stages of one BasicBlock each: 16, 32, 64 channels).
+std::shared_ptr<nn::Module> make_resnet() {
+  using namespace nn;
+  return std::make_shared<Sequential>(
+      std::make_shared<Conv2d>(3, 16, 3, Conv2dOptions{.padding = 1, .bias = false}), std::make_shared<BatchNorm2d>(16),
+      std::make_shared<ReLU>(), std::make_shared<ResidualBlock>(16, 16), std::make_shared<ResidualBlock>(16, 32, 2),
+      std::make_shared<ResidualBlock>(32, 64, 2), std::make_shared<AdaptiveAvgPool2d>(1), std::make_shared<Flatten>(),
+      std::make_shared<Linear>(64, 10));
+}
+
+std::shared_ptr<nn::Module> make_model(const std::string& name) {
+  if (name == "resnet") return make_resnet();
+  return examples::make_mnist_model(name);
+}
+Shape sample_shape(const std::string& model) { return model == "resnet" ? Shape{3, 32, 32} : Shape{1, 28, 28}; }
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Per-step averages over the timed steps, averaged over the ranks.
+struct Timing {
+  double step_s = 0, forward_s = 0, backward_s = 0, comm_wait_s = 0, optimizer_s = 0;
+  std::vector<double> bucket_bytes;  // in reduction order
+  double gradient_bytes = 0;
+};
+
+Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, int64_t batch) {
+  const Device device = comm->device();
+  manual_seed(c.seed);
+  auto model = make_model(c.model);
+  model->to(device);
+  auto ddp = std::make_shared<nn::DistributedDataParallel>(model, comm, nn::DDPOptions().bucket_cap(c.bucket_cap_mb));
+  optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.01).momentum(0.9));
+  Generator g(c.seed + 1000 * comm->rank());
+  Shape shape{batch};
+  for (int64_t d : sample_shape(c.model)) shape.push_back(d);
+  Tensor x = randn(shape, {}, &g).to(device);
+  Tensor y = randint(0, 10, {batch}, TensorOptions(kInt64), &g).to(device);
+  Backend& be = backend(device);
+
+  Timing t;
+  const std::vector<Tensor> params = ddp->parameters();
+  for (const auto& bucket : ddp->bucket_parameters()) {
+    double bytes = 0;
+    for (int64_t i : bucket) bytes += static_cast<double>(params[i].nbytes());
+    t.bucket_bytes.push_back(bytes);
+    t.gradient_bytes += bytes;
+  }
+  double start = 0;
+  for (int i = 0; i < c.warmup + c.steps; ++i) {
+    if (i == c.warmup) {
+      be.synchronize();
+      comm->barrier();
+      start = now_s();
+    }
+    const double t0 = now_s();
+    ddp->zero_grad();
+    Tensor loss = F::cross_entropy(ddp->forward(x), y);
+    be.synchronize();
+    const double t1 = now_s();
+    loss.backward();
+    be.synchronize();
+    const double t2 = now_s();
+    opt.step();
+    be.synchronize();
+    const double t3 = now_s();
+    if (i >= c.warmup) {
+      t.forward_s += t1 - t0;
+      t.backward_s += t2 - t1;
+      t.optimizer_s += t3 - t2;
+      t.comm_wait_s += ddp->stats().last_comm_wait_seconds;
+    }
+  }
+  t.step_s = (now_s() - start) / c.steps;
+  for (double* v : {&t.forward_s, &t.backward_s, &t.optimizer_s, &t.comm_wait_s}) *v /= c.steps;
+  return t;
+}
+
+// Averages a few numbers over the ranks of `comm` (on the host).
+std::vector<double> average_over_ranks(Communicator& comm, const std::vector<double>& v) {
+  if (comm.world_size() == 1) return v;
+  Tensor t = from_vector<double>(v).to(comm.device());
+  comm.all_reduce(t, distributed::ReduceOp::Average);
+  return t.to(kCPU).to_vector<double>();
+}
+Timing averaged(Communicator& comm, Timing t) {
+  std::vector<double> v = average_over_ranks(comm, {t.step_s, t.forward_s, t.backward_s, t.comm_wait_s, t.optimizer_s});
+  t.step_s = v[0], t.forward_s = v[1], t.backward_s = v[2], t.comm_wait_s = v[3], t.optimizer_s = v[4];
+  return t;
+}
+
+// Seconds per all-reduce (Average) of `bytes` over comm, averaged over `reps` after one warm-up.
+double time_allreduce(Communicator& comm, double bytes, int reps) {
+  const auto n = std::max<int64_t>(1, static_cast<int64_t>(bytes / 4));
+  Tensor buf = ones({n}, TensorOptions(kFloat32).device(comm.device()));
+  Backend& be = backend(comm.device());
+  comm.all_reduce(buf, distributed::ReduceOp::Average);
+  be.synchronize();
+  comm.barrier();
+  const double t0 = now_s();
+  for (int i = 0; i < reps; ++i) comm.all_reduce(buf, distributed::ReduceOp::Average);
+  be.synchronize();
+  return average_over_ranks(comm, {(now_s() - t0) / reps})[0];
+}
+
+struct Row {
+  std::string mode;
+  int ranks;
+  int64_t batch_per_rank;
+  double samples_per_s, efficiency;
+  Timing timing;
+  double busbw_gbs;  // NaN: no communication
+};
+
+void print_table(const std::vector<Row>& rows) {
+  std::printf("\n%-7s %5s %10s %12s %10s %9s %11s %11s %12s %11s\n", "mode", "ranks", "batch/rank", "samples/s",
+              "efficiency", "step ms", "forward ms", "backward ms", "comm wait ms", "busbw GB/s");
+  for (const Row& r : rows) {
+    char bw[32] = "-";
+    if (!std::isnan(r.busbw_gbs)) std::snprintf(bw, sizeof bw, "%.3f", r.busbw_gbs);
+    std::printf("%-7s %5d %10lld %12.1f %9.1f%% %9.2f %11.2f %11.2f %12.2f %11s\n", r.mode.c_str(), r.ranks,
+                static_cast<long long>(r.batch_per_rank), r.samples_per_s, 100 * r.efficiency, 1e3 * r.timing.step_s,
+                1e3 * r.timing.forward_s, 1e3 * r.timing.backward_s, 1e3 * r.timing.comm_wait_s, bw);
+  }
+}
+
+sm::StepProfile profile_of(const Timing& t) {
+  sm::StepProfile p;
+  p.forward_s = t.forward_s;
+  p.backward_s = t.backward_s;
+  p.optimizer_s = t.optimizer_s;
+  p.bucket_bytes = t.bucket_bytes;
+  return p;
+}
+
+// Model vs measurement on this machine, then the projection to large GPU clusters.
+void print_projection(const Config& c, int world, const Timing& base, const Timing* dist, const sm::Link* here) {
+  std::printf("\nMODEL (alpha-beta, docs/scaling_model.md) — predictions, not measurements.\n");
+  sm::StepProfile prof = profile_of(base);
+  std::printf("check against this run (weak scaling, %lld per rank, %.2f MB of gradients in %zu buckets):\n",
+              static_cast<long long>(c.batch_size), prof.gradient_bytes() / 1e6, prof.bucket_bytes.size());
+  std::printf("  ranks 1: predicted %.2f ms (compute only), measured %.2f ms\n", 1e3 * prof.compute_s(),
+              1e3 * base.step_s);
+  if (dist != nullptr && here != nullptr) {
+    const sm::StepPrediction ring = sm::predict_step(prof, world, sm::Algorithm::Ring, *here);
+    std::printf(
+        "  ranks %d: predicted %.2f ms without overlap, %.2f ms with overlap (ring, %s: busbw %.3f GB/s, "
+        "alpha %.1f us); measured %.2f ms\n",
+        world, 1e3 * ring.no_overlap_s, 1e3 * ring.overlap_s, here->name.c_str(), here->busbw_bytes_per_s / 1e9,
+        1e6 * here->alpha_s, 1e3 * dist->step_s);
+  }
+
+  if (c.gpu_step_ms > 0) {  // keep the measured forward/backward/optimizer proportions
+    const double f = c.gpu_step_ms / 1e3 / prof.compute_s();
+    prof.forward_s *= f, prof.backward_s *= f, prof.optimizer_s *= f;
+  }
+  const sm::Link nvlink{"NVLink", c.nvlink_busbw_gbs * 1e9, c.nvlink_alpha_us * 1e-6};
+  const sm::Link ib{"InfiniBand", c.ib_busbw_gbs * 1e9, c.ib_alpha_us * 1e-6};
+  std::printf(
+      "\nprojection from a %.2f ms single-%s step (%.2f MB of gradients): NVLink %.0f GB/s busbw, alpha %.1f us "
+      "up to 8 GPUs; InfiniBand %.0f GB/s per GPU, alpha %.1f us beyond\n",
+      1e3 * prof.compute_s(), c.gpu_step_ms > 0 ? "GPU" : "rank (measured here)", prof.gradient_bytes() / 1e6,
+      c.nvlink_busbw_gbs, c.nvlink_alpha_us, c.ib_busbw_gbs, c.ib_alpha_us);
+  std::printf("%6s %-10s %-5s %10s %14s %12s %13s %14s %13s\n", "GPUs", "link", "algo", "comm ms", "step ms (none)",
+              "step ms (ovl)", "weak eff none", "weak eff ovl", "strong eff ovl");
+  for (int p = 8; p <= 1024; p *= 2) {
+    const sm::Link& link = sm::link_for(p, nvlink, ib);
+    for (sm::Algorithm a : {sm::Algorithm::Ring, sm::Algorithm::Tree}) {
+      const sm::StepPrediction w = sm::predict_step(prof, p, a, link);
+      // Strong scaling: the global batch of one GPU's step split p ways (compute / p, same gradients).
+      const sm::StepPrediction s = sm::predict_step(prof.scaled(1.0 / p), p, a, link);
+      std::printf("%6d %-10s %-5s %10.3f %14.3f %12.3f %12.1f%% %13.1f%% %13.1f%%\n", p, link.name.c_str(),
+                  sm::algorithm_name(a), 1e3 * w.comm_s, 1e3 * w.no_overlap_s, 1e3 * w.overlap_s,
+                  100 * prof.compute_s() / w.no_overlap_s, 100 * prof.compute_s() / w.overlap_s,
+                  100 * prof.compute_s() / (p * s.overlap_s));
+    }
+  }
+}
+
+int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
+  const int world = comm->world_size(), rank = comm->rank();
+  const bool weak = c.mode != "strong", strong = c.mode != "weak";
+  EMBER_CHECK(!strong || c.global_batch % world == 0, "--global-batch ", c.global_batch,
+              " must be a multiple of the world size ", world);
+  auto local = std::make_shared<examples::LocalCommunicator>(comm->device());
+  std::vector<Row> rows;
+  Timing weak_base, weak_dist;
+  bool have_dist = false;
+  if (rank == 0)
+    std::printf("%d ranks (%s on %s), model %s, %d timed steps after %d warm-up\n", world, comm->name().c_str(),
+                comm->device().str().c_str(), c.model.c_str(), c.steps, c.warmup);
+
+  // Measures the one-rank baseline (on every rank at once) and the distributed run for one mode.
+  auto measure = [&](const std::string& mode, int64_t base_batch, int64_t batch_per_rank, double given_baseline) {
+    comm->barrier();  // the ranks run their baselines side by side
+    Timing base = averaged(*comm, train_steps(c, local, base_batch));
+    const double base_sps = given_baseline > 0 ? given_baseline : base_batch / base.step_s;
+    rows.push_back({mode, 1, base_batch, base_sps, 1.0, base, NAN});
+    if (mode == "weak") weak_base = base;
+    if (world == 1) return;
+    Timing dist = averaged(*comm, train_steps(c, comm, batch_per_rank));
+    const double busbw =
+        2.0 * (world - 1) / world * dist.gradient_bytes / time_allreduce(*comm, dist.gradient_bytes, 5);
+    const double sps = world * batch_per_rank / dist.step_s;
+    rows.push_back({mode, world, batch_per_rank, sps, sps / (world * base_sps), dist, busbw / 1e9});
+    if (mode == "weak") weak_dist = dist, have_dist = true;
+  };
+  if (weak) measure("weak", c.batch_size, c.batch_size, c.baseline_weak);
+  if (strong) measure("strong", c.global_batch, c.global_batch / world, c.baseline_strong);
+  if (rank == 0) print_table(rows);
+
+  if (c.project) {
+    if (!weak) weak_base = averaged(*comm, train_steps(c, local, c.batch_size));
+    // This machine's link, fitted from a tiny and a gradient-sized all-reduce (ring model).
+    std::unique_ptr<sm::Link> here;
+    if (world > 1) {
+      const double small = time_allreduce(*comm, 4, 50);
+      const double big = time_allreduce(*comm, weak_base.gradient_bytes, 5);
+      const double alpha = small / (2.0 * (world - 1));
+      const double busbw = 2.0 * (world - 1) / world * weak_base.gradient_bytes / std::max(1e-9, big - small);
+      here = std::make_unique<sm::Link>(sm::Link{comm->name() + " here", busbw, alpha});
+    }
+    if (rank == 0) print_projection(c, world, weak_base, have_dist ? &weak_dist : nullptr, here.get());
+  }
+  return 0;
+}
+
+std::shared_ptr<Communicator> make_communicator(const std::string& device) {
+  if (device == "cuda") return distributed::make_nccl_communicator();
+  if (distributed::MpiEnvironment::available()) return distributed::make_mpi_communicator();
+  return std::make_shared<examples::LocalCommunicator>(kCPU);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c;
+  CLI::App app{"Weak and strong scaling of DistributedDataParallel at this world size (launch with mpirun -np N)"};
+  app.add_option("--model", c.model, "cnn (MNIST) | resnet (small CIFAR ResNet); synthetic data")
+      ->check(CLI::IsMember({"cnn", "resnet"}));
+  app.add_option("--mode", c.mode, "weak | strong | both")->check(CLI::IsMember({"weak", "strong", "both"}));
+  app.add_option("--device", c.device, "cpu (MPI) | cuda (NCCL, GPU = local rank)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--batch-size", c.batch_size, "weak scaling: samples per rank per step")->check(CLI::PositiveNumber);
+  app.add_option("--global-batch", c.global_batch, "strong scaling: samples per step over all ranks")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--steps", c.steps, "timed steps")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", c.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", c.threads, "CPU threads per rank for kernels")->check(CLI::NonNegativeNumber);
+  app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "DDP bucket size in MiB")->check(CLI::NonNegativeNumber);
+  app.add_option("--baseline-weak", c.baseline_weak, "1-rank samples/s for weak scaling (default: measure)");
+  app.add_option("--baseline-strong", c.baseline_strong, "1-rank samples/s for strong scaling (default: measure)");
+  app.add_flag("--project", c.project, "project to 8..1024 GPUs with the alpha-beta model (docs/scaling_model.md)");
+  app.add_option("--gpu-step-ms", c.gpu_step_ms, "--project: single-GPU step time to use instead of the measured one");
+  app.add_option("--nvlink-busbw", c.nvlink_busbw_gbs, "--project: NVLink bus bandwidth per GPU, GB/s");
+  app.add_option("--nvlink-alpha-us", c.nvlink_alpha_us, "--project: NVLink all-reduce step latency, us");
+  app.add_option("--ib-busbw", c.ib_busbw_gbs, "--project: InfiniBand bus bandwidth per GPU, GB/s");
+  app.add_option("--ib-alpha-us", c.ib_alpha_us, "--project: InfiniBand all-reduce step latency, us");
+  app.add_option("--seed", c.seed, "seeds the model and the synthetic data");
+  CLI11_PARSE(app, argc, argv);
+
+  if (distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);
+  if (c.threads > 0) set_num_threads(c.threads);
+  std::shared_ptr<Communicator> comm;
+  try {
+    comm = make_communicator(c.device);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cannot set up the communicator: %s\n", e.what());
+    return 1;
+  }
+  return distributed::run_guarded(*comm, [&] { return run(c, comm); });
+}

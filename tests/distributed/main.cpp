@@ -1,0 +1,58 @@
+// main() of ember_dist_tests: starts MPI, makes the shared communicator, runs GoogleTest on every
+// rank. Every rank runs the same tests in the same order, so their collectives pair up. Only rank 0
+// prints the full log; other ranks print their failures, prefixed with their rank.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "distributed/mpi_communicator.h"
+#include "tests/distributed/dist_test_util.h"
+
+namespace ember::test {
+
+namespace {
+std::shared_ptr<distributed::Communicator>& shared_comm() {
+  static std::shared_ptr<distributed::Communicator> comm;
+  return comm;
+}
+
+// On ranks > 0: failed assertions only, each naming the rank and the test.
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::fprintf(stderr, "[rank %d] FAILED %s.%s\n%s:%d: %s\n", rank_, info ? info->test_suite_name() : "?",
+                 info ? info->name() : "?", r.file_name() ? r.file_name() : "?", r.line_number(), r.message());
+  }
+
+ private:
+  int rank_;
+};
+}  // namespace
+
+distributed::Communicator* mpi_comm() { return shared_comm().get(); }
+
+}  // namespace ember::test
+
+int main(int argc, char** argv) {
+  using namespace ember::distributed;
+  ::testing::InitGoogleTest(&argc, argv);
+  if (MpiEnvironment::available()) {
+    MpiEnvironment::init(&argc, &argv);
+    CommunicatorOptions options;
+    options.timeout = std::chrono::seconds(30);  // a rank whose test failed early aborts the job in 30 s
+    ember::test::shared_comm() = make_mpi_communicator(options);
+    const int rank = ember::test::shared_comm()->rank();
+    if (rank != 0) {
+      ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
+      delete listeners.Release(listeners.default_result_printer());
+      listeners.Append(new ember::test::FailurePrinter(rank));
+    }
+  }
+  const int result = RUN_ALL_TESTS();
+  ember::test::shared_comm().reset();  // before MPI_Finalize (at exit)
+  return result;
+}

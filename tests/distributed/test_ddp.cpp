@@ -1,0 +1,323 @@
+// DistributedDataParallel. Every test body runs twice: on a world of 2 threads in this process
+// (FakeCommunicator: DDPFake.*) and on the real MPI world this binary was launched in
+// (`mpirun -np 2 ember_dist_tests`: DDPMpi.*; skipped when ember was built without MPI).
+// DDP itself only sees the Communicator interface, so both exercise the same code.
+//
+// The bodies run on every rank and must reach the same collectives in the same order on all of
+// them, so they use EXPECT_* (never ASSERT_*, which would return early and leave the other ranks
+// waiting) before any later collective.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ember.h"
+#include "distributed/ddp.h"
+#include "nn/nn.h"
+#include "optim/sgd.h"
+#include "tests/distributed/dist_test_util.h"
+#include "tests/distributed/fake_communicator.h"
+
+namespace {
+
+using namespace ember;
+using distributed::Communicator;
+using nn::DDPOptions;
+using nn::DistributedDataParallel;
+namespace F = ember::nn::functional;
+
+// The job's MPI communicator (main.cpp owns it), as the shared_ptr DDP takes; null without MPI.
+std::shared_ptr<Communicator> mpi_world() {
+  Communicator* comm = ember::test::mpi_comm();
+  if (comm == nullptr) return nullptr;
+  return std::shared_ptr<Communicator>(comm, [](Communicator*) {});
+}
+
+#define DDP_TEST(Name)                                                    \
+  void Name##_body(std::shared_ptr<Communicator> comm);                   \
+  TEST(DDPFake, Name) { ember::testing::run_fake_world(2, Name##_body); } \
+  TEST(DDPMpi, Name) {                                                    \
+    auto comm = mpi_world();                                              \
+    if (!comm) GTEST_SKIP() << "ember was built without MPI";             \
+    Name##_body(comm);                                                    \
+  }                                                                       \
+  void Name##_body(std::shared_ptr<Communicator> comm)
+
+// 6 -> 16 -> 16 -> 3. Parameters, in registration order: 0 w1, 1 b1, 2 w2, 3 b2, 4 w3, 5 b3.
+std::shared_ptr<nn::Sequential> make_mlp(uint64_t seed) {
+  Generator g(seed);
+  return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(6, 16, true, &g), std::make_shared<nn::ReLU>(),
+                                          std::make_shared<nn::Linear>(16, 16, true, &g), std::make_shared<nn::ReLU>(),
+                                          std::make_shared<nn::Linear>(16, 3, true, &g));
+}
+
+struct Data {
+  Tensor x, y;
+  Data rows(int64_t start, int64_t n) const { return {x.narrow(0, start, n), y.narrow(0, start, n)}; }
+};
+// The global batch of step `step` (every rank makes the same one; rank r uses its r-th slice).
+Data global_batch(int step, int64_t n) {
+  Generator g(1000 + step);
+  return {randn({n, 6}, {}, &g), randint(0, 3, {n}, TensorOptions(kInt64), &g)};
+}
+
+Tensor loss_of(nn::Module& m, const Data& d) { return F::cross_entropy(m.forward(d.x), d.y); }
+
+std::vector<float> flatten_all(const std::vector<Tensor>& ts) {
+  std::vector<float> out;
+  for (const Tensor& t : ts) {
+    std::vector<float> v = t.contiguous().to_vector<float>();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+std::vector<Tensor> grads_of(const nn::Module& m) {
+  std::vector<Tensor> out;
+  for (const Tensor& p : m.parameters()) out.push_back(p.grad().defined() ? p.grad() : zeros_like(p));
+  return out;
+}
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double d = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::abs(double(a[i]) - double(b[i])));
+  return d;
+}
+
+// All ranks hold bit-identical `v` (all_gather, then compare every rank's copy with rank 0's).
+bool same_on_all_ranks(Communicator& comm, const std::vector<float>& v) {
+  const auto n = static_cast<int64_t>(v.size());
+  Tensor in = from_vector<float>(v, {n});
+  Tensor out = empty({comm.world_size() * n});
+  comm.all_gather(in, out);
+  std::vector<float> all = out.to_vector<float>();
+  for (int r = 1; r < comm.world_size(); ++r)
+    if (std::memcmp(all.data(), all.data() + r * n, n * sizeof(float)) != 0) return false;
+  return true;
+}
+
+// ---------------- equivalence with one process ----------------
+
+// One DDP step on W ranks with batch B each equals one plain step with batch W*B (each rank
+// computes that reference itself), and 10 steps leave bit-identical replicas.
+void one_step_matches_big_batch(const std::shared_ptr<Communicator>& comm, bool bucket_view) {
+  const int W = comm->world_size(), r = comm->rank();
+  const int64_t B = 5;
+  auto model = make_mlp(100 + r);  // a different start on each rank: construction must broadcast rank 0's
+  auto ref = make_mlp(100);        // rank 0's start
+  auto ddp = std::make_shared<DistributedDataParallel>(
+      model, comm, DDPOptions().bucket_cap(0.0005).grad_as_bucket_view(bucket_view));
+  EXPECT_EQ(flatten_all(model->parameters()), flatten_all(ref->parameters()))
+      << "construction did not broadcast rank 0";
+  EXPECT_GT(ddp->num_buckets(), 1);
+
+  optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.1).momentum(0.9));
+  optim::SGD ref_opt(ref->parameters(), optim::SGDOptions(0.1).momentum(0.9));
+  for (int step = 0; step < 10; ++step) {
+    Data d = global_batch(step, W * B);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * B, B)).backward();
+    ref->zero_grad();
+    loss_of(*ref, d).backward();
+    if (step == 0) {
+      EXPECT_LT(max_abs_diff(flatten_all(grads_of(*model)), flatten_all(grads_of(*ref))), 1e-6);
+    }
+    opt.step();
+    ref_opt.step();
+    if (step == 0) {
+      EXPECT_LT(max_abs_diff(flatten_all(model->parameters()), flatten_all(ref->parameters())), 1e-6);
+    }
+  }
+  EXPECT_LT(max_abs_diff(flatten_all(model->parameters()), flatten_all(ref->parameters())), 1e-4);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters()))) << "replicas diverged";
+  EXPECT_EQ(ddp->stats().synced_steps, 10);
+}
+
+DDP_TEST(OneStepMatchesBigBatch) { one_step_matches_big_batch(comm, false); }
+DDP_TEST(OneStepMatchesBigBatchWithBucketViews) { one_step_matches_big_batch(comm, true); }
+
+// ---------------- buckets and hooks ----------------
+
+DDP_TEST(BucketsFollowReverseRegistrationOrder) {
+  auto one = std::make_shared<DistributedDataParallel>(make_mlp(1), comm);  // 25 MiB: one bucket
+  EXPECT_EQ(one->num_buckets(), 1);
+  EXPECT_EQ(one->bucket_parameters(), (std::vector<std::vector<int64_t>>{{5, 4, 3, 2, 1, 0}}));
+
+  auto each = std::make_shared<DistributedDataParallel>(make_mlp(1), comm, DDPOptions().bucket_cap(0));
+  EXPECT_EQ(each->bucket_parameters(), (std::vector<std::vector<int64_t>>{{5}, {4}, {3}, {2}, {1}, {0}}));
+
+  // 300 bytes: b3 (12) + w3 (192) + b2 (64) + w2 (1024) closes the first, b1 + w1 the second.
+  const double cap_mb = 300.0 / (1024 * 1024);
+  auto model = make_mlp(1);
+  auto some = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(cap_mb));
+  EXPECT_EQ(some->bucket_parameters(), (std::vector<std::vector<int64_t>>{{5, 4, 3, 2}, {1, 0}}));
+  // The rule itself: a bucket closes at the first parameter that takes it to the cap.
+  const std::vector<Tensor> params = model->parameters();
+  for (const auto& bucket : some->bucket_parameters()) {
+    int64_t bytes = 0;
+    for (size_t k = 0; k + 1 < bucket.size(); ++k) bytes += params[bucket[k]].nbytes();
+    EXPECT_LT(bytes, 300);
+  }
+}
+
+DDP_TEST(HooksFireInReverseOrderAndEachBucketIsReducedOncePerStep) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto ddp = std::make_shared<DistributedDataParallel>(make_mlp(3), comm, DDPOptions().bucket_cap(0));
+  EXPECT_EQ(ddp->num_buckets(), 6);
+  for (int step = 0; step < 3; ++step) {
+    Data d = global_batch(step, W * 4);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * 4, 4)).backward();
+    const nn::DDPStats& s = ddp->stats();
+    EXPECT_EQ(s.synced_steps, step + 1) << "backward should end with the reduction complete";
+    EXPECT_EQ(s.last_step_reductions, std::vector<int>(6, 1));
+    EXPECT_EQ(s.all_reduces, 6 * (step + 1));
+    // Each parameter fires once, layers last to first (within a layer the op decides the order).
+    std::vector<int64_t> order = s.last_hook_order;
+    EXPECT_EQ(order.size(), 6u);
+    for (size_t k = 1; k < order.size(); ++k) EXPECT_LE(order[k] / 2, order[k - 1] / 2) << "hook order " << k;
+    std::sort(order.begin(), order.end());
+    EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+  }
+}
+
+// ---------------- gradient accumulation ----------------
+
+DDP_TEST(NoSyncAccumulatesLocallyAndTheNextStepReducesTheTotal) {
+  const int W = comm->world_size(), r = comm->rank();
+  const int64_t B = 3;
+  auto model = make_mlp(9);
+  auto ref = make_mlp(9);
+  auto local = make_mlp(9);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0));
+  Data m1 = global_batch(1, W * B), m2 = global_batch(2, W * B);
+
+  ddp->zero_grad();
+  {
+    auto guard = ddp->no_sync();
+    loss_of(*ddp, m1.rows(r * B, B)).backward();
+  }
+  EXPECT_EQ(ddp->stats().all_reduces, 0) << "no_sync must not communicate";
+  EXPECT_EQ(ddp->stats().synced_steps, 0);
+  EXPECT_EQ(ddp->stats().last_hook_order.size(), 6u);
+  loss_of(*local, m1.rows(r * B, B)).backward();  // this rank's own gradient
+  EXPECT_LT(max_abs_diff(flatten_all(grads_of(*model)), flatten_all(grads_of(*local))), 1e-7);
+
+  loss_of(*ddp, m2.rows(r * B, B)).backward();
+  EXPECT_EQ(ddp->stats().all_reduces, ddp->num_buckets());
+  EXPECT_EQ(ddp->stats().last_step_reductions, std::vector<int>(6, 1));
+
+  // Reference: the two global micro-batches, accumulated.
+  loss_of(*ref, m1).backward();
+  loss_of(*ref, m2).backward();
+  EXPECT_LT(max_abs_diff(flatten_all(grads_of(*model)), flatten_all(grads_of(*ref))), 1e-6);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model))));
+}
+
+// ---------------- unused parameters ----------------
+
+// fc2 takes part only when `use_fc2` is set.
+struct TwoBranches : nn::Module {
+  explicit TwoBranches(uint64_t seed) : Module("TwoBranches") {
+    Generator g(seed);
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(6, 3, true, &g));
+    fc2 = register_module("fc2", std::make_shared<nn::Linear>(6, 3, true, &g));
+  }
+  Tensor forward(const Tensor& x) override { return use_fc2 ? fc1->forward(x) + fc2->forward(x) : fc1->forward(x); }
+  std::shared_ptr<nn::Linear> fc1, fc2;
+  bool use_fc2 = false;
+};
+
+DDP_TEST(FindUnusedParametersReducesMissingGradientsAsZeros) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = std::make_shared<TwoBranches>(4);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().find_unused().bucket_cap(0));
+  for (int step = 0; step < 3; ++step) {
+    model->use_fc2 = step == 2 && r == W - 1;  // step 2: used on the last rank only
+    Data d = global_batch(step, W * 2);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * 2, 2)).backward();
+    EXPECT_EQ(ddp->stats().synced_steps, step + 1);
+    EXPECT_EQ(ddp->stats().last_step_reductions, std::vector<int>(4, 1));
+    EXPECT_TRUE(model->fc2->weight.grad().defined()) << "a synced step defines every bucketed gradient";
+    const double fc2_grad = model->fc2->weight.grad().defined() ? model->fc2->weight.grad().abs().sum().item() : -1;
+    if (step < 2 || W == 1) {
+      EXPECT_EQ(fc2_grad, 0.0) << "unused on every rank: the average is zero";
+    } else {
+      EXPECT_GT(fc2_grad, 0.0) << "used on one rank: every rank gets that rank's share";
+    }
+    EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model))));
+  }
+}
+
+DDP_TEST(UnusedParameterWithoutFindUnusedIsReportedAtTheNextForward) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = std::make_shared<TwoBranches>(4);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm);  // one bucket: it never starts
+  Data d = global_batch(0, W * 2);
+  loss_of(*ddp, d.rows(r * 2, 2)).backward();
+  EXPECT_EQ(ddp->stats().synced_steps, 0);
+  EXPECT_EQ(ddp->stats().all_reduces, 0);
+  try {
+    ddp->forward(d.x);
+    ADD_FAILURE() << "forward after an unfinished reduction should throw";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("'fc2.weight'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("find_unused"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(ddp->finish(), Error);
+}
+
+// ---------------- buffers and state ----------------
+
+DDP_TEST(BuffersAreBroadcastFromRankZeroAtEachForward) {
+  const int W = comm->world_size(), r = comm->rank();
+  for (bool broadcast : {true, false}) {
+    Generator g(7);
+    auto model = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(6, 4, true, &g),
+                                                  std::make_shared<nn::BatchNorm1d>(4));
+    auto bn = model->at<nn::BatchNorm1d>(1);
+    auto ddp =
+        std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().broadcast_buffers_each_forward(broadcast));
+    Data d = global_batch(r, 8);  // different data on each rank
+    ddp->forward(d.x);            // training mode: each rank updates its running stats with its own data
+    if (W > 1) {
+      EXPECT_FALSE(same_on_all_ranks(*comm, bn->running_mean.to_vector<float>()));
+    }
+    ddp->eval();
+    EXPECT_FALSE(model->is_training());
+    NoGradGuard no_grad;
+    ddp->forward(d.x);  // eval: the statistics are not updated, only (maybe) broadcast
+    EXPECT_EQ(same_on_all_ranks(*comm, bn->running_mean.to_vector<float>()), broadcast || W == 1);
+    EXPECT_EQ(same_on_all_ranks(*comm, bn->running_var.to_vector<float>()), broadcast || W == 1);
+  }
+}
+
+DDP_TEST(StateDictIsTheModels) {
+  auto model = make_mlp(2);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+  const nn::NamedTensors mine = ddp->state_dict(), theirs = model->state_dict();
+  EXPECT_EQ(mine.keys(), theirs.keys());
+  for (size_t i = 0; i < std::min(mine.size(), theirs.size()); ++i)
+    EXPECT_TRUE(mine[i].second.is_same(theirs[i].second));
+  EXPECT_EQ(ddp->parameters().size(), model->parameters().size());
+  // A checkpoint of the wrapper loads into a plain model.
+  auto plain = make_mlp(3);
+  plain->load_state_dict(ddp->state_dict());
+  EXPECT_EQ(flatten_all(plain->parameters()), flatten_all(model->parameters()));
+}
+
+TEST(DDPFake, RejectsAModelOnAnotherDevice) {
+  if (!cuda_is_available()) GTEST_SKIP() << "needs a CUDA device to put the model elsewhere";
+  ember::testing::run_fake_world(1, [](std::shared_ptr<Communicator> comm) {
+    auto model = make_mlp(1);
+    model->to(Device(DeviceType::CUDA, 0));
+    EXPECT_THROW(std::make_shared<DistributedDataParallel>(model, comm), Error);
+  });
+}
+
+}  // namespace

@@ -8,6 +8,12 @@ settings ember's examples/mnist uses, and prints one JSON line per network:
 Run with Debian's torch (CPU): /usr/bin/python3 bench/mnist_pytorch.py --data data/mnist --model mlp
 Threads: --threads (default 2, the machine's cores). Data is held in memory as one normalized
 float tensor and batches are index slices of a seeded permutation, like ember's in-memory loader.
+
+--device cuda (scripts/gpu_check.sh): the model trains on the GPU in eager mode with PyTorch's
+defaults (cudnn.benchmark off, TF32 for convolutions only); each batch is gathered on the host,
+pinned and uploaded with non_blocking=True, as DataLoader(pin_memory=True) does and as ember's
+loader does for CUDA. The clock stops after torch.cuda.synchronize(), and the line adds
+"peak_device_mb": torch.cuda.max_memory_allocated() over the whole run (training and test).
 """
 import argparse
 import json
@@ -66,15 +72,23 @@ def main():
     ap.add_argument("--model", choices=sorted(SETTINGS), required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def upload(t):  # host batch -> device, asynchronously from pinned memory on CUDA
+        return t.pin_memory().to(dev, non_blocking=True) if cuda else t
 
     x_train, y_train = load(args.data, True)
     x_test, y_test = load(args.data, False)
     batch, make_opt = SETTINGS[args.model]
-    model = make_model(args.model)
+    model = make_model(args.model).to(dev)  # on CUDA this also creates the context, before the clock
     opt = make_opt(model.parameters())
+    sync()
 
     model.train()
     start = time.perf_counter()
@@ -82,21 +96,28 @@ def main():
     for i in range(0, len(x_train), batch):
         idx = perm[i:i + batch]
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+        loss = F.cross_entropy(model(upload(x_train[idx])), upload(y_train[idx]))
         loss.backward()
         opt.step()
+    sync()
     epoch_seconds = time.perf_counter() - start
 
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x_test), 1000):
-            correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
-    print(json.dumps({
+            logits = model(x_test[i:i + 1000].to(dev))
+            correct += (logits.argmax(1) == y_test[i:i + 1000].to(dev)).sum().item()
+    result = {
         "framework": "pytorch", "torch": torch.__version__, "model": args.model, "threads": args.threads,
-        "epoch_seconds": round(epoch_seconds, 3), "test_accuracy": round(100.0 * correct / len(x_test), 2),
+        "device": str(dev), "epoch_seconds": round(epoch_seconds, 3),
+        "test_accuracy": round(100.0 * correct / len(x_test), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-    }))
+    }
+    if cuda:
+        result["peak_device_mb"] = round(torch.cuda.max_memory_allocated(dev) / 1048576.0, 1)
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

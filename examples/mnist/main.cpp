@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -167,13 +168,15 @@ int main(int argc, char** argv) {
                  model->num_parameters(), train_data->size(), c.batch_size, device.str(), get_num_threads());
 
     double last_epoch_seconds = 0, test_acc = 0, test_loss = 0, train_loss = 0, train_acc = 0;
+    double launches_per_step = 0;  // kernels + library calls per training step, last epoch (CUDA; 0 on CPU)
     for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
       examples::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(c.epochs),
                                   train_data->size());
       // Running sums stay on the device; they are read only when the display refreshes.
       Tensor loss_sum = zeros({}, TensorOptions(kFloat32).device(device));
       Tensor correct = zeros({}, TensorOptions(kInt64).device(device));
-      int64_t seen = 0;
+      int64_t seen = 0, steps = 0;
+      const uint64_t launches_before = backend(device).kernel_launches();
       for (auto& batch : loader) {
         Tensor x = batch.data.to(device), y = batch.target.to(device);
         optimizer->zero_grad();
@@ -187,11 +190,17 @@ int main(int argc, char** argv) {
           correct = correct + eq(argmax(logits.detach(), 1), y).to(kInt64).sum();
         }
         seen += batch.size();
+        ++steps;
+        // Reading the sums waits for the device; due() allows it ~10 times an epoch (or every
+        // 100 ms on a terminal), so the host stays ahead of the GPU in between.
         if (progress.due(seen)) progress.update(seen, loss_sum.item() / seen, correct.item() / seen, true);
       }
       train_loss = loss_sum.item() / seen;
-      train_acc = correct.item() / static_cast<double>(seen);
+      train_acc = correct.item() / static_cast<double>(seen);  // item() waited for the device: the time is complete
       last_epoch_seconds = progress.elapsed_seconds();
+      // Counts everything queued per step: forward, backward, optimizer, the running loss/accuracy sums.
+      launches_per_step = static_cast<double>(backend(device).kernel_launches() - launches_before) /
+                          static_cast<double>(std::max<int64_t>(steps, 1));
       progress.finish(train_loss, train_acc);
       std::tie(test_loss, test_acc) = evaluate(*model, test_set, device);
       spdlog::info("epoch {}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | {:.2f} s, {:.0f} samples/s",
@@ -220,7 +229,15 @@ int main(int argc, char** argv) {
       nlohmann::json j = {{"framework", "ember"},          {"model", c.model},
                           {"threads", get_num_threads()},  {"epoch_seconds", last_epoch_seconds},
                           {"test_accuracy", 100 * test_acc}, {"train_loss", train_loss},
-                          {"peak_rss_mb", peak_rss_mb()}};
+                          {"peak_rss_mb", peak_rss_mb()},   {"device", device.str()}};
+      if (device.is_cuda()) {
+        // Peak of the bytes handed to tensors over the whole run (training and test), the
+        // counterpart of torch.cuda.max_memory_allocated; reserved includes the allocator's cache.
+        const AllocatorStats s = backend(device).allocator().stats();
+        j["peak_device_mb"] = s.peak_bytes / 1048576.0;
+        j["peak_device_reserved_mb"] = s.peak_reserved_bytes / 1048576.0;
+        j["launches_per_step"] = launches_per_step;
+      }
       std::printf("%s\n", j.dump().c_str());
     }
   } catch (const std::exception& e) {

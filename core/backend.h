@@ -147,7 +147,9 @@ class Backend {
   // Fused log_softmax + negative log likelihood per row of logits [N, C] with int64 class targets
   // [N]: loss[i] = (1 - s) * (lse_i - x[i, t_i]) + s * (lse_i - mean_c x[i, c]) with s the label
   // smoothing, and 0 where t_i == ignore_index. Writes loss [N] and lse [N] (logsumexp of each
-  // row, kept for the backward). A target outside [0, C) other than ignore_index is an error.
+  // row, kept for the backward). A target outside [0, C) other than ignore_index is an error on
+  // the CPU; on CUDA, where reporting it would need a host read of the targets every step, that
+  // row's loss and gradient are NaN instead (cuda/cuda_loss.cu) and memory is never indexed by it.
   virtual void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
                              int64_t ignore_index, double label_smoothing) {
     EMBER_FAIL("cross_entropy: not implemented on this device (", logits.device(), ")");

@@ -47,9 +47,9 @@ std::pair<int64_t, int64_t> host_min_max(const Tensor& index) {
 void check_bounds(const char* op, const Tensor& index, int dim, int64_t size) {
   if (index.numel() == 0) return;
   if (!index.device().is_cpu()) {
-    // TODO(cuda): reading the index back here would synchronise the stream on every lookup, so the
-    // CUDA kernels (not written yet) must validate indices on the device instead (a device-side
-    // assert naming the op), as PyTorch does.
+    // Reading the index back here would synchronise the stream on every lookup, so the CUDA
+    // kernels (cuda/cuda_index.cu) validate indices on the device instead, with a device-side
+    // assert naming the op, as PyTorch does.
     return;
   }
   auto [lo, hi] = host_min_max(index);
@@ -153,8 +153,8 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
               num_classes);
   const int64_t n = indices.numel();
   // The value range decides both the inferred class count and the bounds check. CUDA tensors are
-  // only read back when the count must be inferred (PyTorch syncs there too); otherwise
-  // TODO(cuda): the kernel validates the indices, as in check_bounds.
+  // only read back when the count must be inferred (PyTorch syncs there too); otherwise the CUDA
+  // scatter_add kernel validates the indices on the device, as in check_bounds.
   std::pair<int64_t, int64_t> range{0, 0};
   const bool read_values = n > 0 && (indices.device().is_cpu() || num_classes == -1);
   if (read_values) range = host_min_max(indices.to(kCPU));

@@ -35,12 +35,6 @@ namespace {
 const Device kCuda0(DeviceType::CUDA, 0);
 constexpr size_t MiB = size_t{1} << 20;
 
-// Skips the calling test (with the reason) on machines without a usable GPU.
-#define EMBER_REQUIRE_GPU()                                                                                      \
-  do {                                                                                                         \
-    if (!cuda_is_available())                                                                                  \
-      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); GPU allocator untested"; \
-  } while (0)
 
 // Stops the test on a failed CUDA call (the macro's ASSERT returns from the test body).
 #define CUDA_OK(call)                                                   \

@@ -22,11 +22,6 @@ namespace {
 
 const Device kCuda0(DeviceType::CUDA, 0);
 
-#define EMBER_REQUIRE_GPU()                                                                                      \
-  do {                                                                                                         \
-    if (!cuda_is_available())                                                                                  \
-      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); GPU kernels untested"; \
-  } while (0)
 
 const int64_t kRows[] = {1, 7, 1023, 65537};
 const DType kDTypes[] = {kFloat32, kFloat64, kInt64, kUInt8};

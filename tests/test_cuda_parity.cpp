@@ -799,11 +799,6 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaParityLayers, ::testing::ValuesIn(pointers_t
 
 namespace {
 
-#define EMBER_REQUIRE_GPU()                                  \
-  do {                                                       \
-    if (!cuda_is_available()) GTEST_SKIP() << no_gpu_reason(); \
-  } while (0)
-
 template <typename T>
 std::vector<T> host_values(const Tensor& t) {
   return t.detach().to(kCPU).contiguous().to_vector<T>();

@@ -25,11 +25,6 @@ namespace {
 
 const Device kCuda0(DeviceType::CUDA, 0);
 
-#define EMBER_REQUIRE_GPU()                                                                                      \
-  do {                                                                                                         \
-    if (!cuda_is_available())                                                                                  \
-      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); GPU kernels untested"; \
-  } while (0)
 
 using ::ember::detail::str_cat;
 template <typename... Args>

@@ -16,12 +16,6 @@ namespace {
 
 const Device kCuda0(DeviceType::CUDA, 0);
 
-// Skips the calling test (with the reason) on machines without a usable GPU.
-#define EMBER_REQUIRE_GPU()                                                                                      \
-  do {                                                                                                         \
-    if (!cuda_is_available())                                                                                  \
-      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); GPU kernels untested"; \
-  } while (0)
 
 }  // namespace
 

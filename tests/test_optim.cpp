@@ -657,7 +657,9 @@ TEST_P(OptimDevice, OptimizersMatchPyTorch) {
     // The state lives on the device too, and a checkpoint of it loads back on the CPU.
     const optim::StateDict sd = opt->state_dict();
     for (const auto& [name, t] : sd.tensors) {
-      if (!name.ends_with(".step")) EXPECT_EQ(t.device(), device()) << name;
+      if (!name.ends_with(".step")) {
+        EXPECT_EQ(t.device(), device()) << name;
+      }
     }
   }
 }

@@ -23,11 +23,6 @@ namespace {
 
 const Device kCuda0(DeviceType::CUDA, 0);
 
-#define EMBER_REQUIRE_GPU()                                                                                      \
-  do {                                                                                                         \
-    if (!cuda_is_available())                                                                                  \
-      GTEST_SKIP() << "no CUDA device available (" << cuda_device_count() << " visible); GPU kernels untested"; \
-  } while (0)
 
 enum class Kind { SGD, Adam, AdamW };
 

@@ -34,6 +34,14 @@ inline std::string device_name(const ::testing::TestParamInfo<Device>& info) {
   INSTANTIATE_TEST_SUITE_P(Devices, Name, ::testing::ValuesIn(::ember::test::all_devices()), \
                            ::ember::test::device_name)
 
+// EMBER_REQUIRE_GPU(): first line of a test that needs a GPU; on machines without one the test
+// skips and says why (a GPU-less CI must not report GPU code as tested).
+#define EMBER_REQUIRE_GPU()                                                                          \
+  do {                                                                                               \
+    if (!::ember::cuda_is_available())                                                               \
+      GTEST_SKIP() << "no CUDA device available (" << ::ember::cuda_device_count() << " visible); GPU code untested"; \
+  } while (0)
+
 // Random float64 CPU tensor with values in [lo, hi) (seeded: the same test gives the same numbers).
 inline Tensor rand_f64(const Shape& shape, double lo = -1.0, double hi = 1.0, uint64_t seed = 1234) {
   Generator g(seed);

@@ -10,7 +10,9 @@ shift
 mpirun=${MPIEXEC:-mpirun}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # ranks share the cores; no OpenMP pools per rank
 # Open MPI keeps some memory until exit by design; in sanitizer builds that is not ember's leak.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+# Appended, not defaulted: scripts/test.sh sets ASAN_OPTIONS with detect_leaks=1 for the whole suite,
+# and the last occurrence of an option wins.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 if "$mpirun" --version 2>&1 | grep -Eq "Open MPI|OpenRTE"; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   export OMPI_MCA_rmaps_base_oversubscribe=1

@@ -6,13 +6,14 @@
 // kernel over all their chunks: block b finds its (tensor, chunk) from the chunk counts in the
 // struct. A step over any number of parameters costs ceil(count / K) launches.
 //
-// The per-element arithmetic is the CPU's (core/cpu/cpu_optim.cpp), in the same order and in the
-// parameters' dtype; keep the two in step. nvcc contracts a * b + c into one FMA where the CPU
+// The per-element arithmetic is core/optim_math.h, the same functors the CPU loops call, in the
+// parameters' dtype. nvcc contracts a * b + c into one FMA where the CPU
 // build may not (or elsewhere), so results agree to the last bit or so, not bit for bit.
 #include <algorithm>
 #include <array>
 #include <cmath>
 
+#include "core/optim_math.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/loops.cuh"
@@ -87,21 +88,12 @@ void multi_tensor_apply(const std::array<const std::vector<Tensor>*, Op::kDepth>
 template <typename T, bool kMomentum>
 struct SGDUpdate {
   static constexpr int kDepth = kMomentum ? 3 : 2;
-  T lr, mom, wd, keep;
-  bool nesterov, first;
+  SGDMath<T> math;  // core/optim_math.h: the same arithmetic as the CPU loop
 
   __device__ void operator()(T* const (&x)[kDepth], int64_t i) const {
-    T* p = x[0];
-    const T* g = x[1];
-    T d = g[i];
-    if (wd != 0) d = d + wd * p[i];
-    if constexpr (kMomentum) {
-      T* buf = x[2];
-      T b = first ? d : buf[i] * mom + keep * d;
-      buf[i] = b;
-      d = nesterov ? d + mom * b : b;
-    }
-    p[i] = p[i] - lr * d;
+    T* buf = nullptr;
+    if constexpr (kMomentum) buf = x[2] + i;
+    math(x[0][i], x[1][i], buf);
   }
 };
 
@@ -113,12 +105,11 @@ void CudaBackend::sgd_step(const std::vector<Tensor>& params, const std::vector<
   DeviceGuard guard(index_);
   const cudaStream_t stream = compute_stream(index_);
   EMBER_DISPATCH_FLOAT(params[0].dtype(), "sgd_step", [&]<typename T>() {
-    const T lr = s.lr, mom = s.momentum, wd = s.weight_decay, keep = 1 - s.dampening;
+    const SGDMath<T> math = SGDMath<T>::make(s);
     if (momentum_buffers.empty()) {
-      multi_tensor_apply<T>({&params, &grads}, SGDUpdate<T, false>{lr, mom, wd, keep, s.nesterov, s.first}, stream);
+      multi_tensor_apply<T>({&params, &grads}, SGDUpdate<T, false>{math}, stream);
     } else {
-      multi_tensor_apply<T>({&params, &grads, &momentum_buffers},
-                            SGDUpdate<T, true>{lr, mom, wd, keep, s.nesterov, s.first}, stream);
+      multi_tensor_apply<T>({&params, &grads, &momentum_buffers}, SGDUpdate<T, true>{math}, stream);
     }
   });
 }
@@ -131,27 +122,12 @@ namespace {
 template <typename T, bool kAmsgrad>
 struct AdamUpdate {
   static constexpr int kDepth = kAmsgrad ? 5 : 4;
-  T b1, b2, one_b1, one_b2, eps, wd, decay, bc2, neg_step;
-  bool l2, decoupled;
+  AdamMath<T> math;  // core/optim_math.h
 
   __device__ void operator()(T* const (&x)[kDepth], int64_t i) const {
-    T *p = x[0], *m = x[2], *v = x[3];
-    const T* g = x[1];
-    T grad = g[i];
-    T param = p[i];
-    if (l2) grad = grad + wd * param;
-    if (decoupled) param = param * decay;
-    T mi = m[i] * b1 + one_b1 * grad;
-    T vi = v[i] * b2 + one_b2 * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    if constexpr (kAmsgrad) {
-      T* vmax = x[4];
-      vi = vmax[i] > vi ? vmax[i] : vi;
-      vmax[i] = vi;
-    }
-    const T denom = std::sqrt(vi) / bc2 + eps;
-    p[i] = param + neg_step * (mi / denom);
+    T* vmax = nullptr;
+    if constexpr (kAmsgrad) vmax = x[4] + i;
+    math(x[0][i], x[1][i], x[2][i], x[3][i], vmax);
   }
 };
 
@@ -164,17 +140,11 @@ void CudaBackend::adam_step(const std::vector<Tensor>& params, const std::vector
   DeviceGuard guard(index_);
   const cudaStream_t stream = compute_stream(index_);
   EMBER_DISPATCH_FLOAT(params[0].dtype(), "adam_step", [&]<typename T>() {
-    // The CPU's constants, converted to T the same way.
-    const T b1 = s.beta1, b2 = s.beta2, one_b1 = 1 - s.beta1, one_b2 = 1 - s.beta2, eps = s.eps;
-    const T wd = s.weight_decay, decay = 1 - s.lr * s.weight_decay, bc2 = s.bias_corr2_sqrt, neg_step = -s.step_size;
-    const bool l2 = !s.decoupled && s.weight_decay != 0, decoupled = s.decoupled && s.weight_decay != 0;
+    const AdamMath<T> math = AdamMath<T>::make(s);
     if (max_exp_avg_sqs.empty()) {
-      multi_tensor_apply<T>({&params, &grads, &exp_avgs, &exp_avg_sqs},
-                            AdamUpdate<T, false>{b1, b2, one_b1, one_b2, eps, wd, decay, bc2, neg_step, l2, decoupled},
-                            stream);
+      multi_tensor_apply<T>({&params, &grads, &exp_avgs, &exp_avg_sqs}, AdamUpdate<T, false>{math}, stream);
     } else {
-      multi_tensor_apply<T>({&params, &grads, &exp_avgs, &exp_avg_sqs, &max_exp_avg_sqs},
-                            AdamUpdate<T, true>{b1, b2, one_b1, one_b2, eps, wd, decay, bc2, neg_step, l2, decoupled},
+      multi_tensor_apply<T>({&params, &grads, &exp_avgs, &exp_avg_sqs, &max_exp_avg_sqs}, AdamUpdate<T, true>{math},
                             stream);
     }
   });

@@ -2,59 +2,32 @@
 // contiguous memory that reads p, g and the state once and writes them once, with no temporaries.
 // The optimizers (optim/sgd.cpp, optim/adam.cpp) call these for every contiguous float parameter;
 // the arithmetic is PyTorch's _single_tensor_sgd / _single_tensor_adam, in the parameter's dtype.
-// cuda/cuda_optim.cu does the same arithmetic on the GPU: keep the two in step.
+// The arithmetic itself is in core/optim_math.h, shared with cuda/cuda_optim.cu.
 #include <cmath>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+#include "core/optim_math.h"
 
 namespace ember {
 
 namespace {
 
-// buf is null when momentum == 0. `first`: the momentum buffer was just created, so it takes the
-// value of d instead of being decayed.
+// One pass over contiguous memory per parameter; buf is null when momentum == 0.
 template <typename T>
 void sgd_fused(T* p, const T* g, T* buf, int64_t n, const Backend::SGDStep& s) {
-  const T lr = s.lr, mom = s.momentum, wd = s.weight_decay, keep = 1 - s.dampening;
-  const bool use_mom = buf != nullptr, nesterov = s.nesterov, first = s.first;
+  const SGDMath<T> math = SGDMath<T>::make(s);
   parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T d = g[i];
-      if (wd != 0) d = d + wd * p[i];
-      if (use_mom) {
-        T b = first ? d : buf[i] * mom + keep * d;
-        buf[i] = b;
-        d = nesterov ? d + mom * b : b;
-      }
-      p[i] = p[i] - lr * d;
-    }
+    for (int64_t i = begin; i < end; ++i) math(p[i], g[i], buf ? buf + i : nullptr);
   });
 }
 
 // vmax is null unless amsgrad.
 template <typename T>
 void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const Backend::AdamStep& s) {
-  const T b1 = s.beta1, b2 = s.beta2, one_b1 = 1 - s.beta1, one_b2 = 1 - s.beta2, eps = s.eps;
-  const T wd = s.weight_decay, decay = 1 - s.lr * s.weight_decay, bc2 = s.bias_corr2_sqrt, neg_step = -s.step_size;
-  const bool l2 = !s.decoupled && s.weight_decay != 0, decoupled = s.decoupled && s.weight_decay != 0;
+  const AdamMath<T> math = AdamMath<T>::make(s);
   parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T grad = g[i];
-      T param = p[i];
-      if (l2) grad = grad + wd * param;
-      if (decoupled) param = param * decay;
-      T mi = m[i] * b1 + one_b1 * grad;
-      T vi = v[i] * b2 + one_b2 * grad * grad;
-      m[i] = mi;
-      v[i] = vi;
-      if (vmax) {
-        vi = vmax[i] > vi ? vmax[i] : vi;
-        vmax[i] = vi;
-      }
-      const T denom = std::sqrt(vi) / bc2 + eps;
-      p[i] = param + neg_step * (mi / denom);
-    }
+    for (int64_t i = begin; i < end; ++i) math(p[i], g[i], m[i], v[i], vmax ? vmax + i : nullptr);
   });
 }
 

@@ -41,4 +41,15 @@ void TensorDataset::get_into(int64_t index, float* data_out, int64_t* target_out
   *target_out = targets_.data<int64_t>()[index];
 }
 
+Prefix::Prefix(std::shared_ptr<const Dataset> base, int64_t n) : base_(std::move(base)), n_(n) {
+  EMBER_CHECK(base_ != nullptr, "Prefix: the base dataset is null");
+  EMBER_CHECK(n >= 0 && n <= base_->size(), "Prefix: cannot take the first ", n, " samples of ", base_->name(),
+              ", which has ", base_->size());
+}
+
+void Prefix::get_into(int64_t index, float* data_out, int64_t* target_out) const {
+  check_index(index);
+  base_->get_into(index, data_out, target_out);
+}
+
 }  // namespace ember::data

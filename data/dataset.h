@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/shape.h"
@@ -75,6 +76,20 @@ class TensorDataset : public Dataset {
   int64_t n_ = 0;
   Shape sample_shape_;
   int64_t sample_numel_ = 0;
+};
+
+// The first n samples of another dataset (e.g. a quick run on part of MNIST: --limit in examples/).
+class Prefix final : public Dataset {
+ public:
+  Prefix(std::shared_ptr<const Dataset> base, int64_t n);
+  int64_t size() const override { return n_; }
+  Shape sample_shape() const override { return base_->sample_shape(); }
+  void get_into(int64_t index, float* data_out, int64_t* target_out) const override;
+  std::string name() const override { return base_->name() + "[:" + std::to_string(n_) + "]"; }
+
+ private:
+  std::shared_ptr<const Dataset> base_;
+  int64_t n_;
 };
 
 }  // namespace ember::data

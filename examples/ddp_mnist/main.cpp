@@ -66,23 +66,6 @@ class EvalShard final : public data::Sampler {
   int world_, rank_;
 };
 
-// The first `n` samples of another dataset (--limit).
-class Prefix final : public data::Dataset {
- public:
-  Prefix(std::shared_ptr<const data::Dataset> base, int64_t n) : base_(std::move(base)), n_(n) {}
-  int64_t size() const override { return n_; }
-  Shape sample_shape() const override { return base_->sample_shape(); }
-  void get_into(int64_t i, float* d, int64_t* t) const override {
-    check_index(i);
-    base_->get_into(i, d, t);
-  }
-  std::string name() const override { return base_->name() + "[:" + std::to_string(n_) + "]"; }
-
- private:
-  std::shared_ptr<const data::Dataset> base_;
-  int64_t n_;
-};
-
 std::shared_ptr<distributed::Communicator> make_communicator(const std::string& device) {
   const bool launched_by_mpi = distributed::MpiEnvironment::available();
   if (Device(device).is_cuda()) return distributed::make_nccl_communicator();  // GPU = local rank
@@ -122,7 +105,7 @@ int train(const Config& c, distributed::Communicator& comm, std::shared_ptr<dist
   auto test_set = std::make_shared<data::MNIST>(c.data, /*train=*/false);
   test_set->normalize({data::MNIST::kMean}, {data::MNIST::kStd});
   std::shared_ptr<const data::Dataset> train_data = train_set;
-  if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<Prefix>(train_set, c.limit);
+  if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<data::Prefix>(train_set, c.limit);
 
   manual_seed(c.seed);  // the same start everywhere; DDP broadcasts rank 0's anyway
   auto model = examples::make_mnist_model(c.model);

@@ -80,23 +80,6 @@ std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& test,
   return {loss_sum.item() / n, correct.item() / n};
 }
 
-// The first `n` samples of another dataset (--limit, for quick runs).
-class Prefix final : public data::Dataset {
- public:
-  Prefix(std::shared_ptr<const data::Dataset> base, int64_t n) : base_(std::move(base)), n_(n) {}
-  int64_t size() const override { return n_; }
-  Shape sample_shape() const override { return base_->sample_shape(); }
-  void get_into(int64_t i, float* d, int64_t* t) const override {
-    check_index(i);
-    base_->get_into(i, d, t);
-  }
-  std::string name() const override { return base_->name() + "[:" + std::to_string(n_) + "]"; }
-
- private:
-  std::shared_ptr<const data::Dataset> base_;
-  int64_t n_;
-};
-
 double peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -139,7 +122,7 @@ int main(int argc, char** argv) {
     data::MNIST test_set(c.data, /*train=*/false);
     test_set.normalize({data::MNIST::kMean}, {data::MNIST::kStd});
     std::shared_ptr<const data::Dataset> train_data = train_set;
-    if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<Prefix>(train_set, c.limit);
+    if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<data::Prefix>(train_set, c.limit);
 
     auto model = examples::make_mnist_model(c.model);
     model->to(device);

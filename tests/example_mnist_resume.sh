@@ -6,18 +6,7 @@ set -euo pipefail
 bin=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-python3 - "$dir" <<'PY'
-import os, random, struct, sys
-d = sys.argv[1]; rng = random.Random(0)
-def write(name, n, images):
-    with open(os.path.join(d, name), "wb") as f:
-        if images:
-            f.write(struct.pack(">IIII", 0x803, n, 28, 28)); f.write(bytes(rng.randrange(256) for _ in range(n * 784)))
-        else:
-            f.write(struct.pack(">II", 0x801, n)); f.write(bytes(rng.randrange(10) for _ in range(n)))
-write("train-images-idx3-ubyte", 256, True); write("train-labels-idx1-ubyte", 256, False)
-write("t10k-images-idx3-ubyte", 64, True); write("t10k-labels-idx1-ubyte", 64, False)
-PY
+python3 "$(dirname "$0")/make_fake_mnist.py" "$dir" 256 64
 run() { "$bin" --model lenet --batch-size 32 --data "$dir" --threads 1 --workers 1 "$@" >"$dir/log" 2>&1 || { cat "$dir/log"; exit 1; }; }
 run --epochs 3 --metrics "$dir/full.csv"
 run --epochs 1 --metrics "$dir/resumed.csv" --checkpoint "$dir/ckpt.safetensors"

@@ -5,18 +5,7 @@
 set -euo pipefail
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-python3 - "$dir" <<'PY'
-import os, random, struct, sys
-d = sys.argv[1]; rng = random.Random(0)
-def write(name, n, images):
-    with open(os.path.join(d, name), "wb") as f:
-        if images:
-            f.write(struct.pack(">IIII", 0x803, n, 28, 28)); f.write(bytes(rng.randrange(256) for _ in range(n * 784)))
-        else:
-            f.write(struct.pack(">II", 0x801, n)); f.write(bytes(rng.randrange(10) for _ in range(n)))
-write("train-images-idx3-ubyte", 200, True); write("train-labels-idx1-ubyte", 200, False)
-write("t10k-images-idx3-ubyte", 50, True); write("t10k-labels-idx1-ubyte", 50, False)
-PY
+python3 "$(dirname "$0")/../../tests/make_fake_mnist.py" "$dir" 200 50
 if ! "$@" --model lenet --batch-size 16 --epochs 2 --data "$dir" --workers 1 --checkpoint "$dir/model.safetensors" \
     >"$dir/log" 2>&1; then
   cat "$dir/log"; exit 1

@@ -24,6 +24,13 @@
 namespace ember::distributed {
 
 enum class ReduceOp { Sum, Average, Max };
+const char* op_name(ReduceOp op);  // "sum", "average", "max"
+
+// Shared argument check of all_gather (in [n] -> out [world_size * n]) and reduce_scatter
+// (in [world_size * n] -> out [n]) for every implementation: same dtype, and the larger tensor
+// holds world_size times the elements of the smaller. `op` names the collective in the error.
+void check_world_sized(const std::string& op, const Tensor& in, const Tensor& out, int world_size,
+                       bool out_is_larger);
 
 // A collective in flight.
 class Work {

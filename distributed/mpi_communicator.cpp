@@ -108,15 +108,6 @@ MPI_Datatype mpi_type(DType t, const char* op) {
   }
 }
 
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Average: return "average";
-    case ReduceOp::Max: return "max";
-  }
-  return "?";
-}
-
 // Average is a sum followed by a division on each rank (MPI has no average).
 MPI_Op mpi_op(ReduceOp op, DType t, const char* name) {
   if (op == ReduceOp::Average)
@@ -269,11 +260,7 @@ class MpiCommunicator : public Communicator {
   WorkHandle all_gather_async(const Tensor& in, const Tensor& out) override {
     check_tensor(in, "all_gather (in)");
     check_tensor(out, "all_gather (out)");
-    EMBER_CHECK(in.dtype() == out.dtype(), "all_gather: in is ", dtype_name(in.dtype()), " but out is ",
-                dtype_name(out.dtype()));
-    EMBER_CHECK(out.numel() == in.numel() * world_size_, "all_gather: out has ", out.numel(),
-                " elements; expected world_size * in.numel() = ", world_size_, " * ", in.numel(), " = ",
-                in.numel() * world_size_, " (in ", in.shape(), ", out ", out.shape(), ")");
+    check_world_sized("all_gather", in, out, world_size_, /*out_is_larger=*/true);
     auto work = make_work("all_gather", {in, out});
     start("all_gather", [&] {
       const MPI_Datatype type = mpi_type(in.dtype(), "all_gather");
@@ -288,11 +275,7 @@ class MpiCommunicator : public Communicator {
     const std::string name = std::string("reduce_scatter(") + op_name(op) + ")";
     check_tensor(in, (name + " (in)").c_str());
     check_tensor(out, (name + " (out)").c_str());
-    EMBER_CHECK(in.dtype() == out.dtype(), name, ": in is ", dtype_name(in.dtype()), " but out is ",
-                dtype_name(out.dtype()));
-    EMBER_CHECK(in.numel() == out.numel() * world_size_, name, ": in has ", in.numel(),
-                " elements; expected world_size * out.numel() = ", world_size_, " * ", out.numel(), " = ",
-                out.numel() * world_size_, " (in ", in.shape(), ", out ", out.shape(), ")");
+    check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
     MPI_Op mop = mpi_op(op, in.dtype(), name.c_str());
     std::function<void()> then;
     if (op == ReduceOp::Average) then = [out, n = world_size_] { divide_in_place(out, n); };

@@ -57,15 +57,6 @@ ncclDataType_t nccl_type(DType t, const std::string& op) {
   EMBER_FAIL(op, ": dtype ", dtype_name(t), " is not supported by the NCCL communicator");
 }
 
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Average: return "average";
-    case ReduceOp::Max: return "max";
-  }
-  return "?";
-}
-
 ncclRedOp_t nccl_op(ReduceOp op, DType t, const std::string& name) {
   switch (op) {
     case ReduceOp::Sum: return ncclSum;
@@ -181,11 +172,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   WorkHandle all_gather_async(const Tensor& in, const Tensor& out) override {
     check_tensor(in, "all_gather (in)");
     check_tensor(out, "all_gather (out)");
-    EMBER_CHECK(in.dtype() == out.dtype(), "all_gather: in is ", dtype_name(in.dtype()), " but out is ",
-                dtype_name(out.dtype()));
-    EMBER_CHECK(out.numel() == in.numel() * world_size_, "all_gather: out has ", out.numel(),
-                " elements; expected world_size * in.numel() = ", world_size_, " * ", in.numel(), " = ",
-                in.numel() * world_size_, " (in ", in.shape(), ", out ", out.shape(), ")");
+    check_world_sized("all_gather", in, out, world_size_, /*out_is_larger=*/true);
     return launch("all_gather", {in, out}, in.numel(), [&](cudaStream_t s) {
       EMBER_CUDA_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                                      nccl_type(in.dtype(), "all_gather"), comm_, s));
@@ -196,11 +183,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     const std::string name = std::string("reduce_scatter(") + op_name(op) + ")";
     check_tensor(in, name + " (in)");
     check_tensor(out, name + " (out)");
-    EMBER_CHECK(in.dtype() == out.dtype(), name, ": in is ", dtype_name(in.dtype()), " but out is ",
-                dtype_name(out.dtype()));
-    EMBER_CHECK(in.numel() == out.numel() * world_size_, name, ": in has ", in.numel(),
-                " elements; expected world_size * out.numel() = ", world_size_, " * ", out.numel(), " = ",
-                out.numel() * world_size_, " (in ", in.shape(), ", out ", out.shape(), ")");
+    check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
     const ncclRedOp_t nop = nccl_op(op, in.dtype(), name);
     return launch(name, {in, out}, out.numel(), [&](cudaStream_t s) {
       EMBER_CUDA_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),

@@ -148,6 +148,7 @@ class DeviceCachingAllocator final : public Allocator {
   explicit DeviceCachingAllocator(int device) : device_(device), pool_(DeviceSystem(device)) {}
 
   void* allocate(size_t nbytes) override { return pool_.allocate(nbytes, {device_, compute_stream(device_)}); }
+  void* allocate_on(size_t nbytes, cudaStream_t stream) { return pool_.allocate(nbytes, {device_, stream}); }
   void deallocate(void* ptr, size_t) override { pool_.deallocate(ptr); }
   Device device() const override { return Device(DeviceType::CUDA, device_); }
   AllocatorStats stats() const override { return pool_.stats(); }
@@ -209,6 +210,18 @@ void record_stream(const Tensor& t, cudaStream_t stream) {
 }
 
 void empty_cache(int device) { device_allocator_impl(device).empty_cache(); }
+
+StreamBlock::StreamBlock(int device, size_t nbytes, cudaStream_t stream)
+    : device_(device), ptr_(device_allocator_impl(device).allocate_on(nbytes, stream)) {}
+
+StreamBlock::~StreamBlock() {
+  if (ptr_) device_allocator_impl(device_).deallocate(ptr_, 0);
+}
+
+void StreamBlock::record_use(cudaStream_t stream) {
+  const bool ours = device_allocator_impl(device_).record_stream(ptr_, stream);
+  EMBER_CHECK(ours, "StreamBlock: lost track of its own block");  // cannot happen: it came from the pool
+}
 
 Allocator& pinned_allocator() { return pinned_allocator_impl(); }
 void empty_pinned_cache() { pinned_allocator_impl().empty_cache(); }

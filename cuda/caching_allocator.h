@@ -25,6 +25,24 @@ Allocator& device_allocator(int device);
 // other than ember's compute stream (which needs no marking), e.g. a user's or a NCCL stream.
 void record_stream(const Tensor& t, cudaStream_t stream);
 
+// Device memory for work queued on a stream other than the compute stream (the staging buffer of
+// an upload on the copy stream): its block comes from, and returns to, that stream's pool. Uses on
+// other streams must be recorded with record_use before the StreamBlock is destroyed; the block
+// is then not reused until that work has finished.
+class StreamBlock {
+ public:
+  StreamBlock(int device, size_t nbytes, cudaStream_t stream);
+  ~StreamBlock();
+  StreamBlock(const StreamBlock&) = delete;
+  StreamBlock& operator=(const StreamBlock&) = delete;
+  void* get() const { return ptr_; }
+  void record_use(cudaStream_t stream);
+
+ private:
+  int device_;
+  void* ptr_;
+};
+
 // Gives the cached free device memory of cuda:<device> back to CUDA (after waiting for the
 // recorded stream uses of freed blocks), e.g. before handing the GPU to another library.
 void empty_cache(int device);

@@ -40,26 +40,39 @@ CudaBackend::CudaBackend(int index) : index_(index), allocator_(device_allocator
 
 // ---------------- host <-> device ----------------
 
-// Uploads run on the compute stream, like everything else, so they are ordered after earlier work
-// that used dst's memory (a block the caching allocator just recycled may still be read by queued
-// kernels) and before the kernels that read the new data.
-//
-// From pinned memory the copy is asynchronous: the host goes on at once, and the pinned allocator
-// is told the block is read by work on the compute stream, so that if the batch is freed before the
-// copy has run its block is not reused (rewritten) until then. Like PyTorch's non_blocking copies
-// this assumes the host does not write to the pinned tensor itself after uploading it, which the
-// DataLoader never does (each batch gets a fresh buffer).
+// From pinned memory the upload is asynchronous and overlaps the kernels already queued: the
+// bytes cross PCIe on the copy stream into a staging block that belongs to that stream, then the
+// compute stream waits for that upload (an event; the host does not wait) and copies staging -> dst
+// at device-memory speed. Copying straight into dst on the copy stream would not be safe: dst may
+// be a block the caching allocator just recycled that kernels queued on the compute stream still
+// read. The pinned allocator is told the copy stream reads the host block, and the device
+// allocator that the compute stream reads the staging block, so neither is reused (rewritten)
+// before those copies have run, even if the batch and the staging block are freed at once. Like
+// PyTorch's non_blocking copies this assumes the host does not write to the pinned tensor itself
+// after uploading it, which the DataLoader never does (each batch gets a fresh buffer).
 //
 // From pageable memory the host waits for the copy: the caller may free or overwrite the buffer as
-// soon as this returns, and CUDA may still be reading it after an asynchronous call returns.
+// soon as this returns, and CUDA may still be reading it after an asynchronous call returns. That
+// copy runs on the compute stream, ordered after earlier work that used dst's memory.
 void CudaBackend::copy_from_host(const void* host, const Tensor& dst) {
   const size_t nbytes = dst.nbytes();
   if (nbytes == 0) return;
   DeviceGuard guard(index_);
-  cudaStream_t stream = compute_stream(index_);
-  const bool pinned = record_pinned_use(host, index_, stream);
-  EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), host, nbytes, cudaMemcpyHostToDevice, stream));
-  if (!pinned) EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const cudaStream_t compute = compute_stream(index_);
+  const cudaStream_t upload = copy_stream(index_);
+  if (!record_pinned_use(host, index_, upload)) {  // pageable memory
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), host, nbytes, cudaMemcpyHostToDevice, compute));
+    EMBER_CUDA_CHECK(cudaStreamSynchronize(compute));
+    return;
+  }
+  StreamBlock staging(index_, nbytes, upload);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(staging.get(), host, nbytes, cudaMemcpyHostToDevice, upload));
+  Event uploaded;
+  uploaded.record(upload);
+  uploaded.wait(compute);  // destroying the event right after is fine: CUDA keeps it until done
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), staging.get(), nbytes, cudaMemcpyDeviceToDevice, compute));
+  staging.record_use(compute);
+  count_launch();  // the device-to-device copy
 }
 
 // The host reads the result, so it must wait for the copy and for the work that produced src: a

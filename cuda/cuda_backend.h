@@ -5,7 +5,8 @@
 //
 // Streams: every kernel and copy runs on the device's compute stream (cuda/runtime.h), so work is
 // ordered without the host waiting. The host waits only where it must read results: copy_to_host,
-// synchronize(), and uploads from pageable memory (see copy_from_host in cuda_backend.cpp).
+// synchronize(), and uploads from pageable memory. Uploads from pinned memory run on the copy
+// stream and overlap queued kernels (see copy_from_host in cuda_backend.cpp).
 // Memory comes from the caching allocator (cuda/caching_allocator.h).
 #pragma once
 

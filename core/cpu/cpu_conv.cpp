@@ -1,4 +1,6 @@
-// CPU 2-D convolution (NCHW) as im2col + GEMM, the classic CPU formulation:
+// CPU 2-D convolution (NCHW). float32 runs on oneDNN's convolution primitives when ember is built
+// with oneDNN (onednn_conv.cpp says why); float64, and every build without oneDNN, runs here as
+// im2col + GEMM, the classic CPU formulation:
 //
 //   forward        out[n, g] [Mg, P]  = W[g] [Mg, K] · col(in[n, g]) [K, P]
 //   grad weight    gW[g]     [Mg, K] += gout[n, g] [Mg, P] · col(in[n, g])ᵀ [P, K]
@@ -22,6 +24,7 @@
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/onednn_conv.h"
 #include "core/cpu/parallel.h"
 #include "core/ops.h"
 
@@ -152,6 +155,7 @@ void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bi
                         int64_t groups) {
   const ConvGeometry g = geometry(in.shape(), out, w, groups);
   if (out.numel() == 0) return;
+  if (onednn_conv2d(in, weight, bias, out, w, groups)) return;  // float32 with oneDNN built in
   EMBER_DISPATCH_FLOAT(in.dtype(), "conv2d", [&]<typename T>() {
     const int threads = batch_threads(g.N);
     // One [K, P] column buffer per thread, allocated once per call.
@@ -191,6 +195,8 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
                          : grad_in.defined() ? grad_in.shape()
                                              : Shape{grad_out.size(0), weight.size(1) * groups, 0, 0};
   const ConvGeometry g = geometry(in_shape, grad_out, w, groups);
+  const bool empty_input = g.P == 0 || g.N == 0 || g.C == 0 || grad_out.numel() == 0;
+  if (!empty_input && onednn_conv2d_backward(grad_out, in, weight, grad_in, grad_weight, grad_bias, w, groups)) return;
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "conv2d_backward", [&]<typename T>() {
     const int threads = batch_threads(g.N);
     const TensorOptions opts(grad_out.dtype());

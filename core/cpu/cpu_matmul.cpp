@@ -1,16 +1,18 @@
-// CPU matmul: out[i] = a[i] · b[i] for every batch entry i, on one of two GEMM engines:
+// CPU matmul: out[i] = a[i] · b[i] for every batch entry i, on one of three GEMM engines:
+//   - oneDNN (dnnl_sgemm), float32 only, when ember was built with it (EMBER_HAVE_ONEDNN);
 //   - OpenBLAS (cblas_sgemm / cblas_dgemm), when ember was built with it (EMBER_HAVE_OPENBLAS);
 //   - Eigen's own GEMM, compiled into ember for this CPU (-march=native).
 // Views cost no copy: a matrix whose rows or columns are contiguous is handed to the engine as-is
 // or as a transpose, with a leading dimension; a broadcast batch (stride 0) reuses one pointer.
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
-// Which engine (measured, see bench/RESULTS.md): OpenBLAS picks its kernels when it is loaded,
-// from the CPU id. On a CPU it knows, its AVX-512 kernels beat Eigen (dev machine, AMD Zen 5,
-// sgemm 1024^3 on one core: 235 vs 172 GFLOP/s). But OpenBLAS 0.3.21 does not know Zen 5 and falls
-// back to its AVX2 "Haswell" kernels (124 GFLOP/s), which Eigen's AVX-512 GEMM beats by 1.4x. So:
-// OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled with. Set
-// OPENBLAS_CORETYPE=SkylakeX on such machines to get OpenBLAS's AVX-512 kernels (and the BLAS engine).
+// Which engine (measured: bench/gemm_sweep, table in bench/RESULTS.md). oneDNN picks its kernels
+// from the CPU's ISA at run time and runs AVX-512 on this project's Zen 5 machine; OpenBLAS 0.3.21
+// does not know Zen 5 (and the machine pins OPENBLAS_CORETYPE=Haswell), so it runs AVX2 kernels at
+// about half of oneDNN's speed on every float32 shape of the MNIST models and ResNet-20, and Eigen
+// loses most on wide products (its threading splits N badly). So float32 goes to oneDNN whenever it
+// is built in. float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless it
+// runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -22,9 +24,14 @@
 #include <climits>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+
+#if EMBER_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
 #if EMBER_HAVE_OPENBLAS
 #include <cblas.h>
@@ -47,34 +54,43 @@ static constexpr bool kHaveBlas = true;
 #else
 static constexpr bool kHaveBlas = false;
 #endif
+#if EMBER_HAVE_ONEDNN
+static constexpr bool kHaveOneDnn = true;
+#else
+static constexpr bool kHaveOneDnn = false;
+#endif
 
 namespace {
 
+// The engine a build without oneDNN uses (and float64 always): OpenBLAS when its kernels are at
+// least as wide as Eigen's, else Eigen (see the note at the top).
+GemmEngine blas_or_eigen() {
 #if EMBER_HAVE_OPENBLAS
-// True when OpenBLAS runs kernels at least as wide as Eigen's (see the note at the top).
-bool blas_kernels_match_eigen() {
 #ifdef EIGEN_VECTORIZE_AVX512
   const std::string core = openblas_get_corename();
-  return core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+  const bool wide = core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+  return wide ? GemmEngine::Blas : GemmEngine::Eigen;
 #else
-  return true;
+  return GemmEngine::Blas;
+#endif
+#else
+  return GemmEngine::Eigen;
 #endif
 }
-#endif
 
 GemmEngine initial_engine() {
   if (const char* env = std::getenv("EMBER_GEMM")) {
     const std::string e = env;
     if (e == "eigen") return GemmEngine::Eigen;
-    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'eigen' or 'blas', got '", e, "'");
+    if (e == "onednn") {
+      EMBER_CHECK(cpu_onednn_available(), "EMBER_GEMM=onednn: ember was built without oneDNN");
+      return GemmEngine::OneDnn;
+    }
+    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'eigen', 'blas' or 'onednn', got '", e, "'");
     EMBER_CHECK(cpu_blas_available(), "EMBER_GEMM=blas: ember was built without OpenBLAS");
     return GemmEngine::Blas;
   }
-#if EMBER_HAVE_OPENBLAS
-  return blas_kernels_match_eigen() ? GemmEngine::Blas : GemmEngine::Eigen;
-#else
-  return GemmEngine::Eigen;
-#endif
+  return kHaveOneDnn ? GemmEngine::OneDnn : blas_or_eigen();
 }
 
 std::atomic<GemmEngine>& engine_slot() {
@@ -82,26 +98,49 @@ std::atomic<GemmEngine>& engine_slot() {
   return engine;
 }
 
+// The engine one product runs on: the chosen one, except that oneDNN has no float64 GEMM and
+// OpenBLAS takes 32-bit sizes (Eigen does the rare larger products).
+GemmEngine engine_for(DType dtype, int64_t largest_size) {
+  GemmEngine e = cpu_gemm_engine();
+  if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
+  if (e == GemmEngine::Blas && largest_size > INT_MAX) e = GemmEngine::Eigen;
+  return e;
+}
+
 }  // namespace
 
 bool cpu_blas_available() { return kHaveBlas; }
+bool cpu_onednn_available() { return kHaveOneDnn; }
 GemmEngine cpu_gemm_engine() { return engine_slot().load(std::memory_order_relaxed); }
 void set_cpu_gemm_engine(GemmEngine engine) {
   EMBER_CHECK(engine != GemmEngine::Blas || cpu_blas_available(),
-              "set_cpu_gemm_engine: ember was built without OpenBLAS; only the Eigen engine is available");
+              "set_cpu_gemm_engine: ember was built without OpenBLAS; the Eigen engine is always available");
+  EMBER_CHECK(engine != GemmEngine::OneDnn || cpu_onednn_available(),
+              "set_cpu_gemm_engine: ember was built without oneDNN; the Eigen engine is always available");
   engine_slot().store(engine, std::memory_order_relaxed);
 }
-const char* gemm_engine_name(GemmEngine engine) { return engine == GemmEngine::Blas ? "OpenBLAS" : "Eigen"; }
+const char* gemm_engine_name(GemmEngine engine) {
+  switch (engine) {
+    case GemmEngine::Blas: return "OpenBLAS";
+    case GemmEngine::OneDnn: return "oneDNN";
+    default: return "Eigen";
+  }
+}
 
 std::string cpu_gemm_info() {
   std::string s = std::string("matmul engine: ") + gemm_engine_name(cpu_gemm_engine());
+#if EMBER_HAVE_ONEDNN
+  const dnnl_version_t* v = dnnl_version();
+  s += "; oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
+       " (" + (v->cpu_runtime == DNNL_RUNTIME_OMP ? "openmp" : "other") + " threading)";
+#endif
 #if EMBER_HAVE_OPENBLAS
   static const char* kThreading[] = {"sequential", "pthreads", "openmp"};
   const int p = openblas_get_parallel();
   s += std::string("; linked ") + openblas_get_config() + " (core " + openblas_get_corename() + ", " +
        (p >= 0 && p <= 2 ? kThreading[p] : "?") + " threading)";
 #else
-  s += " (built without OpenBLAS)";
+  s += "; built without OpenBLAS";
 #endif
   return s;
 }
@@ -178,6 +217,17 @@ void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T*
     times_b(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(la.ld)));
 }
 
+#if EMBER_HAVE_ONEDNN
+// oneDNN's sgemm is row-major like ember's tensors, with the same transpose and leading-dimension
+// conventions as cblas; it threads with OpenMP itself and runs single-threaded inside our regions.
+void onednn_gemm(int64_t M, int64_t N, int64_t K, const float* A, Layout la, const float* B, Layout lb, float* C) {
+  const dnnl_status_t st = dnnl_sgemm(la.trans ? 'T' : 'N', lb.trans ? 'T' : 'N', M, N, K, 1.0f, A, la.ld, B, lb.ld,
+                                      0.0f, C, N);
+  EMBER_CHECK(st == dnnl_success, "matmul: oneDNN sgemm failed (status ", static_cast<int>(st), ") for [", M, ", ",
+              K, "] x [", K, ", ", N, "]");
+}
+#endif
+
 #if EMBER_HAVE_OPENBLAS
 void blas_gemm(int M, int N, int K, const float* A, Layout la, const float* B, Layout lb, float* C) {
   cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
@@ -207,9 +257,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
     const Operand<T> A = make_operand<T>(a), B = make_operand<T>(b);
     T* C = out.data<T>();
-    GemmEngine engine = cpu_gemm_engine();
-    // BLAS takes 32-bit sizes; Eigen does the (rare) larger ones.
-    if (std::max({M, N, K, A.layout.ld, B.layout.ld}) > INT_MAX) engine = GemmEngine::Eigen;
+    const GemmEngine engine = engine_for(out.dtype(), std::max({M, N, K, A.layout.ld, B.layout.ld}));
 
     const int threads = get_num_threads();
     const int64_t mnk = M * N * K;
@@ -225,6 +273,14 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
 #endif
     auto one = [&](int64_t i) {
       T* c = C + i * M * N;
+#if EMBER_HAVE_ONEDNN
+      if constexpr (std::is_same_v<T, float>) {
+        if (engine == GemmEngine::OneDnn) {
+          onednn_gemm(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c);
+          return;
+        }
+      }
+#endif
 #if EMBER_HAVE_OPENBLAS
       if (engine == GemmEngine::Blas) {
         blas_gemm(static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), A.matrix(i), A.layout, B.matrix(i),

@@ -1,6 +1,6 @@
 // Which GEMM engine the CPU matmul kernel (cpu_matmul.cpp) runs on. Ordinary code never needs
 // this: the engine is chosen once, automatically. Tests use it to check both engines, benchmarks
-// to compare them, and EMBER_GEMM=eigen|blas overrides the choice from the environment.
+// to compare them, and EMBER_GEMM=eigen|blas|onednn overrides the choice from the environment.
 #pragma once
 
 #include <string>
@@ -8,16 +8,19 @@
 namespace ember {
 
 enum class GemmEngine {
-  Eigen,  // Eigen's own GEMM, compiled into ember for this CPU (always available)
-  Blas,   // OpenBLAS cblas_sgemm / cblas_dgemm (when ember was built with OpenBLAS)
+  Eigen,   // Eigen's own GEMM, compiled into ember for this CPU (always available)
+  Blas,    // OpenBLAS cblas_sgemm / cblas_dgemm (when ember was built with OpenBLAS)
+  OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
+           // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
 };
 
 bool cpu_blas_available();
+bool cpu_onednn_available();
 GemmEngine cpu_gemm_engine();
-void set_cpu_gemm_engine(GemmEngine engine);  // throws if Blas is asked for but not built in
+void set_cpu_gemm_engine(GemmEngine engine);  // throws if Blas/OneDnn is asked for but not built in
 const char* gemm_engine_name(GemmEngine engine);
 // One line for logs and benchmark reports: the engine in use and, when linked, OpenBLAS's build,
-// kernel set ("core") and threading model.
+// kernel set ("core") and threading model, and oneDNN's version and the CPU ISA its kernels use.
 std::string cpu_gemm_info();
 
 }  // namespace ember

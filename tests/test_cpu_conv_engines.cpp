@@ -1,0 +1,127 @@
+// The CPU convolution's two float32 paths give the same answers: oneDNN's primitives (when ember
+// is built with oneDNN) and the im2col + GEMM fallback (every build; selected here by switching
+// the matmul engine to Eigen, and with OpenBLAS when built in). Each is compared, forward and all
+// three gradients, with the float64 im2col result, over the configurations that change which
+// kernel oneDNN picks or which layout it reorders to: channels that are or are not multiples of
+// its 16-channel blocks, stride, padding, dilation, groups and depthwise, 1x1, one image, bias or
+// none, and the MNIST and ResNet-20 layer shapes.
+#include <gtest/gtest.h>
+
+#include "core/cpu/cpu_matmul.h"
+#include "nn/functional.h"
+#include "tests/test_util.h"
+
+namespace ember {
+namespace {
+
+namespace F = nn::functional;
+
+struct ConvCase {
+  const char* name;
+  Shape x, w;
+  bool bias;
+  int64_t stride, pad, dil, groups;
+};
+
+const std::vector<ConvCase>& cases() {
+  static const std::vector<ConvCase> cs = {
+      {"plain", {2, 3, 9, 11}, {4, 3, 3, 3}, true, 1, 0, 1, 1},
+      {"stride_pad_dilation", {2, 3, 13, 10}, {5, 3, 3, 2}, true, 2, 1, 2, 1},
+      {"groups", {2, 4, 7, 7}, {6, 2, 3, 3}, true, 1, 1, 1, 2},
+      {"depthwise_no_bias", {2, 3, 8, 7}, {6, 1, 3, 3}, false, 2, 1, 1, 3},
+      {"one_by_one", {3, 5, 6, 7}, {4, 5, 1, 1}, true, 1, 0, 1, 1},
+      {"one_image", {1, 2, 5, 5}, {3, 2, 3, 3}, true, 1, 1, 1, 1},
+      {"mnist_cnn_conv1", {4, 1, 28, 28}, {32, 1, 3, 3}, true, 1, 0, 1, 1},
+      {"mnist_cnn_conv2", {3, 32, 26, 26}, {64, 32, 3, 3}, true, 1, 0, 1, 1},
+      {"mnist_lenet_conv2", {5, 10, 12, 12}, {20, 10, 5, 5}, true, 1, 0, 1, 1},
+      {"resnet_3x3_16", {2, 16, 32, 32}, {16, 16, 3, 3}, false, 1, 1, 1, 1},
+      {"resnet_downsample", {2, 16, 32, 32}, {32, 16, 3, 3}, false, 2, 1, 1, 1},
+      {"resnet_shortcut_1x1_s2", {2, 32, 16, 16}, {64, 32, 1, 1}, false, 2, 0, 1, 1},
+  };
+  return cs;
+}
+
+struct Result {
+  Tensor out, gx, gw, gb;
+};
+
+// Forward and backward of sum(conv(x, w, b) * v) in x's dtype on the current engine.
+Result run(const ConvCase& c, DType dtype) {
+  Tensor x = test::rand_f64(c.x, -1, 1, 11).to(dtype).requires_grad_();
+  Tensor w = test::rand_f64(c.w, -1, 1, 12).to(dtype).requires_grad_();
+  Tensor b = c.bias ? test::rand_f64({c.w[0]}, -1, 1, 13).to(dtype).requires_grad_() : Tensor();
+  Tensor out = F::conv2d(x, w, b, c.stride, c.pad, c.dil, c.groups);
+  Tensor v = test::rand_f64(out.shape(), -1, 1, 14).to(dtype);
+  (out * v).sum().backward();
+  return {out.detach(), x.grad(), w.grad(), c.bias ? b.grad() : Tensor()};
+}
+
+void expect_same(const Result& got, const Result& want) {
+  // float32 sums of up to a few thousand products: relative error well under 1e-4.
+  test::expect_close(got.out, want.out, 1e-4, 1e-4);
+  test::expect_close(got.gx, want.gx, 1e-4, 1e-4);
+  test::expect_close(got.gw, want.gw, 1e-4, 1e-4);
+  if (want.gb.defined()) test::expect_close(got.gb, want.gb, 1e-4, 1e-4);
+}
+
+class CpuConvEngines : public ::testing::TestWithParam<GemmEngine> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == GemmEngine::OneDnn && !cpu_onednn_available()) GTEST_SKIP() << "ember was built without oneDNN";
+    if (GetParam() == GemmEngine::Blas && !cpu_blas_available()) GTEST_SKIP() << "ember was built without OpenBLAS";
+    saved_ = cpu_gemm_engine();
+    set_cpu_gemm_engine(GetParam());
+  }
+  void TearDown() override {
+    if (!IsSkipped()) set_cpu_gemm_engine(saved_);
+  }
+  GemmEngine saved_ = GemmEngine::Eigen;
+};
+
+TEST_P(CpuConvEngines, Float32MatchesFloat64ForwardAndGradients) {
+  for (const ConvCase& c : cases()) {
+    SCOPED_TRACE(c.name);
+    const Result want = run(c, kFloat64);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(threads);
+      const int saved = get_num_threads();
+      set_num_threads(threads);
+      expect_same(run(c, kFloat32), want);
+      set_num_threads(saved);
+    }
+  }
+}
+
+TEST_P(CpuConvEngines, RepeatedCallsReuseThePlanAndAgree) {
+  // The second call of a shape runs the cached primitives: the same numbers as the first.
+  const ConvCase& c = cases()[1];
+  const Result first = run(c, kFloat32), second = run(c, kFloat32);
+  test::expect_close(second.out, first.out, 0, 0);
+  test::expect_close(second.gw, first.gw, 0, 0);
+}
+
+TEST_P(CpuConvEngines, OnlyInputOrOnlyWeightGradient) {
+  // A frozen layer asks for the input gradient alone; a first layer for the weight's alone.
+  const ConvCase& c = cases()[0];
+  Tensor x = test::rand_f64(c.x, -1, 1, 11), w = test::rand_f64(c.w, -1, 1, 12);
+  for (bool input_grad : {true, false}) {
+    SCOPED_TRACE(input_grad);
+    Tensor x64 = x.clone().requires_grad_(input_grad), w64 = w.clone().requires_grad_(!input_grad);
+    F::conv2d(x64, w64, Tensor(), 1, 1).sum().backward();
+    Tensor x32 = x.to(kFloat32).requires_grad_(input_grad), w32 = w.to(kFloat32).requires_grad_(!input_grad);
+    F::conv2d(x32, w32, Tensor(), 1, 1).sum().backward();
+    if (input_grad)
+      test::expect_close(x32.grad(), x64.grad(), 1e-4, 1e-4);
+    else
+      test::expect_close(w32.grad(), w64.grad(), 1e-4, 1e-4);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, CpuConvEngines,
+                         ::testing::Values(GemmEngine::OneDnn, GemmEngine::Blas, GemmEngine::Eigen),
+                         [](const ::testing::TestParamInfo<GemmEngine>& info) {
+                           return std::string(gemm_engine_name(info.param));
+                         });
+
+}  // namespace
+}  // namespace ember

@@ -29,16 +29,18 @@ AllocatorStats StatsCounter::snapshot() const {
 
 namespace {
 
-// Host memory, 64-byte aligned. Blocks of 1 MiB and more are cached after free and handed out again
-// for a request of (nearly) the same size: glibc returns such blocks to the kernel with munmap (for
-// anything over 32 MiB it always does), so without the cache every large activation or im2col
-// buffer of a training step would be page-faulted in afresh — measured at ~75 ms for a 64 MB
-// tensor. Training steps repeat the same sizes, so reuse is nearly perfect. Small blocks go
-// straight to malloc, which already caches them well. empty_cache() releases the cached blocks.
+// Host memory, 64-byte aligned. Blocks of 64 KiB and more are cached after free and handed out
+// again for a request of (nearly) the same size. glibc serves such blocks with mmap or from the top
+// of the heap, and returns them to the kernel on free (munmap, or a heap trim); without the cache
+// every activation, im2col buffer or oneDNN blocked copy of a training step would be page-faulted
+// in afresh: measured at ~75 ms for a 64 MB tensor, and 20% of a LeNet epoch (perf: page faults
+// under oneDNN's kernels writing 100-700 KiB buffers) when only blocks from 1 MiB up were cached.
+// Training steps repeat the same sizes, so reuse is nearly perfect. Smaller blocks go straight to
+// malloc, which keeps them in its own free lists. empty_cache() releases the cached blocks.
 class CpuAllocator final : public Allocator {
  public:
   static constexpr size_t kAlign = 64;
-  static constexpr size_t kCacheMin = size_t{1} << 20;     // cache blocks from 1 MiB up
+  static constexpr size_t kCacheMin = size_t{1} << 16;     // cache blocks from 64 KiB up
   static constexpr size_t kCacheLimit = size_t{2} << 30;   // keep at most 2 GiB of free blocks
 
   ~CpuAllocator() override { empty_cache(); }
@@ -75,10 +77,11 @@ class CpuAllocator final : public Allocator {
   }
 
  private:
-  // Small blocks round to the alignment; cached ones to 64 KiB so near sizes share blocks.
+  // Small blocks round to the alignment; cached ones to 4 KiB (a page) below 1 MiB and to 64 KiB
+  // above, so near sizes share blocks.
   static size_t round_up(size_t n) {
     if (n == 0) return kAlign;  // empty tensors still get a valid, unique pointer
-    size_t unit = n >= kCacheMin ? size_t{1} << 16 : kAlign;
+    const size_t unit = n >= (size_t{1} << 20) ? size_t{1} << 16 : n >= kCacheMin ? size_t{1} << 12 : kAlign;
     return (n + unit - 1) / unit * unit;
   }
   // A free block of at least `size` and at most 1/8 larger (bounded waste), or nullptr.

@@ -8,7 +8,7 @@
 #   2. build       Release, EMBER_CUDA=AUTO: with the CUDA toolkit present the CUDA backend is
 #                  compiled too (for sm_90), and every CPU test must pass in that build without a GPU
 #   3. test        ctest, 2 tests at a time
-#   4. asan-build  ASan + UBSan build (EMBER_SANITIZE=ON; CUDA and benchmarks off)
+#   4. asan-build  ASan + UBSan build (EMBER_SANITIZE=ON; CUDA, oneDNN and benchmarks off)
 #   5. asan-test   the same suite under the sanitizers
 # EMBER_TEST_SKIP_SANITIZE=1 skips phases 4-5 for a quick local run.
 #
@@ -62,8 +62,11 @@ if [[ "${EMBER_TEST_SKIP_SANITIZE:-0}" != 1 ]]; then
   # halt_on_error: any report fails its test. Leak checking stays on (autograd cycles leak).
   export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  # Built without oneDNN: the whole suite then runs the fallback CPU engine (im2col convolution,
+  # Eigen/OpenBLAS GEMM) that a machine without libdnnl gets, while the Release pass above runs
+  # oneDNN. (Each pass also switches engines at run time in the engine tests.)
   build_and_test "asan-" build-test-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBER_SANITIZE=ON -DEMBER_CUDA=OFF \
-    -DEMBER_BUILD_BENCH=OFF
+    -DEMBER_BUILD_BENCH=OFF -DEMBER_ONEDNN=OFF
 fi
 
 echo "==== summary"

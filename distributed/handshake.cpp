@@ -26,20 +26,16 @@ std::vector<int64_t> all_gather_int64(Communicator& comm, const std::vector<int6
   return out.to(kCPU).to_vector<int64_t>();
 }
 
-// Every rank's `mine`, each padded to `width` bytes (the largest rank's length, which every rank
-// learnt from a gather before), in rank order.
-std::vector<std::string> all_gather_bytes(Communicator& comm, const std::string& mine,
-                                          const std::vector<int64_t>& lengths, int64_t width) {
-  Tensor in = zeros({width}, TensorOptions(kUInt8));
-  std::memcpy(in.data_ptr(), mine.data(), mine.size());
-  Tensor out = empty({checked_mul(comm.world_size(), width, "start-up handshake")},
-                     TensorOptions(kUInt8).device(comm.device()));
-  comm.all_gather(in.to(comm.device()), out);
-  Tensor host = out.to(kCPU);
-  const char* bytes = static_cast<const char*>(host.data_ptr());
-  std::vector<std::string> all;
-  for (int r = 0; r < comm.world_size(); ++r) all.emplace_back(bytes + r * width, lengths[r]);
-  return all;
+// Rank `root`'s `mine` on every rank; `length` is its size, which every rank learnt from a gather
+// before, so each rank allocates exactly what it receives.
+std::string broadcast_bytes(Communicator& comm, const std::string& mine, int64_t length, int root) {
+  if (length == 0) return "";
+  Tensor buffer = empty({length}, TensorOptions(kUInt8));
+  if (comm.rank() == root) std::memcpy(buffer.data_ptr(), mine.data(), length);
+  buffer = buffer.to(comm.device());
+  comm.broadcast(buffer, root);
+  Tensor host = buffer.to(kCPU);
+  return std::string(static_cast<const char*>(host.data_ptr()), length);
 }
 
 // ---- the signature's encoding ----
@@ -196,19 +192,21 @@ void check_same_signature_on_all_ranks(Communicator& comm, const ModelSignature&
   const std::string rule =
       " (every rank must wrap the same model: the same parameters and buffers, in the same order, with the same "
       "names, shapes, dtypes and requires_grad)";
-  std::ostringstream which;
-  for (size_t i = 0; i < differing.size(); ++i) which << (i ? ", " : "") << differing[i];
+  std::ostringstream which;  // at most 8 ranks by number: the message stays short on a large job
+  for (size_t i = 0; i < std::min<size_t>(differing.size(), 8); ++i) which << (i ? ", " : "") << differing[i];
+  if (differing.size() > 8) which << " and " << differing.size() - 8 << " more";
   const std::string ranks_differ = "; rank(s) " + which.str() + " differ from rank 0";
 
-  // Slow path: the full signatures, each bounded, so every rank can name the first difference.
-  const int64_t width = *std::max_element(lengths.begin(), lengths.end());
-  if (width > kMaxSignatureBytes)
-    EMBER_FAIL(context, ": rank ", differing[0], "'s model differs from rank 0's (its signature hash differs; the ",
-               "signatures, up to ", width, " bytes, are too large to compare entry by entry)", ranks_differ, rule);
-  const std::vector<std::string> all = all_gather_bytes(comm, bytes, lengths, std::max<int64_t>(width, 1));
-  const ModelSignature ours = SignatureReader(all[0], 0).read_all();
+  // Slow path: rank 0's signature and the first differing rank's, each bounded, so every rank can
+  // name the first difference (two broadcasts: the cost does not grow with the world size).
   const int r = differing[0];
-  std::string difference = first_difference(SignatureReader(all[r], r).read_all(), r, ours);
+  const int64_t width = std::max(lengths[0], lengths[r]);
+  if (width > kMaxSignatureBytes)
+    EMBER_FAIL(context, ": rank ", r, "'s model differs from rank 0's (its signature hash differs; the signatures, ",
+               width, " bytes, are too large to compare entry by entry)", ranks_differ, rule);
+  const ModelSignature ours = SignatureReader(broadcast_bytes(comm, bytes, lengths[0], 0), 0).read_all();
+  const ModelSignature theirs = SignatureReader(broadcast_bytes(comm, bytes, lengths[r], r), r).read_all();
+  std::string difference = first_difference(theirs, r, ours);
   if (difference.empty())  // equal entries, different hash: cannot happen with one build on every rank
     difference = detail::str_cat("rank ", r, "'s model signature hashes differently from rank 0's");
   EMBER_FAIL(context, ": ", difference, ranks_differ, rule);

@@ -8,9 +8,10 @@
 // first such collective every rank checks that it agrees with rank 0, and a disagreement is one
 // Error, thrown on every rank, naming both ranks and the first entry that differs.
 //
-// Every message is bounded: the fast path exchanges a fixed-size record per rank (entry counts and
-// a 64-bit hash of the encoded signature); only on a mismatch are the full signatures gathered,
-// each at most kMaxSignatureBytes, so every rank can say exactly what differs.
+// Every message is bounded: the fast path exchanges a fixed-size record per rank (the encoded
+// signature's length and 64-bit hash); only on a mismatch are two full signatures broadcast, rank
+// 0's and the first differing rank's, each at most kMaxSignatureBytes, so every rank can say
+// exactly what differs.
 #pragma once
 
 #include <cstdint>

@@ -335,9 +335,11 @@ struct TensorSpec {
   DType dtype = kFloat32;
   bool requires_grad = true;
 };
-std::shared_ptr<nn::Module> module_of(const std::vector<TensorSpec>& params, const std::vector<TensorSpec>& buffers = {}) {
+std::shared_ptr<nn::Module> module_of(const std::vector<TensorSpec>& params,
+                                      const std::vector<TensorSpec>& buffers = {}) {
   auto m = std::make_shared<nn::Module>("Tensors");
-  for (const TensorSpec& p : params) m->register_parameter(p.name, zeros(p.shape, TensorOptions(p.dtype)), p.requires_grad);
+  for (const TensorSpec& p : params)
+    m->register_parameter(p.name, zeros(p.shape, TensorOptions(p.dtype)), p.requires_grad);
   for (const TensorSpec& b : buffers) m->register_buffer(b.name, zeros(b.shape, TensorOptions(b.dtype)));
   return m;
 }
@@ -370,7 +372,8 @@ DDP_TEST(StartUpRejectsAnotherParameterCount) {
                            "rank 1 has 1 parameters and 0 buffers, rank 0 has 2 parameters and 0 buffers",
                            "rank(s) 1 differ from rank 0"});
   // And the other way round: rank 1 has one more.
-  expect_startup_mismatch(comm, module_of(kTwoParams), module_of({kTwoParams[0], kTwoParams[1], {"fc2_weight", {3, 8}}}),
+  expect_startup_mismatch(comm, module_of(kTwoParams),
+                          module_of({kTwoParams[0], kTwoParams[1], {"fc2_weight", {3, 8}}}),
                           {"rank 1 has parameter 'fc2_weight' (shape [3, 8], float32) where rank 0's model has no "
                            "more tensors"});
 }
@@ -406,7 +409,8 @@ DDP_TEST(StartUpRejectsAnotherBufferList) {
   expect_startup_mismatch(comm, module_of(kTwoParams, stats), module_of(kTwoParams, {stats[0]}),
                           {"rank 1's model has no more tensors where rank 0 has buffer 'bn_running_var'",
                            "rank 1 has 2 parameters and 1 buffers, rank 0 has 2 parameters and 2 buffers"});
-  expect_startup_mismatch(comm, module_of(kTwoParams, stats), module_of(kTwoParams, {stats[0], {"bn_running_var", {4}}}),
+  expect_startup_mismatch(comm, module_of(kTwoParams, stats),
+                          module_of(kTwoParams, {stats[0], {"bn_running_var", {4}}}),
                           {"rank 1's buffer 'bn_running_var' has shape [4], rank 0's has [8]"});
 }
 

@@ -49,8 +49,17 @@ if [ "$scenario" = kill ]; then
   # Wait until rank 0 reports that training has started, then SIGKILL rank 1 (found by its rank
   # variable among this job's processes), and time from the kill.
   for _ in $(seq 600); do grep -q "samples per rank per epoch" "$out" && break; sleep 0.1; done
-  # Only this job's processes: other tests may run the same binary at the same time.
-  descendants() { for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
+  # Only this job's processes: other tests may run the same binary at the same time. Read from
+  # /proc, so the test needs no procps.
+  children() {
+    local stat line ppid
+    for stat in /proc/[0-9]*/stat; do
+      { read -r line <"$stat"; } 2>/dev/null || continue  # the process may have exited
+      read -r _ ppid _ <<<"${line##*) }"  # after the command name: state, parent pid, ...
+      if [ "$ppid" = "$1" ]; then stat=${stat#/proc/}; echo "${stat%/stat}"; fi
+    done
+  }
+  descendants() { for child in $(children "$1"); do echo "$child"; descendants "$child"; done; }
   victim=""
   for pid in $(descendants "$job"); do
     if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -Eq '^(OMPI_COMM_WORLD_RANK|PMI_RANK)=1$'; then

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "distributed/handshake.h"
 
 namespace ember::nn {
 
@@ -21,6 +23,30 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// What every rank's model must agree on before DDP communicates: its parameters (with
+// requires_grad, which decides the buckets), then its buffers, in the order DDP sends them.
+distributed::ModelSignature signature_of(const Module& model) {
+  distributed::ModelSignature out;
+  for (const auto& [name, t] : model.named_parameters())
+    out.push_back({distributed::SignatureEntry::Kind::Parameter, name, t.shape(), t.dtype(), t.requires_grad()});
+  for (const auto& [name, t] : model.named_buffers())
+    out.push_back({distributed::SignatureEntry::Kind::Buffer, name, t.shape(), t.dtype(), false});
+  return out;
+}
+
+// The options that shape the collectives (bucket layout, per-forward broadcasts, the unused-
+// parameter protocol) must agree too; gradient_as_bucket_view is local and may differ.
+void check_same_options(Communicator& comm, const DDPOptions& o) {
+  // In bytes, so the message shows a number a user recognises; out-of-range caps are rejected
+  // later by the bucket layout, here they only need to compare equal.
+  const bool representable = o.bucket_cap_mb >= 0 && o.bucket_cap_mb < 1e12;
+  const int64_t cap_bytes = representable ? std::llround(o.bucket_cap_mb * 1024 * 1024) : -1;
+  distributed::check_same_values_on_all_ranks(
+      comm, {cap_bytes, o.broadcast_buffers, o.find_unused_parameters},
+      {"DDPOptions::bucket_cap_mb (in bytes)", "DDPOptions::broadcast_buffers", "DDPOptions::find_unused_parameters"},
+      "DDP start-up", " (these options decide which collectives run, so every rank must pass the same)");
 }
 
 // t as one flat dimension (a view for the contiguous tensors parameters and gradients usually are).
@@ -315,6 +341,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<Module> model, 
                 comm_->name(), " communicator works on ", comm_->device(),
                 "; move the model there first (model->to(device))");
 
+  // Before the first collective whose size each rank derives from its own model: a rank with
+  // another model would make the broadcast below read or write past its buffers.
+  distributed::check_same_signature_on_all_ranks(*comm_, signature_of(*model_), "DDP start-up");
+  check_same_options(*comm_, options_);
+
   // Every replica starts from rank 0's state.
   broadcast_coalesced(*comm_, model_->state_dict().values(), 0);
 
@@ -357,6 +388,10 @@ void DistributedDataParallel::train(bool on) {
 }
 
 void DistributedDataParallel::finish() { reducer_->finish(); }
+
+void DistributedDataParallel::check_steps_per_epoch(int64_t steps) const {
+  distributed::check_same_steps_per_epoch(*comm_, steps);
+}
 
 int64_t DistributedDataParallel::num_buckets() const { return reducer_->num_buckets(); }
 std::vector<std::vector<int64_t>> DistributedDataParallel::bucket_parameters() const {

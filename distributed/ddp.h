@@ -13,7 +13,10 @@
 //   }
 //
 // How it works:
-//  * Construction broadcasts rank 0's parameters and buffers, so every replica starts equal.
+//  * Construction first checks that every rank wraps the same model (distributed/handshake.h:
+//    parameter and buffer names, shapes, dtypes and requires_grad, in order) and passes the same
+//    bucket and buffer options; a mismatch throws on every rank, naming both ranks and the first
+//    difference. Then it broadcasts rank 0's parameters and buffers, so every replica starts equal.
 //  * Parameters are assigned to buckets of about bucket_cap_mb, in reverse registration order:
 //    backward produces the last layers' gradients first, so the first bucket fills first.
 //  * A gradient hook on each parameter (core/autograd.h: it fires once per backward, with the
@@ -122,6 +125,11 @@ class DistributedDataParallel : public Module {
   // Completes the current step's reduction if backward left it unfinished (see "Unused
   // parameters"); a no-op otherwise. Collective: every rank must call it when one does.
   void finish();
+
+  // Collective: throws on every rank unless all ranks will run `steps` synced steps this epoch
+  // (a rank with fewer would leave the others waiting in an all-reduce). Call it once the data
+  // loader is built, e.g. ddp->check_steps_per_epoch(loader.num_batches()).
+  void check_steps_per_epoch(int64_t steps) const;
 
   class NoSyncGuard {
    public:

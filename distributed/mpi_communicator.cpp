@@ -206,11 +206,139 @@ class MpiWork : public Work {
   bool failed_ = false;
 };
 
+// ---- start-up: nothing here may block without a deadline ----
+//
+// MPI_Comm_dup is a blocking collective over MPI_COMM_WORLD: a rank that failed before making its
+// communicator (bad flags, missing data) and went on to exit would leave the others spinning in it
+// forever, outside any collective timeout. So the communicator is made in two polled steps:
+//  1. An arrival check: every rank sends "arrived" to rank 0, which answers "all arrived" once it
+//     has heard from everyone. Rank 0 knows exactly who is missing when its deadline passes.
+//  2. MPI_Comm_idup, polled against the same deadline.
+// A timeout throws an Error naming the step, this rank and the missing ranks, and marks the job
+// broken, so it is aborted (run_guarded, the terminate handler, or at exit) instead of hanging.
+
+constexpr int kArrivalTag = 32123;  // on MPI_COMM_WORLD, used only here; below MPI's guaranteed tag bound 32767
+
+// Polls `requests` until all complete (true) or `deadline` passes (false); the requests still
+// pending then are left in place (the job is aborted, so they are never completed or freed).
+bool poll_until(std::vector<MPI_Request>& requests, std::chrono::steady_clock::time_point deadline) {
+  while (true) {
+    int all_done = 0;
+    {
+      std::lock_guard<std::mutex> lock(mpi_mutex());
+      EMBER_MPI_CHECK(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &all_done,
+                                  MPI_STATUSES_IGNORE));
+    }
+    if (all_done) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+}
+
+// The ranks whose request has not completed (requests[i] belongs to ranks[i]).
+std::string pending_ranks(std::vector<MPI_Request>& requests, const std::vector<int>& ranks) {
+  std::string out;
+  std::lock_guard<std::mutex> lock(mpi_mutex());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    int done = 0;
+    MPI_Test(&requests[i], &done, MPI_STATUS_IGNORE);
+    if (!done) out += (out.empty() ? "" : ", ") + std::to_string(ranks[i]);
+  }
+  return out;
+}
+
+[[noreturn]] void startup_timed_out(const std::string& what, int rank, std::chrono::milliseconds timeout,
+                                    const std::string& why) {
+  g_job_broken = true;
+  const std::string msg = detail::str_cat("communicator start-up (", what, ") timed out on rank ", rank, " after ",
+                                          timeout.count(), " ms (CommunicatorOptions::timeout): ", why,
+                                          "; the job will be aborted");
+  std::fprintf(stderr, "%s\n", msg.c_str());
+  std::fflush(stderr);
+  EMBER_FAIL(msg);
+}
+
+// The buffers of requests that may still be pending when a deadline passes: MPI may write into
+// them until the job is aborted, so on a timeout they are deliberately leaked, never freed.
+template <typename T>
+class StartupBuffer {
+ public:
+  explicit StartupBuffer(size_t n, T fill = {}) : data_(new std::vector<T>(n, fill)) {}
+  ~StartupBuffer() { delete data_; }
+  StartupBuffer(const StartupBuffer&) = delete;
+  StartupBuffer& operator=(const StartupBuffer&) = delete;
+  T* at(size_t i) { return &(*data_)[i]; }
+  void leak() { data_ = nullptr; }
+
+ private:
+  std::vector<T>* data_;
+};
+
+// Step 1: returns once every rank has arrived, or throws naming the ranks that did not.
+void wait_for_every_rank(int rank, int world_size, std::chrono::milliseconds timeout) {
+  if (world_size == 1) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  StartupBuffer<char> tokens(world_size, 1);  // one byte sent to or received from each peer
+  auto fail = [&](const std::string& why) {
+    tokens.leak();
+    startup_timed_out("arrival check before MPI_Comm_dup", rank, timeout, why);
+  };
+  if (rank == 0) {
+    std::vector<MPI_Request> arrivals(world_size - 1, MPI_REQUEST_NULL), answers(world_size - 1, MPI_REQUEST_NULL);
+    std::vector<int> peers;
+    {
+      std::lock_guard<std::mutex> lock(mpi_mutex());
+      for (int r = 1; r < world_size; ++r) {
+        peers.push_back(r);
+        EMBER_MPI_CHECK(MPI_Irecv(tokens.at(r), 1, MPI_CHAR, r, kArrivalTag, MPI_COMM_WORLD, &arrivals[r - 1]));
+      }
+    }
+    if (!poll_until(arrivals, deadline))
+      fail("rank(s) " + pending_ranks(arrivals, peers) +
+           " never arrived (they failed before making their communicator, hang, or run another program)");
+    {
+      std::lock_guard<std::mutex> lock(mpi_mutex());
+      for (int r = 1; r < world_size; ++r)
+        EMBER_MPI_CHECK(MPI_Isend(tokens.at(r), 1, MPI_CHAR, r, kArrivalTag, MPI_COMM_WORLD, &answers[r - 1]));
+    }
+    if (!poll_until(answers, deadline))
+      fail("rank(s) " + pending_ranks(answers, peers) + " did not take rank 0's answer");
+    return;
+  }
+  std::vector<MPI_Request> both(2, MPI_REQUEST_NULL);
+  {
+    std::lock_guard<std::mutex> lock(mpi_mutex());
+    EMBER_MPI_CHECK(MPI_Isend(tokens.at(0), 1, MPI_CHAR, 0, kArrivalTag, MPI_COMM_WORLD, &both[0]));
+    EMBER_MPI_CHECK(MPI_Irecv(tokens.at(1), 1, MPI_CHAR, 0, kArrivalTag, MPI_COMM_WORLD, &both[1]));
+  }
+  if (!poll_until(both, deadline))
+    fail("rank 0 did not confirm that every rank arrived (rank 0 or another rank failed before making its "
+         "communicator, or hangs)");
+}
+
+// Step 2: this rank's duplicate of MPI_COMM_WORLD, made without blocking past the deadline.
+MPI_Comm duplicate_world(int rank, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  StartupBuffer<MPI_Comm> comm(1, MPI_COMM_NULL);  // written by MPI when the duplicate completes
+  std::vector<MPI_Request> request(1, MPI_REQUEST_NULL);
+  {
+    std::lock_guard<std::mutex> lock(mpi_mutex());
+    EMBER_MPI_CHECK(MPI_Comm_idup(MPI_COMM_WORLD, comm.at(0), &request[0]));
+  }
+  if (!poll_until(request, deadline)) {
+    comm.leak();
+    startup_timed_out("MPI_Comm_idup", rank, timeout, "a peer rank has not joined (it failed or hangs)");
+  }
+  return *comm.at(0);
+}
+
 class MpiCommunicator : public Communicator {
  public:
   explicit MpiCommunicator(const CommunicatorOptions& options) : options_(options) {
+    const int world_rank = MpiEnvironment::rank();
+    wait_for_every_rank(world_rank, MpiEnvironment::world_size(), options_.timeout);
+    comm_ = duplicate_world(world_rank, options_.timeout);
     std::lock_guard<std::mutex> lock(mpi_mutex());
-    EMBER_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
     // Errors come back as codes (turned into ember::Error) instead of killing the process.
     EMBER_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
     EMBER_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -383,6 +511,15 @@ int MpiEnvironment::local_rank() {
 }
 
 void MpiEnvironment::abort(const std::string& reason) { abort_job(reason); }
+
+void fail_startup(const std::string& what) {
+  const int rank = world_rank_or_minus_one();
+  if (rank < 0) {  // MPI not (or no longer) running: no peers to stop
+    std::fprintf(stderr, "error: %s\n", what.c_str());
+    std::exit(1);
+  }
+  abort_job("rank " + std::to_string(rank) + " failed during start-up: " + what);
+}
 
 void check_same_on_all_ranks(Communicator& cpu_comm, const std::string& what, const std::vector<int64_t>& values) {
   const int n = cpu_comm.world_size();

@@ -47,8 +47,10 @@ class MpiEnvironment {
 };
 
 // A communicator over every rank of MPI_COMM_WORLD (its own duplicate, so several communicators
-// never mix messages). Collective: every rank must call it. Checks that all ranks agree on world
-// size and device type, with an error listing each rank's values otherwise.
+// never mix messages). Collective: every rank must call it. Nothing in it blocks past
+// options.timeout: every rank first reports to rank 0 (a rank that never arrives is a timeout
+// error on rank 0 naming it), then the duplicate is made with MPI_Comm_idup, polled. Checks that
+// all ranks agree on world size and device type, with an error listing each rank's values otherwise.
 std::shared_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options = {});
 
 // Collective start-up check over a CPU communicator: every rank passes `values` (e.g. world size,
@@ -69,6 +71,25 @@ auto run_guarded(Communicator& comm, Fn&& fn) -> decltype(fn()) {
     comm.abort("rank " + std::to_string(comm.rank()) + " failed: unknown exception");
   }
   std::abort();  // not reached: abort() does not return (the compiler cannot see that through virtual)
+}
+
+// Ends the program for a failure before a communicator exists (bad flags, missing data, a
+// communicator that could not be made). Under MPI it prints "rank R failed during start-up: <what>"
+// and aborts the whole job (MPI_Abort), so ranks already waiting in their communicator's start-up
+// stop within a second instead of hanging; without MPI it prints "error: <what>" and exits 1.
+[[noreturn]] void fail_startup(const std::string& what);
+
+// run_guarded for the code before a communicator exists: if fn throws, fail_startup(what).
+// Returns fn's result.
+template <typename Fn>
+auto run_guarded_startup(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    fail_startup(e.what());
+  } catch (...) {
+    fail_startup("unknown exception");
+  }
 }
 
 }  // namespace ember::distributed

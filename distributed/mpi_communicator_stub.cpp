@@ -23,6 +23,10 @@ void MpiEnvironment::abort(const std::string& reason) {
   std::fprintf(stderr, "%s\n", reason.c_str());
   std::abort();
 }
+void fail_startup(const std::string& what) {
+  std::fprintf(stderr, "error: %s\n", what.c_str());
+  std::exit(1);
+}
 std::shared_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions&) { no_mpi("make_mpi_communicator"); }
 void check_same_on_all_ranks(Communicator&, const std::string&, const std::vector<int64_t>&) {
   no_mpi("check_same_on_all_ranks");

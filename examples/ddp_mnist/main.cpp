@@ -15,12 +15,14 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "core/ember.h"
 #include "data/data.h"
 #include "data/distributed_sampler.h"
 #include "distributed/ddp.h"
+#include "distributed/handshake.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"
 #include "examples/mnist/models.h"
@@ -66,11 +68,29 @@ class EvalShard final : public data::Sampler {
   int world_, rank_;
 };
 
-std::shared_ptr<distributed::Communicator> make_communicator(const std::string& device) {
-  const bool launched_by_mpi = distributed::MpiEnvironment::available();
-  if (Device(device).is_cuda()) return distributed::make_nccl_communicator();  // GPU = local rank
-  if (launched_by_mpi) return distributed::make_mpi_communicator();
-  return std::make_shared<examples::LocalCommunicator>(kCPU);
+// The flags every rank must share: with another --device a rank would make another kind of
+// communicator; with other --epochs it would stop early and leave the others waiting in an
+// all-reduce; with another --seed the ranks' shuffles (and so their shards) would overlap.
+// (--model is checked by DDP's own start-up handshake, --limit and --batch-size by the steps check.)
+void check_same_flags(distributed::Communicator& comm, const Config& c) {
+  int64_t seed_bits;
+  std::memcpy(&seed_bits, &c.seed, sizeof seed_bits);
+  distributed::check_same_values_on_all_ranks(
+      comm, {Device(c.device).is_cuda(), c.epochs, seed_bits}, {"--device (0 = cpu, 1 = cuda)", "--epochs", "--seed"},
+      "ddp_mnist start-up", " (every rank must be started with the same flags)");
+}
+
+// Without MPI: a world of one. With MPI: the flags are checked over an MPI communicator first, so a
+// rank started with --device cuda among cpu ranks is an error instead of two kinds of start-up
+// waiting for each other.
+std::shared_ptr<distributed::Communicator> make_communicator(const Config& c) {
+  const bool cuda = Device(c.device).is_cuda();
+  if (!distributed::MpiEnvironment::available())
+    return cuda ? distributed::make_nccl_communicator() : std::make_shared<examples::LocalCommunicator>(kCPU);
+  auto mpi = distributed::make_mpi_communicator();
+  check_same_flags(*mpi, c);
+  if (cuda) return distributed::make_nccl_communicator();  // GPU = local rank
+  return mpi;
 }
 
 // Sums `values` (on the communicator's device) over the ranks; returns them on the host.
@@ -126,6 +146,9 @@ int train(const Config& c, distributed::Communicator& comm, std::shared_ptr<dist
                                           .seed(c.seed)
                                           .num_workers(c.workers)
                                           .pin_memory(device.is_cuda()));
+  // Each rank sized its shard from its own data: a rank with fewer steps would leave the others
+  // waiting in an all-reduce at the end of the epoch.
+  ddp->check_steps_per_epoch(loader.num_batches());
   if (rank == 0)
     spdlog::info(
         "{} ranks ({} on {}), model {} ({} parameters, {} buckets), {} samples per rank per epoch, "
@@ -196,20 +219,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);
-  if (c.threads > 0) set_num_threads(c.threads);
-  for (const char* f : {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"})
-    if (!std::filesystem::exists(std::filesystem::path(c.data) / f)) {
-      std::fprintf(stderr, "MNIST not found in %s: run bash scripts/fetch_mnist.sh (or pass --data DIR)\n",
-                   c.data.c_str());
-      return 1;
-    }
-  std::shared_ptr<distributed::Communicator> comm;
-  try {
-    comm = make_communicator(c.device);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cannot set up the communicator: %s\n", e.what());
-    return 1;
-  }
+  // Until the communicator exists, a failing rank aborts the whole job (other ranks may already be
+  // waiting in the communicator's start-up for it) with "rank R failed during start-up: <why>".
+  std::shared_ptr<distributed::Communicator> comm = distributed::run_guarded_startup([&] {
+    if (c.threads > 0) set_num_threads(c.threads);
+    for (const char* f : {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"})
+      EMBER_CHECK(std::filesystem::exists(std::filesystem::path(c.data) / f), "MNIST not found in ", c.data,
+                  ": run bash scripts/fetch_mnist.sh (or pass --data DIR)");
+    return make_communicator(c);
+  });
   // A rank that throws takes the whole job down instead of leaving the others in a collective.
   return distributed::run_guarded(*comm, [&] { return train(c, *comm, comm); });
 }

@@ -30,6 +30,7 @@
 
 #include "core/ember.h"
 #include "distributed/ddp.h"
+#include "distributed/handshake.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"
 #include "examples/mnist/models.h"
@@ -288,10 +289,18 @@ int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
   return 0;
 }
 
+// Under MPI, every rank must ask for the same kind of communicator: the --device flags are
+// compared over MPI first, so a cuda rank among cpu ranks is an error instead of two kinds of
+// start-up waiting for each other.
 std::shared_ptr<Communicator> make_communicator(const std::string& device) {
-  if (device == "cuda") return distributed::make_nccl_communicator();
-  if (distributed::MpiEnvironment::available()) return distributed::make_mpi_communicator();
-  return std::make_shared<examples::LocalCommunicator>(kCPU);
+  const bool cuda = device == "cuda";
+  if (!distributed::MpiEnvironment::available())
+    return cuda ? distributed::make_nccl_communicator() : std::make_shared<examples::LocalCommunicator>(kCPU);
+  auto mpi = distributed::make_mpi_communicator();
+  distributed::check_same_values_on_all_ranks(*mpi, {cuda}, {"--device (0 = cpu, 1 = cuda)"}, "ember_scaling start-up",
+                                              " (every rank must be started with the same flags)");
+  if (cuda) return distributed::make_nccl_communicator();
+  return mpi;
 }
 
 }  // namespace
@@ -323,13 +332,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);
-  if (c.threads > 0) set_num_threads(c.threads);
-  std::shared_ptr<Communicator> comm;
-  try {
-    comm = make_communicator(c.device);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cannot set up the communicator: %s\n", e.what());
-    return 1;
-  }
+  // A rank failing before its communicator exists aborts the job: the others may be waiting for it.
+  std::shared_ptr<Communicator> comm = distributed::run_guarded_startup([&] {
+    if (c.threads > 0) set_num_threads(c.threads);
+    return make_communicator(c.device);
+  });
   return distributed::run_guarded(*comm, [&] { return run(c, comm); });
 }

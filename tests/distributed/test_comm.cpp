@@ -269,5 +269,19 @@ TEST(CommFailure, DISABLED_PeerNeverCalls) {
   expect_error([&] { comm->all_reduce(t); }, {"unusable after an earlier collective timed out"});
 }
 
+// Rank 1 never makes its communicator (as a rank that failed on bad flags and exited would): rank
+// 0 must not spin in MPI_Comm_dup forever, but time out in the arrival check and name rank 1.
+TEST(CommFailure, DISABLED_PeerNeverMakesItsCommunicator) {
+  EMBER_REQUIRE_MPI(comm_unused);
+  if (comm_unused->rank() != 0) return;
+  distributed::CommunicatorOptions options;
+  options.timeout = std::chrono::seconds(2);
+  const auto start = std::chrono::steady_clock::now();
+  expect_error([&] { distributed::make_mpi_communicator(options); },
+               {"communicator start-up (arrival check before MPI_Comm_dup) timed out on rank 0 after 2000 ms",
+                "rank(s) 1 never arrived"});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
 }  // namespace
 }  // namespace ember::test

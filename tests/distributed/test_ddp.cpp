@@ -21,6 +21,7 @@
 #include "optim/sgd.h"
 #include "tests/distributed/dist_test_util.h"
 #include "tests/distributed/fake_communicator.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -318,6 +319,118 @@ TEST(DDPFake, RejectsAModelOnAnotherDevice) {
     model->to(Device(DeviceType::CUDA, 0));
     EXPECT_THROW(std::make_shared<DistributedDataParallel>(model, comm), Error);
   });
+}
+
+// ---------------- start-up handshake ----------------
+// Rank 1 (only) wraps a model that differs from rank 0's in one way. Before the handshake this
+// corrupted the heap (the broadcast of rank 0's state read past rank 1's buffers); now every rank
+// throws the same error naming both ranks and the first difference, and the communicator is still
+// usable afterwards (every rank left the handshake at the same collective).
+
+// A module holding exactly the tensors it is given: parameters (name, shape, dtype, requires_grad)
+// and buffers, in that order.
+struct TensorSpec {
+  std::string name;
+  Shape shape;
+  DType dtype = kFloat32;
+  bool requires_grad = true;
+};
+std::shared_ptr<nn::Module> module_of(const std::vector<TensorSpec>& params,
+                                      const std::vector<TensorSpec>& buffers = {}) {
+  auto m = std::make_shared<nn::Module>("Tensors");
+  for (const TensorSpec& p : params)
+    m->register_parameter(p.name, zeros(p.shape, TensorOptions(p.dtype)), p.requires_grad);
+  for (const TensorSpec& b : buffers) m->register_buffer(b.name, zeros(b.shape, TensorOptions(b.dtype)));
+  return m;
+}
+
+// Rank 0 (and every rank but 1) wraps `ours`, rank 1 wraps `theirs`: every rank must throw an
+// error containing `parts`, and a matching DDP must work right after.
+void expect_startup_mismatch(const std::shared_ptr<Communicator>& comm, const std::shared_ptr<nn::Module>& ours,
+                             const std::shared_ptr<nn::Module>& theirs, const std::vector<std::string>& parts,
+                             DDPOptions our_options = {}, DDPOptions their_options = {}) {
+  const bool rank1 = comm->rank() == 1;
+  if (comm->world_size() == 1) return;  // nothing to disagree with
+  ember::test::expect_error(
+      [&] {
+        auto ddp = std::make_shared<DistributedDataParallel>(rank1 ? theirs : ours, comm,
+                                                             rank1 ? their_options : our_options);
+        ADD_FAILURE() << "rank " << comm->rank() << " wrapped a model that differs between ranks";
+      },
+      parts);
+  auto model = make_mlp(7 + comm->rank());
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters()))) << "the communicator is out of step";
+}
+
+const std::vector<TensorSpec> kTwoParams = {{"fc1_weight", {8, 4}}, {"fc1_bias", {8}}};
+
+DDP_TEST(StartUpRejectsAnotherParameterCount) {
+  expect_startup_mismatch(comm, module_of(kTwoParams), module_of({{"fc1_weight", {8, 4}}}),
+                          {"DDP start-up: rank 1's model has no more tensors where rank 0 has parameter 'fc1_bias' "
+                           "(shape [8], float32)",
+                           "rank 1 has 1 parameters and 0 buffers, rank 0 has 2 parameters and 0 buffers",
+                           "rank(s) 1 differ from rank 0"});
+  // And the other way round: rank 1 has one more.
+  expect_startup_mismatch(comm, module_of(kTwoParams),
+                          module_of({kTwoParams[0], kTwoParams[1], {"fc2_weight", {3, 8}}}),
+                          {"rank 1 has parameter 'fc2_weight' (shape [3, 8], float32) where rank 0's model has no "
+                           "more tensors"});
+}
+
+DDP_TEST(StartUpRejectsAnotherName) {
+  expect_startup_mismatch(comm, module_of(kTwoParams), module_of({{"fc1_weight", {8, 4}}, {"fc1_b", {8}}}),
+                          {"rank 1's tensor #1 is parameter 'fc1_b', rank 0's is parameter 'fc1_bias'"});
+}
+
+DDP_TEST(StartUpRejectsAnotherShape) {
+  // The case: the same layers with another hidden width on one rank.
+  auto wide = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(784, 128), std::make_shared<nn::ReLU>(),
+                                               std::make_shared<nn::Linear>(128, 10));
+  auto narrow = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(784, 128), std::make_shared<nn::ReLU>(),
+                                                 std::make_shared<nn::Linear>(64, 10));
+  expect_startup_mismatch(comm, wide, narrow,
+                          {"DDP start-up: rank 1's parameter '2.weight' has shape [10, 64], rank 0's has [10, 128]"});
+}
+
+DDP_TEST(StartUpRejectsAnotherDtype) {
+  expect_startup_mismatch(comm, module_of(kTwoParams), module_of({{"fc1_weight", {8, 4}, kFloat64}, kTwoParams[1]}),
+                          {"rank 1's parameter 'fc1_weight' has dtype float64, rank 0's has float32"});
+}
+
+DDP_TEST(StartUpRejectsAFrozenParameterOnOneRank) {
+  expect_startup_mismatch(comm, module_of(kTwoParams),
+                          module_of({kTwoParams[0], {"fc1_bias", {8}, kFloat32, /*requires_grad=*/false}}),
+                          {"rank 1's parameter 'fc1_bias' has requires_grad false, rank 0's has true"});
+}
+
+DDP_TEST(StartUpRejectsAnotherBufferList) {
+  const std::vector<TensorSpec> stats = {{"bn_running_mean", {8}}, {"bn_running_var", {8}}};
+  expect_startup_mismatch(comm, module_of(kTwoParams, stats), module_of(kTwoParams, {stats[0]}),
+                          {"rank 1's model has no more tensors where rank 0 has buffer 'bn_running_var'",
+                           "rank 1 has 2 parameters and 1 buffers, rank 0 has 2 parameters and 2 buffers"});
+  expect_startup_mismatch(comm, module_of(kTwoParams, stats),
+                          module_of(kTwoParams, {stats[0], {"bn_running_var", {4}}}),
+                          {"rank 1's buffer 'bn_running_var' has shape [4], rank 0's has [8]"});
+}
+
+DDP_TEST(StartUpRejectsOtherBucketOptions) {
+  expect_startup_mismatch(comm, make_mlp(1), make_mlp(1),
+                          {"DDP start-up: rank 1's DDPOptions::bucket_cap_mb (in bytes) is 1048576, rank 0's is "
+                           "26214400"},
+                          DDPOptions(), DDPOptions().bucket_cap(1));
+  expect_startup_mismatch(comm, make_mlp(1), make_mlp(1),
+                          {"rank 1's DDPOptions::find_unused_parameters is 1, rank 0's is 0"}, DDPOptions(),
+                          DDPOptions().find_unused());
+}
+
+DDP_TEST(StepsPerEpochMustAgree) {
+  auto ddp = std::make_shared<DistributedDataParallel>(make_mlp(1), comm);
+  ddp->check_steps_per_epoch(13);  // agreeing ranks pass
+  if (comm->world_size() == 1) return;
+  ember::test::expect_error([&] { ddp->check_steps_per_epoch(comm->rank() == 1 ? 7 : 13); },
+                            {"DDP: rank 1 has 7 steps per epoch, rank 0 has 13"});
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the communicator is out of step";
 }
 
 }  // namespace

@@ -8,6 +8,10 @@ settings ember's examples/mnist uses, and prints one JSON line per network:
 Run with Debian's torch (CPU): /usr/bin/python3 bench/mnist_pytorch.py --data data/mnist --model mlp
 Threads: --threads (default 2, the machine's cores). Data is held in memory as one normalized
 float tensor and batches are index slices of a seeded permutation, like ember's in-memory loader.
+The test set is evaluated at the training batch size (--eval-batch to change it): PyTorch 1.13's CPU
+convolution is about 10x slower per image at batch 1000, and the comparison should see PyTorch at
+its best. --limit N trains on the first N samples only (smoke tests). The JSON line also lists the
+BLAS/oneDNN/MKL libraries the process loaded ("libs", from /proc/self/maps).
 
 --device cuda (scripts/gpu_check.sh): the model trains on the GPU in eager mode with PyTorch's
 defaults (cudnn.benchmark off, TF32 for convolutions only); each batch is gathered on the host,
@@ -46,6 +50,17 @@ def load(root, train):
     return x.contiguous(), torch.from_numpy(y)
 
 
+def loaded_math_libraries():
+    """Paths of the BLAS / oneDNN / MKL shared objects mapped into this process (bench/bench_report.h's rule)."""
+    found = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line[line.find("/"):].strip() if "/" in line else ""
+            if path.rsplit("/", 1)[-1].startswith(("libopenblas", "libblas", "libdnnl", "libmkl")):
+                found.add(path)
+    return sorted(found)
+
+
 def make_model(name):
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
@@ -73,6 +88,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N samples only")
+    ap.add_argument("--eval-batch", type=int, default=0, help="test batch size (default: the training batch)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -86,6 +103,9 @@ def main():
     x_train, y_train = load(args.data, True)
     x_test, y_test = load(args.data, False)
     batch, make_opt = SETTINGS[args.model]
+    if args.limit > 0:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    eval_batch = args.eval_batch or batch
     model = make_model(args.model).to(dev)  # on CUDA this also creates the context, before the clock
     opt = make_opt(model.parameters())
     sync()
@@ -105,14 +125,15 @@ def main():
     model.eval()
     correct = 0
     with torch.no_grad():
-        for i in range(0, len(x_test), 1000):
-            logits = model(x_test[i:i + 1000].to(dev))
-            correct += (logits.argmax(1) == y_test[i:i + 1000].to(dev)).sum().item()
+        for i in range(0, len(x_test), eval_batch):
+            logits = model(x_test[i:i + eval_batch].to(dev))
+            correct += (logits.argmax(1) == y_test[i:i + eval_batch].to(dev)).sum().item()
     result = {
         "framework": "pytorch", "torch": torch.__version__, "model": args.model, "threads": args.threads,
         "device": str(dev), "epoch_seconds": round(epoch_seconds, 3),
         "test_accuracy": round(100.0 * correct / len(x_test), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "eval_batch": eval_batch, "libs": loaded_math_libraries(),
     }
     if cuda:
         result["peak_device_mb"] = round(torch.cuda.max_memory_allocated(dev) / 1048576.0, 1)

@@ -3,8 +3,18 @@
 # only for what is missing, and does nothing at all when everything is present.
 #
 #   bash scripts/setup.sh           build, test and example dependencies
-#   bash scripts/setup.sh --torch   the same plus python3-torch, used only by the PyTorch
-#                                   reference/benchmark scripts (the test suite never needs it)
+#   bash scripts/setup.sh --torch   the same plus python3-torch and libtorch-dev (Debian's PyTorch
+#                                   1.13, Python and C++), used only by the PyTorch reference
+#                                   scripts and the benchmark anchors (the test suite never needs them)
+#   bash scripts/setup.sh --bench   the same plus linux-perf (bench/profile.sh) and GNU time
+#                                   (/usr/bin/time: peak RSS in bench/run_cpu_bench.sh)
+# Options combine: bash scripts/setup.sh --torch --bench is what bench/run_cpu_bench.sh needs.
+#
+# BLAS is the OpenMP build of OpenBLAS (libopenblas-openmp-dev), not the libopenblas-dev meta
+# package: that one pulls the pthread build, whose higher priority switches the system-wide
+# libopenblas.so.0 / libblas.so.3 alternatives to it on a user's machine. This script never runs
+# update-alternatives or changes any other system setting: it only installs packages (ember itself
+# links the openblas-openmp file by path, whatever the alternatives say).
 #
 # Runs apt-get directly as root, through sudo otherwise. The CUDA toolkit is not a Debian
 # package here: the build uses /usr/local/cuda when it exists and skips the CUDA backend otherwise.
@@ -13,7 +23,8 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build    # compiler, build system
   libeigen3-dev                        # dense linear algebra (CPU matmul fallback)
-  libopenblas-dev libopenblas0-openmp  # BLAS for CPU matmul, OpenMP build (shares ember's thread pool)
+  libopenblas-openmp-dev               # BLAS for CPU matmul, OpenMP build (shares ember's thread pool)
+  libdnnl-dev                          # oneDNN: CPU GEMM/convolution engine (and bench/peak, bench/gemm_sweep)
   libspdlog-dev libfmt-dev             # logging
   libgtest-dev libgmock-dev            # unit tests
   libbenchmark-dev                     # micro-benchmarks
@@ -23,8 +34,9 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --torch) packages+=(python3-torch) ;;
-    *) echo "setup.sh: unknown option '$arg' (expected --torch)" >&2; exit 2 ;;
+    --torch) packages+=(python3-torch libtorch-dev) ;;
+    --bench) packages+=(linux-perf time) ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --torch or --bench)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,6 +51,7 @@ fi
 
 sudo=()
 if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
+
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq

@@ -1,0 +1,120 @@
+// The three CPU GEMM engines available on this machine, called directly (no ember in between), and
+// the timing helper bench/peak.cpp and bench/gemm_sweep.cpp share.
+//   openblas  cblas_sgemm from the OpenMP build of OpenBLAS (the file ember links)
+//   eigen     a plain Eigen::Map product, threaded by Eigen's OpenMP loop (needs -fopenmp)
+//   dnnl      oneDNN's dnnl_sgemm (<oneapi/dnnl/dnnl.h>, Debian's libdnnl 2.6, also on libgomp)
+// All three take row-major C[M,N] = op(A)[M,K] * op(B)[K,N], beta = 0. Threads are set once per
+// thread count for all of them (omp_set_num_threads drives oneDNN, openblas_set_num_threads
+// OpenBLAS, Eigen::setNbThreads Eigen).
+#pragma once
+
+#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+
+// GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
+// Eigen's packet transposes into the GEMM (core/cpu/cpu_matmul.cpp silences it the same way).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace ember::bench {
+
+enum class Engine { OpenBlas, Eigen, Dnnl };
+inline constexpr Engine kEngines[] = {Engine::OpenBlas, Engine::Eigen, Engine::Dnnl};
+
+inline const char* engine_name(Engine e) {
+  switch (e) {
+    case Engine::OpenBlas: return "openblas";
+    case Engine::Eigen: return "eigen";
+    case Engine::Dnnl: return "dnnl";
+  }
+  return "?";
+}
+
+struct GemmArgs {
+  int64_t m, n, k;
+  bool trans_a, trans_b;
+  const float* a;  // op(A) is [M,K]: A is stored [K,M] when transposed
+  const float* b;  // op(B) is [K,N]: B is stored [N,K] when transposed
+  float* c;        // [M,N]
+};
+
+inline void set_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);  // its OpenMP build may have sized its pool at load time
+  Eigen::setNbThreads(n);
+}
+
+inline void sgemm_openblas(const GemmArgs& g) {
+  const int lda = static_cast<int>(g.trans_a ? g.m : g.k), ldb = static_cast<int>(g.trans_b ? g.k : g.n);
+  cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), 1.0f, g.a, lda, g.b, ldb, 0.0f, g.c,
+              static_cast<int>(g.n));
+}
+
+inline void sgemm_dnnl(const GemmArgs& g) {
+  const dnnl_dim_t lda = g.trans_a ? g.m : g.k, ldb = g.trans_b ? g.k : g.n;
+  const dnnl_status_t s = dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, 1.0f, g.a, lda,
+                                     g.b, ldb, 0.0f, g.c, g.n);
+  if (s != dnnl_success) {
+    std::fprintf(stderr, "dnnl_sgemm failed (status %d) on M=%lld N=%lld K=%lld\n", static_cast<int>(s),
+                 static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k));
+    std::exit(1);
+  }
+}
+
+// Row-major maps; a transposed operand is the map of its stored shape, transposed.
+inline void sgemm_eigen(const GemmArgs& g) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ConstMap = Eigen::Map<const RowMajor>;
+  Eigen::Map<RowMajor> c(g.c, g.m, g.n);
+  const ConstMap a_stored(g.a, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k);
+  const ConstMap b_stored(g.b, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n);
+  if (g.trans_a && g.trans_b) c.noalias() = a_stored.transpose() * b_stored.transpose();
+  else if (g.trans_a) c.noalias() = a_stored.transpose() * b_stored;
+  else if (g.trans_b) c.noalias() = a_stored * b_stored.transpose();
+  else c.noalias() = a_stored * b_stored;
+}
+
+inline void sgemm(Engine e, const GemmArgs& g) {
+  switch (e) {
+    case Engine::OpenBlas: return sgemm_openblas(g);
+    case Engine::Eigen: return sgemm_eigen(g);
+    case Engine::Dnnl: return sgemm_dnnl(g);
+  }
+}
+
+// Median seconds of `reps` calls after one untimed warm-up call (which also lets each engine set up
+// its buffers and JIT kernels).
+inline double median_seconds(Engine e, const GemmArgs& g, int reps) {
+  sgemm(e, g);
+  std::vector<double> t(static_cast<size_t>(reps));
+  for (double& s : t) {
+    const auto start = std::chrono::steady_clock::now();
+    sgemm(e, g);
+    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Operands for the largest GEMM of a run, allocated and filled once, reused for every shape.
+struct GemmBuffers {
+  std::vector<float> a, b, c;
+  GemmBuffers(size_t a_size, size_t b_size, size_t c_size) : a(a_size), b(b_size), c(c_size) {
+    uint32_t x = 12345;  // cheap deterministic values in [-1, 1): the timing does not depend on them
+    for (auto* v : {&a, &b})
+      for (float& f : *v) f = static_cast<float>((x = x * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+  }
+  GemmArgs args(int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b) {
+    return {m, n, k, trans_a, trans_b, a.data(), b.data(), c.data()};
+  }
+};
+
+}  // namespace ember::bench

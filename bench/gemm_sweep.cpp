@@ -1,0 +1,144 @@
+// ember_gemm_sweep: the engine sweep behind ember's CPU GEMM choice. For every linear and
+// convolution layer of the benchmark networks (bench/model_shapes.h: mlp, lenet, cnn at their
+// training batch sizes, ResNet-20 at batch 128 and 32), it times the GEMMs of a training step —
+// forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen and oneDNN at each
+// thread count (median of --reps calls after a warm-up) and prints GFLOP/s per engine and the
+// fastest, one markdown row per GEMM and thread count.
+//
+//   build/bench/ember_gemm_sweep [--threads 1,2] [--reps 7] [--model cnn] [--csv sweep.csv]
+//
+// At the end it prints each network's FLOPs per training step summed over these GEMMs, which
+// bench/roofline.py's per-layer formulas must reproduce (run `python3 bench/roofline.py` beside it).
+// A `slowest/fastest` column shows how far the worst engine is from the best on each shape.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bench/gemm_engines.h"
+#include "bench/model_shapes.h"
+
+using namespace ember::bench;
+
+namespace {
+
+struct Options {
+  std::vector<int> threads = {1, 2};
+  int reps = 7;
+  std::string model;  // empty: all
+  std::string csv;
+};
+
+[[noreturn]] void usage_error(const std::string& why) {
+  std::fprintf(stderr,
+               "ember_gemm_sweep: %s\nusage: ember_gemm_sweep [--threads 1,2] [--reps 7] [--model NAME] [--csv FILE]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+int positive(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || v <= 0 || v > 1024) usage_error(flag + " needs a positive integer, got '" + text + "'");
+  return static_cast<int>(v);
+}
+
+std::vector<int> thread_list(const std::string& s) {
+  std::vector<int> t;
+  for (size_t start = 0; start <= s.size();) {
+    const size_t comma = std::min(s.find(',', start), s.size());
+    t.push_back(positive("--threads", s.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return t;
+}
+
+Options parse(int argc, char** argv, const std::vector<Layer>& layers) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage_error("missing value after " + flag);
+    const std::string value = argv[++i];
+    if (flag == "--threads") o.threads = thread_list(value);
+    else if (flag == "--reps") o.reps = positive(flag, value);
+    else if (flag == "--model") o.model = value;
+    else if (flag == "--csv") o.csv = value;
+    else usage_error("unknown option " + flag);
+  }
+  std::set<std::string> models;
+  for (const Layer& l : layers) models.insert(l.model);
+  if (!o.model.empty() && !models.count(o.model)) usage_error("unknown --model '" + o.model + "'");
+  return o;
+}
+
+// Room for the largest operands of any GEMM in the list.
+GemmBuffers buffers_for(const std::vector<Gemm>& gemms) {
+  size_t a = 1, b = 1, c = 1;
+  for (const Gemm& g : gemms) {
+    a = std::max(a, static_cast<size_t>(g.m * g.k));
+    b = std::max(b, static_cast<size_t>(g.k * g.n));
+    c = std::max(c, static_cast<size_t>(g.m * g.n));
+  }
+  return GemmBuffers(a, b, c);
+}
+
+std::string transposes(const Gemm& g) {
+  return std::string(g.trans_a ? "T" : "N") + (g.trans_b ? "T" : "N");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<Layer> layers = benchmark_layers();
+  const Options o = parse(argc, argv, layers);
+  std::vector<Gemm> gemms;
+  for (const Layer& l : layers)
+    if (o.model.empty() || o.model == l.model)
+      for (const Gemm& g : gemms_of(l)) gemms.push_back(g);
+  GemmBuffers buffers = buffers_for(gemms);
+
+  std::ofstream csv;
+  if (!o.csv.empty()) {
+    csv.open(o.csv);
+    if (!csv) {
+      std::fprintf(stderr, "ember_gemm_sweep: cannot open --csv %s for writing\n", o.csv.c_str());
+      return 1;
+    }
+    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest\n";
+  }
+
+  std::printf("GFLOP/s, median of %d calls; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
+  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int t : o.threads) {
+    set_threads(t);
+    for (const Gemm& g : gemms) {
+      const GemmArgs args = buffers.args(g.m, g.n, g.k, g.trans_a, g.trans_b);
+      double rate[3];
+      int best = 0, worst = 0;
+      for (int e = 0; e < 3; ++e) {
+        rate[e] = g.flops() / median_seconds(kEngines[e], args, o.reps) / 1e9;
+        if (rate[e] > rate[best]) best = e;
+        if (rate[e] < rate[worst]) worst = e;
+      }
+      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f |\n", g.layer->model,
+                  g.layer->name, role_name(g.role), static_cast<long long>(g.m), static_cast<long long>(g.n),
+                  static_cast<long long>(g.k), transposes(g).c_str(), t, rate[0], rate[1], rate[2],
+                  engine_name(kEngines[best]), rate[best] / rate[worst]);
+      std::fflush(stdout);
+      if (csv)
+        csv << g.layer->model << ',' << g.layer->name << ',' << role_name(g.role) << ',' << g.m << ',' << g.n << ','
+            << g.k << ',' << transposes(g) << ',' << t << ',' << rate[0] << ',' << rate[1] << ',' << rate[2] << ','
+            << engine_name(kEngines[best]) << '\n';
+    }
+  }
+
+  std::printf("\nGEMM FLOPs per training step (forward + backward; compare bench/roofline.py):\n");
+  std::set<std::string> printed;
+  for (const Layer& l : layers)
+    if ((o.model.empty() || o.model == l.model) && printed.insert(l.model).second)
+      std::printf("step_flops model=%s gflop=%.4f\n", l.model, step_flops(layers, l.model) / 1e9);
+  return 0;
+}

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/shape.h"
@@ -60,7 +61,10 @@ class Tensor {
   DType dtype() const;
   Device device() const;
   size_t element_size() const { return dtype_size(dtype()); }
-  size_t nbytes() const { return numel() * element_size(); }
+  // Checked: an expanded view can count more elements than fit in memory, let alone in bytes.
+  size_t nbytes() const {
+    return static_cast<size_t>(checked_mul(numel(), static_cast<int64_t>(element_size()), "nbytes"));
+  }
   bool is_contiguous() const;
   const std::shared_ptr<Storage>& storage() const;
   void* data_ptr() const;  // address of element 0 (storage base + offset)

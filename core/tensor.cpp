@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/memory_overlap.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -203,11 +204,14 @@ Tensor& binary_inplace(Tensor& self, const Tensor& o, BinaryOp op, const char* n
   EMBER_CHECK(o.device() == self.device(), name, ": device mismatch: ", self.device(), " and ", o.device());
   EMBER_CHECK(broadcast_shapes(name, self.shape(), o.shape()) == self.shape(), name, ": cannot broadcast ", o.shape(),
               " into ", self.shape());
+  check_no_internal_overlap(self, name);
+  check_no_partial_overlap(self, o, name);  // the input as given, before it is broadcast
   backend_of(self).binary(op, self, o.detach().expand(self.shape()), self);
   return self;
 }
 Tensor& unary_inplace(Tensor& self, UnaryOp op, Scalars s, const char* name) {
   check_inplace(self, name);
+  check_no_internal_overlap(self, name);
   backend_of(self).unary(op, self, self, s);
   return self;
 }
@@ -225,6 +229,7 @@ Tensor& Tensor::mul_(double s) { return unary_inplace(*this, UnaryOp::MulScalar,
 Tensor& Tensor::div_(const Tensor& o) { return binary_inplace(*this, o, BinaryOp::Div, "div_"); }
 Tensor& Tensor::div_(double s) { return unary_inplace(*this, UnaryOp::MulScalar, {1.0 / s, 0}, "div_"); }
 Tensor& Tensor::clamp_(double lo, double hi) { return unary_inplace(*this, UnaryOp::Clamp, {lo, hi}, "clamp_"); }
+// fill_ writes one value everywhere, so an expanded destination is fine (as in PyTorch).
 Tensor& Tensor::fill_(double v) {
   check_inplace(*this, "fill_");
   backend_of(*this).fill(*this, v);
@@ -234,6 +239,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
   EMBER_CHECK(broadcast_shapes("copy_", shape(), src.shape()) == shape(), "copy_: cannot broadcast ", src.shape(),
               " into ", shape());
+  check_no_internal_overlap(*this, "copy_");
+  check_no_partial_overlap(*this, src, "copy_");
   Tensor s = src.detach();
   if (s.device() != device()) s = s.to(device());
   backend_of(*this).copy(s.expand(shape()), *this);

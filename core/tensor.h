@@ -113,6 +113,8 @@ class Tensor {
   Tensor pow(double e) const;
   Tensor pow(const Tensor& e) const;
   Tensor sqrt() const;
+  Tensor sin() const;
+  Tensor cos() const;
   Tensor abs() const;
   Tensor tanh() const;
   Tensor sigmoid() const;
@@ -129,6 +131,7 @@ class Tensor {
   Tensor min() const;
   Tensor min(const std::vector<int64_t>& dims, bool keepdim = false) const;
   Tensor var(const std::vector<int64_t>& dims, bool unbiased = true, bool keepdim = false) const;
+  Tensor std(const std::vector<int64_t>& dims, bool unbiased = true, bool keepdim = false) const;
   Tensor argmax(int64_t dim, bool keepdim = false) const;
   Tensor argmin(int64_t dim, bool keepdim = false) const;
   Tensor softmax(int64_t dim) const;

@@ -219,18 +219,18 @@ Tensor& binary_inplace(Tensor& self, const Tensor& o, BinaryOp op, const char* n
   DType result = promote_types(self.dtype(), o.dtype());
   if (op == BinaryOp::Div && !is_floating(result)) result = kDefaultFloat;  // true division
   check_result_fits(self, result, name);
-  check_inplace(self, name);
   EMBER_CHECK(broadcast_shapes(name, self.shape(), o.shape()) == self.shape(), name, ": cannot broadcast ", o.shape(),
               " into ", self.shape());
   check_no_internal_overlap(self, name);
   check_no_partial_overlap(self, o, name);  // the input as given, before it is broadcast
+  check_inplace(self, name);                // last: it bumps the version, which a refused write must not
   backend_of(self).binary(op, self, o.detach().to(self.dtype()).expand(self.shape()), self);
   return self;
 }
 Tensor& unary_inplace(Tensor& self, UnaryOp op, Scalars s, const char* name, DType result) {
   check_result_fits(self, result, name);
-  check_inplace(self, name);
   check_no_internal_overlap(self, name);
+  check_inplace(self, name);
   backend_of(self).unary(op, self, self, s);
   return self;
 }
@@ -264,11 +264,12 @@ Tensor& Tensor::fill_(double v) {
   return *this;
 }
 Tensor& Tensor::copy_(const Tensor& src) {
-  check_inplace(*this, "copy_");
+  EMBER_CHECK(defined(), "copy_: called on an undefined tensor");
   EMBER_CHECK(broadcast_shapes("copy_", shape(), src.shape()) == shape(), "copy_: cannot broadcast ", src.shape(),
               " into ", shape());
   check_no_internal_overlap(*this, "copy_");
   check_no_partial_overlap(*this, src, "copy_");
+  check_inplace(*this, "copy_");
   Tensor s = src.detach();
   if (s.device() != device()) s = s.to(device());
   backend_of(*this).copy(s.expand(shape()), *this);

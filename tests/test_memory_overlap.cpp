@@ -49,6 +49,7 @@ TEST(MemoryOverlap, InPlaceWithAPartiallyOverlappingInputRaises) {
   Tensor v = arange(8.0);
   expect_error([&] { v.slice(0, 1, 8).copy_(v.slice(0, 0, 7)); }, {"copy_", kPartial});
   EXPECT_EQ(x.to_vector<float>(), std::vector<float>({0, 1, 2, 3, 4, 5, 6, 7, 8})) << "nothing was written";
+  EXPECT_EQ(x.storage()->version(), 0u) << "a refused write does not count as a modification";
 }
 
 TEST(MemoryOverlap, IdenticalOrDisjointViewsAreFine) {

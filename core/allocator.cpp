@@ -50,7 +50,11 @@ class CpuAllocator final : public Allocator {
     void* p = nullptr;
     if (rounded >= kCacheMin) p = take_cached(rounded);
     if (p == nullptr) p = std::aligned_alloc(kAlign, rounded);
-    EMBER_CHECK(p != nullptr, "cpu allocator: out of memory allocating ", nbytes, " bytes");
+    if (p == nullptr) {  // the cached free blocks may be what is in the way: give them back, try once more
+      empty_cache();
+      p = std::aligned_alloc(kAlign, rounded);
+    }
+    if (p == nullptr) throw_out_of_memory(nbytes);
     stats_.on_alloc(nbytes);
     return p;
   }
@@ -78,11 +82,21 @@ class CpuAllocator final : public Allocator {
 
  private:
   // Small blocks round to the alignment; cached ones to 4 KiB (a page) below 1 MiB and to 64 KiB
-  // above, so near sizes share blocks.
+  // above, so near sizes share blocks. Factories ask for at most 2^63-1 bytes
+  // (core/checked_math.h), so the rounding cannot wrap.
   static size_t round_up(size_t n) {
     if (n == 0) return kAlign;  // empty tensors still get a valid, unique pointer
     const size_t unit = n >= (size_t{1} << 20) ? size_t{1} << 16 : n >= kCacheMin ? size_t{1} << 12 : kAlign;
     return (n + unit - 1) / unit * unit;
+  }
+  // An OutOfMemoryError (not a plain Error) so callers can catch it, free tensors and go on.
+  [[noreturn]] void throw_out_of_memory(size_t nbytes) const {
+    const AllocatorStats s = stats_.snapshot();
+    throw OutOfMemoryError(detail::str_cat("cpu allocator: out of memory allocating ", nbytes, " bytes (",
+                                           static_cast<double>(nbytes) / (1 << 30), " GiB); ember holds ", s.live_bytes,
+                                           " bytes in ", s.live_allocations,
+                                           " tensors. Free tensors or use smaller batches (core/allocator.cpp:",
+                                           __LINE__, ")"));
   }
   // A free block of at least `size` and at most 1/8 larger (bounded waste), or nullptr.
   void* take_cached(size_t size) {

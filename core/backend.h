@@ -146,18 +146,19 @@ class Backend {
 
   // Fused log_softmax + negative log likelihood per row of logits [N, C] with int64 class targets
   // [N]: loss[i] = (1 - s) * (lse_i - x[i, t_i]) + s * (lse_i - mean_c x[i, c]) with s the label
-  // smoothing, and 0 where t_i == ignore_index. Writes loss [N] and lse [N] (logsumexp of each
-  // row, kept for the backward). A target outside [0, C) other than ignore_index is an error on
+  // smoothing, and 0 where t_i == ignore_index. Writes loss [N] and row_stats [N, 2]: each row's
+  // max m and log(sum(exp(x - m))), kept for the backward (core/cross_entropy_row.h says why the
+  // two are kept apart rather than summed into a logsumexp). A target outside [0, C) other than ignore_index is an error on
   // the CPU; on CUDA, where reporting it would need a host read of the targets every step, that
   // row's loss and gradient are NaN instead (cuda/cuda_loss.cu) and memory is never indexed by it.
-  virtual void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+  virtual void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                              int64_t ignore_index, double label_smoothing) {
     EMBER_FAIL("cross_entropy: not implemented on this device (", logits.device(), ")");
   }
   // grad_logits[i, c] = grad_loss[i] * (softmax[i, c] - (1 - s) * [c == t_i] - s / C); 0 on ignored rows.
   // grad_loss [N] may have stride 0 (the gradient of a mean or sum, broadcast).
   virtual void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
-                                      const Tensor& lse, const Tensor& grad_logits, int64_t ignore_index,
+                                      const Tensor& row_stats, const Tensor& grad_logits, int64_t ignore_index,
                                       double label_smoothing) {
     EMBER_FAIL("cross_entropy_backward: not implemented on this device (", logits.device(), ")");
   }

@@ -45,6 +45,30 @@ inline bool is_floating(DType t) { return t == DType::Float32 || t == DType::Flo
 
 inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
 
+// The floating dtype that integer inputs of float math (exp, true division, a float scalar) become:
+// PyTorch's default dtype.
+inline constexpr DType kDefaultFloat = DType::Float32;
+
+// PyTorch's type promotion for the dtypes ember computes with: uint8 < int64 < float32 < float64
+// (the lattice is a chain, so the result is the larger of the two). The one function every binary
+// op uses to pick its computation dtype; half types are refused until kernels support them.
+inline DType promote_types(DType a, DType b) {
+  auto rank = [](DType t) -> int {
+    switch (t) {
+      case DType::UInt8: return 0;
+      case DType::Int64: return 1;
+      case DType::Float32: return 2;
+      case DType::Float64: return 3;
+      default: EMBER_FAIL("type promotion: dtype ", dtype_name(t), " is not supported");
+    }
+  };
+  return rank(a) >= rank(b) ? a : b;
+}
+
+// Whether a result of dtype `from` may be written into a tensor of dtype `to` in place (PyTorch's
+// can_cast: never a float into an integer tensor).
+inline bool can_cast(DType from, DType to) { return is_floating(to) || !is_floating(from); }
+
 template <typename T> struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::Float32; };
 template <> struct dtype_of<double> { static constexpr DType value = DType::Float64; };

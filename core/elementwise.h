@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/generator.h"  // EMBER_HD
 
@@ -17,16 +18,16 @@ struct Scalars {
 };
 
 enum class UnaryOp : uint8_t {
-  Neg, Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu, Gelu, Sign,
+  Neg, Exp, Log, Sqrt, Abs, Tanh, Sigmoid, Relu, Gelu, Sign, Sin, Cos,
   AddScalar, MulScalar, RSubScalar, RDivScalar, PowScalar, Clamp,
   EqScalar, NeScalar, LtScalar, LeScalar, GtScalar, GeScalar,  // output uint8
 };
 
 enum class BinaryOp : uint8_t {
-  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+  Add, Sub, Mul, Div, Pow, Maximum, Minimum, FloorDiv,
   Eq, Ne, Lt, Le, Gt, Ge,  // output uint8
   // Fused first-order backward formulas (a = incoming gradient, b = saved input or output):
-  ReluBackward,     // a * (x > 0)
+  ReluBackward,     // a where y = relu(x) is not <= 0 (so a NaN input passes the gradient, as in PyTorch)
   GeluBackward,     // a * gelu'(x)
   SigmoidBackward,  // a * y * (1 - y)   (b = y = sigmoid(x))
   TanhBackward,     // a * (1 - y^2)     (b = y = tanh(x))
@@ -45,6 +46,33 @@ template <typename T> EMBER_HD T gelu_grad(T x) {
 }
 template <typename T> EMBER_HD T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
+// x != x only for a NaN; false for every integer, so the NaN-propagating ops below serve all dtypes.
+template <typename T> EMBER_HD bool is_nan(T x) { return x != x; }
+// PyTorch's maximum/minimum: a NaN in either operand wins.
+template <typename T> EMBER_HD T maximum(T a, T b) { return is_nan(a) ? a : (is_nan(b) ? b : (a > b ? a : b)); }
+template <typename T> EMBER_HD T minimum(T a, T b) { return is_nan(a) ? a : (is_nan(b) ? b : (a < b ? a : b)); }
+
+// Division rounding toward -inf (PyTorch's floor_divide). Integers: C++ truncates toward zero, so
+// a quotient with a remainder of the other sign is one too large. Floats: PyTorch's formula from
+// fmod, so the result is exact where floor(a / b) would round a / b first; b == 0 gives a / b (+-inf, NaN).
+template <typename T> EMBER_HD T floor_divide(T a, T b) {
+  if constexpr (std::is_unsigned_v<T>) {
+    return a / b;  // no negative operands: truncation is the floor
+  } else if constexpr (std::is_integral_v<T>) {
+    const T q = a / b;  // callers refuse b == 0 for integers
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? T(q - 1) : q;
+  } else {
+    if (b == T(0)) return a / b;
+    const T mod = std::fmod(a, b);
+    T div = (a - mod) / b;
+    if (mod != T(0) && ((b < T(0)) != (mod < T(0)))) div -= T(1);
+    if (div == T(0)) return std::copysign(T(0), a / b);
+    T floored = std::floor(div);
+    if (div - floored > T(0.5)) floored += T(1);
+    return floored;
+  }
+}
+
 // One functor per op. Unary functors take (x, a, b) with a, b the op's scalars.
 #define EMBER_UNARY(Name, expr) \
   struct Name { template <typename T> EMBER_HD auto operator()(T x, T a, T b) const { (void)a; (void)b; return expr; } };
@@ -55,9 +83,11 @@ EMBER_UNARY(Sqrt, std::sqrt(x))
 EMBER_UNARY(Abs, x < T(0) ? T(-x) : x)
 EMBER_UNARY(Tanh, std::tanh(x))
 EMBER_UNARY(Sigmoid, sigmoid(x))
-EMBER_UNARY(Relu, x > T(0) ? x : T(0))
+EMBER_UNARY(Relu, x <= T(0) ? T(0) : x)  // NaN stays NaN, as in PyTorch
 EMBER_UNARY(Gelu, gelu(x))
 EMBER_UNARY(Sign, T((x > T(0)) - (x < T(0))))
+EMBER_UNARY(Sin, std::sin(x))
+EMBER_UNARY(Cos, std::cos(x))
 EMBER_UNARY(AddScalar, T(x + a))
 EMBER_UNARY(MulScalar, T(x * a))
 EMBER_UNARY(RSubScalar, T(a - x))
@@ -79,15 +109,16 @@ EMBER_BINARY(Sub, T(a - b))
 EMBER_BINARY(Mul, T(a * b))
 EMBER_BINARY(Div, T(a / b))
 EMBER_BINARY(Pow, std::pow(a, b))
-EMBER_BINARY(Maximum, a > b ? a : b)
-EMBER_BINARY(Minimum, a < b ? a : b)
+EMBER_BINARY(Maximum, maximum(a, b))
+EMBER_BINARY(Minimum, minimum(a, b))
+EMBER_BINARY(FloorDiv, floor_divide(a, b))
 EMBER_BINARY(Eq, a == b)
 EMBER_BINARY(Ne, a != b)
 EMBER_BINARY(Lt, a < b)
 EMBER_BINARY(Le, a <= b)
 EMBER_BINARY(Gt, a > b)
 EMBER_BINARY(Ge, a >= b)
-EMBER_BINARY(ReluBackward, b > T(0) ? a : T(0))
+EMBER_BINARY(ReluBackward, b <= T(0) ? T(0) : a)
 EMBER_BINARY(GeluBackward, T(a * gelu_grad(b)))
 EMBER_BINARY(SigmoidBackward, T(a * b * (T(1) - b)))
 EMBER_BINARY(TanhBackward, T(a * (T(1) - b * b)))
@@ -103,7 +134,8 @@ decltype(auto) visit_unary(UnaryOp op, F&& f) {
   switch (op) {
 #define EMBER_CASE(Name) case UnaryOp::Name: return f(ew::Name{});
     EMBER_CASE(Neg) EMBER_CASE(Exp) EMBER_CASE(Log) EMBER_CASE(Sqrt) EMBER_CASE(Abs) EMBER_CASE(Tanh)
-    EMBER_CASE(Sigmoid) EMBER_CASE(Relu) EMBER_CASE(Gelu) EMBER_CASE(Sign) EMBER_CASE(AddScalar)
+    EMBER_CASE(Sigmoid) EMBER_CASE(Relu) EMBER_CASE(Gelu) EMBER_CASE(Sign) EMBER_CASE(Sin) EMBER_CASE(Cos)
+    EMBER_CASE(AddScalar)
     EMBER_CASE(MulScalar) EMBER_CASE(RSubScalar) EMBER_CASE(RDivScalar) EMBER_CASE(PowScalar) EMBER_CASE(Clamp)
     EMBER_CASE(EqScalar) EMBER_CASE(NeScalar) EMBER_CASE(LtScalar) EMBER_CASE(LeScalar) EMBER_CASE(GtScalar)
     EMBER_CASE(GeScalar)
@@ -117,7 +149,7 @@ decltype(auto) visit_binary(BinaryOp op, F&& f) {
   switch (op) {
 #define EMBER_CASE(Name) case BinaryOp::Name: return f(ew::Name{});
     EMBER_CASE(Add) EMBER_CASE(Sub) EMBER_CASE(Mul) EMBER_CASE(Div) EMBER_CASE(Pow) EMBER_CASE(Maximum)
-    EMBER_CASE(Minimum) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
+    EMBER_CASE(Minimum) EMBER_CASE(FloorDiv) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
     EMBER_CASE(ReluBackward) EMBER_CASE(GeluBackward) EMBER_CASE(SigmoidBackward) EMBER_CASE(TanhBackward)
 #undef EMBER_CASE
   }

@@ -41,11 +41,19 @@ Tensor ones_like(const Tensor& t);
 Tensor full_like(const Tensor& t, double value);
 
 // ---------------- elementwise (core/ops/elementwise.cpp) ----------------
-// Binary ops broadcast (NumPy rules) and require equal dtypes and devices.
+// Binary ops broadcast (NumPy rules), require equal devices, and compute in the promoted dtype of
+// their operands (PyTorch's table: uint8 < int64 < float32 < float64; a 0-d tensor only promotes a
+// tensor with dims to a higher category, integer -> float). A double scalar never widens a tensor's
+// dtype, except that a non-integral value beside an integer tensor gives float32 (int64 + 2.5).
+// Float math (div, exp, log, sqrt, sin, ...) on integer tensors computes in float32, PyTorch's
+// default dtype: int64 / int64 is true division.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// Division rounded toward -inf (PyTorch's floor_divide, Python's //); integer division by zero is an
+// error. Not differentiable.
+Tensor floor_divide(const Tensor& a, const Tensor& b);
 Tensor pow(const Tensor& a, const Tensor& b);
 Tensor maximum(const Tensor& a, const Tensor& b);
 Tensor minimum(const Tensor& a, const Tensor& b);
@@ -60,6 +68,8 @@ Tensor neg(const Tensor& a);
 Tensor exp(const Tensor& a);
 Tensor log(const Tensor& a);
 Tensor sqrt(const Tensor& a);
+Tensor sin(const Tensor& a);
+Tensor cos(const Tensor& a);
 Tensor abs(const Tensor& a);
 Tensor tanh(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
@@ -101,6 +111,8 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim
 Tensor max(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor min(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor var(const Tensor& a, const std::vector<int64_t>& dims = {}, bool unbiased = true, bool keepdim = false);
+// sqrt(var): same arguments; the gradient where the std is 0 (a constant input) is 0, as in PyTorch.
+Tensor std(const Tensor& a, const std::vector<int64_t>& dims = {}, bool unbiased = true, bool keepdim = false);
 Tensor logsumexp(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);  // int64, not differentiable
 Tensor argmin(const Tensor& a, int64_t dim, bool keepdim = false);

@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "core/checked_math.h"
+
 namespace ember {
 
 namespace detail {
@@ -57,7 +59,9 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t acc = 1;
   for (int i = shape.size() - 1; i >= 0; --i) {
     s[i] = acc;
-    acc *= shape[i] > 0 ? shape[i] : 1;
+    // The outermost stride is the last one needed: multiplying further could overflow for a shape
+    // whose element count itself fits (checked_numel treats a 0 dim the same way).
+    if (i > 0) acc = checked_mul(acc, shape[i] > 0 ? shape[i] : 1, "contiguous_strides");
   }
   return s;
 }

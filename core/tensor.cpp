@@ -2,11 +2,13 @@
 // the method/operator forms of the ops in core/ops.h.
 #include "core/tensor.h"
 
+#include <cmath>
 #include <iomanip>
 #include <sstream>
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/memory_overlap.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -195,18 +197,39 @@ void Tensor::register_hook(Hook hook) const {
 // ---------------- in-place ops ----------------
 
 namespace {
+// An in-place op computes in the promoted dtype and writes it back, so that dtype must cast to
+// self's (PyTorch's can_cast): an int64 tensor cannot take a float result (int64.add_(2.5), or any
+// true division), since the fraction would be silently dropped.
+void check_result_fits(const Tensor& self, DType result, const char* name) {
+  EMBER_CHECK(can_cast(result, self.dtype()), name, ": result type ", dtype_name(result),
+              " can't be cast to the desired output type ", dtype_name(self.dtype()), " (tensor of shape ",
+              self.shape(), ")");
+}
+
+// Whether a double scalar counts as an integer for promotion (see with_scalar in core/ops/elementwise.cpp).
+DType scalar_result_type(const Tensor& self, double s) {
+  const bool integral = std::isfinite(s) && s == std::trunc(s) && std::abs(s) < 9223372036854775808.0;
+  return is_floating(self.dtype()) || integral ? self.dtype() : kDefaultFloat;
+}
+
 // Shared body of the in-place binary ops: broadcast `o` to self's shape and write through self.
 Tensor& binary_inplace(Tensor& self, const Tensor& o, BinaryOp op, const char* name) {
-  check_inplace(self, name);
-  EMBER_CHECK(o.dtype() == self.dtype(), name, ": dtype mismatch: ", dtype_name(self.dtype()), " and ",
-              dtype_name(o.dtype()));
+  EMBER_CHECK(o.defined(), name, ": undefined tensor argument");
   EMBER_CHECK(o.device() == self.device(), name, ": device mismatch: ", self.device(), " and ", o.device());
+  DType result = promote_types(self.dtype(), o.dtype());
+  if (op == BinaryOp::Div && !is_floating(result)) result = kDefaultFloat;  // true division
+  check_result_fits(self, result, name);
   EMBER_CHECK(broadcast_shapes(name, self.shape(), o.shape()) == self.shape(), name, ": cannot broadcast ", o.shape(),
               " into ", self.shape());
-  backend_of(self).binary(op, self, o.detach().expand(self.shape()), self);
+  check_no_internal_overlap(self, name);
+  check_no_partial_overlap(self, o, name);  // the input as given, before it is broadcast
+  check_inplace(self, name);                // last: it bumps the version, which a refused write must not
+  backend_of(self).binary(op, self, o.detach().to(self.dtype()).expand(self.shape()), self);
   return self;
 }
-Tensor& unary_inplace(Tensor& self, UnaryOp op, Scalars s, const char* name) {
+Tensor& unary_inplace(Tensor& self, UnaryOp op, Scalars s, const char* name, DType result) {
+  check_result_fits(self, result, name);
+  check_no_internal_overlap(self, name);
   check_inplace(self, name);
   backend_of(self).unary(op, self, self, s);
   return self;
@@ -218,22 +241,35 @@ Tensor& Tensor::add_(const Tensor& o, double alpha) {
   NoGradGuard g;
   return binary_inplace(*this, ember::mul(o, alpha), BinaryOp::Add, "add_");
 }
-Tensor& Tensor::add_(double s) { return unary_inplace(*this, UnaryOp::AddScalar, {s, 0}, "add_"); }
+Tensor& Tensor::add_(double s) {
+  return unary_inplace(*this, UnaryOp::AddScalar, {s, 0}, "add_", scalar_result_type(*this, s));
+}
 Tensor& Tensor::sub_(const Tensor& o) { return binary_inplace(*this, o, BinaryOp::Sub, "sub_"); }
 Tensor& Tensor::mul_(const Tensor& o) { return binary_inplace(*this, o, BinaryOp::Mul, "mul_"); }
-Tensor& Tensor::mul_(double s) { return unary_inplace(*this, UnaryOp::MulScalar, {s, 0}, "mul_"); }
+Tensor& Tensor::mul_(double s) {
+  return unary_inplace(*this, UnaryOp::MulScalar, {s, 0}, "mul_", scalar_result_type(*this, s));
+}
 Tensor& Tensor::div_(const Tensor& o) { return binary_inplace(*this, o, BinaryOp::Div, "div_"); }
-Tensor& Tensor::div_(double s) { return unary_inplace(*this, UnaryOp::MulScalar, {1.0 / s, 0}, "div_"); }
-Tensor& Tensor::clamp_(double lo, double hi) { return unary_inplace(*this, UnaryOp::Clamp, {lo, hi}, "clamp_"); }
+Tensor& Tensor::div_(double s) {
+  const DType result = is_floating(dtype()) ? dtype() : kDefaultFloat;  // true division
+  return unary_inplace(*this, UnaryOp::MulScalar, {1.0 / s, 0}, "div_", result);
+}
+Tensor& Tensor::clamp_(double lo, double hi) {
+  return unary_inplace(*this, UnaryOp::Clamp, {lo, hi}, "clamp_", dtype());
+}
+// fill_ writes one value everywhere, so an expanded destination is fine (as in PyTorch).
 Tensor& Tensor::fill_(double v) {
   check_inplace(*this, "fill_");
   backend_of(*this).fill(*this, v);
   return *this;
 }
 Tensor& Tensor::copy_(const Tensor& src) {
-  check_inplace(*this, "copy_");
+  EMBER_CHECK(defined(), "copy_: called on an undefined tensor");
   EMBER_CHECK(broadcast_shapes("copy_", shape(), src.shape()) == shape(), "copy_: cannot broadcast ", src.shape(),
               " into ", shape());
+  check_no_internal_overlap(*this, "copy_");
+  check_no_partial_overlap(*this, src, "copy_");
+  check_inplace(*this, "copy_");
   Tensor s = src.detach();
   if (s.device() != device()) s = s.to(device());
   backend_of(*this).copy(s.expand(shape()), *this);
@@ -252,6 +288,8 @@ Tensor Tensor::log() const { return ember::log(*this); }
 Tensor Tensor::pow(double e) const { return ember::pow(*this, e); }
 Tensor Tensor::pow(const Tensor& e) const { return ember::pow(*this, e); }
 Tensor Tensor::sqrt() const { return ember::sqrt(*this); }
+Tensor Tensor::sin() const { return ember::sin(*this); }
+Tensor Tensor::cos() const { return ember::cos(*this); }
 Tensor Tensor::abs() const { return ember::abs(*this); }
 Tensor Tensor::tanh() const { return ember::tanh(*this); }
 Tensor Tensor::sigmoid() const { return ember::sigmoid(*this); }
@@ -268,6 +306,7 @@ Tensor Tensor::max(const std::vector<int64_t>& d, bool k) const { return ember::
 Tensor Tensor::min() const { return ember::min(*this); }
 Tensor Tensor::min(const std::vector<int64_t>& d, bool k) const { return ember::min(*this, d, k); }
 Tensor Tensor::var(const std::vector<int64_t>& d, bool u, bool k) const { return ember::var(*this, d, u, k); }
+Tensor Tensor::std(const std::vector<int64_t>& d, bool u, bool k) const { return ember::std(*this, d, u, k); }
 Tensor Tensor::argmax(int64_t d, bool k) const { return ember::argmax(*this, d, k); }
 Tensor Tensor::argmin(int64_t d, bool k) const { return ember::argmin(*this, d, k); }
 Tensor Tensor::softmax(int64_t d) const { return ember::softmax(*this, d); }

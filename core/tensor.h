@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/shape.h"
@@ -60,7 +61,10 @@ class Tensor {
   DType dtype() const;
   Device device() const;
   size_t element_size() const { return dtype_size(dtype()); }
-  size_t nbytes() const { return numel() * element_size(); }
+  // Checked: an expanded view can count more elements than fit in memory, let alone in bytes.
+  size_t nbytes() const {
+    return static_cast<size_t>(checked_mul(numel(), static_cast<int64_t>(element_size()), "nbytes"));
+  }
   bool is_contiguous() const;
   const std::shared_ptr<Storage>& storage() const;
   void* data_ptr() const;  // address of element 0 (storage base + offset)
@@ -109,6 +113,8 @@ class Tensor {
   Tensor pow(double e) const;
   Tensor pow(const Tensor& e) const;
   Tensor sqrt() const;
+  Tensor sin() const;
+  Tensor cos() const;
   Tensor abs() const;
   Tensor tanh() const;
   Tensor sigmoid() const;
@@ -125,6 +131,7 @@ class Tensor {
   Tensor min() const;
   Tensor min(const std::vector<int64_t>& dims, bool keepdim = false) const;
   Tensor var(const std::vector<int64_t>& dims, bool unbiased = true, bool keepdim = false) const;
+  Tensor std(const std::vector<int64_t>& dims, bool unbiased = true, bool keepdim = false) const;
   Tensor argmax(int64_t dim, bool keepdim = false) const;
   Tensor argmin(int64_t dim, bool keepdim = false) const;
   Tensor softmax(int64_t dim) const;

@@ -58,9 +58,9 @@ class CudaBackend final : public Backend {
   void softmax(const Tensor& in, const Tensor& out, int dim, bool log) override;
   void softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) override;
   // cuda_loss.cu
-  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                      int64_t ignore_index, double label_smoothing) override;
-  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& lse,
+  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& row_stats,
                               const Tensor& grad_logits, int64_t ignore_index, double label_smoothing) override;
   // cuda_layer_norm.cu
   void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, const Tensor& mean,

@@ -1,10 +1,9 @@
 // CUDA cross entropy: log_softmax and the negative log likelihood fused, one kernel forward and
-// one backward, with the CPU's formulas (core/cpu/cpu_loss.cpp). For each row of logits [N, C],
-//   lse  = m + log(sum(exp(x - m)))                          (m = max(x), NaNs skipped)
-//   loss = (1 - s) * (lse - x[t]) + s * (lse - mean(x))       (s = label smoothing)
-//   dloss/dx[c] = softmax[c] - (1 - s) * [c == t] - s / C,   softmax[c] = exp(x[c] - lse)
-// Rows whose target is ignore_index give loss 0 and gradient 0. The sums accumulate in the
-// logits' type, as on the CPU.
+// one backward, with the CPU's per-row formulas (core/cross_entropy_row.h, shared with
+// core/cpu/cpu_loss.cpp). For each row of logits [N, C] the forward keeps m = max(x) (NaNs skipped)
+// and log_sum = log(sum(exp(x - m))) for the backward, and both go through the stable log-softmax
+// (x - m) - log_sum. Rows whose target is ignore_index give loss 0 and gradient 0. The sums
+// accumulate in the logits' type, as on the CPU.
 //
 // A target outside [0, C) (other than ignore_index) cannot be reported as an error here: the
 // targets live in device memory, and reading them back would synchronise the host with the GPU
@@ -13,6 +12,7 @@
 // mean or sum of the losses is NaN), and the backward writes NaN gradients for that row.
 #include <limits>
 
+#include "core/cross_entropy_row.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
@@ -39,7 +39,7 @@ struct MaxSkipNanOp {
 // One row group (cuda/block_reduce.cuh) per row of logits.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    cross_entropy_kernel(const T* x, const int64_t* target, T* loss, T* lse, int64_t N, int64_t C,
+    cross_entropy_kernel(const T* x, const int64_t* target, T* loss, T* row_stats, int64_t N, int64_t C,
                          int64_t ignore_index, double smoothing) {
   __shared__ T smem[kThreads / kWarp];
   const int lane = threadIdx.x, lanes = blockDim.x;
@@ -65,25 +65,23 @@ __global__ void __launch_bounds__(kThreads)
     sum_x = group_allreduce(sum_x, SumOp{}, smem);
 
     if (lane != 0 || r >= N) continue;
-    const T row_lse = m + log_(sum_exp);
-    lse[r] = row_lse;
+    const T log_sum = log_(sum_exp);
+    row_stats[2 * r] = m;
+    row_stats[2 * r + 1] = log_sum;
     const int64_t t = target[r];
     if (t == ignore_index) {
       loss[r] = 0;
     } else if (t < 0 || t >= C) {
       loss[r] = std::numeric_limits<T>::quiet_NaN();  // a bad target (see the top of the file)
     } else {
-      const T nll = row_lse - xr[t];
-      loss[r] = smoothing == 0 ? nll
-                               : static_cast<T>((1 - smoothing) * nll +
-                                                smoothing * (row_lse - sum_x / static_cast<T>(C)));
+      loss[r] = xent::loss(xr[t], sum_x / static_cast<T>(C), m, log_sum, smoothing);
     }
   }
 }
 
 }  // namespace
 
-void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                                 int64_t ignore_index, double label_smoothing) {
   const int64_t N = logits.size(0), C = logits.size(1);
   if (N == 0) return;
@@ -92,18 +90,19 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, cons
   const dim3 block(lanes, kThreads / lanes), grid(blocks_for_rows(N, kThreads / lanes));
   EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&]<typename T>() {
     cross_entropy_kernel<<<grid, block, 0, compute_stream(index_)>>>(
-        logits.data<T>(), target.data<int64_t>(), loss.data<T>(), lse.data<T>(), N, C, ignore_index, label_smoothing);
+        logits.data<T>(), target.data<int64_t>(), loss.data<T>(), row_stats.data<T>(), N, C, ignore_index,
+        label_smoothing);
     EMBER_CUDA_CHECK_LAUNCH();
   });
 }
 
 namespace {
 
-// One thread per logit: grad_logits[r, c] from the row's saved lse. grad_loss has stride gl_stride
+// One thread per logit: grad_logits[r, c] from the row's saved max and log-sum. grad_loss has stride gl_stride
 // (0 when it is the broadcast gradient of a mean or sum).
 template <typename T>
 __global__ void cross_entropy_backward_kernel(const T* grad_loss, int64_t gl_stride, const T* x, const int64_t* target,
-                                              const T* lse, T* gx, int64_t N, int64_t C, int64_t ignore_index,
+                                              const T* row_stats, T* gx, int64_t N, int64_t C, int64_t ignore_index,
                                               T keep, T smooth) {
   grid_stride(N * C, [&](int64_t i) {
     const int64_t r = i / C, c = i - r * C;
@@ -113,10 +112,8 @@ __global__ void cross_entropy_backward_kernel(const T* grad_loss, int64_t gl_str
     } else if (t < 0 || t >= C) {
       gx[i] = std::numeric_limits<T>::quiet_NaN();  // a bad target (see the top of the file)
     } else {
-      const T g = grad_loss[r * gl_stride];
-      T v = g * (exp_(x[i] - lse[r]) - smooth);
-      if (c == t) v -= g * keep;
-      gx[i] = v;
+      gx[i] = xent::logit_grad(grad_loss[r * gl_stride], x[i], row_stats[2 * r], row_stats[2 * r + 1], c == t, keep,
+                               smooth);
     }
   });
 }
@@ -124,7 +121,7 @@ __global__ void cross_entropy_backward_kernel(const T* grad_loss, int64_t gl_str
 }  // namespace
 
 void CudaBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
-                                         const Tensor& lse, const Tensor& grad_logits, int64_t ignore_index,
+                                         const Tensor& row_stats, const Tensor& grad_logits, int64_t ignore_index,
                                          double label_smoothing) {
   const int64_t N = logits.size(0), C = logits.size(1);
   if (N * C == 0) return;
@@ -132,7 +129,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& 
   EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
     const T keep = static_cast<T>(1 - label_smoothing), smooth = static_cast<T>(label_smoothing / C);
     cross_entropy_backward_kernel<<<num_blocks(N * C), kThreads, 0, compute_stream(index_)>>>(
-        grad_loss.data<T>(), grad_loss.stride(0), logits.data<T>(), target.data<int64_t>(), lse.data<T>(),
+        grad_loss.data<T>(), grad_loss.stride(0), logits.data<T>(), target.data<int64_t>(), row_stats.data<T>(),
         grad_logits.data<T>(), N, C, ignore_index, keep, smooth);
     EMBER_CUDA_CHECK_LAUNCH();
   });

@@ -48,11 +48,11 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ig
   const int64_t R = logits.size(0);
   const Tensor x = logits.detach().contiguous(), t = target.contiguous();
   const TensorOptions opts = TensorOptions(logits.dtype()).device(logits.device());
-  Tensor loss = empty({R}, opts), lse = empty({R}, opts);
-  if (R > 0) backend_of(logits).cross_entropy(x, t, loss, lse, ignore_index, label_smoothing);
+  Tensor loss = empty({R}, opts), row_stats = empty({R, 2}, opts);  // per row: max, log-sum-exp of x - max
+  if (R > 0) backend_of(logits).cross_entropy(x, t, loss, row_stats, ignore_index, label_smoothing);
   if (grad_needed(logits))
     record("cross_entropy", loss, {logits},
-           [sx = SavedTensor(x), st = SavedTensor(t), sl = SavedTensor(lse), ignore_index, label_smoothing](
+           [sx = SavedTensor(x), st = SavedTensor(t), sl = SavedTensor(row_stats), ignore_index, label_smoothing](
                const Tensor& g, NeedsGrad) -> Grads {
              const Tensor& xv = sx.get();
              Tensor gx = empty(xv.shape(), TensorOptions(xv.dtype()).device(xv.device()));

@@ -182,6 +182,28 @@ case("relu", "torch.relu(x0)", [uni([3, 4], -2, 2, avoid=[0])])
 case("gelu", "F.gelu(x0)", [uni([3, 4], -3, 3)])
 case("clamp", "torch.clamp(x0, -0.5, 0.5)", [uni([3, 4], -1, 1, avoid=[-0.5, 0.5], margin=0.02)])
 
+case("sin", "torch.sin(x0)", [uni([2, 3], -3, 3)])
+case("cos", "torch.cos(x0)", [uni([2, 3], -3, 3)])
+case("sin_noncontig", "torch.sin(x0.t())", [uni([3, 2], -3, 3)])
+
+# ---- NaN propagation (issue 12 item 10): PyTorch keeps NaN through relu/maximum/minimum, and
+# relu's gradient at NaN is 1 (threshold_backward passes the gradient unless x <= 0); maximum and
+# minimum give the full gradient to both operands where either is NaN. Non-finite values are
+# written as the strings "nan", "inf", "-inf" (JSON has no NaN). ----
+NAN = float("nan")
+case("relu_nan", "torch.relu(x0)", [fixed([NAN, -1.5, 0.5, NAN, 2.0, -0.25], [2, 3])])
+case("maximum_nan", "torch.maximum(x0, x1)", [fixed([NAN, -1.0, 2.0, 0.5]), fixed([0.0, NAN, 1.0, NAN])])
+case("minimum_nan", "torch.minimum(x0, x1)", [fixed([NAN, -1.0, 2.0, 0.5]), fixed([0.0, NAN, 1.0, NAN])])
+
+# ---- pow at 0^0: the gradient in the base is 0 where the exponent is 0 (NaN before, issue 12) ----
+case("pow_zero_base", "torch.pow(x0, x1)", [fixed([0.0, 0.0, 2.0, 0.5]), fixed([0.0, 1.0, 0.0, 2.0])])
+
+# ---- floor division (not differentiable): rounds toward -inf, for floats and integers ----
+case("floor_divide", "torch.floor_divide(x0, x1)",
+     [fixed([-7.0, 7.0, -0.5, 0.5, 7.5, -7.5]), fixed([2.0, -2.0, 2.0, -2.0, 2.0, 2.0])], grad=False)
+case("floor_divide_int", "torch.floor_divide(x0, x1)",
+     [fixed([-7, 7, -7, 7, 6, -1], dtype=torch.int64), fixed([2, 2, -2, -2, 3, 5], dtype=torch.int64)], grad=False)
+
 # ---- selection ----
 case("where", "torch.where(x0.bool(), x1, x2)", [mask([3, 4]), uni([3, 4]), uni([3, 4])])
 case("where_broadcast", "torch.where(x0.bool(), x1, x2)", [mask([3, 1]), uni([3, 4]), uni([4])])
@@ -226,6 +248,11 @@ case("var_all_biased", "x0.var(unbiased=False)", [uni([3, 4])])
 case("var_dim", "x0.var(1)", [uni([3, 4])])
 case("var_dim_biased_keepdim", "x0.var(0, unbiased=False, keepdim=True)", [uni([3, 4])])
 case("var_dims", "x0.var((0, 2))", [uni([2, 3, 4])])
+case("std_all", "x0.std()", [uni([3, 4])])
+case("std_all_biased", "x0.std(unbiased=False)", [uni([3, 4])])
+case("std_dim", "x0.std(1)", [uni([3, 4])])
+case("std_dim_biased_keepdim", "x0.std(0, unbiased=False, keepdim=True)", [uni([3, 4])])
+case("std_dims", "x0.std((0, 2))", [uni([2, 3, 4])])
 case("logsumexp_dim", "torch.logsumexp(x0, 1)", [uni([3, 4], -3, 3)])
 case("logsumexp_dims_keepdim", "torch.logsumexp(x0, (0, 2), keepdim=True)", [uni([2, 3, 4], -3, 3)])
 # Large values: exp overflows float32 (and would in float64 past ~710) unless the max is subtracted first.
@@ -291,6 +318,10 @@ case("one_hot_2d", "F.one_hot(x0, 3)", [ints([2, 3], 3)], grad=False)
 DTYPE_NAMES = {torch.float64: "float64", torch.int64: "int64", torch.uint8: "uint8", torch.bool: "uint8"}
 
 
+# JSON has no NaN or infinity: such values are written as strings (tests/reference_util.cpp reads them).
+NONFINITE = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
+
+
 def tensor_json(t, requires_grad=None):
     t = t.detach()
     d = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
@@ -298,9 +329,7 @@ def tensor_json(t, requires_grad=None):
         d["requires_grad"] = requires_grad
     flat = t.reshape(-1)
     if t.is_floating_point():
-        vals = flat.tolist()
-        assert all(math.isfinite(v) for v in vals), "non-finite value"
-        d["data"] = vals
+        d["data"] = [v if math.isfinite(v) else NONFINITE[str(v)] for v in flat.tolist()]
     else:
         d["data"] = [int(v) for v in flat.tolist()]
     return d

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/ember.h"
 
@@ -19,6 +20,10 @@ struct Tolerance {
 
 // tests/data/<file>, parsed once per process; throws naming the path and the script that writes it.
 const json& load_reference(const std::string& file, const std::string& script);
+
+// The float values of a tensor's "data"; non-finite values are stored as "nan", "inf", "-inf"
+// (JSON has no NaN).
+std::vector<double> float_values(const json& data);
 
 // A tensor from the file ({"shape", "dtype", "data"}), floating-point data cast to `float_dtype`.
 Tensor from_json(const json& j, DType float_dtype = kFloat64);

@@ -54,9 +54,9 @@ class CpuBackend final : public Backend {
                            const Tensor& rstd, const Tensor& grad_in, const Tensor& grad_weight,
                            const Tensor& grad_bias) override;
   // cpu_loss.cpp
-  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+  void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                      int64_t ignore_index, double label_smoothing) override;
-  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& lse,
+  void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target, const Tensor& row_stats,
                               const Tensor& grad_logits, int64_t ignore_index, double label_smoothing) override;
   // cpu_optim.cpp
   void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,

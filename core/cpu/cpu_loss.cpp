@@ -1,8 +1,7 @@
 // CPU cross entropy: log_softmax and the negative log likelihood fused, one pass over each row of
-// logits [N, C] forward and one backward. log_softmax is never materialised: with
-// lse = logsumexp(row) (max-subtracted, so large logits cannot overflow),
-//   loss = (1 - s) * (lse - x[t]) + s * (lse - mean(x))       (s = label smoothing)
-//   dloss/dx[c] = softmax[c] - (1 - s) * [c == t] - s / C,   softmax[c] = exp(x[c] - lse)
+// logits [N, C] forward and one backward. log_softmax is never materialised: each row keeps its
+// max and the log of its max-shifted sum of exps, and the per-row formulas (core/cross_entropy_row.h,
+// shared with CUDA) go through the stable log-softmax (x - m) - log_sum.
 // Rows whose target is ignore_index give loss 0 and gradient 0. Threads split the rows.
 #include <atomic>
 #include <cmath>
@@ -10,10 +9,11 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+#include "core/cross_entropy_row.h"
 
 namespace ember {
 
-void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& lse,
+void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                                int64_t ignore_index, double label_smoothing) {
   const int64_t N = logits.size(0), C = logits.size(1);
   // A bad target is reported after the parallel loop (an exception must not leave an OpenMP region).
@@ -21,7 +21,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
   EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&]<typename T>() {
     const T* x = logits.data<T>();
     const int64_t* t = target.data<int64_t>();
-    T *l = loss.data<T>(), *ls = lse.data<T>();
+    T *l = loss.data<T>(), *stats = row_stats.data<T>();
     const double s = label_smoothing;
     parallel_for(N, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -34,8 +34,9 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
           sum_exp += std::exp(xr[c] - m);
           sum_x += xr[c];
         }
-        const T row_lse = m + std::log(sum_exp);
-        ls[r] = row_lse;
+        const T log_sum = std::log(sum_exp);
+        stats[2 * r] = m;
+        stats[2 * r + 1] = log_sum;
         const int64_t tr = t[r];
         if (tr == ignore_index) {
           l[r] = 0;
@@ -46,8 +47,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
           l[r] = 0;
           continue;
         }
-        const T nll = row_lse - xr[tr];
-        l[r] = s == 0 ? nll : static_cast<T>((1 - s) * nll + s * (row_lse - sum_x / static_cast<T>(C)));
+        l[r] = xent::loss(xr[tr], sum_x / static_cast<T>(C), m, log_sum, s);
       }
     });
   });
@@ -57,11 +57,11 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
 }
 
 void CpuBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
-                                        const Tensor& lse, const Tensor& grad_logits, int64_t ignore_index,
+                                        const Tensor& row_stats, const Tensor& grad_logits, int64_t ignore_index,
                                         double label_smoothing) {
   const int64_t N = logits.size(0), C = logits.size(1);
   EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
-    const T *x = logits.data<T>(), *ls = lse.data<T>();
+    const T *x = logits.data<T>(), *stats = row_stats.data<T>();
     const int64_t* t = target.data<int64_t>();
     // grad_loss may be a broadcast scalar (a mean or sum reduction): stride 0.
     const T* gl = grad_loss.data<T>();
@@ -77,9 +77,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& l
           continue;
         }
         const T* xr = x + r * C;
-        const T g = gl[r * gl_stride], row_lse = ls[r];
-        for (int64_t c = 0; c < C; ++c) gr[c] = g * (std::exp(xr[c] - row_lse) - smooth);
-        gr[tr] -= g * keep;
+        const T g = gl[r * gl_stride], m = stats[2 * r], log_sum = stats[2 * r + 1];
+        for (int64_t c = 0; c < C; ++c) gr[c] = xent::logit_grad(g, xr[c], m, log_sum, c == tr, keep, smooth);
       }
     });
   });

@@ -11,21 +11,64 @@ namespace ember {
 
 namespace {
 
-void check_same(const char* op, const Tensor& a, const Tensor& b) {
+void check_binary_args(const char* op, const Tensor& a, const Tensor& b) {
   EMBER_CHECK(a.defined() && b.defined(), op, ": undefined tensor argument");
-  EMBER_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch: ", a.shape(), " ", dtype_name(a.dtype()), " and ",
-              b.shape(), " ", dtype_name(b.dtype()));
   EMBER_CHECK(a.device() == b.device(), op, ": device mismatch: ", a.device(), " and ", b.device());
 }
 
-// Runs a binary kernel on broadcast views of a and b; comparisons produce uint8.
+// The dtype a binary op computes in (PyTorch's result_type): promote_types of the two, except that
+// a 0-d tensor beside a tensor with dims only counts when it is of a higher category (float over
+// integer), so x_float32 * scalar_tensor(2, kFloat64) stays float32 while int64 + a 0-d float64 is float64.
+DType result_type(const Tensor& a, const Tensor& b) {
+  const bool a0 = a.dim() == 0, b0 = b.dim() == 0;
+  if (a0 == b0) return promote_types(a.dtype(), b.dtype());
+  const DType dims = a0 ? b.dtype() : a.dtype(), zero_dim = a0 ? a.dtype() : b.dtype();
+  return is_floating(zero_dim) && !is_floating(dims) ? zero_dim : dims;
+}
+
+struct Operands {
+  Tensor a, b;
+};
+
+// Both operands cast to their common dtype. The casts are differentiable (Tensor::to), so each
+// input's gradient comes back in its own dtype; equal dtypes cost nothing.
+Operands promote(const char* op, const Tensor& a, const Tensor& b) {
+  check_binary_args(op, a, b);
+  const DType t = result_type(a, b);
+  return {a.to(t), b.to(t)};
+}
+
+// The input of float math (exp, sin, true division, ...): integer tensors become the default float dtype.
+Tensor to_float(const char* op, const Tensor& a) {
+  EMBER_CHECK(a.defined(), op, ": undefined tensor argument");
+  return is_floating(a.dtype()) ? a : a.to(kDefaultFloat);
+}
+
+// PyTorch's rule for a Python scalar beside a tensor: it never widens the tensor's dtype, except
+// that a float scalar beside an integer tensor gives the default float dtype. ember's scalars are
+// doubles, so an integral value that an int64 holds exactly counts as an integer: int64 + 2.5 is
+// float32, int64 + 2.0 stays int64.
+Tensor with_scalar(const Tensor& a, double s) {
+  constexpr double kTwo63 = 9223372036854775808.0;
+  const bool integral = std::isfinite(s) && s == std::trunc(s) && std::abs(s) < kTwo63;
+  return is_floating(a.dtype()) || integral ? a : a.to(kDefaultFloat);
+}
+
+// Runs a binary kernel on broadcast views of a and b (already promoted to one dtype);
+// comparisons produce uint8.
 Tensor binary_kernel(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
-  check_same(name, a, b);
+  EMBER_CHECK(a.dtype() == b.dtype(), name, ": internal error: operands not promoted (", dtype_name(a.dtype()), ", ",
+              dtype_name(b.dtype()), ")");
   Shape shape = broadcast_shapes(name, a.shape(), b.shape());
   DType out_dtype = binary_is_comparison(op) ? kUInt8 : a.dtype();
   Tensor out = empty(shape, TensorOptions(out_dtype).device(a.device()));
   backend_of(a).binary(op, a.detach().expand(shape), b.detach().expand(shape), out);
   return out;
+}
+
+Tensor compare(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
+  const Operands p = promote(name, a, b);
+  return binary_kernel(op, name, p.a, p.b);
 }
 
 Tensor unary_kernel(UnaryOp op, const Tensor& a, Scalars s = {}) {
@@ -41,36 +84,51 @@ void require_float(const char* op, const Tensor& a) {
               a.shape());
 }
 
+// Integer division by zero has no value (floats give inf or NaN); refuse it before the kernel runs.
+void check_no_zero_divisor(const char* op, const Tensor& divisor) {
+  if (is_floating(divisor.dtype()) || divisor.numel() == 0) return;
+  NoGradGuard no_grad;
+  const bool any_zero = sum(eq(divisor, 0.0).to(kFloat64)).item() > 0;
+  EMBER_CHECK(!any_zero, op, ": integer division by zero (divisor of shape ", divisor.shape(), ", dtype ",
+              dtype_name(divisor.dtype()), ")");
+}
+
 }  // namespace
 
 // ---------------- binary arithmetic ----------------
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Add, "add", a, b);
-  if (grad_needed({a, b})) record("add", out, {a, b}, [](const Tensor& g, NeedsGrad) -> Grads { return {g, g}; });
+  const auto [x, y] = promote("add", a, b);
+  Tensor out = binary_kernel(BinaryOp::Add, "add", x, y);
+  if (grad_needed({x, y})) record("add", out, {x, y}, [](const Tensor& g, NeedsGrad) -> Grads { return {g, g}; });
   return out;
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Sub, "sub", a, b);
-  if (grad_needed({a, b}))
-    record("sub", out, {a, b}, [](const Tensor& g, NeedsGrad n) -> Grads { return {g, n[1] ? neg(g) : Tensor()}; });
+  const auto [x, y] = promote("sub", a, b);
+  Tensor out = binary_kernel(BinaryOp::Sub, "sub", x, y);
+  if (grad_needed({x, y}))
+    record("sub", out, {x, y}, [](const Tensor& g, NeedsGrad n) -> Grads { return {g, n[1] ? neg(g) : Tensor()}; });
   return out;
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Mul, "mul", a, b);
-  if (grad_needed({a, b}))
-    record("mul", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, NeedsGrad n) -> Grads {
+  const auto [x, y] = promote("mul", a, b);
+  Tensor out = binary_kernel(BinaryOp::Mul, "mul", x, y);
+  if (grad_needed({x, y}))
+    record("mul", out, {x, y}, [sa = SavedTensor(x), sb = SavedTensor(y)](const Tensor& g, NeedsGrad n) -> Grads {
       return {n[0] ? g * sb.get() : Tensor(), n[1] ? g * sa.get() : Tensor()};
     });
   return out;
 }
 
+// True division, as PyTorch's `/`: integer operands are divided as the default float dtype.
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Div, "div", a, b);
-  if (grad_needed({a, b}))
-    record("div", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, NeedsGrad n) -> Grads {
+  const Operands p = promote("div", a, b);
+  const Tensor x = to_float("div", p.a), y = to_float("div", p.b);
+  Tensor out = binary_kernel(BinaryOp::Div, "div", x, y);
+  if (grad_needed({x, y}))
+    record("div", out, {x, y}, [sa = SavedTensor(x), sb = SavedTensor(y)](const Tensor& g, NeedsGrad n) -> Grads {
       const Tensor& bv = sb.get();
       // d(a/b)/da = 1/b ; d(a/b)/db = -a/b^2
       return {n[0] ? g / bv : Tensor(), n[1] ? neg(g * sa.get() / (bv * bv)) : Tensor()};
@@ -78,38 +136,54 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// Not differentiable (its gradient is zero almost everywhere), like sign.
+Tensor floor_divide(const Tensor& a, const Tensor& b) {
+  const auto [x, y] = promote("floor_divide", a, b);
+  check_no_zero_divisor("floor_divide", y);
+  return binary_kernel(BinaryOp::FloorDiv, "floor_divide", x.detach(), y.detach());
+}
+
 Tensor pow(const Tensor& a, const Tensor& b) {
-  require_float("pow", a);
-  Tensor out = binary_kernel(BinaryOp::Pow, "pow", a, b);
-  if (grad_needed({a, b}))
-    record("pow", out, {a, b},
-           [sa = SavedTensor(a), sb = SavedTensor(b), so = SavedTensor(out)](const Tensor& g, NeedsGrad n) -> Grads {
-             const Tensor &x = sa.get(), &e = sb.get();
-             // d(x^e)/dx = e * x^(e-1) ; d(x^e)/de = x^e * log(x)  (0 where x == 0, as PyTorch)
-             Tensor gx = n[0] ? g * e * pow(x, e - 1.0) : Tensor();
-             Tensor ge = n[1] ? g * where(eq(x, 0.0), zeros_like(x), so.get() * log(x)) : Tensor();
+  const auto [x, y] = promote("pow", a, b);
+  require_float("pow", x);
+  Tensor out = binary_kernel(BinaryOp::Pow, "pow", x, y);
+  if (grad_needed({x, y}))
+    record("pow", out, {x, y},
+           [sa = SavedTensor(x), sb = SavedTensor(y), so = SavedTensor(out)](const Tensor& g, NeedsGrad n) -> Grads {
+             const Tensor &base = sa.get(), &e = sb.get();
+             // d(x^e)/dx = e * x^(e-1), taken as 0 where e == 0 (x^0 is constant; at x = 0 the
+             // formula would be 0 * inf = NaN), as PyTorch ; d(x^e)/de = x^e * log(x), 0 where x == 0
+             Tensor gx = n[0] ? where(eq(e, 0.0), zeros_like(g), g * e * pow(base, e - 1.0)) : Tensor();
+             Tensor ge = n[1] ? g * where(eq(base, 0.0), zeros_like(base), so.get() * log(base)) : Tensor();
              return {gx, ge};
            });
   return out;
 }
 
+// NaN propagates (ew::maximum), and so does the gradient: where a and b are not ordered (a NaN),
+// or tie, both get it — PyTorch gives the full gradient to both at a NaN and half to each at a tie.
 Tensor maximum(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Maximum, "maximum", a, b);
-  if (grad_needed({a, b}))
-    record("maximum", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, NeedsGrad) -> Grads {
-      // ties split the gradient evenly, like PyTorch
-      Tensor ga = where(gt(sa.get(), sb.get()), g, where(eq(sa.get(), sb.get()), g * 0.5, zeros_like(g)));
-      return {ga, g - ga};
+  const auto [x, y] = promote("maximum", a, b);
+  Tensor out = binary_kernel(BinaryOp::Maximum, "maximum", x, y);
+  if (grad_needed({x, y}))
+    record("maximum", out, {x, y}, [sa = SavedTensor(x), sb = SavedTensor(y)](const Tensor& g, NeedsGrad) -> Grads {
+      const Tensor &av = sa.get(), &bv = sb.get();
+      Tensor shared = where(eq(av, bv), g * 0.5, g);  // the gradient of an operand that is not smaller
+      Tensor z = zeros_like(g);
+      return {where(lt(av, bv), z, shared), where(gt(av, bv), z, shared)};
     });
   return out;
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_kernel(BinaryOp::Minimum, "minimum", a, b);
-  if (grad_needed({a, b}))
-    record("minimum", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor ga = where(lt(sa.get(), sb.get()), g, where(eq(sa.get(), sb.get()), g * 0.5, zeros_like(g)));
-      return {ga, g - ga};
+  const auto [x, y] = promote("minimum", a, b);
+  Tensor out = binary_kernel(BinaryOp::Minimum, "minimum", x, y);
+  if (grad_needed({x, y}))
+    record("minimum", out, {x, y}, [sa = SavedTensor(x), sb = SavedTensor(y)](const Tensor& g, NeedsGrad) -> Grads {
+      const Tensor &av = sa.get(), &bv = sb.get();
+      Tensor shared = where(eq(av, bv), g * 0.5, g);
+      Tensor z = zeros_like(g);
+      return {where(gt(av, bv), z, shared), where(lt(av, bv), z, shared)};
     });
   return out;
 }
@@ -117,40 +191,47 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 // ---------------- scalar forms ----------------
 
 Tensor add(const Tensor& a, double s) {
-  Tensor out = unary_kernel(UnaryOp::AddScalar, a, {s, 0});
-  if (grad_needed(a)) record("add", out, {a}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });
+  const Tensor x = with_scalar(a, s);
+  Tensor out = unary_kernel(UnaryOp::AddScalar, x, {s, 0});
+  if (grad_needed(x)) record("add", out, {x}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });
   return out;
 }
 Tensor sub(const Tensor& a, double s) { return add(a, -s); }
 Tensor rsub(const Tensor& a, double s) {
-  Tensor out = unary_kernel(UnaryOp::RSubScalar, a, {s, 0});
-  if (grad_needed(a)) record("rsub", out, {a}, [](const Tensor& g, NeedsGrad) -> Grads { return {neg(g)}; });
+  const Tensor x = with_scalar(a, s);
+  Tensor out = unary_kernel(UnaryOp::RSubScalar, x, {s, 0});
+  if (grad_needed(x)) record("rsub", out, {x}, [](const Tensor& g, NeedsGrad) -> Grads { return {neg(g)}; });
   return out;
 }
 Tensor mul(const Tensor& a, double s) {
-  Tensor out = unary_kernel(UnaryOp::MulScalar, a, {s, 0});
-  if (grad_needed(a)) record("mul", out, {a}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g * s}; });
+  const Tensor x = with_scalar(a, s);
+  Tensor out = unary_kernel(UnaryOp::MulScalar, x, {s, 0});
+  if (grad_needed(x)) record("mul", out, {x}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g * s}; });
   return out;
 }
 Tensor div(const Tensor& a, double s) {
-  Tensor out = unary_kernel(UnaryOp::MulScalar, a, {1.0 / s, 0});
-  if (grad_needed(a)) record("div", out, {a}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g / s}; });
+  const Tensor x = to_float("div", a);  // true division
+  Tensor out = unary_kernel(UnaryOp::MulScalar, x, {1.0 / s, 0});
+  if (grad_needed(x)) record("div", out, {x}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g / s}; });
   return out;
 }
 Tensor rdiv(const Tensor& a, double s) {
-  Tensor out = unary_kernel(UnaryOp::RDivScalar, a, {s, 0});
-  if (grad_needed(a))
-    record("rdiv", out, {a}, [sa = SavedTensor(a), s](const Tensor& g, NeedsGrad) -> Grads {
-      const Tensor& x = sa.get();
-      return {g * (-s) / (x * x)};  // d(s/x)/dx = -s/x^2
+  const Tensor x = to_float("rdiv", a);
+  Tensor out = unary_kernel(UnaryOp::RDivScalar, x, {s, 0});
+  if (grad_needed(x))
+    record("rdiv", out, {x}, [sa = SavedTensor(x), s](const Tensor& g, NeedsGrad) -> Grads {
+      const Tensor& v = sa.get();
+      return {g * (-s) / (v * v)};  // d(s/x)/dx = -s/x^2
     });
   return out;
 }
 Tensor pow(const Tensor& a, double e) {
-  require_float("pow", a);
-  Tensor out = unary_kernel(UnaryOp::PowScalar, a, {e, 0});
-  if (grad_needed(a))
-    record("pow", out, {a}, [sa = SavedTensor(a), e](const Tensor& g, NeedsGrad) -> Grads {
+  EMBER_CHECK(a.defined(), "pow: undefined tensor argument");
+  const Tensor x = with_scalar(a, e);
+  require_float("pow", x);
+  Tensor out = unary_kernel(UnaryOp::PowScalar, x, {e, 0});
+  if (grad_needed(x))
+    record("pow", out, {x}, [sa = SavedTensor(x), e](const Tensor& g, NeedsGrad) -> Grads {
       if (e == 0.0) return {zeros_like(g)};
       return {g * e * pow(sa.get(), e - 1.0)};
     });
@@ -166,26 +247,26 @@ Tensor neg(const Tensor& a) {
 }
 
 Tensor exp(const Tensor& a) {
-  require_float("exp", a);
-  Tensor out = unary_kernel(UnaryOp::Exp, a);
-  if (grad_needed(a))
-    record("exp", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads { return {g * so.get()}; });
+  const Tensor x = to_float("exp", a);
+  Tensor out = unary_kernel(UnaryOp::Exp, x);
+  if (grad_needed(x))
+    record("exp", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads { return {g * so.get()}; });
   return out;
 }
 
 Tensor log(const Tensor& a) {
-  require_float("log", a);
-  Tensor out = unary_kernel(UnaryOp::Log, a);
-  if (grad_needed(a))
-    record("log", out, {a}, [sa = SavedTensor(a)](const Tensor& g, NeedsGrad) -> Grads { return {g / sa.get()}; });
+  const Tensor x = to_float("log", a);
+  Tensor out = unary_kernel(UnaryOp::Log, x);
+  if (grad_needed(x))
+    record("log", out, {x}, [sa = SavedTensor(x)](const Tensor& g, NeedsGrad) -> Grads { return {g / sa.get()}; });
   return out;
 }
 
 Tensor sqrt(const Tensor& a) {
-  require_float("sqrt", a);
-  Tensor out = unary_kernel(UnaryOp::Sqrt, a);
-  if (grad_needed(a))
-    record("sqrt", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+  const Tensor x = to_float("sqrt", a);
+  Tensor out = unary_kernel(UnaryOp::Sqrt, x);
+  if (grad_needed(x))
+    record("sqrt", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
       return {g / (so.get() * 2.0)};  // d sqrt(x) = 1 / (2 sqrt(x))
     });
   return out;
@@ -201,10 +282,10 @@ Tensor abs(const Tensor& a) {
 Tensor sign(const Tensor& a) { return unary_kernel(UnaryOp::Sign, a); }
 
 Tensor tanh(const Tensor& a) {
-  require_float("tanh", a);
-  Tensor out = unary_kernel(UnaryOp::Tanh, a);
-  if (grad_needed(a))
-    record("tanh", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+  const Tensor x = to_float("tanh", a);
+  Tensor out = unary_kernel(UnaryOp::Tanh, x);
+  if (grad_needed(x))
+    record("tanh", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
       Tensor gi = empty_like(g);  // fused: g * (1 - y^2)
       backend_of(g).binary(BinaryOp::TanhBackward, g, so.get(), gi);
       return {gi};
@@ -213,10 +294,10 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor sigmoid(const Tensor& a) {
-  require_float("sigmoid", a);
-  Tensor out = unary_kernel(UnaryOp::Sigmoid, a);
-  if (grad_needed(a))
-    record("sigmoid", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+  const Tensor x = to_float("sigmoid", a);
+  Tensor out = unary_kernel(UnaryOp::Sigmoid, x);
+  if (grad_needed(x))
+    record("sigmoid", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
       Tensor gi = empty_like(g);  // fused: g * y * (1 - y)
       backend_of(g).binary(BinaryOp::SigmoidBackward, g, so.get(), gi);
       return {gi};
@@ -224,11 +305,30 @@ Tensor sigmoid(const Tensor& a) {
   return out;
 }
 
+Tensor sin(const Tensor& a) {
+  const Tensor x = to_float("sin", a);
+  Tensor out = unary_kernel(UnaryOp::Sin, x);
+  if (grad_needed(x))
+    record("sin", out, {x}, [sa = SavedTensor(x)](const Tensor& g, NeedsGrad) -> Grads { return {g * cos(sa.get())}; });
+  return out;
+}
+
+Tensor cos(const Tensor& a) {
+  const Tensor x = to_float("cos", a);
+  Tensor out = unary_kernel(UnaryOp::Cos, x);
+  if (grad_needed(x))
+    record("cos", out, {x}, [sa = SavedTensor(x)](const Tensor& g, NeedsGrad) -> Grads {
+      return {neg(g * sin(sa.get()))};  // d cos(x) = -sin(x)
+    });
+  return out;
+}
+
+// relu(NaN) is NaN and its gradient there is 1, as in PyTorch (ew::Relu, ew::ReluBackward).
 Tensor relu(const Tensor& a) {
   Tensor out = unary_kernel(UnaryOp::Relu, a);
   if (grad_needed(a))
     record("relu", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = empty_like(g);  // fused: g where y > 0 (y > 0 exactly when x > 0)
+      Tensor gi = empty_like(g);  // fused: g except where y <= 0 (y <= 0 exactly when x <= 0)
       backend_of(g).binary(BinaryOp::ReluBackward, g, so.get(), gi);
       return {gi};
     });
@@ -236,10 +336,10 @@ Tensor relu(const Tensor& a) {
 }
 
 Tensor gelu(const Tensor& a) {
-  require_float("gelu", a);
-  Tensor out = unary_kernel(UnaryOp::Gelu, a);
-  if (grad_needed(a))
-    record("gelu", out, {a}, [sa = SavedTensor(a)](const Tensor& g, NeedsGrad) -> Grads {
+  const Tensor x = to_float("gelu", a);
+  Tensor out = unary_kernel(UnaryOp::Gelu, x);
+  if (grad_needed(x))
+    record("gelu", out, {x}, [sa = SavedTensor(x)](const Tensor& g, NeedsGrad) -> Grads {
       Tensor gi = empty_like(g);  // fused: g * (Phi(x) + x phi(x))
       backend_of(g).binary(BinaryOp::GeluBackward, g, sa.get(), gi);
       return {gi};
@@ -263,8 +363,8 @@ Tensor clamp(const Tensor& a, double lo, double hi) {
 
 // ---------------- selection ----------------
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  check_same("where", a, b);
+Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promote("where", a_in, b_in);
   EMBER_CHECK(cond.dtype() == kUInt8, "where: condition must be uint8 (a comparison result), got ",
               dtype_name(cond.dtype()));
   EMBER_CHECK(cond.device() == a.device(), "where: device mismatch: condition on ", cond.device(), ", values on ",
@@ -290,18 +390,18 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
 
 // ---------------- comparisons (not differentiable) ----------------
 
-Tensor eq(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Eq, "eq", a, b); }
-Tensor ne(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Ne, "ne", a, b); }
-Tensor lt(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Lt, "lt", a, b); }
-Tensor le(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Le, "le", a, b); }
-Tensor gt(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Gt, "gt", a, b); }
-Tensor ge(const Tensor& a, const Tensor& b) { return binary_kernel(BinaryOp::Ge, "ge", a, b); }
-Tensor eq(const Tensor& a, double s) { return unary_kernel(UnaryOp::EqScalar, a, {s, 0}); }
-Tensor ne(const Tensor& a, double s) { return unary_kernel(UnaryOp::NeScalar, a, {s, 0}); }
-Tensor lt(const Tensor& a, double s) { return unary_kernel(UnaryOp::LtScalar, a, {s, 0}); }
-Tensor le(const Tensor& a, double s) { return unary_kernel(UnaryOp::LeScalar, a, {s, 0}); }
-Tensor gt(const Tensor& a, double s) { return unary_kernel(UnaryOp::GtScalar, a, {s, 0}); }
-Tensor ge(const Tensor& a, double s) { return unary_kernel(UnaryOp::GeScalar, a, {s, 0}); }
+Tensor eq(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Eq, "eq", a, b); }
+Tensor ne(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Ne, "ne", a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Lt, "lt", a, b); }
+Tensor le(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Le, "le", a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Gt, "gt", a, b); }
+Tensor ge(const Tensor& a, const Tensor& b) { return compare(BinaryOp::Ge, "ge", a, b); }
+Tensor eq(const Tensor& a, double s) { return unary_kernel(UnaryOp::EqScalar, with_scalar(a, s), {s, 0}); }
+Tensor ne(const Tensor& a, double s) { return unary_kernel(UnaryOp::NeScalar, with_scalar(a, s), {s, 0}); }
+Tensor lt(const Tensor& a, double s) { return unary_kernel(UnaryOp::LtScalar, with_scalar(a, s), {s, 0}); }
+Tensor le(const Tensor& a, double s) { return unary_kernel(UnaryOp::LeScalar, with_scalar(a, s), {s, 0}); }
+Tensor gt(const Tensor& a, double s) { return unary_kernel(UnaryOp::GtScalar, with_scalar(a, s), {s, 0}); }
+Tensor ge(const Tensor& a, double s) { return unary_kernel(UnaryOp::GeScalar, with_scalar(a, s), {s, 0}); }
 
 bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
   EMBER_CHECK(a.shape() == b.shape(), "allclose: shapes ", a.shape(), " and ", b.shape(), " differ");

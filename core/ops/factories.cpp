@@ -3,6 +3,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/checked_math.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -12,37 +13,46 @@ Tensor finish(Tensor t, const TensorOptions& o) {
   if (o.requires_grad_) t.set_requires_grad(true);
   return t;
 }
-}  // namespace
 
-Tensor empty(const Shape& shape, TensorOptions o) {
-  for (int64_t d : shape) EMBER_CHECK(d >= 0, "empty: negative dimension in shape ", shape);
-  size_t nbytes = static_cast<size_t>(shape.numel()) * dtype_size(o.dtype_);
-  auto storage = std::make_shared<Storage>(nbytes, backend(o.device_).allocator());
-  return finish(make_tensor(std::move(storage), shape, contiguous_strides(shape), 0, o.dtype_), o);
+// A fresh contiguous tensor for factory `op`. The byte size is checked before anything is
+// allocated, so a shape whose element or byte count overflows int64 is an error naming `op` and
+// the shape, never a wrapped size, a tiny buffer and a crash in the fill.
+Tensor allocate(const char* op, const Shape& shape, const TensorOptions& o) {
+  const int64_t nbytes = checked_nbytes(shape, static_cast<int64_t>(dtype_size(o.dtype_)), op);
+  auto storage = std::make_shared<Storage>(static_cast<size_t>(nbytes), backend(o.device_).allocator());
+  return make_tensor(std::move(storage), shape, contiguous_strides(shape), 0, o.dtype_);
 }
 
-Tensor full(const Shape& shape, double value, TensorOptions o) {
-  Tensor t = empty(shape, o.requires_grad(false));
+Tensor filled(const char* op, const Shape& shape, double value, const TensorOptions& o) {
+  Tensor t = allocate(op, shape, o);
   backend(o.device_).fill(t, value);
   return finish(t, o);
 }
-Tensor zeros(const Shape& shape, TensorOptions o) { return full(shape, 0.0, o); }
-Tensor ones(const Shape& shape, TensorOptions o) { return full(shape, 1.0, o); }
-Tensor scalar_tensor(double value, TensorOptions o) { return full(Shape{}, value, o); }
+}  // namespace
+
+Tensor empty(const Shape& shape, TensorOptions o) { return finish(allocate("empty", shape, o), o); }
+Tensor full(const Shape& shape, double value, TensorOptions o) { return filled("full", shape, value, o); }
+Tensor zeros(const Shape& shape, TensorOptions o) { return filled("zeros", shape, 0.0, o); }
+Tensor ones(const Shape& shape, TensorOptions o) { return filled("ones", shape, 1.0, o); }
+Tensor scalar_tensor(double value, TensorOptions o) { return filled("scalar_tensor", Shape{}, value, o); }
 
 Tensor arange(double end, TensorOptions o) { return arange(0, end, 1, o); }
 Tensor arange(double start, double end, double step, TensorOptions o) {
   EMBER_CHECK(step != 0, "arange: step must be nonzero");
-  EMBER_CHECK((end - start) / step >= 0, "arange: range [", start, ", ", end, ") is empty or reversed for step ", step);
-  auto n = static_cast<int64_t>(std::ceil((end - start) / step));
-  Tensor t = empty(Shape{n}, o.requires_grad(false));
+  const double count = std::ceil((end - start) / step);
+  EMBER_CHECK(count >= 0, "arange: range [", start, ", ", end, ") is empty or reversed for step ", step);
+  // 2^63 is exactly representable; anything at or above it (or inf/NaN, which fail `<`) cannot be a count.
+  EMBER_CHECK(count < 9223372036854775808.0, "arange: range [", start, ", ", end, ") with step ", step, " has ", count,
+              " elements, more than 2^63-1");
+  Tensor t = allocate("arange", Shape{static_cast<int64_t>(count)}, o);
   backend(o.device_).arange(t, start, step);
   return finish(t, o);
 }
 
 namespace {
-Tensor random_tensor(RandomOp op, const Shape& shape, double a, double b, TensorOptions o, Generator* gen) {
-  Tensor t = empty(shape, o.requires_grad(false));
+Tensor random_tensor(RandomOp op, const char* name, const Shape& shape, double a, double b, TensorOptions o,
+                     Generator* gen) {
+  Tensor t = allocate(name, shape, o);
   Generator& g = gen ? *gen : default_generator();
   backend(o.device_).random(op, t, g.reserve(static_cast<uint64_t>(t.numel())), a, b);
   return finish(t, o);
@@ -54,23 +64,24 @@ Tensor randn(const Shape& s, TensorOptions o, Generator* g) { return normal(s, 0
 Tensor uniform(const Shape& s, double lo, double hi, TensorOptions o, Generator* g) {
   EMBER_CHECK(is_floating(o.dtype_), "uniform: expected a floating-point dtype, got ", dtype_name(o.dtype_));
   EMBER_CHECK(lo <= hi, "uniform: low ", lo, " is greater than high ", hi);
-  return random_tensor(RandomOp::Uniform, s, lo, hi, o, g);
+  return random_tensor(RandomOp::Uniform, "uniform", s, lo, hi, o, g);
 }
 Tensor normal(const Shape& s, double mean, double std, TensorOptions o, Generator* g) {
   EMBER_CHECK(is_floating(o.dtype_), "normal: expected a floating-point dtype, got ", dtype_name(o.dtype_));
   EMBER_CHECK(std >= 0, "normal: std must be non-negative, got ", std);
-  return random_tensor(RandomOp::Normal, s, mean, std, o, g);
+  return random_tensor(RandomOp::Normal, "normal", s, mean, std, o, g);
 }
 Tensor randint(int64_t low, int64_t high, const Shape& s, TensorOptions o, Generator* g) {
   EMBER_CHECK(low < high, "randint: empty range [", low, ", ", high, ")");
-  return random_tensor(RandomOp::RandInt, s, static_cast<double>(low), static_cast<double>(high), o, g);
+  return random_tensor(RandomOp::RandInt, "randint", s, static_cast<double>(low), static_cast<double>(high), o, g);
 }
 
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
-  EMBER_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "from_vector: ", values.size(),
-              " values do not fill shape ", shape, " (", shape.numel(), " elements)");
-  Tensor host = empty(shape, TensorOptions(dtype_of<T>::value));
+  const int64_t numel = checked_numel(shape, "from_vector");
+  EMBER_CHECK(static_cast<int64_t>(values.size()) == numel, "from_vector: ", values.size(), " values do not fill shape ",
+              shape, " (", numel, " elements)");
+  Tensor host = allocate("from_vector", shape, TensorOptions(dtype_of<T>::value));
   std::copy(values.begin(), values.end(), host.data<T>());
   Tensor t = host.to(o.dtype_).to(o.device_);
   return finish(t, o);
@@ -81,8 +92,9 @@ template Tensor from_vector(const std::vector<int64_t>&, const Shape&, TensorOpt
 template Tensor from_vector(const std::vector<uint8_t>&, const Shape&, TensorOptions);
 
 Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device, std::function<void(void*)> deleter) {
-  EMBER_CHECK(data != nullptr || shape.numel() == 0, "from_blob: null pointer for shape ", shape);
-  auto storage = std::make_shared<Storage>(data, shape.numel() * dtype_size(dtype), device, std::move(deleter));
+  const int64_t nbytes = checked_nbytes(shape, static_cast<int64_t>(dtype_size(dtype)), "from_blob");
+  EMBER_CHECK(data != nullptr || nbytes == 0, "from_blob: null pointer for shape ", shape);
+  auto storage = std::make_shared<Storage>(data, static_cast<size_t>(nbytes), device, std::move(deleter));
   return make_tensor(std::move(storage), shape, contiguous_strides(shape), 0, dtype);
 }
 

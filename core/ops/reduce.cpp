@@ -183,6 +183,29 @@ Tensor var(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, boo
   return out;
 }
 
+namespace {
+// sqrt with the gradient at 0 taken as 0 instead of 1 / 0: a std of 0 means a constant input,
+// where PyTorch's std_backward gives 0 (then var's 2 (x - mean) / (N - c) is 0 as well).
+Tensor sqrt_of_variance(const Tensor& v) {
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = sqrt(v);
+  }
+  if (grad_needed(v))
+    record("std", out, {v}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+      const Tensor& s = so.get();
+      return {where(eq(s, 0.0), zeros_like(g), g / (s * 2.0))};
+    });
+  return out;
+}
+}  // namespace
+
+Tensor std(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, bool keepdim) {
+  require_float("std", a);
+  return sqrt_of_variance(var(a, dims, unbiased, keepdim));
+}
+
 // log(sum(exp(x))) = m + log(sum(exp(x - m))) with m the max: no exp overflows, the largest term is 1.
 // The sum is left to the fused log_softmax kernel (one vectorised pass): its output is
 // y = (x - m) - log(sum), and at the max element x - m is exactly 0, so max(y) = -log(sum) exactly

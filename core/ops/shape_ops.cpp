@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/checked_math.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -21,21 +22,24 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 Shape infer_shape(const char* op, const Shape& requested, int64_t numel) {
   Shape s = requested;
   int infer = -1;
-  int64_t known = 1;
+  int64_t known = 1;  // product of the given dims other than 0 (checked: it comes from the caller)
+  bool has_zero = false;
   for (int i = 0; i < s.size(); ++i) {
     if (s[i] == -1) {
       EMBER_CHECK(infer < 0, op, ": only one dimension can be inferred (-1) in ", requested);
       infer = i;
     } else {
       EMBER_CHECK(s[i] >= 0, op, ": invalid dimension ", s[i], " in ", requested);
-      known *= s[i];
+      if (s[i] == 0) has_zero = true;
+      else known = checked_mul(known, s[i], op);
     }
   }
   if (infer >= 0) {
-    EMBER_CHECK(known != 0 && numel % known == 0, op, ": shape ", requested, " is invalid for input of size ", numel);
+    EMBER_CHECK(!has_zero && numel % known == 0, op, ": shape ", requested, " is invalid for input of size ", numel);
     s[infer] = numel / known;
   }
-  EMBER_CHECK(s.numel() == numel, op, ": shape ", requested, " is invalid for input of size ", numel);
+  // Checked, so a request whose product wraps around to the input's size is not mistaken for a match.
+  EMBER_CHECK(checked_numel(s, op) == numel, op, ": shape ", requested, " is invalid for input of size ", numel);
   return s;
 }
 
@@ -215,6 +219,7 @@ Tensor Tensor::expand(const Shape& requested) const {
     st[i] = have == want ? strides()[i - lead] : 0;
   }
   if (shape == this->shape()) return *this;
+  checked_numel(shape, "expand");  // a view may not have more elements than an int64 can count
   Tensor out = make_view(*this, shape, st, offset());
   // The engine sums the gradient back to this tensor's shape: identity here.
   if (grad_needed(*this)) record("expand", out, {*this}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });

@@ -1,0 +1,40 @@
+// Cross entropy of one row of logits, defined once for the CPU (core/cpu/cpu_loss.cpp) and CUDA
+// (cuda/cuda_loss.cu) kernels. A row is summarised by two numbers kept for the backward:
+//   m       = max(x)                  (NaNs skipped)
+//   log_sum = log(sum(exp(x - m)))    (between 0 and log C)
+// and every formula goes through the log-softmax in the stable form (x - m) - log_sum. Why not
+// x - lse with lse = m + log_sum: for logits near 1e4, lse rounds to a float32 ulp of 1e-3, and
+// that error lands in every exp of the backward (2e-4 relative, where PyTorch is exact); x - m is
+// exact for the logits that matter (those close to the max) and log_sum is small.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/generator.h"  // EMBER_HD
+
+namespace ember::xent {
+
+template <typename T>
+EMBER_HD T log_softmax(T x, T m, T log_sum) {
+  return (x - m) - log_sum;
+}
+
+// (1 - s) * -log_softmax(x[t]) + s * -mean(log_softmax(x)), with s the label smoothing and
+// mean(log_softmax(x)) = (mean(x) - m) - log_sum.
+template <typename T>
+EMBER_HD T loss(T x_target, T mean_x, T m, T log_sum, double smoothing) {
+  const T nll = -log_softmax(x_target, m, log_sum);
+  if (smoothing == 0) return nll;
+  return static_cast<T>((1 - smoothing) * nll + smoothing * -log_softmax(mean_x, m, log_sum));
+}
+
+// d loss / d x[c] = g * (softmax[c] - s / C - (1 - s) * [c == t]), softmax from the log-softmax.
+template <typename T>
+EMBER_HD T logit_grad(T g, T x, T m, T log_sum, bool is_target, T keep, T smooth) {
+  T v = g * (std::exp(log_softmax(x, m, log_sum)) - smooth);
+  if (is_target) v -= g * keep;
+  return v;
+}
+
+}  // namespace ember::xent

@@ -6,6 +6,9 @@
 #include <omp.h>
 
 #include <atomic>
+#include <charconv>
+#include <limits>
+#include <string>
 
 #include "core/cpu/cpu_backend.h"
 
@@ -41,7 +44,12 @@ Device::Device(const std::string& spec) {
     type = DeviceType::CUDA;
   } else if (spec.rfind("cuda:", 0) == 0 && spec.size() > 5 && spec.find_first_not_of("0123456789", 5) == std::string::npos) {
     type = DeviceType::CUDA;
-    index = std::stoi(spec.substr(5));
+    // from_chars, not stoi: an index too large for int is a parse error naming the spec.
+    const char* first = spec.data() + 5;
+    const char* last = spec.data() + spec.size();
+    auto [end, ec] = std::from_chars(first, last, index);
+    EMBER_CHECK(ec == std::errc() && end == last, "device: cannot parse '", spec, "': the index ",
+                std::string(first, last), " is out of range (at most ", std::numeric_limits<int>::max(), ")");
   } else {
     EMBER_FAIL("device: cannot parse '", spec, "' (expected cpu, cuda or cuda:N)");
   }

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/ops.h"
 #include "data/binary_file.h"
 
@@ -37,9 +38,10 @@ ImageDataset load_cifar10(const std::string& root, bool train) {
     EMBER_CHECK(rest == 0, f->where(), " is truncated: ", f->size(), " bytes is not a whole number of ", kRecord,
                 "-byte records (1 label + 3x32x32 pixels); record ", whole, " at byte offset ", whole * kRecord,
                 " has only ", rest, " of its ", kRecord, " bytes");
-    total += whole;
+    total = checked_add(total, whole, "CIFAR10: total record count");
     files.push_back(std::move(f));
   }
+  checked_nbytes({total, 3, 32, 32}, 1, "CIFAR10: images tensor");
   Tensor images = empty({total, 3, 32, 32}, kUInt8);
   Tensor labels = empty({total}, kInt64);
   uint8_t* img = images.data<uint8_t>();

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/backend.h"
+#include "core/checked_math.h"
 #include "core/ops.h"
 
 namespace ember::data {
@@ -205,7 +206,8 @@ int64_t DataLoader::samples_per_epoch() const {
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = samples_per_epoch(), b = options_.batch_size_;
-  return options_.drop_last_ ? n / b : (n + b - 1) / b;
+  // ceil(n / b) without computing n + b - 1, which overflows for a batch size near 2^63.
+  return options_.drop_last_ ? n / b : n / b + (n % b != 0);
 }
 
 void DataLoader::set_epoch(int64_t e) {
@@ -259,7 +261,7 @@ DataLoader::Iterator& DataLoader::Iterator::operator++() {
 }
 
 Batch DataLoader::make_batch(const Epoch& plan, int64_t k) {
-  const int64_t first = k * options_.batch_size_;
+  const int64_t first = checked_mul(k, options_.batch_size_, "DataLoader: first sample of a batch");
   const int64_t count = std::min<int64_t>(options_.batch_size_, static_cast<int64_t>(plan.order.size()) - first);
   Shape shape{count};
   for (int64_t d : sample_shape_) shape.push_back(d);

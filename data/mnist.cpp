@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "core/ops.h"
 #include "data/binary_file.h"
 
@@ -75,6 +76,11 @@ Tensor read_idx_images(const std::string& path, const std::string& who) {
               " disagrees with the file size: ", count, " images of ", rows, "x", cols, " need ", u128_str(needed),
               " bytes but the file has ", file.size(), " (", u128_str(size - needed), " extra bytes after byte offset ",
               u128_str(needed), ")");
+  // The tensor's shape must be one ember can hold even when count is 0 and the file is just its
+  // header, which the size checks above accept: rows = cols = 0xffffffff would make a
+  // [0, 1, 2^32-1, 2^32-1] tensor whose strides overflow.
+  const std::string header_fields = file.where() + ": header fields count, rows, cols (byte offsets 4, 8, 12)";
+  checked_numel({count, 1, rows, cols}, header_fields.c_str());
   // From here on count * rows * cols == file size - 16, which fits in int64.
   const int64_t payload = file.size() - kImagesHeader;
   Tensor images = empty({count, 1, rows, cols}, kUInt8);
@@ -119,6 +125,9 @@ ImageDataset load_mnist(const std::string& root, bool train) {
   const std::string labels_path = detail::join_path(root, prefix + "-labels-idx1-ubyte");
   Tensor images = read_idx_images(images_path);
   Tensor labels = read_idx_labels(labels_path, 10);
+  // An empty split would train on nothing and report NaN losses and accuracies as a result.
+  EMBER_CHECK(images.size(0) > 0, "MNIST: '", images_path,
+              "' holds no images (its header's count at byte offset 4 is 0); a split needs at least one");
   EMBER_CHECK(images.size(0) == labels.size(0), "MNIST: '", images_path, "' has ", images.size(0), " images but '",
               labels_path, "' has ", labels.size(0), " labels; the two files of a split must have the same count");
   return ImageDataset("MNIST", images, labels, 10);

@@ -3,6 +3,7 @@
 #include "nn/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,12 +11,17 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <utility>
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/checked_math.h"
 #include "core/ops.h"
 
 namespace ember::nn {
@@ -62,6 +68,7 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
   int release_and_close() {
     int r = ::close(fd_);
     fd_ = -1;
@@ -85,12 +92,55 @@ void write_all(int fd, const void* data, size_t n, const std::string& path) {
   }
 }
 
+// A temporary file is named "<file name>.tmp.<pid>.<counter>": the pid (at most 7 digits: Linux's
+// PID_MAX_LIMIT is 2^22) lets a later save recognise the files of dead processes, the counter (kept
+// below 10^4; O_EXCL retries on a clash) keeps concurrent saves of one process apart. Bounding the
+// suffix bounds the file names that can be saved: 255 - 17 = 238 characters on most file systems.
+const std::string kTempInfix = ".tmp.";
+constexpr size_t kMaxTempSuffix = 5 + 7 + 1 + 4;
+constexpr uint64_t kTempCounterLimit = 10000;
+
+std::string temp_prefix(const std::string& file_name) { return file_name + kTempInfix; }
+
+// The pid in a temporary file's name "<prefix><pid>.<counter>", or -1 when `name` is not one.
+pid_t temp_file_pid(const std::string& name, const std::string& prefix) {
+  if (!name.starts_with(prefix)) return -1;
+  const char* first = name.data() + prefix.size();
+  const char* last = name.data() + name.size();
+  pid_t pid = -1;
+  uint64_t counter = 0;
+  auto [dot, ec] = std::from_chars(first, last, pid);
+  if (ec != std::errc() || dot == first || dot == last || *dot != '.' || pid <= 0) return -1;
+  auto [end, ec2] = std::from_chars(dot + 1, last, counter);
+  return ec2 == std::errc() && end == last && end != dot + 1 ? pid : -1;
+}
+
+// Removes the temporary files that saves of `path` by processes no longer running left behind (a
+// process killed with SIGKILL cannot clean up after itself). Best effort and local: a file is
+// stale when kill(pid, 0) finds no such process on this machine. A folder shared between machines
+// over a network file system is not supported here: another machine's live save whose pid is free
+// on this one would lose its temporary file (its rename then fails with an error; no checkpoint is
+// ever corrupted).
+void remove_stale_temps(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const std::string prefix = temp_prefix(target.filename().string());
+  fs::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const pid_t pid = temp_file_pid(it->path().filename().string(), prefix);
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) ::unlink(it->path().c_str());
+  }
+}
+
 // Creates a new file next to `path` (same directory, so the final rename cannot cross file systems).
 // O_EXCL guarantees we never write into someone else's file.
 std::pair<int, std::string> create_temp(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
   for (int attempt = 0; attempt < 100; ++attempt) {
-    std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    const uint64_t n = counter++ % kTempCounterLimit;
+    std::string tmp = path + kTempInfix + std::to_string(::getpid()) + "." + std::to_string(n);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd >= 0) return {fd, tmp};
     EMBER_CHECK(errno == EEXIST, "save_safetensors: '", path, "': cannot create a temporary file next to it (", tmp,
@@ -111,7 +161,42 @@ void fsync_dir(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Throws unless the file name of `path` leaves room for the temporary-file suffix.
+void check_name_length(const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string where = "save_safetensors: '" + path + "'";
+  const fs::path target(path);
+  const std::string name = target.filename().string();
+  fs::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  if (name_max <= 0) name_max = NAME_MAX;
+  EMBER_CHECK(name.size() + kMaxTempSuffix <= static_cast<size_t>(name_max), where, ": the file name is ",
+              name.size(), " characters; at most ", static_cast<size_t>(name_max) - kMaxTempSuffix,
+              " fit, so that the temporary file it is written under (name + \"", kTempInfix,
+              "<pid>.<n>\") stays within the file system's ", name_max, "-character limit");
+}
+
+}  // namespace
+
+void check_save_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string where = "save_safetensors: '" + path + "'";
+  const fs::path target(path);
+  const std::string name = target.filename().string();
+  EMBER_CHECK(!name.empty() && name != "." && name != "..", where, ": names a directory, not a file");
+  fs::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  EMBER_CHECK(fs::is_directory(dir, ec), where, ": the folder '", dir.string(), "' does not exist",
+              ec ? " (" + ec.message() + ")" : std::string());
+  check_name_length(path);
+}
+
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
+  check_name_length(path);  // a missing folder is reported when the temporary file cannot be created
   // 1. Check every entry before touching the disk.
   struct Entry {
     const std::string* name;
@@ -154,6 +239,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   const uint64_t header_len = text.size();
 
   // 3. Write to a temporary file, flush, rename over the target, flush the directory.
+  remove_stale_temps(path);
   auto [raw_fd, tmp] = create_temp(path);
   Fd fd(raw_fd);
   try {
@@ -195,6 +281,23 @@ void read_at(int fd, void* out, uint64_t n, uint64_t offset, const std::string& 
   }
 }
 
+// Opens `path` for reading, refusing anything but a regular file. O_NONBLOCK makes the open itself
+// return at once for a FIFO with no writer (a plain open would block forever); fstat on the open
+// descriptor then decides, so the check and the read see the same file. Returns the raw descriptor.
+int open_regular_file(const std::string& path, const std::string& where) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  EMBER_CHECK(fd.get() >= 0, where, ": cannot open: ", errno_text());
+  struct stat st {};
+  EMBER_CHECK(::fstat(fd.get(), &st) == 0, where, ": cannot stat: ", errno_text());
+  EMBER_CHECK(S_ISREG(st.st_mode), where, ": not a regular file (a ",
+              S_ISFIFO(st.st_mode) ? "FIFO" : S_ISDIR(st.st_mode) ? "directory" : "device or socket",
+              "); a checkpoint must be a regular file");
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  EMBER_CHECK(flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) == 0, where,
+              ": cannot clear O_NONBLOCK: ", errno_text());
+  return fd.release();
+}
+
 struct TensorInfo {
   std::string name;
   DType dtype;
@@ -217,19 +320,17 @@ TensorInfo parse_entry(const std::string& name, const json& v, uint64_t data_len
   EMBER_CHECK(sh != v.end() && sh->is_array(), where, ": missing or non-array \"shape\"");
   EMBER_CHECK(sh->size() <= static_cast<size_t>(kMaxDims), where, ": has ", sh->size(),
               " dimensions; ember supports at most ", kMaxDims);
-  bool has_zero_dim = false;
   for (const json& d : *sh) {
     EMBER_CHECK(d.is_number_unsigned() && d.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX), where, ": shape ",
                 sh->dump(), " must hold non-negative integers");
-    has_zero_dim = has_zero_dim || d.get<uint64_t>() == 0;
     info.shape.push_back(d.get<int64_t>());
   }
-  // Byte size = element size x numel, with the product checked for overflow (a corrupt shape must
-  // not wrap around to a small number that happens to match the offsets).
-  uint64_t nbytes = has_zero_dim ? 0 : dtype_size(info.dtype);
-  for (int64_t n : info.shape)
-    EMBER_CHECK(!__builtin_mul_overflow(nbytes, static_cast<uint64_t>(n), &nbytes), where, ": shape ", sh->dump(),
-                " is too large");
+  // Byte size = element size x numel, checked for overflow even beside a zero dim: a corrupt shape
+  // must neither wrap around to a size that happens to match the offsets nor give a tensor whose
+  // strides overflow ([0, 2^62, 2^62] is refused as the factories refuse it).
+  const std::string shape_field = where + ": header field \"shape\" " + sh->dump() + " is too large";
+  const auto nbytes =
+      static_cast<uint64_t>(checked_nbytes(info.shape, dtype_size(info.dtype), shape_field.c_str()));
 
   auto off = v.find("data_offsets");
   EMBER_CHECK(off != v.end() && off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
@@ -249,11 +350,9 @@ TensorInfo parse_entry(const std::string& name, const json& v, uint64_t data_len
 
 SafetensorsFile load_safetensors(const std::string& path) {
   const std::string where = "load_safetensors: '" + path + "'";
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  EMBER_CHECK(fd.get() >= 0, where, ": cannot open: ", errno_text());
+  Fd fd(open_regular_file(path, where));
   struct stat st {};
   EMBER_CHECK(::fstat(fd.get(), &st) == 0, where, ": cannot stat: ", errno_text());
-  EMBER_CHECK(S_ISREG(st.st_mode), where, ": not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
 
   // Header length, then header: each checked against the file size before it is used.
@@ -269,8 +368,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
   json header;
   try {
     header = json::parse(text);
-  } catch (const json::parse_error& ex) {
-    EMBER_FAIL(where, ": header is not valid JSON: ", ex.what());
+  } catch (const json::exception& ex) {  // a syntax error, or a number like 1e400 out of double's range
+    EMBER_FAIL(where, ": header is not valid JSON (bytes 8 to ", 8 + header_len, "): ", ex.what());
   }
   EMBER_CHECK(header.is_object(), where, ": header is not a JSON object");
 
@@ -310,6 +409,19 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors.emplace(i.name, std::move(t));
   }
   return out;
+}
+
+// ---------------- validation ----------------
+
+void check_finite(const TensorMap& tensors, const std::string& where) {
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype())) continue;
+    const Tensor host = t.detach().to(kCPU).contiguous().to(kFloat64);
+    const double* v = host.data<double>();
+    for (int64_t i = 0; i < host.numel(); ++i)
+      EMBER_CHECK(std::isfinite(v[i]), where, ": tensor '", name, "' holds ", v[i], " at flat index ", i,
+                  " (shape ", t.shape(), "); a checkpoint must hold finite values");
+  }
 }
 
 }  // namespace ember::nn

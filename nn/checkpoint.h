@@ -16,6 +16,8 @@
 // Saving is atomic: the file is written under a temporary name in the same directory, flushed to
 // disk (fsync), then renamed over `path`, and the directory entry is flushed too. A crash or an
 // error mid-save leaves the previous checkpoint intact (and no temporary file behind, on an error).
+// A process killed mid-save (SIGKILL) leaves its "<path>.tmp.<pid>.<n>" file behind; the next save
+// of the same path on the same machine removes the temporary files of processes no longer running.
 // Loading checks the whole header before reading any data: a truncated or corrupt file gives an
 // ember::Error naming the file and the problem, never an out-of-bounds read.
 #pragma once
@@ -39,7 +41,17 @@ struct SafetensorsFile {
 // written) and `metadata` to `path`. Names must be non-empty and not "__metadata__".
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 
-// Reads every tensor and the metadata of a safetensors file.
+// Reads every tensor and the metadata of a safetensors file. Anything but a regular file (a FIFO, a
+// directory) is refused without blocking.
 SafetensorsFile load_safetensors(const std::string& path);
+
+// Throws unless `path` can be saved to: its folder exists and its file name leaves room for the
+// temporary-file suffix within the file system's name limit. save_safetensors checks this first;
+// programs call it at start-up so a bad --checkpoint fails before any training.
+void check_save_path(const std::string& path);
+
+// Throws naming the first tensor (and flat index) of `tensors` holding NaN or +-inf. Loading does
+// not check this (a file may legitimately hold them); training code resuming from a checkpoint does.
+void check_finite(const TensorMap& tensors, const std::string& where);
 
 }  // namespace ember::nn

@@ -204,6 +204,11 @@ LoadResult Module::load_state_dict(const NamedTensors& dict, bool strict) {
     EMBER_CHECK(src->defined(), "load_state_dict (", type_name_, "): entry \"", name, "\" is an undefined tensor");
     EMBER_CHECK(src->shape() == t.shape(), "load_state_dict (", type_name_, "): size mismatch for \"", name,
                 "\": the state dict has ", src->shape(), ", the module has ", t.shape());
+    // float32 <-> float64 converts, as in PyTorch; integer weights for a float parameter (or the
+    // reverse) mean the file is not what it claims, and are refused instead of silently cast.
+    EMBER_CHECK(is_floating(src->dtype()) == is_floating(t.dtype()), "load_state_dict (", type_name_,
+                "): dtype mismatch for \"", name, "\": the state dict has ", dtype_name(src->dtype()),
+                ", the module has ", dtype_name(t.dtype()), " (only float32 and float64 convert into each other)");
   }
   for (const auto& [name, t] : dict)
     if (!own.contains(name)) result.unexpected_keys.push_back(name);

@@ -34,11 +34,13 @@ bool AdamOptions::set_hyper_parameter(const std::string& name, double v) {
 void AdamOptions::validate() const {
   const char* opt = optimizer_name();
   const auto [beta1, beta2] = betas_;
-  EMBER_CHECK(lr_ >= 0, opt, ": invalid learning rate ", lr_, " (must be >= 0)");
-  EMBER_CHECK(eps_ >= 0, opt, ": invalid eps ", eps_, " (must be >= 0)");
+  // isfinite too: an infinite rate, eps or decay (from a flag or a crafted checkpoint) only produces NaN.
+  EMBER_CHECK(lr_ >= 0 && std::isfinite(lr_), opt, ": invalid learning rate ", lr_, " (must be finite and >= 0)");
+  EMBER_CHECK(eps_ >= 0 && std::isfinite(eps_), opt, ": invalid eps ", eps_, " (must be finite and >= 0)");
   EMBER_CHECK(beta1 >= 0 && beta1 < 1, opt, ": invalid beta1 (betas[0]) ", beta1, " (must be in [0, 1))");
   EMBER_CHECK(beta2 >= 0 && beta2 < 1, opt, ": invalid beta2 (betas[1]) ", beta2, " (must be in [0, 1))");
-  EMBER_CHECK(weight_decay_ >= 0, opt, ": invalid weight_decay ", weight_decay_, " (must be >= 0)");
+  EMBER_CHECK(weight_decay_ >= 0 && std::isfinite(weight_decay_), opt, ": invalid weight_decay ", weight_decay_,
+              " (must be finite and >= 0)");
 }
 
 // ---------------- state ----------------
@@ -50,14 +52,29 @@ void AdamParamState::save(const std::string& prefix, std::map<std::string, Tenso
   if (max_exp_avg_sq.defined()) out[prefix + "max_exp_avg_sq"] = max_exp_avg_sq;
 }
 
+namespace {
+
+// Steps are counted exactly up to 2^53 (where a double, used for the bias corrections, still
+// holds every integer); a larger count cannot come from training and would make the int64 cast UB.
+constexpr double kMaxStepCount = 9007199254740992.0;  // 2^53
+
+int64_t load_step_count(const Tensor& t, const std::string& key) {
+  EMBER_CHECK(t.numel() == 1, "load_state_dict: ", key, " should hold one number, got shape ", t.shape());
+  EMBER_CHECK(t.dtype() == kInt64 || is_floating(t.dtype()), "load_state_dict: ", key, " has dtype ",
+              dtype_name(t.dtype()), "; a step count is int64 (or float, as PyTorch saves it)");
+  const double s = t.item();
+  EMBER_CHECK(s >= 0 && s <= kMaxStepCount && s == std::floor(s), "load_state_dict: ", key, " = ", s,
+              " is not a step count (an integer in [0, 2^53])");
+  return static_cast<int64_t>(s);
+}
+
+}  // namespace
+
 void AdamParamState::load(const std::map<std::string, Tensor>& tensors, const Tensor& param, const std::string& where) {
   for (const auto& [name, t] : tensors) {
     const std::string key = where + "." + name;
     if (name == "step") {
-      EMBER_CHECK(t.numel() == 1, "load_state_dict: ", key, " should hold one number, got shape ", t.shape());
-      const double s = t.item();
-      EMBER_CHECK(s >= 0 && s == std::floor(s), "load_state_dict: ", key, " = ", s, " is not a step count");
-      step = static_cast<int64_t>(s);
+      step = load_step_count(t, key);
     } else if (name == "exp_avg") {
       exp_avg = detail::load_state_tensor(t, param, key);
     } else if (name == "exp_avg_sq") {

@@ -2,6 +2,7 @@
 #include "optim/optimizer.h"
 
 #include <charconv>
+#include <cmath>
 #include <set>
 #include <typeinfo>
 #include <utility>
@@ -192,6 +193,8 @@ double parse_double(const std::map<std::string, std::string>& metadata, const st
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   EMBER_CHECK(ec == std::errc() && end == s.data() + s.size() && !s.empty(), what, ": entry '", key, "' = '", s,
               "' is not a number");
+  // from_chars accepts "inf" and "nan"; no hyper-parameter may be either.
+  EMBER_CHECK(std::isfinite(v), what, ": entry '", key, "' = '", s, "' is not a finite number");
   return v;
 }
 
@@ -210,6 +213,10 @@ Tensor load_state_tensor(const Tensor& t, const Tensor& param, const std::string
   EMBER_CHECK(t.defined(), "load_state_dict: ", key, " is an undefined tensor");
   EMBER_CHECK(t.shape() == param.shape(), "load_state_dict: ", key, " has shape ", t.shape(),
               " but its parameter has shape ", param.shape());
+  // Floating state follows the parameter's dtype (float64 state loads into a float32 optimizer);
+  // integer moments for a float parameter mean the file is not what it claims: refused, not cast.
+  EMBER_CHECK(is_floating(t.dtype()), "load_state_dict: ", key, " has dtype ", dtype_name(t.dtype()),
+              " but its parameter has dtype ", dtype_name(param.dtype()), "; optimizer state must be floating-point");
   NoGradGuard no_grad;
   // A fresh contiguous copy: the optimizer must not share memory with the dict it was loaded from.
   Tensor out = empty(param.shape(), TensorOptions(param.dtype()).device(param.device()));

@@ -4,6 +4,8 @@
 // Both follow PyTorch's _single_tensor_sgd line by line.
 #include "optim/sgd.h"
 
+#include <cmath>
+
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -28,9 +30,13 @@ bool SGDOptions::set_hyper_parameter(const std::string& name, double v) {
 }
 
 void SGDOptions::validate() const {
-  EMBER_CHECK(lr_ >= 0, "SGD: invalid learning rate ", lr_, " (must be >= 0)");
-  EMBER_CHECK(momentum_ >= 0, "SGD: invalid momentum ", momentum_, " (must be >= 0)");
-  EMBER_CHECK(weight_decay_ >= 0, "SGD: invalid weight_decay ", weight_decay_, " (must be >= 0)");
+  // isfinite too: an infinite rate or decay (from a flag or a crafted checkpoint) only produces NaN.
+  EMBER_CHECK(lr_ >= 0 && std::isfinite(lr_), "SGD: invalid learning rate ", lr_, " (must be finite and >= 0)");
+  EMBER_CHECK(momentum_ >= 0 && std::isfinite(momentum_), "SGD: invalid momentum ", momentum_,
+              " (must be finite and >= 0)");
+  EMBER_CHECK(std::isfinite(dampening_), "SGD: invalid dampening ", dampening_, " (must be finite)");
+  EMBER_CHECK(weight_decay_ >= 0 && std::isfinite(weight_decay_), "SGD: invalid weight_decay ", weight_decay_,
+              " (must be finite and >= 0)");
   EMBER_CHECK(!nesterov_ || (momentum_ > 0 && dampening_ == 0),
               "SGD: Nesterov momentum requires a momentum > 0 and zero ", "dampening (got momentum ", momentum_,
               ", dampening ", dampening_, ")");

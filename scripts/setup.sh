@@ -31,6 +31,7 @@ packages=(
   libcli11-dev                         # command-line parsing in examples and tools
   nlohmann-json3-dev                   # JSON (reference values, configs, metrics)
   libopenmpi-dev openmpi-bin           # multi-process (distributed) training
+  clang libclang-rt-dev libomp-dev     # libFuzzer + ASan/UBSan fuzz targets (tests/fuzz), clang's OpenMP
 )
 for arg in "$@"; do
   case "$arg" in

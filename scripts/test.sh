@@ -10,7 +10,11 @@
 #   3. test        ctest, 2 tests at a time
 #   4. asan-build  ASan + UBSan build (EMBER_SANITIZE=ON; CUDA, oneDNN and benchmarks off)
 #   5. asan-test   the same suite under the sanitizers
-# EMBER_TEST_SKIP_SANITIZE=1 skips phases 4-5 for a quick local run.
+#   6. fuzz        builds the libFuzzer targets (tests/fuzz, clang + ASan + UBSan) and runs each on
+#                  its committed corpus for EMBER_FUZZ_SECONDS (default 60) seconds; a crash, a
+#                  sanitizer report or an escaping non-ember exception fails the phase. Skipped,
+#                  with a line saying why, when clang++ is not installed.
+# EMBER_TEST_SKIP_SANITIZE=1 skips phases 4-5 for a quick local run; EMBER_FUZZ_SECONDS=0 skips 6.
 #
 # Why the sanitizer pass is in CI: it fits the 90-minute budget several times over. Measured on the
 # 2-core dev machine with 1042 tests, while other builds shared it (so wall times are inflated):
@@ -41,10 +45,11 @@ run_phase() {
   fi
 }
 
-configure_and_build() {  # configure_and_build BUILD_DIR CMAKE_ARGS...
-  local dir=$1
+configure_and_build() {  # configure_and_build BUILD_DIR [-S SOURCE_DIR] CMAKE_ARGS...
+  local dir=$1 src=.
   shift
-  cmake -S . -B "$dir" -G Ninja "$@" && cmake --build "$dir" -j "$jobs"
+  if [[ "${1:-}" == -S ]]; then src=$2; shift 2; fi
+  cmake -S "$src" -B "$dir" -G Ninja "$@" && cmake --build "$dir" -j "$jobs"
 }
 
 build_and_test() {  # build_and_test PHASE_PREFIX BUILD_DIR CMAKE_ARGS...
@@ -69,6 +74,32 @@ if [[ "${EMBER_TEST_SKIP_SANITIZE:-0}" != 1 ]]; then
   # oneDNN. (Each pass also switches engines at run time in the engine tests.)
   build_and_test "asan-" build-test-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBER_SANITIZE=ON -DEMBER_CUDA=OFF \
     -DEMBER_BUILD_BENCH=OFF -DEMBER_ONEDNN=OFF
+fi
+
+# fuzz_all: builds tests/fuzz and runs every target for EMBER_FUZZ_SECONDS each. Cost: the build
+# (the library once more, with clang and the sanitizers) plus 4 x 60 s, about 10 minutes of the
+# CI's 90 beside today's ~15 (estimated, not measured). New inputs go to a scratch copy of the
+# corpus, so the committed one changes only by hand; a crash leaves its input in build-fuzz/.
+fuzz_all() {
+  local seconds=${EMBER_FUZZ_SECONDS:-60}
+  configure_and_build build-fuzz -S tests/fuzz -DCMAKE_CXX_COMPILER=clang++ || return 1
+  local status=0 target
+  for target in idx cifar safetensors checkpoint; do
+    local work="build-fuzz/corpus-$target"
+    rm -rf "$work" && mkdir -p "$work"
+    echo "---- fuzz_$target for ${seconds} s"
+    (cd build-fuzz && ./"fuzz_$target" -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
+       -print_final_stats=1 "corpus-$target" "../tests/fuzz/corpus/$target") || status=1
+  done
+  return $status
+}
+
+if [[ "${EMBER_FUZZ_SECONDS:-60}" == 0 ]]; then
+  echo "==== [fuzz] skipped: EMBER_FUZZ_SECONDS=0"
+elif ! command -v clang++ >/dev/null; then
+  echo "==== [fuzz] skipped: clang++ not found (scripts/setup.sh installs clang and libclang-rt-dev)"
+else
+  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_phase fuzz fuzz_all
 fi
 
 echo "==== summary"

@@ -13,6 +13,12 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 
@@ -28,6 +34,9 @@ using namespace ember;
 namespace F = ember::nn::functional;
 
 namespace {
+
+constexpr int kMaxWorkers = 256;
+constexpr int kMaxThreads = 1024;
 
 struct Config {
   std::string model = "cnn";
@@ -57,10 +66,118 @@ void apply_defaults(Config& c) {
 
 void check_data(const std::string& root) {
   for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                        "t10k-labels-idx1-ubyte"})
-    if (!std::filesystem::exists(std::filesystem::path(root) / f))
-      EMBER_FAIL("MNIST file ", (std::filesystem::path(root) / f).string(),
-                 " not found. Fetch the data set with: bash scripts/fetch_mnist.sh  (or pass --data DIR)");
+                        "t10k-labels-idx1-ubyte"}) {
+    const std::filesystem::path path = std::filesystem::path(root) / f;
+    std::error_code ec;  // the non-throwing overload: a symlink loop is reported here, by path
+    const bool found = std::filesystem::exists(path, ec);
+    EMBER_CHECK(!ec, "MNIST file ", path.string(), " cannot be examined: ", ec.message());
+    EMBER_CHECK(found, "MNIST file ", path.string(),
+                " not found. Fetch the data set with: bash scripts/fetch_mnist.sh  (or pass --data DIR)");
+  }
+}
+
+// Appends `text` to the file at `path`, checking the stream after the write, the flush and the
+// close: a full disk (or /dev/full) must be an error, not a CSV that silently stays empty.
+void append_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::app);
+  EMBER_CHECK(out.good(), "--metrics: cannot open ", path, " for writing: ", std::strerror(errno));
+  out << text;
+  out.flush();
+  EMBER_CHECK(out.good(), "--metrics: writing ", text.size(), " bytes to ", path, " failed: ", std::strerror(errno));
+  out.close();
+  EMBER_CHECK(!out.fail(), "--metrics: closing ", path, " failed: ", std::strerror(errno));
+}
+
+const char* kMetricsHeader = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,epoch_seconds,samples_per_second\n";
+
+// Creates the metrics CSV with its header at start-up (an unwritable path fails before training).
+void start_metrics(const std::string& path) {
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(path, ec);
+  EMBER_CHECK(!ec, "--metrics: ", path, " cannot be examined: ", ec.message());
+  append_text(path, exists ? "" : kMetricsHeader);
+}
+
+// The epoch number a metrics row starts with, or -1 for the header or a torn row.
+int64_t metrics_row_epoch(const std::string& line) {
+  int64_t epoch = -1;
+  const char* last = line.data() + line.size();
+  auto [end, ec] = std::from_chars(line.data(), last, epoch);
+  return ec == std::errc() && end != last && *end == ',' ? epoch : -1;
+}
+
+// On resume, drops the rows of epochs after the checkpoint's (and any torn last row). A row is
+// written just before its epoch's checkpoint, so a run killed between the two leaves a row the
+// resumed run writes again; this keeps exactly one row per epoch. Rewritten atomically (rename).
+void truncate_metrics(const std::string& path, int64_t checkpoint_epoch) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  std::ifstream in(path);
+  EMBER_CHECK(in.good(), "--metrics: cannot read ", path, ": ", std::strerror(errno));
+  std::string kept, line;
+  bool dropped = false;
+  for (bool first = true; std::getline(in, line); first = false) {
+    const int64_t epoch = metrics_row_epoch(line);
+    const bool keep = (first && line.starts_with("epoch,")) || (epoch >= 1 && epoch <= checkpoint_epoch);
+    if (keep) kept += line + '\n';
+    dropped = dropped || !keep;
+  }
+  EMBER_CHECK(in.eof(), "--metrics: reading ", path, " failed: ", std::strerror(errno));
+  if (!dropped) return;
+  const std::string tmp = path + ".tmp";
+  std::filesystem::remove(tmp, ec);
+  append_text(tmp, kept);
+  std::filesystem::rename(tmp, path, ec);
+  EMBER_CHECK(!ec, "--metrics: cannot replace ", path, ": ", ec.message());
+  spdlog::info("--metrics: removed the rows of epochs after {} from {} (written before a checkpoint that never came)",
+               checkpoint_epoch, path);
+}
+
+// Throws naming the epoch and step when the running loss sum is NaN or infinite: the model has
+// diverged, and training on (or saving it) would only hide that.
+void check_loss_finite(double loss_sum, int epoch, int64_t step, double lr) {
+  EMBER_CHECK(std::isfinite(loss_sum), "training diverged: the loss became ", loss_sum, " in epoch ", epoch,
+              " by step ", step, " (the running loss is checked at every progress update); the learning rate ",
+              lr, " is probably too high");
+}
+
+// CLI11 parses "-1" into an unsigned seed as 2^64-1; this accepts decimal digits only, in range.
+std::string check_seed(const std::string& s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  const bool digits = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  if (digits && ec == std::errc() && end == s.data() + s.size()) return "";
+  return "seed '" + s + "' is not an integer in [0, 18446744073709551615]";
+}
+
+std::string check_finite_number(const std::string& s) {
+  double v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec == std::errc() && end == s.data() + s.size() && std::isfinite(v) && v >= 0) return "";
+  return "'" + s + "' is not a finite non-negative number";
+}
+
+// The epoch a checkpoint was written after, parsed strictly ("1e3" or "7x" are errors).
+int load_checkpoint_epoch(const optim::StateDict& all, const std::string& path) {
+  const std::string what = "--resume: " + path;
+  const int64_t epoch = optim::detail::parse_int(all.metadata, "epoch", what.c_str());
+  EMBER_CHECK(epoch >= 0 && epoch <= std::numeric_limits<int>::max(), what, ": metadata 'epoch' = ", epoch,
+              " is out of range [0, ", std::numeric_limits<int>::max(), "]");
+  return static_cast<int>(epoch);
+}
+
+// Loads model and optimizer state from a checkpoint; returns the epoch it was written after.
+int resume_from(const Config& c, nn::Module& model, optim::Optimizer& optimizer) {
+  auto ckpt = nn::load_safetensors(c.resume);
+  nn::check_finite(ckpt.tensors, "--resume: " + c.resume);
+  optim::StateDict all{ckpt.tensors, ckpt.metadata};
+  auto kind = all.metadata.find("model");
+  EMBER_CHECK(kind != all.metadata.end() && kind->second == c.model, "--resume: ", c.resume, " holds a '",
+              kind != all.metadata.end() ? kind->second : "?", "' model, not '", c.model, "'");
+  const int epoch = load_checkpoint_epoch(all, c.resume);
+  model.load_state_dict(nn::NamedTensors(all.sub("model").tensors));
+  optimizer.load_state_dict(all.sub("optimizer"));
+  return epoch;
 }
 
 // Test-set accuracy and mean loss, without recording a graph.
@@ -96,12 +213,17 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", c.batch_size, "batch size (default: mlp 128, lenet/cnn 64)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--lr", c.lr, "learning rate (default: mlp 0.05, lenet 0.01, cnn 0.001)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(check_finite_number, "FINITE>=0"));
   app.add_option("--device", c.device, "cpu, cuda or cuda:N");
+  // At most kMaxWorkers: each worker is a thread with its own batch buffers, and far more threads
+  // than cores only adds memory and contention (100000 took 44 s to fail; 2^31-1 ran out of memory).
   app.add_option("--workers", c.workers, "data loader worker threads (0: load on the training thread)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", c.seed, "seeds initialisation and shuffling");
-  app.add_option("--threads", c.threads, "CPU threads for kernels (default: all cores)")->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxWorkers));
+  app.add_option("--seed", c.seed, "seeds initialisation and shuffling")
+      ->check(CLI::Validator(check_seed, "UINT64"));
+  // Bounded for the same reason as --workers: OpenMP starts every thread asked for.
+  app.add_option("--threads", c.threads, "CPU threads for kernels (default: all cores)")
+      ->check(CLI::Range(0, kMaxThreads));
   app.add_option("--data", c.data, "folder with the four MNIST IDX files");
   app.add_option("--checkpoint", c.checkpoint, "write model+optimizer state here after every epoch (.safetensors)");
   app.add_option("--resume", c.resume, "continue from this checkpoint");
@@ -114,6 +236,7 @@ int main(int argc, char** argv) {
   try {
     if (c.threads > 0) set_num_threads(c.threads);
     Device device(c.device);
+    if (!c.checkpoint.empty()) nn::check_save_path(c.checkpoint);  // not only after the first epoch
     check_data(c.data);
     manual_seed(c.seed);
 
@@ -123,7 +246,10 @@ int main(int argc, char** argv) {
     test_set.normalize({data::MNIST::kMean}, {data::MNIST::kStd});
     std::shared_ptr<const data::Dataset> train_data = train_set;
     if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<data::Prefix>(train_set, c.limit);
+    EMBER_CHECK(c.batch_size <= train_data->size(), "--batch-size ", c.batch_size, " is larger than the ",
+                train_data->size(), " training samples");
 
+    double last_epoch_seconds = 0, test_acc = 0, test_loss = 0, train_loss = 0, train_acc = 0;
     auto model = examples::make_mnist_model(c.model);
     model->to(device);
     auto optimizer = make_optimizer(c, model->parameters());
@@ -136,21 +262,22 @@ int main(int argc, char** argv) {
 
     int start_epoch = 0;
     if (!c.resume.empty()) {
-      auto ckpt = nn::load_safetensors(c.resume);
-      optim::StateDict all{ckpt.tensors, ckpt.metadata};
-      EMBER_CHECK(all.metadata.count("model") && all.metadata.at("model") == c.model, "--resume: ", c.resume,
-                  " holds a '", all.metadata.count("model") ? all.metadata.at("model") : "?", "' model, not '",
-                  c.model, "'");
-      model->load_state_dict(nn::NamedTensors(all.sub("model").tensors));
-      optimizer->load_state_dict(all.sub("optimizer"));
-      start_epoch = std::stoi(all.metadata.at("epoch"));
+      start_epoch = resume_from(c, *model, *optimizer);
       spdlog::info("resumed from {} after epoch {}", c.resume, start_epoch);
+      if (!c.metrics.empty()) truncate_metrics(c.metrics, start_epoch);
+    }
+    if (!c.metrics.empty()) start_metrics(c.metrics);
+    if (start_epoch >= c.epochs) {
+      // Nothing to train: report the checkpoint's real test accuracy (as a PyTorch script would)
+      // rather than the 0 of an epoch that never ran.
+      spdlog::info("the checkpoint is already at epoch {} of --epochs {}: nothing to train, evaluating it",
+                   start_epoch, c.epochs);
+      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device);
     }
     loader.set_epoch(start_epoch);
     spdlog::info("model {} ({} parameters), {} training samples, batch {}, device {}, {} threads", c.model,
                  model->num_parameters(), train_data->size(), c.batch_size, device.str(), get_num_threads());
 
-    double last_epoch_seconds = 0, test_acc = 0, test_loss = 0, train_loss = 0, train_acc = 0;
     double launches_per_step = 0;  // kernels + library calls per training step, last epoch (CUDA; 0 on CPU)
     for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
       examples::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(c.epochs),
@@ -176,8 +303,13 @@ int main(int argc, char** argv) {
         ++steps;
         // Reading the sums waits for the device; due() allows it ~10 times an epoch (or every
         // 100 ms on a terminal), so the host stays ahead of the GPU in between.
-        if (progress.due(seen)) progress.update(seen, loss_sum.item() / seen, correct.item() / seen, true);
+        if (progress.due(seen)) {
+          const double sum = loss_sum.item();
+          check_loss_finite(sum, epoch + 1, steps, c.lr);
+          progress.update(seen, sum / seen, correct.item() / seen, true);
+        }
       }
+      check_loss_finite(loss_sum.item(), epoch + 1, steps, c.lr);  // before anything is saved
       train_loss = loss_sum.item() / seen;
       train_acc = correct.item() / static_cast<double>(seen);  // item() waited for the device: the time is complete
       last_epoch_seconds = progress.elapsed_seconds();
@@ -190,13 +322,13 @@ int main(int argc, char** argv) {
                    epoch + 1, train_loss, 100 * train_acc, test_loss, 100 * test_acc, last_epoch_seconds,
                    seen / last_epoch_seconds);
 
+      // The row goes out before the checkpoint: a run killed between the two leaves a row past the
+      // checkpoint's epoch, which truncate_metrics drops on resume (the resumed run writes it again).
       if (!c.metrics.empty()) {
-        bool fresh = !std::filesystem::exists(c.metrics);
-        std::ofstream csv(c.metrics, std::ios::app);
-        EMBER_CHECK(csv.good(), "--metrics: cannot open ", c.metrics, " for writing");
-        if (fresh) csv << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,epoch_seconds,samples_per_second\n";
-        csv << epoch + 1 << ',' << train_loss << ',' << train_acc << ',' << test_loss << ',' << test_acc << ','
+        std::ostringstream row;
+        row << epoch + 1 << ',' << train_loss << ',' << train_acc << ',' << test_loss << ',' << test_acc << ','
             << last_epoch_seconds << ',' << seen / last_epoch_seconds << '\n';
+        append_text(c.metrics, row.str());
       }
       if (!c.checkpoint.empty()) {
         optim::StateDict all;

@@ -127,9 +127,10 @@ class Backend {
     EMBER_FAIL("batch_norm: not implemented on this device (", in.device(), ")");
   }
   // training selects the full gradient through the batch statistics; otherwise they are constants.
+  // eps is the forward's (cuDNN wants the same value in both passes).
   virtual void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                    const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
-                                   const Tensor& grad_weight, const Tensor& grad_bias, bool training) {
+                                   const Tensor& grad_weight, const Tensor& grad_bias, bool training, double eps) {
     EMBER_FAIL("batch_norm_backward: not implemented on this device (", in.device(), ")");
   }
 

@@ -128,20 +128,23 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     watchdog_ = std::thread([this] { watch(); });
   }
 
+  // Never throws: a destructor may run during unwinding. The order matters: stream_ is destroyed
+  // last, after everything recorded on it is finished, released, or forgotten by the allocator.
+  // (Before, it was destroyed first; freeing barrier_buffer_ and the tensors launch() recorded on
+  // it then recorded events on a dead stream, and their blocks were abandoned.)
   ~NcclCommunicator() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    watchdog_.join();
-    // Never throws: a destructor may run during unwinding. Wait for our own collectives, then free.
+    stop_watchdog();
     cudaSetDevice(device_);
-    if (!aborted_.exchange(true)) {
-      cudaStreamSynchronize(stream_);
-      ncclCommDestroy(comm_);
+    // Our own collectives finish first (after an abort, ncclCommAbort has made them return).
+    (void)cudaStreamSynchronize(stream_);
+    if (!aborted_.exchange(true)) ncclCommDestroy(comm_);
+    in_flight_.clear();
+    try {
+      cuda::forget_stream(device_, stream_);  // tensors recorded on it may outlive us
+    } catch (...) {  // device_ is valid (checked at construction); nothing useful to do otherwise
     }
-    cudaStreamDestroy(stream_);
+    barrier_buffer_ = Tensor();
+    (void)cudaStreamDestroy(stream_);
   }
 
   int rank() const override { return rank_; }
@@ -317,6 +320,15 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
       lock.unlock();
       abort(reason + " and the job");
     }
+  }
+
+  void stop_watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    watchdog_.join();
   }
 
   ncclComm_t comm_;

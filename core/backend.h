@@ -211,6 +211,11 @@ bool allow_tf32();
 // with order-dependent sums in cuDNN's algorithm choice), like torch.use_deterministic_algorithms.
 void set_deterministic(bool on);
 bool deterministic();
+// cudnn_benchmark: the first convolution of each shape and dtype times cuDNN's candidate
+// algorithms and keeps the fastest, like torch.backends.cudnn.benchmark; default off (cuDNN's
+// heuristic ranking, no timing run). The first step of each new shape is slower when on.
+void set_cudnn_benchmark(bool on);
+bool cudnn_benchmark();
 
 // Intra-op threads for CPU kernels (default: all cores).
 void set_num_threads(int n);

@@ -13,10 +13,12 @@
 #   carry/prefix/share/{eigen3/cmake,cmake/nlohmann_json,cmake/CLI11}
 #   carry/prefix/lib/x86_64-linux-gnu/{libgtest*.a,libgmock*.a,libspdlog.so*,libfmt.so*,cmake/{GTest,spdlog,fmt}}
 #   carry/mnist/*.gz                  the four IDX files, gzipped (53 MB -> 11 MB)
-#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops (and ember_dist_tests
-#                                     when built) for sm_90, stripped, plus the non-system, non-CUDA
-#                                     libraries they load (carry/bin/lib); gpu_check.sh then skips
-#                                     its configure and build stage (up to 300 s of GPU time).
+#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops for sm_90, stripped,
+#                                     plus the non-system, non-CUDA libraries they load
+#                                     (carry/bin/lib); gpu_check.sh then skips its configure and
+#                                     build stage (up to 300 s of GPU time) and its nccl stage
+#                                     (ember_dist_tests would not fit in 64 MiB beside them).
+#                                     carry/prefix is left out then (nothing is built there).
 # --binaries builds in build-carry/ with EMBER_NATIVE=OFF (the GPU machine's CPU may lack this
 # one's instructions), without MPI and OpenBLAS (not on the GPU machine; Eigen's GEMM serves the
 # CPU), and with CUDA: cuDNN, NCCL and cuBLAS are loaded there from PyTorch's nvidia/* packages.

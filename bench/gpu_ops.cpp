@@ -7,7 +7,8 @@
 //   conv_fwd_bwd        the same forward plus backward to input and weight: 3x the forward FLOP
 //
 // Each is timed with CUDA events recorded on ember's compute stream around every repetition, after
-// a warm-up (which also lets cuDNN pick and cache its algorithms); the median is reported. Before
+// a warm-up (which also lets cuDNN time and cache its algorithms: set_cudnn_benchmark(true), as
+// PyTorch's cudnn.benchmark); the median is reported. Before
 // timing, each TF32 result is compared with the full-float32 result of the same op, so a fast
 // kernel that computes something else cannot pass: ||tf32 - fp32|| / ||fp32|| must stay under 1e-2
 // (TF32 rounding lands near 3e-4).
@@ -84,6 +85,9 @@ int main() {
       std::fprintf(stderr, "ember_gpu_ops: no CUDA device visible; nothing to time\n");
       return 1;
     }
+    // As bench/gpu_ops_pytorch.py's cudnn.benchmark = True: the first call of each convolution
+    // times cuDNN's candidates and keeps the fastest (the warm-up pays for it).
+    set_cudnn_benchmark(true);
     const Device dev("cuda:0");
     const auto on_gpu = TensorOptions(kFloat32).device(dev);
     manual_seed(0);

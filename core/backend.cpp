@@ -58,12 +58,15 @@ Device::Device(const std::string& spec) {
 namespace {
 std::atomic<bool> g_allow_tf32{false};
 std::atomic<bool> g_deterministic{false};
+std::atomic<bool> g_cudnn_benchmark{false};
 }  // namespace
 
 void set_allow_tf32(bool allow) { g_allow_tf32.store(allow, std::memory_order_relaxed); }
 bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 void set_deterministic(bool on) { g_deterministic.store(on, std::memory_order_relaxed); }
 bool deterministic() { return g_deterministic.load(std::memory_order_relaxed); }
+void set_cudnn_benchmark(bool on) { g_cudnn_benchmark.store(on, std::memory_order_relaxed); }
+bool cudnn_benchmark() { return g_cudnn_benchmark.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   EMBER_CHECK(n >= 1, "set_num_threads: expected at least 1 thread, got ", n);

@@ -127,9 +127,10 @@ class Backend {
     EMBER_FAIL("batch_norm: not implemented on this device (", in.device(), ")");
   }
   // training selects the full gradient through the batch statistics; otherwise they are constants.
+  // eps is the forward's (cuDNN wants the same value in both passes).
   virtual void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                    const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
-                                   const Tensor& grad_weight, const Tensor& grad_bias, bool training) {
+                                   const Tensor& grad_weight, const Tensor& grad_bias, bool training, double eps) {
     EMBER_FAIL("batch_norm_backward: not implemented on this device (", in.device(), ")");
   }
 
@@ -211,6 +212,11 @@ bool allow_tf32();
 // with order-dependent sums in cuDNN's algorithm choice), like torch.use_deterministic_algorithms.
 void set_deterministic(bool on);
 bool deterministic();
+// cudnn_benchmark: the first convolution of each shape and dtype times cuDNN's candidate
+// algorithms and keeps the fastest, like torch.backends.cudnn.benchmark; default off (cuDNN's
+// heuristic ranking, no timing run). The first step of each new shape is slower when on.
+void set_cudnn_benchmark(bool on);
+bool cudnn_benchmark();
 
 // Intra-op threads for CPU kernels (default: all cores).
 void set_num_threads(int n);

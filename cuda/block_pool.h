@@ -121,6 +121,11 @@ class BlockPool {
   // Records that work on `stream` uses the block containing `ptr` (any address inside it), so that
   // once freed the block waits for that work. False when `ptr` is in no block handed out.
   bool record_stream(const void* ptr, const Stream& stream);
+  // `stream` has finished all its work and is about to be destroyed: drops it from the recorded
+  // uses of every block handed out, so freeing those blocks later records no event on a dead
+  // stream (which would fail and abandon the block, or land on a stream that reused the handle).
+  // The caller must have synchronised the stream first: nothing on it is waited for any more.
+  void forget_stream(const Stream& stream);
   // Gives every segment that is entirely free back to the System, first waiting for the recorded
   // other-stream uses of freed blocks.
   void empty_cache();
@@ -364,6 +369,12 @@ bool BlockPool<System>::record_stream(const void* ptr, const Stream& stream) {
     if (s == stream) return true;
   block->stream_uses.push_back(stream);
   return true;
+}
+
+template <typename System>
+void BlockPool<System>::forget_stream(const Stream& stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [ptr, block] : live_) std::erase(block->stream_uses, stream);
 }
 
 template <typename System>

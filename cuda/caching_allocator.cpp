@@ -154,6 +154,7 @@ class DeviceCachingAllocator final : public Allocator {
   AllocatorStats stats() const override { return pool_.stats(); }
 
   bool record_stream(const void* ptr, cudaStream_t stream) { return pool_.record_stream(ptr, {device_, stream}); }
+  void forget_stream(cudaStream_t stream) { pool_.forget_stream({device_, stream}); }
   void empty_cache() { pool_.empty_cache(); }
 
  private:
@@ -208,6 +209,8 @@ void record_stream(const Tensor& t, cudaStream_t stream) {
               " does not come from ember's caching allocator (from_blob?); its owner must keep it alive until "
               "the stream's work is done");
 }
+
+void forget_stream(int device, cudaStream_t stream) { device_allocator_impl(device).forget_stream(stream); }
 
 void empty_cache(int device) { device_allocator_impl(device).empty_cache(); }
 

@@ -25,6 +25,10 @@ Allocator& device_allocator(int device);
 // other than ember's compute stream (which needs no marking), e.g. a user's or a NCCL stream.
 void record_stream(const Tensor& t, cudaStream_t stream);
 
+// Call before destroying a stream that record_stream was given, after synchronising it: tensors
+// recorded on it and freed later then record nothing on the dead stream (cuda/block_pool.h).
+void forget_stream(int device, cudaStream_t stream);
+
 // Device memory for work queued on a stream other than the compute stream (the staging buffer of
 // an upload on the copy stream): its block comes from, and returns to, that stream's pool. Uses on
 // other streams must be recorded with record_use before the StreamBlock is destroyed; the block

@@ -81,7 +81,7 @@ class CudaBackend final : public Backend {
                   bool training, double momentum, double eps) override;
   void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& save_mean,
                            const Tensor& save_invstd, const Tensor& grad_in, const Tensor& grad_weight,
-                           const Tensor& grad_bias, bool training) override;
+                           const Tensor& grad_bias, bool training, double eps) override;
   // cuda_pool.cu
   void max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) override;
   void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) override;

@@ -167,7 +167,8 @@ T* data_or_null(const Tensor& t) {
 
 void CudaBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                       const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
-                                      const Tensor& grad_weight, const Tensor& grad_bias, bool training) {
+                                      const Tensor& grad_weight, const Tensor& grad_bias, bool training,
+                                      double eps) {
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   DeviceGuard guard(index_);
@@ -184,11 +185,12 @@ void CudaBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, 
       const Tensor identity = weight.defined() ? Tensor() : identity_affine<T>(C, index_, stream);
       const void* scale = weight.defined() ? weight.data_ptr() : identity.data<T>();
       const T one = 1, zero = 0;
-      // epsilon only matters when no saved statistics are passed; ours always are. 1e-5 is a
-      // valid value under every cuDNN's CUDNN_BN_MIN_EPSILON.
+      // cuDNN asks for the forward's epsilon here too ("the same epsilon value should be used in
+      // forward and backward functions"), even with saved statistics; before, 1e-5 was passed
+      // whatever the forward used (issue 19 item 6).
       EMBER_CUDA_CHECK(cudnnBatchNormalizationBackward(
           handle, kSpatial, &one, &zero, &one, &zero, d.data.get(), in.data_ptr(), d.data.get(), grad_out.data_ptr(),
-          d.data.get(), grad_in.data_ptr(), d.param.get(), scale, gw.data_ptr(), gb.data_ptr(), 1e-5,
+          d.data.get(), grad_in.data_ptr(), d.param.get(), scale, gw.data_ptr(), gb.data_ptr(), eps,
           save_mean.data_ptr(), save_invstd.data_ptr()));
       count_launch();
       return;

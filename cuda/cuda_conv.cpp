@@ -1,30 +1,34 @@
 // CUDA 2-D convolution (NCHW) on cuDNN's convolution API: forward, backward-data (input
-// gradient), backward-filter (weight gradient) and the bias terms.
+// gradient), backward-filter (weight gradient) and the bias terms. Unverified on a GPU (see the
+// README's CUDA section).
 //
 // Choosing an algorithm: cuDNN implements each pass with several algorithms (implicit GEMM, FFT,
-// Winograd, ...) whose speed, workspace and determinism depend on the shapes. We ask cuDNN's
-// heuristics (cudnnGet*Algorithm_v7: a ranked list, no benchmarking, so no synchronisation) once
-// per distinct problem — pass, shapes, window, groups, dtype, TF32 switch, deterministic switch,
-// device — and cache the answer, so a training loop pays for the choice only on its first step.
-// From the ranked list we take the first algorithm that is supported and, when
-// ember::deterministic() is on, marked CUDNN_DETERMINISTIC (the others sum with atomics in an
-// order that changes run to run).
+// Winograd, ...) whose speed, workspace and determinism depend on the shapes. Once per distinct
+// problem — pass, shapes, window, groups, dtype, TF32 / deterministic / benchmark switches, device
+// — we ask cuDNN's heuristics (cudnnGet*Algorithm_v7: a ranked list, no timing, so no
+// synchronisation) and keep, in rank order, the candidates that run here, are marked
+// CUDNN_DETERMINISTIC when ember::deterministic() is on (the others sum with atomics in an order
+// that changes run to run), and need at most kMaxWorkspaceBytes of workspace. With
+// ember::cudnn_benchmark() on, each candidate is then timed once and the order becomes fastest
+// first (PyTorch's cudnn.benchmark). Each call runs the first candidate whose workspace can be
+// allocated, falling back down the order on out-of-memory and remembering where it got to. The
+// policy is host code in cuda/algorithm_search.h, tested on the CPU.
 //
 // TF32: for float32, the convolution's math type is CUDNN_FMA_MATH unless ember::allow_tf32() —
 // cuDNN's default math would otherwise let tensor cores round inputs to TF32 — and
 // CUDNN_DEFAULT_MATH when TF32 is allowed (PyTorch's rule). cuDNN reports the math type each
-// algorithm runs with; we set the one it reports for the algorithm we picked, and never accept a
+// algorithm runs with; we set the one it reports for the algorithm we run, and never accept a
 // TF32-capable one for float32 when TF32 is off.
 //
 // Workspace: scratch memory some algorithms need, taken from ember's device allocator as a uint8
 // tensor for the duration of the call. Everything runs on the compute stream, to which the cuDNN
 // handle is bound (cuda/runtime.h).
 #include <array>
-#include <map>
-#include <mutex>
+#include <string>
 #include <vector>
 
 #include "core/ops.h"
+#include "cuda/algorithm_search.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cudnn_descriptors.h"
 #include "cuda/error.h"
@@ -43,44 +47,19 @@ struct AlgorithmKey {
   DType dtype;
   bool tf32;
   bool deterministic;
+  bool benchmark;
   int64_t groups;
   std::array<int64_t, 4> in, weight, out;
   std::array<int64_t, 8> window;  // kh, kw, sh, sw, ph, pw, dh, dw
   auto operator<=>(const AlgorithmKey&) const = default;
 };
 
-// What we remember per key: cuDNN's algorithm enum (stored as int for all three passes), the math
-// type it runs with, and the workspace it needs.
-struct Algorithm {
-  int algo = 0;
-  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  size_t workspace_bytes = 0;
-};
+// Workspaces above this are not considered: one convolution must not take most of the GPU's
+// memory for scratch (and evict the caching allocator's blocks to get it).
+constexpr size_t kMaxWorkspaceBytes = size_t{1} << 30;
 
-// The algorithm cache, shared by all threads and devices.
-class AlgorithmCache {
- public:
-  template <typename Choose>
-  Algorithm get(const AlgorithmKey& key, Choose&& choose) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = entries_.find(key);
-    if (it != entries_.end()) return it->second;
-    const Algorithm a = choose();  // under the lock: two threads never choose for the same key
-    entries_.emplace(key, a);
-    return a;
-  }
-  size_t size() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return entries_.size();
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<AlgorithmKey, Algorithm> entries_;
-};
-
-AlgorithmCache& algorithm_cache() {
-  static AlgorithmCache cache;  // never destroyed before its last user: it is a plain host map
+ConvChoiceCache<AlgorithmKey>& algorithm_cache() {
+  static ConvChoiceCache<AlgorithmKey> cache;  // never destroyed before its last user: a plain host map
   return cache;
 }
 
@@ -105,39 +84,46 @@ cudnnMathType_t requested_math(DType t, bool tf32) {
   return t == kFloat32 && !tf32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
-// The first of cuDNN's ranked candidates that runs here, is deterministic when asked, and does not
-// use TF32 for float32 when TF32 is off.
+std::string problem_text(const AlgorithmKey& key) {
+  return detail::str_cat("input [", key.in[0], ", ", key.in[1], ", ", key.in[2], ", ", key.in[3], "], weight [",
+                         key.weight[0], ", ", key.weight[1], ", ", key.weight[2], ", ", key.weight[3], "], groups ",
+                         key.groups, " (", dtype_name(key.dtype),
+                         key.dtype == kFloat32 ? (key.tf32 ? ", TF32 on" : ", TF32 off") : "", ")");
+}
+
+// cuDNN's ranked candidates that run here, are deterministic when asked, and do not use TF32 for
+// float32 when TF32 is off; workspace sizes are filled in later.
 template <typename Perf>
-Algorithm pick(const std::vector<Perf>& ranked, int count, const AlgorithmKey& key, const char* op) {
+std::vector<ConvCandidate> usable(const std::vector<Perf>& ranked, int count, const AlgorithmKey& key) {
+  std::vector<ConvCandidate> out;
   for (int i = 0; i < count; ++i) {
     const Perf& p = ranked[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
     if (key.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (key.dtype == kFloat32 && !key.tf32 && p.mathType != CUDNN_FMA_MATH) continue;
-    return {static_cast<int>(p.algo), p.mathType, 0};
+    out.push_back({.algo = static_cast<int>(p.algo), .math = static_cast<int>(p.mathType), .workspace_bytes = 0});
   }
-  EMBER_FAIL(op, ": cuDNN offers no ", key.deterministic ? "deterministic " : "", "algorithm for input [",
-             key.in[0], ", ", key.in[1], ", ", key.in[2], ", ", key.in[3], "], weight [", key.weight[0], ", ",
-             key.weight[1], ", ", key.weight[2], ", ", key.weight[3], "], groups ", key.groups, " (",
-             dtype_name(key.dtype), key.dtype == kFloat32 ? (key.tf32 ? ", TF32 on" : ", TF32 off") : "", ")");
+  return out;
 }
 
-// Asks cuDNN's heuristics for `key`'s pass and measures the chosen algorithm's workspace. Leaves
-// d.conv set to the chosen math type.
-Algorithm choose_algorithm(cudnnHandle_t handle, ConvDescriptors& d, const AlgorithmKey& key, const char* op) {
+// The usable candidates for `key`'s pass in cuDNN's rank order, each with the workspace it needs
+// under its own math type.
+std::vector<ConvCandidate> ranked_candidates(cudnnHandle_t handle, ConvDescriptors& d, const AlgorithmKey& key) {
   int max_count = 0, count = 0;
-  Algorithm a;
+  std::vector<ConvCandidate> c;
   switch (key.pass) {
     case ConvPass::Forward: {
       EMBER_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &max_count));
       std::vector<cudnnConvolutionFwdAlgoPerf_t> ranked(max_count);
       EMBER_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
                                                               max_count, &count, ranked.data()));
-      a = pick(ranked, count, key, op);
-      d.conv.set_math_type(a.math);
-      EMBER_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
-                                                               static_cast<cudnnConvolutionFwdAlgo_t>(a.algo),
-                                                               &a.workspace_bytes));
+      c = usable(ranked, count, key);
+      for (ConvCandidate& a : c) {
+        d.conv.set_math_type(static_cast<cudnnMathType_t>(a.math));
+        EMBER_CUDA_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
+                                                                 static_cast<cudnnConvolutionFwdAlgo_t>(a.algo),
+                                                                 &a.workspace_bytes));
+      }
       break;
     }
     case ConvPass::BackwardData: {
@@ -145,11 +131,13 @@ Algorithm choose_algorithm(cudnnHandle_t handle, ConvDescriptors& d, const Algor
       std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranked(max_count);
       EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w.get(), d.y.get(), d.conv.get(),
                                                                    d.x.get(), max_count, &count, ranked.data()));
-      a = pick(ranked, count, key, op);
-      d.conv.set_math_type(a.math);
-      EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-          handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo),
-          &a.workspace_bytes));
+      c = usable(ranked, count, key);
+      for (ConvCandidate& a : c) {
+        d.conv.set_math_type(static_cast<cudnnMathType_t>(a.math));
+        EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+            handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo),
+            &a.workspace_bytes));
+      }
       break;
     }
     case ConvPass::BackwardFilter: {
@@ -157,45 +145,123 @@ Algorithm choose_algorithm(cudnnHandle_t handle, ConvDescriptors& d, const Algor
       std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranked(max_count);
       EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d.x.get(), d.y.get(), d.conv.get(),
                                                                      d.w.get(), max_count, &count, ranked.data()));
-      a = pick(ranked, count, key, op);
-      d.conv.set_math_type(a.math);
-      EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-          handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo),
-          &a.workspace_bytes));
+      c = usable(ranked, count, key);
+      for (ConvCandidate& a : c) {
+        d.conv.set_math_type(static_cast<cudnnMathType_t>(a.math));
+        EMBER_CUDA_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
+            static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo), &a.workspace_bytes));
+      }
       break;
     }
   }
-  return a;
+  return c;
 }
 
-// The cached algorithm for this pass and problem (choosing it on first use), with d.conv set to
-// its math type.
-Algorithm algorithm_for(ConvPass pass, int device, cudnnHandle_t handle, ConvDescriptors& d, DType dtype,
-                        const Shape& in, const Shape& weight, const Shape& out, const Window2d& w, int64_t groups,
-                        const char* op) {
-  const AlgorithmKey key{.pass = pass,
-                         .device = device,
-                         .dtype = dtype,
-                         .tf32 = allow_tf32(),
-                         .deterministic = deterministic(),
-                         .groups = groups,
-                         .in = dims4(in),
-                         .weight = dims4(weight),
-                         .out = dims4(out),
-                         .window = {w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw}};
-  d.conv.set_math_type(requested_math(dtype, key.tf32));
-  const Algorithm a = algorithm_cache().get(key, [&] { return choose_algorithm(handle, d, key, op); });
-  d.conv.set_math_type(a.math);
-  return a;
-}
-
-// Scratch memory for one cuDNN call, from the caching allocator; stays alive until the call has
-// been queued (later work on the same stream reuses the memory only after this call has run).
+// Scratch memory for one cuDNN call, from the caching allocator (throws OutOfMemoryError); stays
+// alive until the call has been queued (later work on the same stream reuses the memory only
+// after this call has run).
 Tensor workspace(size_t bytes, int device) {
   if (bytes == 0) return Tensor();
   return empty({static_cast<int64_t>(bytes)}, TensorOptions(kUInt8).device(Device(DeviceType::CUDA, device)));
 }
 void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// The data of one pass: forward reads x, w and writes y; backward-data reads w, dy and writes dx;
+// backward-filter reads x, dy and writes dw. alpha / beta are float for float data, double for double.
+struct ConvOperands {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  const void* y = nullptr;  // dy in the backward passes
+  void* result = nullptr;
+  const void* alpha = nullptr;
+  const void* beta = nullptr;
+};
+
+// Queues one pass with candidate c on the handle's stream.
+void launch(ConvPass pass, cudnnHandle_t handle, ConvDescriptors& d, const ConvCandidate& c, const Tensor& ws,
+            const ConvOperands& o) {
+  d.conv.set_math_type(static_cast<cudnnMathType_t>(c.math));
+  switch (pass) {
+    case ConvPass::Forward:
+      EMBER_CUDA_CHECK(cudnnConvolutionForward(handle, o.alpha, d.x.get(), o.x, d.w.get(), o.w, d.conv.get(),
+                                               static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ptr_or_null(ws),
+                                               c.workspace_bytes, o.beta, d.y.get(), o.result));
+      break;
+    case ConvPass::BackwardData:
+      EMBER_CUDA_CHECK(cudnnConvolutionBackwardData(handle, o.alpha, d.w.get(), o.w, d.y.get(), o.y, d.conv.get(),
+                                                    static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo),
+                                                    ptr_or_null(ws), c.workspace_bytes, o.beta, d.x.get(), o.result));
+      break;
+    case ConvPass::BackwardFilter:
+      EMBER_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle, o.alpha, d.x.get(), o.x, d.y.get(), o.y, d.conv.get(),
+                                                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo),
+                                                      ptr_or_null(ws), c.workspace_bytes, o.beta, d.w.get(),
+                                                      o.result));
+      break;
+  }
+  count_launch();
+}
+
+// An event that records time (runtime.h's Event does not, to stay cheap), for the measured search.
+struct TimingEvent {
+  cudaEvent_t event = nullptr;
+  TimingEvent() { EMBER_CUDA_CHECK(cudaEventCreate(&event)); }
+  ~TimingEvent() { (void)cudaEventDestroy(event); }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+};
+
+// Milliseconds of one run of `run` on `stream`, after one untimed run (first-call setup).
+template <typename Run>
+double time_ms(cudaStream_t stream, Run&& run) {
+  run();
+  TimingEvent start, stop;
+  EMBER_CUDA_CHECK(cudaEventRecord(start.event, stream));
+  run();
+  EMBER_CUDA_CHECK(cudaEventRecord(stop.event, stream));
+  EMBER_CUDA_CHECK(cudaEventSynchronize(stop.event));
+  float ms = 0;
+  EMBER_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event, stop.event));
+  return ms;
+}
+
+// Runs one pass of the problem described by d with the cached choice of algorithm (searching on
+// first use), falling back down the candidates when a workspace cannot be allocated.
+void run_pass(ConvPass pass, int device, cudnnHandle_t handle, ConvDescriptors& d, DType dtype, const Shape& in,
+              const Shape& weight, const Shape& out, const Window2d& w, int64_t groups, const ConvOperands& o,
+              const char* op) {
+  const AlgorithmKey key{.pass = pass,
+                         .device = device,
+                         .dtype = dtype,
+                         .tf32 = allow_tf32(),
+                         .deterministic = deterministic(),
+                         .benchmark = cudnn_benchmark(),
+                         .groups = groups,
+                         .in = dims4(in),
+                         .weight = dims4(weight),
+                         .out = dims4(out),
+                         .window = {w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw}};
+  auto allocate = [&](size_t bytes) { return workspace(bytes, device); };
+  auto run = [&](const ConvCandidate& c, const Tensor& ws) { launch(pass, handle, d, c, ws, o); };
+  const ConvChoice choice = algorithm_cache().get(key, [&] {
+    d.conv.set_math_type(requested_math(dtype, key.tf32));
+    std::vector<ConvCandidate> order = within_workspace_cap(ranked_candidates(handle, d, key), kMaxWorkspaceBytes);
+    EMBER_CHECK(!order.empty(), op, ": cuDNN offers no ", key.deterministic ? "deterministic " : "",
+                "algorithm needing at most ", kMaxWorkspaceBytes >> 20, " MiB of workspace for ", problem_text(key));
+    if (key.benchmark) {
+      const cudaStream_t stream = compute_stream(device);
+      order = order_by_measured_time(order, allocate, [&](const ConvCandidate& c, const Tensor& ws) {
+        return time_ms(stream, [&] { run(c, ws); });
+      });
+      EMBER_CHECK(!order.empty(), op, ": no cuDNN algorithm could run (out of memory for every workspace?) for ",
+                  problem_text(key));
+    }
+    return order;
+  });
+  const size_t used = run_first_that_fits(choice, allocate, run);
+  if (used != choice.current) algorithm_cache().use(key, used);
+}
 
 // Writes zeros into a defined, contiguous tensor (+0.0 is all-zero bytes in float and double).
 void zero(const Tensor& t, cudaStream_t stream) {
@@ -220,14 +286,10 @@ void CudaBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& b
       zero(out, stream);
     } else {
       ConvDescriptors d(dtype, in.shape(), weight.shape(), out.shape(), w, groups, "conv2d");
-      const Algorithm a = algorithm_for(ConvPass::Forward, index_, handle, d, dtype, in.shape(), weight.shape(),
-                                        out.shape(), w, groups, "conv2d");
-      const Tensor ws = workspace(a.workspace_bytes, index_);
-      EMBER_CUDA_CHECK(cudnnConvolutionForward(handle, &one, d.x.get(), in.data_ptr(), d.w.get(), weight.data_ptr(),
-                                               d.conv.get(), static_cast<cudnnConvolutionFwdAlgo_t>(a.algo),
-                                               ptr_or_null(ws), a.workspace_bytes, &zero_scale, d.y.get(),
-                                               out.data_ptr()));
-      count_launch();
+      const ConvOperands o{.x = in.data_ptr(), .w = weight.data_ptr(), .result = out.data_ptr(), .alpha = &one,
+                           .beta = &zero_scale};
+      run_pass(ConvPass::Forward, index_, handle, d, dtype, in.shape(), weight.shape(), out.shape(), w, groups, o,
+               "conv2d");
     }
     if (bias.defined()) {  // out += bias [1, M, 1, 1], broadcast over batch and positions
       const TensorDescriptor b(dtype, 1, out.size(1), 1, 1, "conv2d"),
@@ -273,26 +335,16 @@ void CudaBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, cons
     }
     ConvDescriptors d(dtype, in_shape, weight.shape(), grad_out.shape(), w, groups, op);
     if (grad_in.defined()) {
-      const Algorithm a = algorithm_for(ConvPass::BackwardData, index_, handle, d, dtype, in_shape, weight.shape(),
-                                        grad_out.shape(), w, groups, op);
-      const Tensor ws = workspace(a.workspace_bytes, index_);
-      EMBER_CUDA_CHECK(cudnnConvolutionBackwardData(handle, &one, d.w.get(), weight.data_ptr(), d.y.get(),
-                                                    grad_out.data_ptr(), d.conv.get(),
-                                                    static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo),
-                                                    ptr_or_null(ws), a.workspace_bytes, &zero_scale, d.x.get(),
-                                                    grad_in.data_ptr()));
-      count_launch();
+      const ConvOperands o{.w = weight.data_ptr(), .y = grad_out.data_ptr(), .result = grad_in.data_ptr(),
+                           .alpha = &one, .beta = &zero_scale};
+      run_pass(ConvPass::BackwardData, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
+               groups, o, op);
     }
     if (grad_weight.defined()) {
-      const Algorithm a = algorithm_for(ConvPass::BackwardFilter, index_, handle, d, dtype, in_shape,
-                                        weight.shape(), grad_out.shape(), w, groups, op);
-      const Tensor ws = workspace(a.workspace_bytes, index_);
-      EMBER_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle, &one, d.x.get(), in.data_ptr(), d.y.get(),
-                                                      grad_out.data_ptr(), d.conv.get(),
-                                                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(a.algo),
-                                                      ptr_or_null(ws), a.workspace_bytes, &zero_scale, d.w.get(),
-                                                      grad_weight.data_ptr()));
-      count_launch();
+      const ConvOperands o{.x = in.data_ptr(), .y = grad_out.data_ptr(), .result = grad_weight.data_ptr(),
+                           .alpha = &one, .beta = &zero_scale};
+      run_pass(ConvPass::BackwardFilter, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
+               groups, o, op);
     }
   });
 }

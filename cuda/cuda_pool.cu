@@ -31,13 +31,17 @@ namespace ember::cuda {
 
 namespace {
 
-// Sizes shared by every pooling kernel: `planes` = N*C independent [H, W] -> [OH, OW] maps.
+// Sizes shared by every pooling kernel: `planes` = N*C independent [H, W] -> [OH, OW] maps, and
+// the (plane, row, column) of a flat output or input index (32-bit fast division when it fits).
 struct PoolShape {
   int64_t planes, H, W, OH, OW;
+  PlaneIndexer outputs, inputs;
 };
 
 PoolShape pool_shape(const Tensor& in, const Tensor& out) {
-  return {in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3)};
+  const int64_t planes = in.size(0) * in.size(1);
+  return {planes, in.size(2), in.size(3), out.size(2), out.size(3),
+          PlaneIndexer(planes, out.size(2), out.size(3)), PlaneIndexer(planes, in.size(2), in.size(3))};
 }
 
 // Clipped average-pooling window along one dim (the CPU's avg_window): it may reach into the
@@ -74,7 +78,8 @@ void zero(const Tensor& t, cudaStream_t stream) {
 template <typename T>
 __global__ void max_pool2d_kernel(int64_t n, const T* x, T* y, int64_t* indices, PoolShape p, Window2d w) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    int64_t plane, oh, ow;
+    p.outputs.split(i, plane, oh, ow);
     const T* xp = x + plane * p.H * p.W;
     int64_t h0 = oh * w.sh - w.ph, w0 = ow * w.sw - w.pw;
     const int64_t h1 = ::min(h0 + (w.kh - 1) * w.dh + 1, p.H), w1 = ::min(w0 + (w.kw - 1) * w.dw + 1, p.W);
@@ -158,7 +163,8 @@ void CudaBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indi
 template <typename T>
 __global__ void avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p, Window2d w, bool count_include_pad) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    int64_t plane, oh, ow;
+    p.outputs.split(i, plane, oh, ow);
     const T* xp = x + plane * p.H * p.W;
     const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H), ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
     T s = 0;
@@ -189,7 +195,8 @@ template <typename T>
 __global__ void avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p, Window2d w,
                                            bool count_include_pad) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t iw = i % p.W, ih = (i / p.W) % p.H, plane = i / (p.W * p.H);
+    int64_t plane, ih, iw;
+    p.inputs.split(i, plane, ih, iw);
     const T* gp = gy + plane * p.OH * p.OW;
     const int64_t oh0 = ih + w.ph < w.kh ? 0 : (ih + w.ph - w.kh) / w.sh + 1;
     const int64_t oh1 = ::min((ih + w.ph) / w.sh + 1, p.OH);
@@ -226,7 +233,8 @@ void CudaBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad
 template <typename T>
 __global__ void adaptive_avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t ow = i % p.OW, oh = (i / p.OW) % p.OH, plane = i / (p.OW * p.OH);
+    int64_t plane, oh, ow;
+    p.outputs.split(i, plane, oh, ow);
     const T* xp = x + plane * p.H * p.W;
     const int64_t h0 = adaptive_start(oh, p.OH, p.H), h1 = adaptive_end(oh, p.OH, p.H);
     const int64_t w0 = adaptive_start(ow, p.OW, p.W), w1 = adaptive_end(ow, p.OW, p.W);
@@ -255,7 +263,8 @@ void CudaBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
 template <typename T>
 __global__ void adaptive_avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t iw = i % p.W, ih = (i / p.W) % p.H, plane = i / (p.W * p.H);
+    int64_t plane, ih, iw;
+    p.inputs.split(i, plane, ih, iw);
     const T* gp = gy + plane * p.OH * p.OW;
     const int64_t oh0 = adaptive_start(ih, p.H, p.OH), oh1 = adaptive_end(ih, p.H, p.OH);
     const int64_t ow0 = adaptive_start(iw, p.W, p.OW), ow1 = adaptive_end(iw, p.W, p.OW);

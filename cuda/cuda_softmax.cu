@@ -66,6 +66,7 @@ Rows<K> make_rows(const std::array<const Tensor*, K>& ops, int dim) {
       ++oc.ndim;
     }
   }
+  use_32bit_if_it_fits(oc);
   return r;
 }
 

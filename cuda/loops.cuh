@@ -1,6 +1,7 @@
 // Building blocks shared by the CUDA elementwise kernels: launch sizes, the grid-stride loop,
-// OffsetCalc, which turns a flat element index into each operand's offset for strided and
-// broadcast (stride 0) tensors, and Vec for 16-byte vector loads and stores.
+// make_offset_calc, which builds an OffsetCalc (cuda/index_math.h: a flat element index to each
+// operand's offset for strided and broadcast (stride 0) tensors, in 32-bit math when everything
+// fits), and Vec for 16-byte vector loads and stores.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "cuda/index_math.h"
 
 namespace ember::cuda {
 
@@ -25,29 +27,9 @@ __device__ __forceinline__ void grid_stride(int64_t n, Body body) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) body(i);
 }
 
-// N operands sharing one shape (operand 0 is the output), each with its own strides in elements.
-// Made on the host and passed to kernels by value (a few hundred bytes of kernel parameters), so
-// no device memory is needed for the metadata.
-template <size_t N>
-struct OffsetCalc {
-  int ndim = 0;
-  int64_t size[kMaxDims] = {};
-  int64_t stride[kMaxDims][N] = {};
-
-  // Writes the offset (in elements) of flat element `i` into off[k] for each operand k; the
-  // innermost dim varies fastest.
-  __device__ __forceinline__ void get(int64_t i, int64_t (&off)[N]) const {
-    for (size_t k = 0; k < N; ++k) off[k] = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      const int64_t idx = i % size[d];
-      i /= size[d];
-      for (size_t k = 0; k < N; ++k) off[k] += idx * stride[d][k];
-    }
-  }
-};
-
 // Drops size-1 dims and merges neighbouring dims that are contiguous with each other in every
-// operand, so most views cost one or two divisions per element instead of one per dim.
+// operand, so most views cost one or two divisions per element instead of one per dim; those
+// divisions are 32-bit fast ones when every size and offset fits.
 template <size_t N>
 OffsetCalc<N> make_offset_calc(const std::array<const Tensor*, N>& ops) {
   OffsetCalc<N> oc;
@@ -65,6 +47,7 @@ OffsetCalc<N> make_offset_calc(const std::array<const Tensor*, N>& ops) {
       ++oc.ndim;
     }
   }
+  use_32bit_if_it_fits(oc);
   return oc;  // ndim == 0 (a single element) gives offset 0 for every operand
 }
 

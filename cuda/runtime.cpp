@@ -1,13 +1,16 @@
 // Per-device streams and library handles, made lazily and kept for the life of the process (they
 // are deliberately never destroyed: static destructors run after the CUDA context may be gone).
+// Each is made on its own first use (cuda/lazy_handle.h): a tensor allocation makes the compute
+// stream only, and cuBLAS and cuDNN are loaded by the first matmul or convolution, so a cuDNN that
+// fails to load breaks convolutions, not every CUDA allocation.
 #include "cuda/runtime.h"
 
 #include <array>
 #include <atomic>
-#include <mutex>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
+#include "cuda/lazy_handle.h"
 
 namespace ember::cuda {
 
@@ -16,38 +19,71 @@ namespace {
 constexpr int kMaxDevices = 64;
 
 struct DeviceState {
-  std::once_flag once;
-  cudaStream_t compute = nullptr;
-  cudaStream_t copy = nullptr;
-  cublasHandle_t cublas = nullptr;
-  cudnnHandle_t cudnn = nullptr;
+  LazyHandle<cudaStream_t> compute, copy;
+  LazyHandle<cublasHandle_t> cublas;
+  LazyHandle<cudnnHandle_t> cudnn;
 };
 
 DeviceState& state(int device) {
   static std::array<DeviceState, kMaxDevices> states;
   EMBER_CHECK(device >= 0 && device < device_count() && device < kMaxDevices, "cuda:", device,
               ": not available (", device_count(), " CUDA devices visible)");
-  DeviceState& s = states[device];
-  std::call_once(s.once, [&] {
-    DeviceGuard guard(device);
-    EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&s.compute, cudaStreamNonBlocking));
-    EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&s.copy, cudaStreamNonBlocking));
-    EMBER_CUDA_CHECK(cublasCreate(&s.cublas));
-    EMBER_CUDA_CHECK(cublasSetStream(s.cublas, s.compute));
-    EMBER_CUDA_CHECK(cudnnCreate(&s.cudnn));
-    EMBER_CUDA_CHECK(cudnnSetStream(s.cudnn, s.compute));
-  });
+  return states[device];
+}
+
+cudaStream_t make_stream(int device) {
+  DeviceGuard guard(device);
+  cudaStream_t s = nullptr;
+  EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   return s;
+}
+
+// A library handle bound to the compute stream; destroyed again if the binding fails, so a throw
+// leaks nothing.
+cublasHandle_t make_cublas(int device) {
+  const cudaStream_t stream = compute_stream(device);
+  DeviceGuard guard(device);
+  cublasHandle_t h = nullptr;
+  EMBER_CUDA_CHECK(cublasCreate(&h));
+  try {
+    EMBER_CUDA_CHECK(cublasSetStream(h, stream));
+  } catch (...) {
+    (void)cublasDestroy(h);
+    throw;
+  }
+  return h;
+}
+
+cudnnHandle_t make_cudnn(int device) {
+  const cudaStream_t stream = compute_stream(device);
+  DeviceGuard guard(device);
+  cudnnHandle_t h = nullptr;
+  EMBER_CUDA_CHECK(cudnnCreate(&h));
+  try {
+    EMBER_CUDA_CHECK(cudnnSetStream(h, stream));
+  } catch (...) {
+    (void)cudnnDestroy(h);
+    throw;
+  }
+  return h;
 }
 
 std::atomic<uint64_t> g_launches{0};
 
 }  // namespace
 
-cudaStream_t compute_stream(int device) { return state(device).compute; }
-cudaStream_t copy_stream(int device) { return state(device).copy; }
-cublasHandle_t cublas_handle(int device) { return state(device).cublas; }
-cudnnHandle_t cudnn_handle(int device) { return state(device).cudnn; }
+cudaStream_t compute_stream(int device) {
+  return state(device).compute.get([&] { return make_stream(device); });
+}
+cudaStream_t copy_stream(int device) {
+  return state(device).copy.get([&] { return make_stream(device); });
+}
+cublasHandle_t cublas_handle(int device) {
+  return state(device).cublas.get([&] { return make_cublas(device); });
+}
+cudnnHandle_t cudnn_handle(int device) {
+  return state(device).cudnn.get([&] { return make_cudnn(device); });
+}
 
 void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
 uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }

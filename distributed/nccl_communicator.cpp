@@ -13,6 +13,8 @@
 // done within CommunicatorOptions::timeout, or NCCL reports an asynchronous error, it prints the
 // op, the rank and the timeout, aborts the NCCL communicator (ncclCommAbort: its kernels return)
 // and kills the job (MPI_Abort over the bootstrap communicator, or std::abort in one process).
+// A CUDA error met while checking (a sticky error makes every event query fail) does the same:
+// the check never throws on that thread (distributed/watchdog.h).
 // barrier() waits on the host itself and throws instead, after aborting the communicator.
 #include "distributed/nccl_communicator.h"
 
@@ -38,6 +40,7 @@
 #include "cuda/error.h"
 #include "cuda/runtime.h"
 #include "distributed/mpi_communicator.h"
+#include "distributed/watchdog.h"
 
 namespace ember::distributed {
 
@@ -128,20 +131,23 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     watchdog_ = std::thread([this] { watch(); });
   }
 
+  // Never throws: a destructor may run during unwinding. The order matters: stream_ is destroyed
+  // last, after everything recorded on it is finished, released, or forgotten by the allocator.
+  // (Before, it was destroyed first; freeing barrier_buffer_ and the tensors launch() recorded on
+  // it then recorded events on a dead stream, and their blocks were abandoned.)
   ~NcclCommunicator() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    watchdog_.join();
-    // Never throws: a destructor may run during unwinding. Wait for our own collectives, then free.
+    stop_watchdog();
     cudaSetDevice(device_);
-    if (!aborted_.exchange(true)) {
-      cudaStreamSynchronize(stream_);
-      ncclCommDestroy(comm_);
+    // Our own collectives finish first (after an abort, ncclCommAbort has made them return).
+    (void)cudaStreamSynchronize(stream_);
+    if (!aborted_.exchange(true)) ncclCommDestroy(comm_);
+    in_flight_.clear();
+    try {
+      cuda::forget_stream(device_, stream_);  // tensors recorded on it may outlive us
+    } catch (...) {  // device_ is valid (checked at construction); nothing useful to do otherwise
     }
-    cudaStreamDestroy(stream_);
+    barrier_buffer_ = Tensor();
+    (void)cudaStreamDestroy(stream_);
   }
 
   int rank() const override { return rank_; }
@@ -213,7 +219,8 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
         error = async_error_locked();
       }
       if (!error.empty() || Clock::now() > deadline) {
-        const std::string msg = error.empty() ? timeout_message("barrier") : error_message("barrier", error);
+        const std::string msg =
+            error.empty() ? timeout_message("barrier") : error_message("barrier", "NCCL asynchronous error: " + error);
         std::fprintf(stderr, "%s\n", msg.c_str());
         std::fflush(stderr);
         abort_nccl();
@@ -289,7 +296,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
                            "aborting the NCCL communicator");
   }
   std::string error_message(const std::string& op, const std::string& error) const {
-    return detail::str_cat(op, " failed on rank ", rank_, " (cuda:", device_, "): NCCL asynchronous error: ", error,
+    return detail::str_cat(op, " failed on rank ", rank_, " (cuda:", device_, "): ", error,
                            "; aborting the NCCL communicator");
   }
 
@@ -298,8 +305,9 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     if (!aborted_.exchange(true)) ncclCommAbort(comm_);  // its kernels return; the comm is freed
   }
 
-  // The watchdog thread: drops finished collectives, and kills the job when one is overdue or
-  // NCCL reports an error, so no rank hangs in a stream waiting for a peer that is gone.
+  // The watchdog thread: drops finished collectives, and kills the job when one is overdue, NCCL
+  // reports an error, or CUDA fails while checking, so no rank hangs in a stream waiting for a
+  // peer that is gone. check_collectives never throws (distributed/watchdog.h).
   void watch() {
     cudaSetDevice(device_);  // events and NCCL queries from this thread use cuda:device_
     const auto period = std::clamp(options_.timeout / 10, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
@@ -307,16 +315,24 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     while (!stopping_) {
       wake_.wait_for(lock, period);
       if (stopping_ || aborted_) break;
-      while (!in_flight_.empty() && in_flight_.front().done->query()) in_flight_.pop_front();
-      if (in_flight_.empty()) continue;  // nothing outstanding: nothing can hang
-      std::string reason;
-      const std::string error = async_error_locked();
-      if (!error.empty()) reason = error_message(in_flight_.front().op, error);
-      else if (Clock::now() > in_flight_.front().deadline) reason = timeout_message(in_flight_.front().op);
-      if (reason.empty()) continue;
+      const WatchdogVerdict verdict =
+          check_collectives(in_flight_, Clock::now(), [this] { return async_error_locked(); });
+      if (verdict.healthy()) continue;
+      const std::string reason = verdict.kind == WatchdogVerdict::Kind::TimedOut
+                                     ? timeout_message(verdict.op)
+                                     : error_message(verdict.op, verdict.error);
       lock.unlock();
       abort(reason + " and the job");
     }
+  }
+
+  void stop_watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    watchdog_.join();
   }
 
   ncclComm_t comm_;

@@ -62,7 +62,7 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
   if (grad_needed({input, weight, bias}))
     record("batch_norm", out, {input, weight, bias},
            [sx = SavedTensor(x), sw = SavedTensor(w), sm = SavedTensor(save_mean), si = SavedTensor(save_invstd),
-            use_batch_stats, in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
+            use_batch_stats, eps, in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
              const Tensor& xv = sx.get();
              const TensorOptions o = TensorOptions(g.dtype()).device(g.device());
              const int64_t C = xv.size(1);
@@ -71,7 +71,7 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
              Tensor gb = n[2] ? empty({C}, o) : Tensor();
              if (xv.numel() == 0) return {gx, n[1] ? zeros({C}, o) : Tensor(), n[2] ? zeros({C}, o) : Tensor()};
              backend_of(g).batch_norm_backward(g.contiguous().view(xv.shape()), xv, sw.get(), sm.get(), si.get(),
-                                               n[0] ? gx.view(xv.shape()) : Tensor(), gw, gb, use_batch_stats);
+                                               n[0] ? gx.view(xv.shape()) : Tensor(), gw, gb, use_batch_stats, eps);
              return {gx, gw, gb};
            });
   return out;

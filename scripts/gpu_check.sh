@@ -1,58 +1,128 @@
 #!/usr/bin/env bash
-# The GPU check: one script for a GPU machine (nvcc, CMake, ninja, g++, PyTorch with CUDA; no Debian
-# -dev packages, no network) that builds ember with CUDA for the card it finds, runs the whole test
-# suite, trains each bench network for one epoch on CUDA with ember and with PyTorch, times the GPU
-# op benchmarks against PyTorch, and prints one table (also written as markdown for the way back).
+# The GPU check, sized for lent GPU time (at most 600 s per command, about 15 minutes per task,
+# machine start included). On a GPU machine with nvcc, CMake, ninja, g++ and PyTorch with CUDA
+# (no Debian -dev packages, no network) it runs, in priority order, each stage given what is left
+# of ONE deadline for the whole call (--budget):
 #
-#   bash scripts/make_carry.sh                 # here, once: fills carry/ (headers, libs, MNIST)
-#   bash scripts/gpu_check.sh                  # there, from the repo root, with carry/ carried
-#   bash scripts/gpu_check.sh --dry-run        # here (no GPU): every step that needs none, then stops
+#   stage        worst case  what
+#   probe            20 s    GPU, driver, cuDNN/NCCL/cuBLAS, carry/ (every call)
+#   build           300 s    configure + build ember_tests, ember_mnist, ember_gpu_ops, ember_dist_tests
+#                            (skipped when carry/bin holds binaries made here by make_carry.sh --binaries)
+#   parity           90 s    the CUDA parity and CUDA kernel tests (gtest filter '*Cuda*')
+#   mnist_lenet      90 s    LeNet, one epoch, ember then PyTorch on the same GPU: the first verdict
+#   mnist_rest      120 s    mlp and cnn, the same way
+#   ops              90 s    op benchmarks: ember (cudnn benchmark on) then PyTorch (cudnn.benchmark)
+#   nccl             30 s    the NCCL communicator tests, world size 1
+#
+# A stage starts only when what is left covers its minimum; otherwise it is skipped with a line
+# saying so, and stays pending. `--resume` (same warm machine) runs the pending stages only, with
+# no configure and no build; results accumulate in the same table ($OUT/gpu_check.md).
+#
+#   bash scripts/make_carry.sh [--binaries]       # here, once: fills carry/ (see that script)
+#   bash scripts/gpu_check.sh                     # there: first verdict (budget 540 s)
+#   bash scripts/gpu_check.sh --resume --budget 200   # there, same machine: the rest
+#   bash scripts/gpu_check.sh --dry-run           # anywhere: print the plan only (CI checks it)
 #
 # Options:
-#   --dry-run       build in build-gpucheck-dry/, run the CPU tests, stop at the first GPU step
-#   --out DIR       where the table and logs go (default: $OUT if set, else out/gpu_check)
-#   --build DIR     build folder (default: build-gpucheck, or build-gpucheck-dry with --dry-run)
-#   --no-build      reuse the build folder as it is (a rerun on the same warm machine)
+#   --budget S      seconds for the whole call (default 540); stages get what is left of it
+#   --resume        run only the stages an earlier call left pending (needs its build folder)
+#   --dry-run, --plan-only   print the plan and its last line "plan: N stages, worst case W s,
+#                   budget B s" (W <= B: the stages that fit; the others are left for --resume);
+#                   needs no GPU and no build; exits 1 if even the first stage cannot fit
+#   --out DIR       table and logs (default: $OUT if set, else out/gpu_check)
+#   --build DIR     build folder (default: build-gpucheck)
 #   --jobs N        build parallelism (default: all cores)
-# Environment: CTEST_ARGS (extra ctest arguments, e.g. "-R Cuda"), T_BUILD, T_CTEST, T_TRAIN,
-# T_OPS (stage time limits in seconds).
 #
-# Every stage runs under `timeout` and a failed stage is reported, not fatal: the table says which
-# stage failed and the log has its output. Results are rewritten after each stage, so a run killed
-# at its wall-clock limit still leaves a table of what finished.
+# Nothing here has run on a GPU yet: the first lent GPU will be its first test.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-DRY=0 NO_BUILD=0 JOBS="$(nproc)" BUILD="" OUTDIR="${OUT:-}"
+START=$(date +%s)
+BUDGET=540 RESUME=0 PLAN_ONLY=0 JOBS="$(nproc)" BUILD=build-gpucheck OUTDIR="${OUT:-}"
 while (($#)); do
   case "$1" in
-    --dry-run) DRY=1 ;;
-    --no-build) NO_BUILD=1 ;;
+    --budget) BUDGET="$2"; shift ;;
+    --resume) RESUME=1 ;;
+    --dry-run | --plan-only) PLAN_ONLY=1 ;;
     --out) OUTDIR="$2"; shift ;;
     --build) BUILD="$2"; shift ;;
     --jobs) JOBS="$2"; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[[ -n "$BUILD" ]] || { ((DRY)) && BUILD=build-gpucheck-dry || BUILD=build-gpucheck; }
-[[ -n "$OUTDIR" ]] || OUTDIR=out/gpu_check
-mkdir -p "$OUTDIR"
-OUTDIR="$(cd "$OUTDIR" && pwd)"
-T_BUILD=${T_BUILD:-420} T_CTEST=${T_CTEST:-300} T_TRAIN=${T_TRAIN:-150} T_OPS=${T_OPS:-150}
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "gpu_check.sh: --budget wants whole seconds, got '$BUDGET'" >&2; exit 2; }
+DEADLINE=$((START + BUDGET))
+RESERVE=15  # kept back at every point for the final table
+
+# Stages in priority order: name, worst case (its time limit) and minimum worth starting with.
+STAGES=(probe build parity mnist_lenet mnist_rest ops nccl)
+declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30)
+declare -A MINIMUM=([probe]=20 [build]=120 [parity]=30 [mnist_lenet]=40 [mnist_rest]=40 [ops]=30 [nccl]=15)
 CARRY="$ROOT/carry"
 PREFIX="$CARRY/prefix"
+STATE="$BUILD/gpu_check.done"  # stages finished by earlier calls (for --resume)
+CARRIED_BIN="$CARRY/bin"
+
+stage_done() { [[ -f "$STATE" ]] && grep -qx "$1" "$STATE"; }
+# The stages this call will try, in order: all of them, or with --resume the ones still pending
+# (probe always: it sets up the library paths). Build is not needed with carried binaries.
+planned_stages() {
+  local s
+  for s in "${STAGES[@]}"; do
+    [[ "$s" == build && -x "$CARRIED_BIN/ember_tests" ]] && continue
+    if ((RESUME)) && [[ "$s" != probe ]]; then
+      [[ "$s" == build ]] && continue  # --resume never configures or builds
+      stage_done "$s" && continue
+    fi
+    echo "$s"
+  done
+}
+
+# The plan: the stages whose worst cases fit the budget, in order; the rest wait for --resume.
+print_plan() {
+  local n=0 worst=$RESERVE s deferred=()
+  echo "gpu_check plan (budget $BUDGET s, $RESERVE s kept for the table$( ((RESUME)) && echo ', --resume'))"
+  for s in $(planned_stages); do
+    if ((${#deferred[@]} == 0 && worst + WORST[$s] <= BUDGET)); then
+      n=$((n + 1)) worst=$((worst + WORST[$s]))
+      printf '  %d. %-12s up to %3d s (starts with at least %d s left)\n' "$n" "$s" "${WORST[$s]}" "${MINIMUM[$s]}"
+    else
+      deferred+=("$s")
+    fi
+  done
+  ((${#deferred[@]})) && echo "  later (run again with --resume, or earlier if time is left): ${deferred[*]}"
+  echo "plan: $n stages, worst case $worst s, budget $BUDGET s"
+  ((n > 0))
+}
+
+if ((PLAN_ONLY)); then
+  print_plan
+  exit $?
+fi
+
+[[ -n "$OUTDIR" ]] || OUTDIR=out/gpu_check
+mkdir -p "$OUTDIR" "$BUILD"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/gpu_check.log"
 RESULTS="$OUTDIR/results.jsonl"  # one JSON object per line: stages, tests, runs; the table reads it
+if ((RESUME)); then
+  [[ -f "$STATE" ]] || { echo "gpu_check.sh: --resume: no earlier call recorded in $STATE" >&2; exit 2; }
+  # $OUT is emptied before each device command: keep the earlier results in the build folder.
+  [[ -f "$BUILD/results.jsonl" && ! -s "$RESULTS" ]] && cp "$BUILD/results.jsonl" "$RESULTS"
+else
+  : >"$RESULTS"
+  : >"$STATE"
+fi
 : >"$LOG"
-: >"$RESULTS"
 exec > >(tee -a "$LOG") 2>&1
 
 PY=python3  # on the GPU machine the python3 that holds PyTorch
-say() { printf '\n=== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
-record() { echo "$1" >>"$RESULTS"; }  # one JSON line
+say() { printf '\n=== [%s, %d s left] %s\n' "$(date -u +%H:%M:%S)" "$(left)" "$*"; }
+left() { echo $((DEADLINE - $(date +%s))); }
+record() { echo "$1" >>"$RESULTS"; cp "$RESULTS" "$BUILD/results.jsonl"; }  # one JSON line
 stage() {  # stage NAME STATUS DETAIL: recorded for the table (detail on one line, no quotes)
   local detail=${3//$'\n'/ }
   detail=${detail//\\//}
@@ -128,8 +198,35 @@ finish() {  # finish EXIT_CODE [why]
   exit "$1"
 }
 
+# limit_for NAME: the seconds stage NAME may run: its worst case, or what is left if less.
+limit_for() {
+  local avail=$(($(left) - RESERVE))
+  ((avail < WORST[$1])) && echo "$avail" || echo "${WORST[$1]}"
+}
+# begin NAME: true when the stage may start; otherwise says why it is skipped (it stays pending).
+# Once one stage is out of time every lower one is skipped too, so --resume continues in order.
+OUT_OF_TIME=0
+begin() {
+  local avail=$(($(left) - RESERVE))
+  if ((OUT_OF_TIME)); then
+    say "$1: SKIPPED, a higher-priority stage was out of time; run again with --resume"
+    stage "$1" skipped "after an earlier stage ran out of time; pending for --resume"
+    return 1
+  fi
+  if ((avail < MINIMUM[$1])); then
+    OUT_OF_TIME=1
+    say "$1: SKIPPED, $avail s left of the budget and it needs at least ${MINIMUM[$1]} s; run again with --resume"
+    stage "$1" skipped "out of time ($avail s left, needs ${MINIMUM[$1]} s); pending for --resume"
+    return 1
+  fi
+  say "$1 (up to $(limit_for "$1") s)"
+}
+done_stage() { echo "$1" >>"$STATE"; }
+
+print_plan || finish 1 "the budget of $BUDGET s fits no stage"
+
 # ---------------------------------------------------------------------------------------------
-say "1. machine: GPU, driver, compilers"
+say "probe: machine, GPU, driver, compilers"
 uname -a
 GPU=0 ARCH=90
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
@@ -158,7 +255,7 @@ except Exception as e:
 PY
 
 # ---------------------------------------------------------------------------------------------
-say "2. cuDNN, NCCL, cuBLAS: headers and libraries (CUDA folder, /usr, or PyTorch's nvidia/* packages)"
+say "probe: cuDNN, NCCL, cuBLAS (CUDA folder, /usr, or PyTorch's nvidia/* packages)"
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
 search=("$CUDA_HOME" "$CUDA_HOME/targets/x86_64-linux" /usr/local/cuda /usr /usr/lib/x86_64-linux-gnu)
 nvidia_pkgs=$("$PY" -c 'import nvidia, os; print("\n".join(os.path.abspath(p) for p in nvidia.__path__))' 2>/dev/null)
@@ -196,22 +293,46 @@ export CPATH="$INCPATH${CPATH:+:$CPATH}"  # cublas_v2.h etc. when they sit outsi
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 if ((${#missing[@]})); then stage libs fail "not found: ${missing[*]}"; else stage libs ok "cuDNN $CUDNN_LIB; NCCL $NCCL_LIB; cuBLAS $CUBLAS_LIB"; fi
 
-# ---------------------------------------------------------------------------------------------
-say "3. carry/: headers, libraries and MNIST brought from the CPU machine"
-[[ -d "$PREFIX/include" ]] || { stage carry fail "carry/prefix missing"; finish 1 "carry/ not found: run bash scripts/make_carry.sh on the CPU machine and carry it"; }
+say "probe: carry/ (headers, libraries, MNIST, maybe binaries) from the CPU machine"
 cat "$CARRY/MANIFEST" 2>/dev/null
+[[ -d "$PREFIX/include" || -x "$CARRIED_BIN/ember_tests" ]] ||
+  finish 1 "carry/ not found: run bash scripts/make_carry.sh on the CPU machine and carry it"
 mkdir -p data/mnist
 for gz in "$CARRY"/mnist/*.gz; do
+  [[ -f "$gz" ]] || continue
   f="data/mnist/$(basename "$gz" .gz)"
   [[ -f "$f" ]] || gzip -dc "$gz" >"$f"
 done
-if (cd data/mnist && sha256sum -c "$CARRY/mnist/SHA256SUMS"); then stage data ok "MNIST verified (SHA-256)"; else stage data fail "MNIST checksum mismatch"; fi
+if [[ -f "$CARRY/mnist/SHA256SUMS" ]] && (cd data/mnist && sha256sum --quiet -c "$CARRY/mnist/SHA256SUMS"); then
+  stage data ok "MNIST verified (SHA-256)"
+else
+  stage data fail "MNIST missing or checksum mismatch"
+fi
+done_stage probe
 
 # ---------------------------------------------------------------------------------------------
-if ((NO_BUILD)); then
-  say "4. build: skipped (--no-build), using $BUILD"
+# The binaries: carried ones (built on the CPU machine for sm_90, stripped, with the non-CUDA
+# libraries they need in carry/bin/lib), or this build folder's.
+if [[ -x "$CARRIED_BIN/ember_tests" ]]; then
+  BIN="$CARRIED_BIN"
+  export LD_LIBRARY_PATH="$CARRIED_BIN/lib:$LD_LIBRARY_PATH"
+  say "build: not needed, using the binaries carried in carry/bin ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null))"
+  stage build ok "carried binaries"
+  done_stage build
 else
-  say "4. configure + build ($BUILD, EMBER_CUDA=ON, sm_$ARCH, Release, -j$JOBS)"
+  BIN_TESTS="$BUILD/tests" BIN_EXAMPLES="$BUILD/examples" BIN_BENCH="$BUILD/bench" BIN_DIST="$BUILD/tests/distributed"
+  BIN=""
+fi
+bin() {  # bin NAME: the path of binary NAME (carried, or in the build folder)
+  if [[ -n "$BIN" ]]; then echo "$BIN/$1"; return; fi
+  case "$1" in
+    ember_tests) echo "$BIN_TESTS/$1" ;; ember_mnist) echo "$BIN_EXAMPLES/$1" ;;
+    ember_gpu_ops) echo "$BIN_BENCH/$1" ;; ember_dist_tests) echo "$BIN_DIST/$1" ;;
+  esac
+}
+
+if [[ -z "$BIN" ]] && ((!RESUME)) && begin build; then
+  cfg_start=$(date +%s)
   lib=$PREFIX/lib/x86_64-linux-gnu
   cfg=(-S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON
     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -224,91 +345,101 @@ else
   [[ -n "$CUBLAS_LIB" ]] && cfg+=(-DCUDA_cublas_LIBRARY="$CUBLAS_LIB")
   [[ -n "$CUBLASLT_LIB" ]] && cfg+=(-DCUDA_cublasLt_LIBRARY="$CUBLASLT_LIB")
   echo "cmake ${cfg[*]}"
-  if ! timeout 180 cmake "${cfg[@]}"; then stage configure fail "cmake configure failed (see log)"; finish 1 "configure failed"; fi
-  # The configure must have taken the carried packages, not stray system ones.
+  if ! timeout "$(limit_for build)" cmake "${cfg[@]}" >"$OUTDIR/configure.log" 2>&1; then
+    tail -30 "$OUTDIR/configure.log"
+    stage configure fail "cmake configure failed (configure.log)"
+    finish 1 "configure failed"
+  fi
   grep -E '^(Eigen3|nlohmann_json|GTest|CLI11|spdlog|fmt)_DIR:' "$BUILD/CMakeCache.txt"
-  stage configure ok "sm_$ARCH, prefix carry/prefix"
-  t0=$(date +%s)
-  # -k 0: ninja builds every target it can, so one broken file still leaves the other binaries to
-  # run; the stages below report whatever is missing.
-  if timeout "$T_BUILD" cmake --build "$BUILD" -j"$JOBS" -- -k 0; then
-    stage build ok "$(($(date +%s) - t0)) s"
+  # Only what the later stages run; -k 0 builds every target it can, so one broken file still
+  # leaves the other binaries to run.
+  targets=(ember_tests ember_mnist)
+  grep -q 'ember_gpu_ops' "$BUILD/build.ninja" 2>/dev/null && targets+=(ember_gpu_ops)
+  grep -q 'ember_dist_tests' "$BUILD/build.ninja" 2>/dev/null && targets+=(ember_dist_tests)
+  if timeout "$(limit_for build)" cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}" -- -k 0; then
+    stage build ok "$(($(date +%s) - cfg_start)) s: ${targets[*]}"
+    done_stage build
   else
     rc=$?
-    stage build fail "rc $rc after $(($(date +%s) - t0)) s (124 = timeout ${T_BUILD}s); continuing with what was built"
-    grep -h -A6 '^FAILED: ' "$LOG" | grep -E '^FAILED: |error' | head -30  # the failures, once more, at the end
+    stage build fail "rc $rc after $(($(date +%s) - cfg_start)) s (124 = out of time); continuing with what was built"
   fi
 fi
 
 # ---------------------------------------------------------------------------------------------
-say "5. ctest (-j8, 300 s per test, ${T_CTEST} s in all) ${CTEST_ARGS:-}"
-ctest_log="$OUTDIR/ctest.log"
-# shellcheck disable=SC2086
-timeout "$T_CTEST" ctest --test-dir "$BUILD" -j8 --timeout 300 --output-on-failure ${CTEST_ARGS:-} >"$ctest_log" 2>&1
-rc=$?
-tail -n 40 "$ctest_log"
-# Each result line: "  12/980 Test  #12: Suite.Name ....   Passed    0.01 sec" (or ***Skipped, ***Failed, ...)
-passed=$(grep -cE 'Test +#[0-9]+: .* Passed ' "$ctest_log")
-skipped=$(grep -cE 'Test +#[0-9]+: .*\*\*\*Skipped' "$ctest_log")
-failed=$(grep -E 'Test +#[0-9]+: ' "$ctest_log" | grep -vcE ' Passed |\*\*\*Skipped')
-total=$(grep -oE 'tests failed out of [0-9]+' "$ctest_log" | grep -oE '[0-9]+$')
-record "{\"kind\":\"tests\",\"passed\":$passed,\"failed\":$failed,\"skipped\":$skipped,\"total\":${total:-null},\"rc\":$rc}"
-grep -E 'Test +#[0-9]+: ' "$ctest_log" | grep -vE ' Passed |\*\*\*Skipped' | head -50 >"$OUTDIR/ctest_failed.txt"
-if ((rc == 124)); then stage ctest fail "timed out after ${T_CTEST}s; counts are partial"
-elif ((failed)); then stage ctest fail "$failed failed (list: ctest_failed.txt)"
-else stage ctest ok "rc $rc"; fi
-table
-
-# ---------------------------------------------------------------------------------------------
-MODELS=(mlp lenet cnn)
-if ((!GPU)); then
-  finish 0 "dry run: no GPU here. Everything that needs none has run; the next step is
-      $BUILD/examples/ember_mnist --device cuda --epochs 1 --model {mlp,lenet,cnn} --json
-  then bench/mnist_pytorch.py --device cuda and the GPU op benchmarks (ember_gpu_ops, bench/gpu_ops_pytorch.py)."
-fi
-
-say "6. MNIST, one epoch per network, ember on CUDA"
-# run_json NAME CMD...: runs CMD under the training time limit, shows its output, records its last
-# JSON line (a line starting with '{'), or a failed stage when there is none.
+# run_json NAME LIMIT CMD...: runs CMD under LIMIT seconds, shows its output, records its last JSON
+# line (a line starting with '{'), or a failed stage when there is none.
 run_json() {
-  local name=$1 out rc line
-  shift
-  out=$(timeout "$T_TRAIN" "$@" 2>&1)
+  local name=$1 limit=$2 out rc line
+  shift 2
+  out=$(timeout "$limit" "$@" 2>&1)
   rc=$?
-  echo "$out"
+  echo "$out" | tail -n 30
   line=$(grep '^{' <<<"$out" | tail -1)
-  if [[ -n "$line" ]]; then record "$line"; else stage "$name" fail "no result line, rc $rc (124 = timeout ${T_TRAIN}s; see log)"; fi
+  if [[ -n "$line" ]]; then record "$line"; else stage "$name" fail "no result line, rc $rc (124 = out of time, ${limit}s)"; fi
 }
-for m in "${MODELS[@]}"; do
+# mnist MODEL: one epoch with ember, then PyTorch, splitting the stage's time between them.
+mnist() {
+  local m=$1 half=$(( ($(limit_for "$2") + 1) / 2 ))
   echo "--- ember $m"
-  run_json "ember_$m" "$BUILD/examples/ember_mnist" --device cuda --epochs 1 --model "$m" --data data/mnist --json
-  table >/dev/null
-done
-
-say "7. MNIST, one epoch per network, PyTorch (eager) on the same GPU"
-for m in "${MODELS[@]}"; do
+  run_json "ember_$m" "$half" "$(bin ember_mnist)" --device cuda --epochs 1 --model "$m" --data data/mnist --json
   echo "--- pytorch $m"
-  run_json "pytorch_$m" "$PY" bench/mnist_pytorch.py --device cuda --model "$m" --data data/mnist
+  run_json "pytorch_$m" "$(limit_for "$2")" "$PY" bench/mnist_pytorch.py --device cuda --model "$m" --data data/mnist
   table >/dev/null
-done
-
-say "8. GPU op benchmarks: matmul 4096^3 TF32, conv2d 64->64 3x3 on [256,64,56,56]; ember then PyTorch"
-# run_ops NAME CMD...: every JSON line of CMD is recorded; a non-zero exit is a failed stage.
-run_ops() {
-  local name=$1 out rc
-  shift
-  out=$(timeout "$T_OPS" "$@" 2>&1)
-  rc=$?
-  echo "$out"
-  grep '^{' <<<"$out" >>"$RESULTS"
-  if ((rc)); then stage "$name" fail "rc $rc (124 = timeout ${T_OPS}s; a failed result check also fails it)"; fi
 }
-if [[ -x "$BUILD/bench/ember_gpu_ops" ]]; then
-  run_ops ember_ops "$BUILD/bench/ember_gpu_ops"
-else
-  stage ember_ops fail "$BUILD/bench/ember_gpu_ops not built"
-fi
-run_ops pytorch_ops "$PY" bench/gpu_ops_pytorch.py
-nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,power.draw --format=csv
 
+if ! stage_done parity && begin parity; then
+  out="$OUTDIR/parity.log"
+  timeout "$(limit_for parity)" "$(bin ember_tests)" --gtest_filter='*Cuda*:*cuda*' --gtest_brief=1 >"$out" 2>&1
+  rc=$?
+  tail -n 40 "$out"
+  passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$out" | grep -oE '[0-9]+$')
+  failed=$(grep -oE '\[  FAILED  \] [0-9]+ test' "$out" | grep -oE '[0-9]+' | head -1)
+  skipped=$(grep -oE '\[  SKIPPED \] [0-9]+' "$out" | grep -oE '[0-9]+$' | head -1)
+  record "{\"kind\":\"tests\",\"passed\":${passed:-0},\"failed\":${failed:-0},\"skipped\":${skipped:-0},\"total\":null,\"rc\":$rc}"
+  if ((rc == 0)); then stage parity ok "${passed:-0} passed"; done_stage parity
+  else stage parity fail "rc $rc (124 = out of time); failures in parity.log"; fi
+  table >/dev/null
+fi
+
+if ! stage_done mnist_lenet && begin mnist_lenet; then
+  mnist lenet mnist_lenet
+  done_stage mnist_lenet
+fi
+
+if ! stage_done mnist_rest && begin mnist_rest; then
+  for m in mlp cnn; do mnist "$m" mnist_rest; done
+  done_stage mnist_rest
+fi
+
+if ! stage_done ops && begin ops; then
+  # Every JSON line of each program is recorded; a non-zero exit is a failed stage.
+  for prog in ember pytorch; do
+    if [[ $prog == ember ]]; then cmd=("$(bin ember_gpu_ops)"); else cmd=("$PY" bench/gpu_ops_pytorch.py); fi
+    [[ $prog == pytorch || -x "${cmd[0]}" ]] || { stage ember_ops fail "ember_gpu_ops not built"; continue; }
+    limit=$(limit_for ops)
+    [[ $prog == ember ]] && limit=$(( (limit + 1) / 2 ))
+    out=$(timeout "$limit" "${cmd[@]}" 2>&1)
+    rc=$?
+    echo "$out" | tail -n 20
+    grep '^{' <<<"$out" >>"$RESULTS"
+    ((rc)) && stage "${prog}_ops" fail "rc $rc (124 = out of time; a failed result check also fails it)"
+  done
+  cp "$RESULTS" "$BUILD/results.jsonl"
+  done_stage ops
+fi
+
+if ! stage_done nccl && begin nccl; then
+  if [[ -x "$(bin ember_dist_tests)" ]]; then
+    if timeout "$(limit_for nccl)" "$(bin ember_dist_tests)" --gtest_filter='NcclComm*' --gtest_brief=1; then
+      stage nccl ok "world size 1"
+    else
+      stage nccl fail "rc $? (124 = out of time)"
+    fi
+  else
+    stage nccl skipped "ember_dist_tests not built (no MPI here?)"
+  fi
+  done_stage nccl
+fi
+
+nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,power.draw --format=csv 2>/dev/null
 finish 0

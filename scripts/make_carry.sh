@@ -13,8 +13,20 @@
 #   carry/prefix/share/{eigen3/cmake,cmake/nlohmann_json,cmake/CLI11}
 #   carry/prefix/lib/x86_64-linux-gnu/{libgtest*.a,libgmock*.a,libspdlog.so*,libfmt.so*,cmake/{GTest,spdlog,fmt}}
 #   carry/mnist/*.gz                  the four IDX files, gzipped (53 MB -> 11 MB)
+#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops for sm_90, stripped,
+#                                     plus the non-system, non-CUDA libraries they load
+#                                     (carry/bin/lib); gpu_check.sh then skips its configure and
+#                                     build stage (up to 300 s of GPU time) and its nccl stage
+#                                     (ember_dist_tests would not fit in 64 MiB beside them).
+#                                     carry/prefix is left out then (nothing is built there).
+# --binaries builds in build-carry/ with EMBER_NATIVE=OFF (the GPU machine's CPU may lack this
+# one's instructions), without MPI and OpenBLAS (not on the GPU machine; Eigen's GEMM serves the
+# CPU), and with CUDA: cuDNN, NCCL and cuBLAS are loaded there from PyTorch's nvidia/* packages.
+# It is slow on a 2-core machine (the whole CUDA backend), so it is opt-in.
 # Fails if carry/ reaches 64 MiB (the device tool's limit for everything that travels).
 set -euo pipefail
+BINARIES=0
+[[ "${1:-}" == --binaries ]] && BINARIES=1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="$ROOT/carry"
 PREFIX="$CARRY/prefix"
@@ -42,7 +54,10 @@ mkdir -p "$PREFIX" "$CARRY/mnist"
 
 # Copies every file and symlink of the packages under /usr/include, /usr/lib and /usr/share/*/cmake
 # or /usr/share/cmake, keeping paths relative to /usr. Docs and pkg-config files stay behind.
-for p in "${packages[@]}"; do
+# With --binaries the GPU machine builds nothing, so the prefix stays behind: that keeps carry/
+# under 64 MiB (ember_tests alone is about 17 MB stripped).
+((BINARIES)) && packages_to_copy=() || packages_to_copy=("${packages[@]}")
+for p in "${packages_to_copy[@]}"; do
   while IFS= read -r f; do
     case "$f" in
       /usr/include/* | /usr/lib/x86_64-linux-gnu/*.a | /usr/lib/x86_64-linux-gnu/*.so* | \
@@ -58,7 +73,7 @@ done
 # The -dev packages hold only the libspdlog.so / libfmt.so links; the files they point to belong to
 # the runtime packages (libspdlog1.1, libfmt9). Copy the targets too, resolving the link chain.
 for link in "$PREFIX"/lib/x86_64-linux-gnu/*.so; do
-  [[ -L "$link" ]] || continue
+  [[ -L "$link" ]] || continue  # (no match with --binaries: the glob stays literal)
   src="/usr/lib/x86_64-linux-gnu/$(basename "$link")"
   while [[ -L "$src" ]]; do
     next="$(readlink "$src")"
@@ -80,6 +95,33 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
   (cd "$ROOT/data/mnist" && sha256sum "$f") >>"$CARRY/mnist/SHA256SUMS"
 done
 
+# Binaries for the GPU machine: build, strip, and copy with the libraries it lacks. CUDA's own
+# libraries (libcudart is linked statically or comes with the toolkit; cuDNN, NCCL, cuBLAS come
+# from PyTorch's packages there) and the C/C++ runtime (g++ is there) stay behind.
+if ((BINARIES)); then
+  BUILD_CARRY="$ROOT/build-carry"
+  cmake -S "$ROOT" -B "$BUILD_CARRY" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON -DEMBER_NATIVE=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBER_BUILD_BENCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON \
+    -DEMBER_BLAS_LIBRARY=EMBER_BLAS_LIBRARY-NOTFOUND >/dev/null
+  targets=(ember_tests ember_mnist ember_gpu_ops)
+  nice -n 19 cmake --build "$BUILD_CARRY" -j"$(nproc)" --target "${targets[@]}"
+  mkdir -p "$CARRY/bin/lib"
+  for t in tests/ember_tests examples/ember_mnist bench/ember_gpu_ops; do
+    strip -o "$CARRY/bin/$(basename "$t")" "$BUILD_CARRY/$t"
+  done
+  # The libraries they load that the GPU machine may lack (spdlog, fmt, ...).
+  ldd "$CARRY"/bin/ember_* | awk '/=> \//{print $3}' | sort -u | while IFS= read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so* | libm.so* | libstdc++.so* | libgcc_s.so* | libgomp.so* | ld-linux* | libpthread.so* | libdl.so* | \
+        librt.so* | libcuda.so* | libcudart.so* | libcublas*.so* | libcudnn*.so* | libnccl.so*) ;;
+      *) cp -L "$lib" "$CARRY/bin/lib/" ;;
+    esac
+  done
+  echo "sm_90, EMBER_NATIVE=OFF, $(git -C "$ROOT" rev-parse --short HEAD) on $(date -u '+%Y-%m-%d %H:%M UTC')" \
+    >"$CARRY/bin/BUILT"
+  du -sh "$CARRY/bin" | sed 's/^/  binaries: /'
+fi
+
 {
   echo "made by scripts/make_carry.sh on $(date -u '+%Y-%m-%d %H:%M UTC') from:"
   for p in "${packages[@]}"; do dpkg-query -W -f='  ${Package} ${Version}\n' "$p"; done
@@ -87,5 +129,5 @@ done
 
 bytes=$(du -sb "$CARRY" | cut -f1)
 echo "carry/: $(find "$CARRY" -type f | wc -l) files, $bytes bytes ($((bytes / 1024 / 1024)) MiB; limit 64 MiB)"
-du -sh "$PREFIX/include" "$PREFIX/lib" "$PREFIX/share" "$CARRY/mnist" | sed 's/^/  /'
+du -sh "$CARRY"/*/ | sed 's/^/  /'
 ((bytes < LIMIT)) || die "carry/ is $bytes bytes, at or over the 64 MiB limit"

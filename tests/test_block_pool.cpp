@@ -265,6 +265,36 @@ TEST(BlockPool, BlockWhoseEventCannotBeRecordedIsNeverReused) {
   std::free(p);  // p starts that segment; the fake got it from aligned_alloc
 }
 
+// Issue 19 item 1: the NCCL communicator destroyed its stream while tensors recorded on it were
+// still alive; freeing them later recorded an event on the dead stream (here: record_event
+// throws), so their blocks were abandoned. forget_stream, called after synchronising the stream
+// and before destroying it, drops the stream from every live block's recorded uses.
+TEST(BlockPool, ForgottenStreamIsNotWaitedForWhenItsBlocksAreFreed) {
+  Pool pool;
+  FakeSystem& sys = pool.system();
+  void* p = pool.allocate(4096, kS1);
+  void* q = pool.allocate(4096, kS1);
+  EXPECT_TRUE(pool.record_stream(p, kS2));
+  EXPECT_TRUE(pool.record_stream(q, kS2));
+  EXPECT_TRUE(pool.record_stream(q, kS3));
+  pool.forget_stream(kS2);        // stream 2 was synchronised and is destroyed now:
+  sys.s->fail_record = true;      // recording on it would fail, as cudaEventRecord on a dead stream
+  EXPECT_NO_THROW(pool.deallocate(p));
+  sys.s->fail_record = false;
+  EXPECT_EQ(sys.events_on(kS2), 0) << "nothing may be recorded on a forgotten stream";
+  EXPECT_EQ(pool.allocate(4096, kS1), p) << "p was only used on the forgotten stream: free at once";
+
+  pool.deallocate(q);  // stream 3 is still alive and still waited for
+  EXPECT_EQ(sys.events_on(kS2), 0);
+  EXPECT_EQ(sys.events_on(kS3), 1);
+  void* r = pool.allocate(4096, kS1);
+  EXPECT_NE(r, q) << "stream 3 may still be reading q";
+  sys.finish(kS3);
+  EXPECT_EQ(pool.allocate(4096, kS1), q);
+  for (void* b : {p, q, r}) pool.deallocate(b);
+  EXPECT_EQ(pool.stats().live_allocations, 0);
+}
+
 TEST(BlockPool, OutOfMemoryReleasesCacheRetriesThenThrows) {
   Pool pool;
   FakeSystem& sys = pool.system();

@@ -278,6 +278,30 @@ TEST(CudaDnnKernels, Conv2dTf32StaysWithinItsPrecision) {
   }
 }
 
+// The measured search (set_cudnn_benchmark): off by default; on, each pass of a new problem times
+// cuDNN's candidates once (a new cache entry per pass), and the fastest gives the CPU's result.
+TEST(CudaDnnKernels, Conv2dMeasuredSearchMatchesTheCpuAndIsCachedPerProblem) {
+  EXPECT_FALSE(cudnn_benchmark()) << "off by default, as PyTorch's cudnn.benchmark";
+  EMBER_REQUIRE_GPU();
+#ifdef EMBER_WITH_CUDA
+  struct BenchmarkScope {
+    BenchmarkScope() { set_cudnn_benchmark(true); }
+    ~BenchmarkScope() { set_cudnn_benchmark(false); }
+  } benchmark_on;
+  const Tensor x = rnd({4, 3, 13, 12}).requires_grad_(), w = rnd({6, 3, 3, 3}).requires_grad_();
+  const Tensor xg = x.detach().to(kCuda0).requires_grad_(), wg = w.detach().to(kCuda0).requires_grad_();
+  const size_t before = cuda::conv_algorithm_cache_size();
+  F::conv2d(xg, wg, Tensor(), 1, 1).sum().backward();
+  F::conv2d(x, w, Tensor(), 1, 1).sum().backward();
+  EXPECT_EQ(cuda::conv_algorithm_cache_size(), before + 3) << "forward, backward-data, backward-filter";
+  const Tensor y = F::conv2d(xg.detach(), wg.detach(), Tensor(), 1, 1);
+  EXPECT_EQ(cuda::conv_algorithm_cache_size(), before + 3) << "the second call reuses the measured choice";
+  EXPECT_LT(relative_error(y, F::conv2d(x.detach(), w.detach(), Tensor(), 1, 1)), 1e-4);
+  EXPECT_LT(relative_error(xg.grad(), x.grad()), 1e-4);
+  EXPECT_LT(relative_error(wg.grad(), w.grad()), 1e-4);
+#endif
+}
+
 TEST(CudaDnnKernels, Conv2dReusesItsCachedAlgorithms) {
   EMBER_REQUIRE_GPU();
 #ifdef EMBER_WITH_CUDA

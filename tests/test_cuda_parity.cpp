@@ -449,6 +449,9 @@ OpCases functional_cases() {
   cs.push_back({"batch_norm_train_2d_no_stats", {real({7, 5})}, FN(F::batch_norm(x[0], {}, {}, {}, {}, true))});
   cs.push_back({"batch_norm_train_3d_transposed", {real({4, 9, 3}), constant({3}), constant({3}, 0.5, 2)},
                 FN(F::batch_norm(x[0].transpose(1, 2), x[1], x[2], {}, {}, true, 0.3, 1e-3))});
+  // A large eps makes a backward that ignores the forward's eps (issue 19 item 6) visibly wrong.
+  cs.push_back({"batch_norm_train_large_eps", {real({4, 3, 5}), constant({3}), constant({3}, 0.5, 2)},
+                FN(F::batch_norm(x[0], x[1], x[2], {}, {}, true, 0.1, 0.5))});
   cs.push_back({"batch_norm_train_large_batch", {real({65537, 2}), constant({2}), constant({2}, 0.5, 2), real({2})},
                 FN(F::batch_norm(x[0], x[1], x[2], x[3], {}, true)), kSum32});
   cs.push_back({"batch_norm_eval", {real({4, 3, 5, 6}), constant({3}), constant({3}, 0.5, 2), real({3}), real({3})},

@@ -47,7 +47,7 @@ class CpuBackend final : public Backend {
                   bool training, double momentum, double eps) override;
   void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& save_mean,
                            const Tensor& save_invstd, const Tensor& grad_in, const Tensor& grad_weight,
-                           const Tensor& grad_bias, bool training) override;
+                           const Tensor& grad_bias, bool training, double eps) override;
   void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, const Tensor& mean,
                   const Tensor& rstd, double eps) override;
   void layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,

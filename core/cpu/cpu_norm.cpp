@@ -86,7 +86,8 @@ void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor
 
 void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                      const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
-                                     const Tensor& grad_weight, const Tensor& grad_bias, bool training) {
+                                     const Tensor& grad_weight, const Tensor& grad_bias, bool training,
+                                     double /*eps*/) {  // the saved invstd already holds it
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
     const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);

@@ -180,11 +180,13 @@ int resume_from(const Config& c, nn::Module& model, optim::Optimizer& optimizer)
   return epoch;
 }
 
-// Test-set accuracy and mean loss, without recording a graph.
-std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& test, Device device) {
+// Test-set accuracy and mean loss, without recording a graph. At the training batch size: the
+// activations then fit in what training already holds (a batch of 1000 raised the cnn's peak RSS
+// from ~300 MB to ~700 MB), and the convolution plans made for training are reused.
+std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& test, Device device, int64_t batch_size) {
   NoGradGuard no_grad;
   model.eval();
-  data::DataLoader loader(test, data::DataLoaderOptions().batch_size(1000));
+  data::DataLoader loader(test, data::DataLoaderOptions().batch_size(batch_size));
   Tensor loss_sum = zeros({}, TensorOptions(kFloat32).device(device)), correct = zeros({}, TensorOptions(kInt64).device(device));
   for (auto& batch : loader) {
     Tensor x = batch.data.to(device), y = batch.target.to(device);
@@ -272,7 +274,7 @@ int main(int argc, char** argv) {
       // rather than the 0 of an epoch that never ran.
       spdlog::info("the checkpoint is already at epoch {} of --epochs {}: nothing to train, evaluating it",
                    start_epoch, c.epochs);
-      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device);
+      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size);
     }
     loader.set_epoch(start_epoch);
     spdlog::info("model {} ({} parameters), {} training samples, batch {}, device {}, {} threads", c.model,
@@ -317,7 +319,7 @@ int main(int argc, char** argv) {
       launches_per_step = static_cast<double>(backend(device).kernel_launches() - launches_before) /
                           static_cast<double>(std::max<int64_t>(steps, 1));
       progress.finish(train_loss, train_acc);
-      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device);
+      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size);
       spdlog::info("epoch {}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | {:.2f} s, {:.0f} samples/s",
                    epoch + 1, train_loss, 100 * train_acc, test_loss, 100 * test_acc, last_epoch_seconds,
                    seen / last_epoch_seconds);

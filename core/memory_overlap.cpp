@@ -38,7 +38,10 @@ bool has_internal_overlap(const Tensor& t) {
     if (t.strides()[d] == 0) return true;  // an expanded dim: every index lands on one element
     dims[n++] = {std::abs(t.strides()[d]), t.shape()[d]};
   }
-  std::sort(dims.begin(), dims.begin() + n);
+  // Insertion sort by stride: at most kMaxDims entries (and std::sort here makes GCC 12 warn,
+  // wrongly, about reading past the array in its 16-element insertion-sort step).
+  for (int i = 1; i < n; ++i)
+    for (int j = i; j > 0 && dims[j] < dims[j - 1]; --j) std::swap(dims[j], dims[j - 1]);
   // Nested strides never collide: each stride must step past everything the inner dims reach.
   int64_t reach = 0;  // farthest element offset reachable with the inner dims
   for (int i = 0; i < n; ++i) {

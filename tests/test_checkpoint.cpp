@@ -18,25 +18,8 @@ using json = nlohmann::json;
 
 namespace {
 
-// Each test gets a fresh, empty directory.
-class Checkpoint : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("ember_test_ckpt_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-  fs::path dir_;
-};
+// Each test gets a fresh, empty directory (test::ScratchDirTest).
+class Checkpoint : public ember::test::ScratchDirTest {};
 
 std::string read_bytes(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

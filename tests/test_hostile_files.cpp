@@ -25,23 +25,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Each test gets a fresh, empty directory.
-class HostileFiles : public ::testing::Test {
+// Each test gets a fresh, empty directory (test::ScratchDirTest).
+class HostileFiles : public ember::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("ember_test_hostile_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  size_t file_count() const {
-    size_t n = 0;
-    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_)) ++n;
-    return n;
-  }
-  fs::path dir_;
+  size_t file_count() const { return files().size(); }
 };
 
 void write_bytes(const std::string& p, const std::string& bytes) {

@@ -41,6 +41,13 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
+// One stream per calling thread, made once (a CPU stream runs the primitive on the calling thread;
+// making one per call cost an allocation every convolution).
+dnnl::stream& cpu_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
 // Everything that decides which kernels a convolution gets.
 struct ConvKey {
   std::array<int64_t, 17> v;
@@ -142,7 +149,7 @@ Tensor buffer(size_t bytes) { return empty({static_cast<int64_t>((bytes + 3) / 4
 // ember's NCHW tensors and the primitive's layouts done around the call.
 class Call {
  public:
-  explicit Call(const dnnl::primitive_desc_base& pd) : stream_(cpu_engine()) {
+  explicit Call(const dnnl::primitive_desc_base& pd) : stream_(cpu_stream()) {
     const memory::desc pad = pd.scratchpad_desc();
     if (pad.get_size() > 0) {
       scratch_.push_back(buffer(pad.get_size()));
@@ -183,7 +190,7 @@ class Call {
   }
 
  private:
-  dnnl::stream stream_;
+  dnnl::stream& stream_;
   std::unordered_map<int, memory> args_;
   std::vector<Tensor> scratch_;
   std::vector<std::pair<memory, memory>> copy_back_;

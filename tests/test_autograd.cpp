@@ -277,7 +277,7 @@ TEST_P(AutogradDevice, GradRetainsTheGraphOnlyWhenAsked) {
 TEST_P(AutogradDevice, GradOfSeveralOutputsSumsTheirContributions) {
   Tensor x = on(device(), {1, 2}).requires_grad_();
   Tensor a = x * 2.0, b = x * x;
-  Tensor g = autograd::grad({a, b}, {x}, {on(device(), {1, 1}), on(device(), {10, 100})})[0];
+  Tensor g = autograd::grad({a, b}, {x}, {on(device(), {1, 1}), on(device(), {10, 100})}, /*retain_graph=*/true)[0];
   EXPECT_EQ(g.to_vector<double>(), (std::vector<double>{22, 402}));  // 2 + 2 x * gb
   // One output depending on the other: b's node waits for c's gradient.
   Tensor c = b * 3.0;

@@ -333,3 +333,17 @@ TEST_P(AutogradDevice, SecondOrderGraphsAreFreed) {
   for (int i = 0; i < 200; ++i) run();
   EXPECT_EQ(allocator.stats().live_allocations, before);
 }
+
+// grad() leaves .grad alone, so the hooks that watch .grad (DDP's reduction) must not fire either;
+// hooks on intermediate tensors see the gradient flowing through them, as in backward().
+TEST_P(AutogradDevice, GradFiresTensorHooksButNotLeafHooks) {
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  int leaf_calls = 0, node_calls = 0;
+  x.register_hook([&](const Tensor&) { ++leaf_calls; });
+  Tensor h = x * 2.0;
+  h.register_hook([&](const Tensor&) { ++node_calls; });
+  autograd::grad({(h * h).sum()}, {x});
+  EXPECT_EQ(leaf_calls, 0);
+  EXPECT_EQ(node_calls, 1);
+  EXPECT_FALSE(x.grad().defined());
+}

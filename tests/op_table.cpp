@@ -23,7 +23,14 @@ Tensor mask_on(const Tensor& like, const std::vector<uint8_t>& v, const Shape& s
   return from_vector<uint8_t>(v, s).to(like.device());
 }
 
+// Short name inside this file.
 OpCase op(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1, double hi = 1) {
+  return op_case(std::move(name), std::move(shapes), std::move(fn), lo, hi);
+}
+
+}  // namespace
+
+OpCase op_case(std::string name, std::vector<Shape> shapes, GradFn fn, double lo, double hi) {
   OpCase c;
   c.name = std::move(name);
   c.shapes = std::move(shapes);
@@ -32,8 +39,6 @@ OpCase op(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1
   c.hi = hi;
   return c;
 }
-
-}  // namespace
 
 std::vector<OpCase> core_ops() {
   std::vector<OpCase> t;

@@ -29,6 +29,9 @@ struct OpCase {
   std::vector<Tensor> inputs(uint64_t seed = 1) const;
 };
 
+// An entry in one line: op_case("softmax", {{3, 4}}, [](const std::vector<Tensor>& x) { return softmax(x[0], 1); }, -2, 2).
+OpCase op_case(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1, double hi = 1);
+
 std::vector<OpCase> core_ops();  // tests/op_table.cpp
 std::vector<OpCase> all_ops();   // core_ops() and whatever other parts add
 

@@ -213,6 +213,9 @@ def main(argv):
         print(p)
     if checker.problems:
         print(f"check_docs: {len(checker.problems)} problem(s) in docs/internals/")
+        if checker.fixes and not fix:
+            n = sum(len(v) for v in checker.fixes.values())
+            print(f"check_docs: {n} moved reference(s) can be rewritten: python3 scripts/check_docs.py --fix")
         return 1
     print("check_docs: docs/internals/ matches the code")
     return 0

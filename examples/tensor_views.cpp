@@ -21,6 +21,8 @@ void expect(const char* what, const std::string& got, const std::string& want) {
     ++g_failures;
   }
 }
+// Without this overload two C strings would convert to bool (both non-null: a check that cannot fail).
+void expect(const char* what, const char* got, const char* want) { expect(what, std::string(got), std::string(want)); }
 void expect(const char* what, const Shape& got, const Shape& want) { expect(what, got.str(), want.str()); }
 void expect(const char* what, int64_t got, int64_t want) { expect(what, std::to_string(got), std::to_string(want)); }
 void expect(const char* what, bool got, bool want) { expect(what, std::string(got ? "true" : "false"), want ? "true" : "false"); }

@@ -173,7 +173,8 @@ def plot_metrics(paths, out):
         lr_rows = steps or epochs
         (l,) = ax_lr.plot(x(lr_rows), [r["lr"] for r in lr_rows], color=color, label=name)
         l.set_gid(f"series-{i}-lr")
-    ax_loss.set(title="training loss", xlabel="optimizer step", ylabel="cross-entropy")
+    ax_loss.set(title="training loss", xlabel="optimizer step", ylabel="cross-entropy (log scale)")
+    ax_loss.set_yscale("log")
     ax_acc.set(title="test accuracy (end of each epoch)", xlabel="optimizer step", ylabel="%")
     ax_lr.set(title="learning rate", xlabel="optimizer step", ylabel="lr")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
@@ -241,6 +242,8 @@ def plot_scaling(path, out):
     ax_time.set_yscale("symlog", linthresh=0.01)
     for ax in (ax_weak, ax_strong, ax_time):
         ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], ["1", "2", "4", "8", "16", "32", "64", "128",
+                                                                       "256", "512", "1024"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     proj = d["projection"]

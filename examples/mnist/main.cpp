@@ -14,15 +14,11 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <sstream>
 #include <filesystem>
-#include <fstream>
 
 #include "core/ember.h"
 #include "data/data.h"

@@ -4,10 +4,9 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
-#include "nn/functional_util.h"
+#include "core/ops/nn_checks.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 namespace {
 
@@ -118,4 +117,4 @@ Tensor adaptive_avg_pool2d(const Tensor& input, Size2 output_size) {
   return out;
 }
 
-}  // namespace ember::nn::functional
+}  // namespace ember

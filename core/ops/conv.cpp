@@ -4,10 +4,9 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
-#include "nn/functional_util.h"
+#include "core/ops/nn_checks.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
               Size2 dilation, int64_t groups) {
@@ -64,4 +63,4 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Siz
   return out;
 }
 
-}  // namespace ember::nn::functional
+}  // namespace ember

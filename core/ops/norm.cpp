@@ -5,10 +5,9 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
-#include "nn/functional_util.h"
+#include "core/ops/nn_checks.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 namespace {
 
@@ -119,4 +118,4 @@ Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_sh
   return out;
 }
 
-}  // namespace ember::nn::functional
+}  // namespace ember

@@ -1,4 +1,4 @@
-// linear and dropout.
+// linear (dropout, its companion in nn::functional, lives in core/ops/index.cpp).
 //
 // linear is one node of its own rather than matmul + add: the GEMM writes a fresh buffer that
 // nothing else references yet, so the bias can be added into it in place (no second [rows, out]
@@ -8,9 +8,8 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   EMBER_CHECK(input.defined() && weight.defined(), "linear: undefined input or weight");
@@ -64,8 +63,4 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   return out.view(out_shape);
 }
 
-Tensor dropout(const Tensor& input, double p, bool training, Generator* gen) {
-  return ember::dropout(input, p, training, gen);
-}
-
-}  // namespace ember::nn::functional
+}  // namespace ember

@@ -7,9 +7,8 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 namespace {
 
@@ -122,4 +121,4 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
   return reduce_loss(d * d, reduction);
 }
 
-}  // namespace ember::nn::functional
+}  // namespace ember

@@ -46,13 +46,16 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   }
 
   if (grad_needed({input, weight, bias})) {
-    // Each gradient needs only the other operand: save just what will be used.
+    // Each gradient needs only the other operand: save just what will be used. The originals are
+    // saved (not the detached x2), so when the backward is recorded (create_graph) these matmuls
+    // link back to them and the gradients differentiate again.
     record("linear", out, {input, weight, bias},
-           [sx = weight.requires_grad() ? SavedTensor(x2) : SavedTensor(),
-            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(),
+           [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(),
+            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(), R, in_f,
             in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
+             // g [R, out]: dx = g · W [R, in] -> input's shape;  dW = gᵀ · x [out, in];  db = Σ_rows g [out]
              Tensor gx = n[0] ? matmul(g, sw.get()).reshape(in_shape) : Tensor();
-             Tensor gw = n[1] ? matmul(g.t(), sx.get()) : Tensor();
+             Tensor gw = n[1] ? matmul(g.t(), sx.get().reshape({R, in_f})) : Tensor();
              Tensor gb = n[2] ? sum(g, {0}) : Tensor();
              return {gx, gw, gb};
            });

@@ -107,10 +107,12 @@ Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_sh
                   const Tensor& bias = Tensor(), double eps = 1e-5);
 // (grad_input, grad_weight, grad_bias) of layer_norm, PyTorch's native_layer_norm_backward: mean /
 // rstd hold one value per normalised row (any shape with that many elements). Fused kernel when no
-// graph is recorded; otherwise layer_norm_backward_composite (which recomputes mean / rstd with ops).
+// graph is recorded; otherwise layer_norm_backward_composite, which recomputes mean / rstd from the
+// input with ops (so, unlike PyTorch's, this one takes the forward's eps).
 std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad_output, const Tensor& input,
                                                        const std::vector<int64_t>& normalized_shape,
                                                        const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                                                       double eps,
                                                        std::array<bool, 3> output_mask = {true, true, true});
 std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_composite(const Tensor& grad_output, const Tensor& input,
                                                                  const std::vector<int64_t>& normalized_shape,

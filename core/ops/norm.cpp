@@ -1,7 +1,13 @@
 // batch_norm and layer_norm: one fused kernel forward (statistics, normalisation and the affine
-// transform in one pass per channel / row) and one fused kernel backward (all three gradients),
-// from core/cpu/cpu_norm.cpp on the CPU. The kernels see the input as [N, C, S] (batch norm) or
-// [rows, features] (layer norm), which for a contiguous tensor are free views.
+// transform in one pass per channel / row) and a backward that is an op of its own,
+// batch_norm_backward / layer_norm_backward (all three gradients).
+//
+// Those backward ops have two bodies, as in PyTorch: the fused kernel (core/cpu/cpu_norm.cpp on the
+// CPU) when no graph is being recorded — every ordinary training step — and a composite of ordinary
+// ops when it is (create_graph), which autograd differentiates again. The composite recomputes the
+// statistics from the input with ops, so the second derivative flows through them; the test
+// NormBackward.FusedMatchesComposite checks the two bodies agree in float64. The kernels see the
+// input as [N, C, S] (batch norm) or [rows, features] (layer norm), free views of a contiguous tensor.
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -17,6 +23,31 @@ void check_param(const char* op, const Tensor& input, const Tensor& t, const cha
   detail::check_same_kind(op, input, t, what);
   EMBER_CHECK(t.shape() == shape, op, ": ", what, " has shape ", t.shape(), " but the input ", input.shape(), " needs ",
               shape);
+}
+
+void check_grad_output(const char* op, const Tensor& grad_output, const Tensor& input) {
+  EMBER_CHECK(grad_output.defined() && input.defined(), op, ": undefined grad_output or input");
+  EMBER_CHECK(grad_output.shape() == input.shape(), op, ": grad_output ", grad_output.shape(),
+              " must have the input's shape ", input.shape());
+  detail::check_same_kind(op, input, grad_output, "grad_output");
+}
+
+// The three gradients of an affine normalisation, given x̂ and g viewed so that `dims` are the ones
+// the statistics run over and `scale` = weight * invstd broadcast against them:
+//   gx = scale * (g - mean(g) - x̂ * mean(g * x̂))   (with batch statistics)
+//   gx = scale * g                                  (with constant statistics)
+//   gw = sum(g * x̂)    gb = sum(g)                  (over the other dims: `param_dims`)
+std::tuple<Tensor, Tensor, Tensor> affine_norm_grads(const Tensor& g, const Tensor& xhat, const Tensor& scale,
+                                                     const std::vector<int64_t>& stat_dims,
+                                                     const std::vector<int64_t>& param_dims, bool batch_stats,
+                                                     std::array<bool, 3> mask) {
+  Tensor gx, gw, gb;
+  if (mask[0]) {
+    gx = batch_stats ? scale * (g - mean(g, stat_dims, true) - xhat * mean(g * xhat, stat_dims, true)) : scale * g;
+  }
+  if (mask[1]) gw = sum(g * xhat, param_dims);
+  if (mask[2]) gb = sum(g, param_dims);
+  return {gx, gw, gb};
 }
 
 }  // namespace
@@ -59,18 +90,12 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
                                  use_batch_stats, momentum, eps);
 
   if (grad_needed({input, weight, bias}))
+    // The originals of input and weight are saved (not x / w), so a recorded backward links to them.
     record("batch_norm", out, {input, weight, bias},
-           [sx = SavedTensor(x), sw = SavedTensor(w), sm = SavedTensor(save_mean), si = SavedTensor(save_invstd),
-            use_batch_stats, eps, in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
-             const Tensor& xv = sx.get();
-             const TensorOptions o = TensorOptions(g.dtype()).device(g.device());
-             const int64_t C = xv.size(1);
-             Tensor gx = n[0] ? empty(in_shape, o) : Tensor();
-             Tensor gw = n[1] ? empty({C}, o) : Tensor();
-             Tensor gb = n[2] ? empty({C}, o) : Tensor();
-             if (xv.numel() == 0) return {gx, n[1] ? zeros({C}, o) : Tensor(), n[2] ? zeros({C}, o) : Tensor()};
-             backend_of(g).batch_norm_backward(g.contiguous().view(xv.shape()), xv, sw.get(), sm.get(), si.get(),
-                                               n[0] ? gx.view(xv.shape()) : Tensor(), gw, gb, use_batch_stats, eps);
+           [sx = SavedTensor(input), sw = SavedTensor(weight), sm = SavedTensor(save_mean),
+            si = SavedTensor(save_invstd), use_batch_stats, eps](const Tensor& g, NeedsGrad n) -> Grads {
+             auto [gx, gw, gb] = batch_norm_backward(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps,
+                                                     {n[0], n[1], n[2]});
              return {gx, gw, gb};
            });
   return out;
@@ -101,21 +126,109 @@ Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_sh
 
   if (grad_needed({input, weight, bias}))
     record("layer_norm", out, {input, weight, bias},
-           [sx = SavedTensor(x), sw = SavedTensor(w), sm = SavedTensor(mean), sr = SavedTensor(rstd),
-            in_shape = input.shape(), norm](const Tensor& g, NeedsGrad n) -> Grads {
-             const Tensor& xv = sx.get();
-             const TensorOptions o = TensorOptions(g.dtype()).device(g.device());
-             Tensor gx = n[0] ? empty(in_shape, o) : Tensor();
-             Tensor gw = n[1] ? empty(norm, o) : Tensor();
-             Tensor gb = n[2] ? empty(norm, o) : Tensor();
-             if (xv.numel() > 0)
-               backend_of(g).layer_norm_backward(g.contiguous().view(xv.shape()), xv, sw.get(), sm.get(), sr.get(),
-                                                 n[0] ? gx.view(xv.shape()) : Tensor(),
-                                                 n[1] ? gw.view({xv.size(1)}) : Tensor(),
-                                                 n[2] ? gb.view({xv.size(1)}) : Tensor());
+           [sx = SavedTensor(input), sw = SavedTensor(weight), sm = SavedTensor(mean), sr = SavedTensor(rstd),
+            normalized_shape, eps](const Tensor& g, NeedsGrad n) -> Grads {
+             auto [gx, gw, gb] = layer_norm_backward(g, sx.get(), normalized_shape, sm.get(), sr.get(), sw.get(), eps,
+                                                     {n[0], n[1], n[2]});
              return {gx, gw, gb};
            });
   return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad_output, const Tensor& input,
+                                                       const Tensor& weight, const Tensor& save_mean,
+                                                       const Tensor& save_invstd, bool training, double eps,
+                                                       std::array<bool, 3> mask) {
+  const char* op = "batch_norm_backward";
+  check_grad_output(op, grad_output, input);
+  EMBER_CHECK(input.dim() >= 2, op, ": expected an input [N, C, *] with at least 2 dims, got ", input.shape());
+  const int64_t N = input.size(0), C = input.size(1), S = input.numel() / std::max<int64_t>(N * C, 1);
+  check_param(op, input, weight, "weight", {C});
+  check_param(op, input, save_mean, "save_mean", {C});
+  check_param(op, input, save_invstd, "save_invstd", {C});
+  EMBER_CHECK(!mask[1] || weight.defined(), op, ": the weight gradient was asked for without a weight");
+  if (grad_needed({grad_output, input, weight}))  // a graph is being recorded: the differentiable body
+    return batch_norm_backward_composite(grad_output, input, weight, save_mean, save_invstd, training, eps, mask);
+
+  const TensorOptions o = TensorOptions(input.dtype()).device(input.device());
+  Tensor gx = mask[0] ? empty(input.shape(), o) : Tensor();
+  if (input.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
+  Tensor gw = mask[1] ? empty({C}, o) : Tensor();
+  Tensor gb = mask[2] ? empty({C}, o) : Tensor();
+  const Tensor x = input.detach().contiguous().view({N, C, S});
+  backend_of(input).batch_norm_backward(grad_output.detach().contiguous().view({N, C, S}), x,
+                                        weight.defined() ? weight.detach().contiguous() : Tensor(),
+                                        save_mean.detach().contiguous(), save_invstd.detach().contiguous(),
+                                        mask[0] ? gx.view({N, C, S}) : Tensor(), gw, gb, training, eps);
+  return {gx, gw, gb};
+}
+
+std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_composite(const Tensor& grad_output, const Tensor& input,
+                                                                 const Tensor& weight, const Tensor& save_mean,
+                                                                 const Tensor& save_invstd, bool training, double eps,
+                                                                 std::array<bool, 3> mask) {
+  const int64_t N = input.size(0), C = input.size(1), S = input.numel() / std::max<int64_t>(N * C, 1);
+  const Tensor x = input.reshape({N, C, S}), g = grad_output.reshape({N, C, S});
+  Tensor mu, invstd;  // [1, C, 1]
+  if (training) {  // the batch statistics, as functions of x (biased variance, as the forward uses)
+    mu = mean(x, {0, 2}, true);
+    invstd = (mean((x - mu) * (x - mu), {0, 2}, true) + eps).pow(-0.5);
+  } else {  // the running statistics: constants
+    mu = save_mean.reshape({1, C, 1});
+    invstd = save_invstd.reshape({1, C, 1});
+  }
+  const Tensor xhat = (x - mu) * invstd;
+  const Tensor scale = weight.defined() ? invstd * weight.reshape({1, C, 1}) : invstd;
+  auto [gx, gw, gb] = affine_norm_grads(g, xhat, scale, {0, 2}, {0, 2}, training, mask);
+  return {gx.defined() ? gx.reshape(input.shape()) : gx, gw, gb};
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad_output, const Tensor& input,
+                                                       const std::vector<int64_t>& normalized_shape,
+                                                       const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                                                       double eps, std::array<bool, 3> mask) {
+  const char* op = "layer_norm_backward";
+  check_grad_output(op, grad_output, input);
+  const Shape norm(normalized_shape);
+  check_param(op, input, weight, "weight", norm);
+  EMBER_CHECK(!mask[1] || weight.defined(), op, ": the weight gradient was asked for without a weight");
+  const int64_t cols = norm.numel(), rows = cols == 0 ? 0 : input.numel() / cols;
+  EMBER_CHECK(mean.defined() && rstd.defined() && mean.numel() == rows && rstd.numel() == rows, op,
+              ": mean and rstd must hold one value per normalised row (", rows, ")");
+  if (grad_needed({grad_output, input, weight}))  // a graph is being recorded: the differentiable body
+    return layer_norm_backward_composite(grad_output, input, normalized_shape, weight, eps, mask);
+
+  const TensorOptions o = TensorOptions(input.dtype()).device(input.device());
+  Tensor gx = mask[0] ? empty(input.shape(), o) : Tensor();
+  Tensor gw = mask[1] ? empty(norm, o) : Tensor();
+  Tensor gb = mask[2] ? empty(norm, o) : Tensor();
+  if (input.numel() > 0)
+    backend_of(input).layer_norm_backward(grad_output.detach().contiguous().view({rows, cols}),
+                                          input.detach().contiguous().view({rows, cols}),
+                                          weight.defined() ? weight.detach().contiguous().view({cols}) : Tensor(),
+                                          mean.detach().contiguous().view({rows}),
+                                          rstd.detach().contiguous().view({rows}),
+                                          mask[0] ? gx.view({rows, cols}) : Tensor(),
+                                          mask[1] ? gw.view({cols}) : Tensor(), mask[2] ? gb.view({cols}) : Tensor());
+  return {gx, gw, gb};
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_composite(const Tensor& grad_output, const Tensor& input,
+                                                                 const std::vector<int64_t>& normalized_shape,
+                                                                 const Tensor& weight, double eps,
+                                                                 std::array<bool, 3> mask) {
+  const Shape norm(normalized_shape);
+  const int64_t cols = norm.numel(), rows = cols == 0 ? 0 : input.numel() / cols;
+  const Tensor x = input.reshape({rows, cols}), g = grad_output.reshape({rows, cols});
+  const Tensor mu = mean(x, {1}, true);                                    // [rows, 1]
+  const Tensor rstd = (mean((x - mu) * (x - mu), {1}, true) + eps).pow(-0.5);  // as functions of x
+  const Tensor xhat = (x - mu) * rstd;
+  // Here the weight scales g before the row statistics, not after: gx = rstd * (g·w - mean(g·w) - ...).
+  const Tensor gw_in = weight.defined() ? g * weight.reshape({1, cols}) : g;
+  auto [gx, unused_w, unused_b] = affine_norm_grads(gw_in, xhat, rstd, {1}, {0}, true, {mask[0], false, false});
+  Tensor gw = mask[1] ? sum(g * xhat, {0}).reshape(norm) : Tensor();
+  Tensor gb = mask[2] ? sum(g, {0}).reshape(norm) : Tensor();
+  return {gx.defined() ? gx.reshape(input.shape()) : gx, gw, gb};
 }
 
 }  // namespace ember

@@ -114,7 +114,7 @@ Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, co
   const Window2d w = conv_window(weight.shape(), stride, padding, dilation);
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   backend_of(grad_output)
-      .conv2d_backward(grad_output.detach().contiguous(), Tensor(), weight.detach().contiguous(), gx, Tensor(),
+      .conv2d_backward(grad_output.contiguous(), Tensor(), weight.contiguous(), gx, Tensor(),
                        Tensor(), w, groups);
 
   if (grad_needed({grad_output, weight}))
@@ -145,7 +145,7 @@ Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, co
   // tensor broadcast to that shape stands in for it.
   const Tensor weight_geometry = empty({1, 1, 1, 1}, opts).expand(weight_shape);
   backend_of(grad_output)
-      .conv2d_backward(grad_output.detach().contiguous(), input.detach().contiguous(), weight_geometry, Tensor(), gw,
+      .conv2d_backward(grad_output.contiguous(), input.contiguous(), weight_geometry, Tensor(), gw,
                        Tensor(), w, groups);
 
   if (grad_needed({grad_output, input}))

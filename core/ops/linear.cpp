@@ -55,7 +55,11 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
             in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
              // g [R, out]: dx = g · W [R, in] -> input's shape;  dW = gᵀ · x [out, in];  db = Σ_rows g [out]
              Tensor gx = n[0] ? matmul(g, sw.get()).reshape(in_shape) : Tensor();
-             Tensor gw = n[1] ? matmul(g.t(), sx.get().reshape({R, in_f})) : Tensor();
+             Tensor gw;
+             if (n[1]) {
+               const Tensor& xv = sx.get();  // [.., in] -> [R, in]; a 2-D input is used as it is
+               gw = matmul(g.t(), xv.dim() == 2 ? xv : xv.reshape({R, in_f}));
+             }
              Tensor gb = n[2] ? sum(g, {0}) : Tensor();
              return {gx, gw, gb};
            });

@@ -135,7 +135,7 @@ Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, con
   if (grad_needed({grad_loss, logits}))  // a graph is being recorded: the differentiable body
     return cross_entropy_backward_composite(grad_loss, logits, target, ignore_index, label_smoothing);
 
-  const Tensor x = logits.detach().contiguous(), t = target.contiguous();
+  const Tensor x = logits.contiguous(), t = target.contiguous();
   Tensor gx = empty(x.shape(), TensorOptions(x.dtype()).device(x.device()));
   if (x.numel() == 0) return gx;
   Tensor stats = row_stats;
@@ -146,7 +146,7 @@ Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, con
   }
   EMBER_CHECK(stats.shape() == Shape({R, 2}), op, ": row_stats must be [", R, ", 2], got ", stats.shape());
   // grad_loss may have stride 0 (the gradient of a mean or sum, broadcast): the kernel reads it as is.
-  backend_of(x).cross_entropy_backward(grad_loss.detach(), x, t, stats.detach().contiguous(), gx, ignore_index,
+  backend_of(x).cross_entropy_backward(grad_loss, x, t, stats.contiguous(), gx, ignore_index,
                                        label_smoothing);
   return gx;
 }

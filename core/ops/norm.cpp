@@ -50,6 +50,39 @@ std::tuple<Tensor, Tensor, Tensor> affine_norm_grads(const Tensor& g, const Tens
   return {gx, gw, gb};
 }
 
+// The fused kernel bodies, on the kernel's views: x [N, C, S] (batch norm) or [rows, cols] (layer
+// norm), contiguous; w [C] / [cols] contiguous or undefined; g has the input's shape. The forward's
+// backward calls these directly with the views it saved, so an ordinary backward allocates exactly
+// the gradients.
+std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_fused(const Tensor& g, const Tensor& x, const Tensor& w,
+                                                             const Tensor& save_mean, const Tensor& save_invstd,
+                                                             bool training, double eps, std::array<bool, 3> mask) {
+  const int64_t C = x.size(1);
+  const TensorOptions o = TensorOptions(x.dtype()).device(x.device());
+  Tensor gx = mask[0] ? empty(g.shape(), o) : Tensor();
+  if (x.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
+  Tensor gw = mask[1] ? empty({C}, o) : Tensor();
+  Tensor gb = mask[2] ? empty({C}, o) : Tensor();
+  backend_of(x).batch_norm_backward(g.contiguous().view(x.shape()), x, w, save_mean.contiguous(),
+                                    save_invstd.contiguous(), mask[0] ? gx.view(x.shape()) : Tensor(), gw, gb,
+                                    training, eps);
+  return {gx, gw, gb};
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_fused(const Tensor& g, const Tensor& x, const Tensor& w,
+                                                             const Tensor& mean, const Tensor& rstd, const Shape& norm,
+                                                             std::array<bool, 3> mask) {
+  const TensorOptions o = TensorOptions(x.dtype()).device(x.device());
+  Tensor gx = mask[0] ? empty(g.shape(), o) : Tensor();
+  Tensor gw = mask[1] ? empty(norm, o) : Tensor();
+  Tensor gb = mask[2] ? empty(norm, o) : Tensor();
+  if (x.numel() > 0)
+    backend_of(x).layer_norm_backward(g.contiguous().view(x.shape()), x, w, mean, rstd,
+                                      mask[0] ? gx.view(x.shape()) : Tensor(), mask[1] ? gw.view({x.size(1)}) : Tensor(),
+                                      mask[2] ? gb.view({x.size(1)}) : Tensor());
+  return {gx, gw, gb};
+}
+
 }  // namespace
 
 Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
@@ -90,12 +123,18 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
                                  use_batch_stats, momentum, eps);
 
   if (grad_needed({input, weight, bias}))
-    // The originals of input and weight are saved (not x / w), so a recorded backward links to them.
+    // The kernel views (x, w) serve an ordinary backward; the originals (input, weight) a recorded
+    // one (create_graph), whose ops must link back to them.
     record("batch_norm", out, {input, weight, bias},
-           [sx = SavedTensor(input), sw = SavedTensor(weight), sm = SavedTensor(save_mean),
-            si = SavedTensor(save_invstd), use_batch_stats, eps](const Tensor& g, NeedsGrad n) -> Grads {
-             auto [gx, gw, gb] = batch_norm_backward(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps,
-                                                     {n[0], n[1], n[2]});
+           [sx = SavedTensor(x), sw = SavedTensor(w), sinput = SavedTensor(input), sweight = SavedTensor(weight),
+            sm = SavedTensor(save_mean), si = SavedTensor(save_invstd), use_batch_stats,
+            eps](const Tensor& g, NeedsGrad n) -> Grads {
+             const std::array<bool, 3> mask = {n[0], n[1], n[2]};
+             auto [gx, gw, gb] =
+                 GradMode::is_enabled()
+                     ? batch_norm_backward(g, sinput.get(), sweight.get(), sm.get(), si.get(), use_batch_stats, eps,
+                                           mask)
+                     : batch_norm_backward_fused(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps, mask);
              return {gx, gw, gb};
            });
   return out;
@@ -125,11 +164,17 @@ Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_sh
   if (x.numel() > 0) backend_of(input).layer_norm(x, w, b, out.view({rows, cols}), mean, rstd, eps);
 
   if (grad_needed({input, weight, bias}))
+    // As in batch_norm: kernel views for an ordinary backward, originals for a recorded one.
     record("layer_norm", out, {input, weight, bias},
-           [sx = SavedTensor(input), sw = SavedTensor(weight), sm = SavedTensor(mean), sr = SavedTensor(rstd),
-            normalized_shape, eps](const Tensor& g, NeedsGrad n) -> Grads {
-             auto [gx, gw, gb] = layer_norm_backward(g, sx.get(), normalized_shape, sm.get(), sr.get(), sw.get(), eps,
-                                                     {n[0], n[1], n[2]});
+           [sx = SavedTensor(x), sw = SavedTensor(w), sinput = SavedTensor(input), sweight = SavedTensor(weight),
+            sm = SavedTensor(mean), sr = SavedTensor(rstd), normalized_shape, norm,
+            eps](const Tensor& g, NeedsGrad n) -> Grads {
+             const std::array<bool, 3> mask = {n[0], n[1], n[2]};
+             auto [gx, gw, gb] =
+                 GradMode::is_enabled()
+                     ? layer_norm_backward(g, sinput.get(), normalized_shape, sm.get(), sr.get(), sweight.get(), eps,
+                                           mask)
+                     : layer_norm_backward_fused(g, sx.get(), sw.get(), sm.get(), sr.get(), norm, mask);
              return {gx, gw, gb};
            });
   return out;
@@ -150,17 +195,9 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad_output
   if (grad_needed({grad_output, input, weight}))  // a graph is being recorded: the differentiable body
     return batch_norm_backward_composite(grad_output, input, weight, save_mean, save_invstd, training, eps, mask);
 
-  const TensorOptions o = TensorOptions(input.dtype()).device(input.device());
-  Tensor gx = mask[0] ? empty(input.shape(), o) : Tensor();
-  if (input.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
-  Tensor gw = mask[1] ? empty({C}, o) : Tensor();
-  Tensor gb = mask[2] ? empty({C}, o) : Tensor();
-  const Tensor x = input.detach().contiguous().view({N, C, S});
-  backend_of(input).batch_norm_backward(grad_output.detach().contiguous().view({N, C, S}), x,
-                                        weight.defined() ? weight.detach().contiguous() : Tensor(),
-                                        save_mean.detach().contiguous(), save_invstd.detach().contiguous(),
-                                        mask[0] ? gx.view({N, C, S}) : Tensor(), gw, gb, training, eps);
-  return {gx, gw, gb};
+  return batch_norm_backward_fused(grad_output, input.contiguous().view({N, C, S}),
+                                   weight.defined() ? weight.contiguous() : Tensor(), save_mean, save_invstd, training,
+                                   eps, mask);
 }
 
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_composite(const Tensor& grad_output, const Tensor& input,
@@ -198,19 +235,9 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad_output
   if (grad_needed({grad_output, input, weight}))  // a graph is being recorded: the differentiable body
     return layer_norm_backward_composite(grad_output, input, normalized_shape, weight, eps, mask);
 
-  const TensorOptions o = TensorOptions(input.dtype()).device(input.device());
-  Tensor gx = mask[0] ? empty(input.shape(), o) : Tensor();
-  Tensor gw = mask[1] ? empty(norm, o) : Tensor();
-  Tensor gb = mask[2] ? empty(norm, o) : Tensor();
-  if (input.numel() > 0)
-    backend_of(input).layer_norm_backward(grad_output.detach().contiguous().view({rows, cols}),
-                                          input.detach().contiguous().view({rows, cols}),
-                                          weight.defined() ? weight.detach().contiguous().view({cols}) : Tensor(),
-                                          mean.detach().contiguous().view({rows}),
-                                          rstd.detach().contiguous().view({rows}),
-                                          mask[0] ? gx.view({rows, cols}) : Tensor(),
-                                          mask[1] ? gw.view({cols}) : Tensor(), mask[2] ? gb.view({cols}) : Tensor());
-  return {gx, gw, gb};
+  return layer_norm_backward_fused(grad_output, input.contiguous().view({rows, cols}),
+                                   weight.defined() ? weight.contiguous().view({cols}) : Tensor(),
+                                   mean.contiguous().view({rows}), rstd.contiguous().view({rows}), norm, mask);
 }
 
 std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_composite(const Tensor& grad_output, const Tensor& input,

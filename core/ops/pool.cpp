@@ -111,7 +111,7 @@ Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, con
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
     backend_of(grad_output)
-        .max_pool2d_backward(as_4d(grad_output.detach().contiguous()), as_4d(indices.contiguous()), as_4d(gx));
+        .max_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(indices.contiguous()), as_4d(gx));
   if (grad_needed(grad_output))
     // gx scatters g to the indices, so its transpose gathers from them: each output position reads
     // ggx at the flat input position its maximum came from.
@@ -155,7 +155,7 @@ Tensor avg_pool2d_backward(const Tensor& grad_output, const Shape& input_shape, 
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
     backend_of(grad_output)
-        .avg_pool2d_backward(as_4d(grad_output.detach().contiguous()), as_4d(gx), w, count_include_pad);
+        .avg_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(gx), w, count_include_pad);
   if (grad_needed(grad_output))
     // avg_pool2d is linear and this is its transpose, so the transpose of this is avg_pool2d.
     record(op, gx, {grad_output},
@@ -195,7 +195,7 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& grad_output, const Shape& inpu
 
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
-    backend_of(grad_output).adaptive_avg_pool2d_backward(as_4d(grad_output.detach().contiguous()), as_4d(gx));
+    backend_of(grad_output).adaptive_avg_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(gx));
   if (grad_needed(grad_output))
     // The transpose of a transpose: adaptive_avg_pool2d to grad_output's spatial size.
     record(op, gx, {grad_output},

@@ -229,3 +229,125 @@ TEST_P(NnBackwardOps, CrossEntropyBackwardEqualsTheFusedBackward) {
       {x}, v);
   expect_close(cross_entropy_backward(v, x, t, -100, 0.1), g[0], 1e-12, 1e-12);
 }
+
+// ---------------------------------------------------------------- second order (create_graph)
+//
+// The first gradients G(x, v) = autograd::grad(fn(x), x, v, create_graph=true) of every forward
+// op and every backward op above, gradchecked with respect to x and v: the float64 gradgradcheck.
+
+namespace {
+
+// Grad mode on inside fn even while the gradcheck evaluates it under NoGradGuard (the first
+// gradients need a graph to be taken at all).
+class EnableGrad {
+ public:
+  EnableGrad() : prev_(GradMode::is_enabled()) { GradMode::set_enabled(true); }
+  ~EnableGrad() { GradMode::set_enabled(prev_); }
+
+ private:
+  bool prev_;
+};
+
+void expect_second_order(const test::GradFn& fn, std::vector<Tensor> inputs, Device device) {
+  const size_t n = inputs.size();
+  Shape out_shape;
+  {
+    NoGradGuard no_grad;
+    out_shape = fn(inputs).shape();
+  }
+  inputs.push_back(rand_f64(out_shape, -1, 1, 77));  // v, the upstream gradient, is an input too
+  expect_gradcheck(
+      [fn, n](const std::vector<Tensor>& xv) {
+        EnableGrad grad_on;
+        const std::vector<Tensor> x(xv.begin(), xv.begin() + n);
+        const std::vector<Tensor> g = autograd::grad({fn(x)}, x, {xv[n]}, true, /*create_graph=*/true, true);
+        std::vector<Tensor> flat;
+        for (const Tensor& gi : g)
+          if (gi.defined()) flat.push_back(gi.reshape({-1}));
+        return cat(flat);
+      },
+      inputs, device, 1e-6, 1e-5, 1e-4);
+}
+
+struct SecondOrderCase {
+  const char* name;
+  std::vector<Shape> shapes;
+  test::GradFn fn;
+  double lo = -1, hi = 1;
+};
+
+Tensor on(const Tensor& like, const Tensor& t) { return t.to(like.device()); }
+
+std::vector<SecondOrderCase> second_order_cases() {
+  using X = const std::vector<Tensor>&;
+  return {
+      {"linear", {{4, 3}, {5, 3}, {5}}, [](X x) { return linear(x[0], x[1], x[2]); }},
+      {"linear_batched_transposed", {{3, 2, 4}, {4, 5}}, [](X x) { return linear(x[0].transpose(0, 1), x[1].t()); }},
+      {"conv2d", {{2, 4, 6, 5}, {6, 2, 3, 2}, {6}}, [](X x) { return conv2d(x[0], x[1], x[2], {2, 1}, 1, {1, 2}, 2); }},
+      {"conv2d_1x1_unbatched", {{3, 4, 4}, {2, 3, 1, 1}}, [](X x) { return conv2d(x[0], x[1]); }},
+      {"conv2d_backward_input", {{2, 6, 3, 5}, {6, 2, 3, 2}},
+       [](X x) { return conv2d_backward_input(x[0], x[1], {2, 4, 6, 5}, {2, 1}, 1, {1, 2}, 2); }},
+      {"conv2d_backward_weight", {{2, 6, 3, 5}, {2, 4, 6, 5}},
+       [](X x) { return conv2d_backward_weight(x[0], x[1], {6, 2, 3, 2}, {2, 1}, 1, {1, 2}, 2); }},
+      {"max_pool2d", {{2, 3, 7, 6}}, [](X x) { return max_pool2d(x[0], 3, 2, 1, {1, 2}, true); }},
+      {"max_pool2d_backward", {{2, 3, 4, 3}},
+       [](X x) {
+         const Tensor in = on(x[0], rand_f64({2, 3, 7, 6}, -1, 1, 99));  // its maxima: constants of the op
+         return max_pool2d_backward(x[0], max_pool2d_with_indices(in, 3, 2, 1, {1, 2}, true).second, in.shape());
+       }},
+      {"avg_pool2d", {{2, 3, 7, 6}}, [](X x) { return avg_pool2d(x[0], 3, 2, 1, true, false); }},
+      {"avg_pool2d_backward", {{2, 3, 4, 4}},
+       [](X x) { return avg_pool2d_backward(x[0], {2, 3, 7, 6}, 3, 2, 1, true, false); }},
+      {"adaptive_avg_pool2d", {{2, 3, 7, 5}}, [](X x) { return adaptive_avg_pool2d(x[0], {3, 2}); }},
+      {"adaptive_avg_pool2d_backward", {{2, 3, 3, 2}},
+       [](X x) { return adaptive_avg_pool2d_backward(x[0], {2, 3, 7, 5}); }},
+      {"batch_norm_train", {{3, 3, 2, 2}, {3}, {3}},
+       [](X x) { return batch_norm(x[0], {}, {}, x[1], x[2], true, 0.1, 1e-3); }},
+      {"batch_norm_eval", {{3, 3, 2}, {3}, {3}},
+       [](X x) {
+         return batch_norm(x[0], on(x[0], rand_f64({3}, -0.5, 0.5, 4)), on(x[0], rand_f64({3}, 0.5, 2.0, 5)), x[1],
+                           x[2], false);
+       }},
+      {"batch_norm_train_nonaffine_transposed", {{3, 4}},
+       [](X x) { return batch_norm(x[0].t(), {}, {}, {}, {}, true, 0.1, 1e-3); }},
+      {"layer_norm", {{3, 2, 4}, {2, 4}, {2, 4}}, [](X x) { return layer_norm(x[0], {2, 4}, x[1], x[2], 1e-3); }},
+      {"layer_norm_transposed_nonaffine", {{4, 3}}, [](X x) { return layer_norm(x[0].t(), {4}, {}, {}, 1e-3); }},
+      {"batch_norm_backward_train", {{3, 3, 2}, {3, 3, 2}, {3}},
+       [](X x) {
+         const Tensor mu = mean(x[1], {0, 2}).detach(), v = var(x[1], {0, 2}, false).detach();
+         return flat3(batch_norm_backward(x[0], x[1], x[2], mu, (v + 1e-3).pow(-0.5), true, 1e-3));
+       }},
+      {"layer_norm_backward", {{3, 4}, {3, 4}, {4}},
+       [](X x) {
+         const Tensor mu = mean(x[1], {1}).detach(), rstd = (var(x[1], {1}, false) + 1e-3).pow(-0.5).detach();
+         return flat3(layer_norm_backward(x[0], x[1], {4}, mu, rstd, x[2], 1e-3));
+       }},
+      {"cross_entropy_smoothing_ignore", {{6, 4}},
+       [](X x) {
+         return cross_entropy(x[0], on(x[0], from_vector<int64_t>({1, -100, 3, 0, -100, 2})), {.label_smoothing = 0.1});
+       },
+       -3, 3},
+      {"cross_entropy_spatial_sum", {{2, 4, 3}},
+       [](X x) {
+         return cross_entropy(x[0], on(x[0], from_vector<int64_t>({0, 3, 1, 2, 2, 1}, {2, 3})),
+                              {.reduction = Reduction::Sum});
+       },
+       -3, 3},
+      {"cross_entropy_backward", {{5}, {5, 4}},
+       [](X x) { return cross_entropy_backward(x[0], x[1], on(x[0], from_vector<int64_t>({1, -100, 3, 0, 2})), -100, 0.1); },
+       -2, 2},
+      {"nll_loss", {{5, 4}}, [](X x) { return nll_loss(x[0], on(x[0], from_vector<int64_t>({1, 3, -100, 0, 2}))); }},
+      {"mse_loss", {{3, 4}, {3, 4}}, [](X x) { return mse_loss(x[0], x[1], Reduction::Sum); }},
+  };
+}
+
+}  // namespace
+
+TEST_P(NnBackwardOps, SecondOrderGradcheckOfEveryOp) {
+  for (const SecondOrderCase& c : second_order_cases()) {
+    SCOPED_TRACE(c.name);
+    std::vector<Tensor> inputs;
+    for (size_t i = 0; i < c.shapes.size(); ++i) inputs.push_back(rand_f64(c.shapes[i], c.lo, c.hi, 1000 + i));
+    expect_second_order(c.fn, inputs, device());
+  }
+}

@@ -22,7 +22,11 @@ OpCase op(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1
   return c;
 }
 
-Tensor on(const Tensor& like, const Tensor& t) { return t.to(like.device()); }
+// A constant of a case on the input's device, floating-point ones in its dtype too (the parity
+// test runs the table in float32 as well).
+Tensor on(const Tensor& like, const Tensor& t) {
+  return (is_floating(t.dtype()) ? t.to(like.dtype()) : t).to(like.device());
+}
 
 // The three gradients of a norm's backward op as one flat tensor (the table takes one output).
 Tensor flat3(const std::tuple<Tensor, Tensor, Tensor>& t) {
@@ -52,7 +56,7 @@ std::vector<OpCase> nn_ops() {
   t.push_back(op("max_pool2d_unbatched", {{3, 5, 5}}, [](X x) { return max_pool2d(x[0], 2); }));
   t.push_back(op("max_pool2d_backward", {{2, 3, 4, 3}}, [](X x) {
     // The indices of one fixed input's maxima (they are constants of the backward op).
-    const Tensor in = rand_f64({2, 3, 7, 6}, -1, 1, 99).to(x[0].device());
+    const Tensor in = on(x[0], rand_f64({2, 3, 7, 6}, -1, 1, 99));
     return max_pool2d_backward(x[0], max_pool2d_with_indices(in, 3, 2, 1, {1, 2}, true).second, in.shape());
   }));
   t.push_back(op("avg_pool2d", {{2, 3, 7, 6}}, [](X x) { return avg_pool2d(x[0], 3, 2, 1, true, false); }));

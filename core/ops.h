@@ -2,6 +2,11 @@
 // Each op validates its inputs (the error names the op and the shapes), runs the device backend's
 // kernel, and — when grad mode is on and an input requires grad — records its backward formula
 // right next to the forward, in the matching core/ops/*.cpp file.
+//
+// The rule: core/ops holds every differentiable op, forward and backward side by side, and every
+// backward is written with ops (so gradients can be differentiated again); nn/ holds modules only
+// (nn::functional re-exports the neural-network ops of core/ops/nn_ops.h under libtorch's names).
+// core never includes nn.
 #pragma once
 
 #include <cstdint>
@@ -156,3 +161,6 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes);              // int6
 Tensor dropout(const Tensor& a, double p, bool train = true, Generator* gen = nullptr);
 
 }  // namespace ember
+
+// Linear, convolution, pooling, normalisation and losses.
+#include "core/ops/nn_ops.h"  // IWYU pragma: export

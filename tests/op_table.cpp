@@ -157,7 +157,7 @@ std::vector<OpCase> core_ops() {
 
 std::vector<OpCase> all_ops() {
   std::vector<OpCase> t = core_ops();
-  // nn ops: append them here (see op_table.h).
+  for (OpCase& c : nn_ops()) t.push_back(std::move(c));
   return t;
 }
 

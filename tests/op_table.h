@@ -33,6 +33,7 @@ struct OpCase {
 OpCase op_case(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1, double hi = 1);
 
 std::vector<OpCase> core_ops();  // tests/op_table.cpp
+std::vector<OpCase> nn_ops();    // tests/op_table_nn.cpp: linear, conv, pooling, norms, losses and their backward ops
 std::vector<OpCase> all_ops();   // core_ops() and whatever other parts add
 
 // Ops of core/ops.h that have no gradient (integer or boolean results, or zero almost everywhere):

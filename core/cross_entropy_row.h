@@ -11,7 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/generator.h"  // EMBER_HD
+#include "core/host_device.h"
 
 namespace ember::xent {
 

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "core/backend.h"
-#include "core/generator.h"  // EMBER_HD
+#include "core/host_device.h"
 
 namespace ember {
 

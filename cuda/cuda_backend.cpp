@@ -10,7 +10,6 @@
 #include "cuda/caching_allocator.h"
 #include "cuda/error.h"
 #include "cuda/runtime.h"
-#include "data/dataloader.h"
 
 namespace ember::cuda {
 
@@ -109,11 +108,11 @@ Backend* backend_for(int index) {
 
 // Runs at static-initialisation time of any program that links ember built with CUDA. It only
 // stores pointers: no CUDA call happens until a CUDA device or pinned memory is first asked for
-// (the pinned allocator is an empty pool until then). The DataLoader uses the pinned allocator only
-// when a GPU is present.
+// (the pinned allocator is an empty pool until then). Core keeps the pinned allocator's slot
+// (core/allocator.h); the DataLoader takes it from there, and only when a GPU is present.
 [[maybe_unused]] const bool registered = [] {
   register_cuda_backend(&backend_for, &device_count);
-  data::set_pinned_memory_allocator(&pinned_allocator());
+  ember::set_pinned_allocator(&cuda::pinned_allocator());
   return true;
 }();
 

@@ -14,11 +14,11 @@
 #include "core/allocator.h"
 #include "core/elementwise.h"
 #include "core/generator.h"
+#include "core/reduce_op.h"
 #include "core/tensor.h"
 
 namespace ember {
 
-enum class ReduceOp : uint8_t { Sum, Mean, Max, Min, ArgMax, ArgMin };
 enum class RandomOp : uint8_t { Uniform, Normal, RandInt, Bernoulli };
 
 // A 2-D sliding window (convolution or pooling) over NCHW tensors: kernel size, stride, zero

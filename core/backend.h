@@ -76,7 +76,7 @@ class Backend {
   virtual void gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) = 0;
   virtual void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) = 0;
 
-  // --- neural-network kernels (nn/functional_*.cpp) --- All tensors are contiguous NCHW (or
+  // --- neural-network kernels (core/ops/{conv,pool,norm,loss}.cpp) --- All tensors are contiguous NCHW (or
   // [rows, cols] for the row-wise ones); optional tensors may be undefined. A backward kernel
   // writes (never accumulates into) each gradient that is defined and skips the undefined ones.
   // Each has a default body that throws, so a backend can implement them one at a time.

@@ -1,5 +1,8 @@
 // Losses. cross_entropy is one fused kernel each way (log_softmax is never materialised, see
-// core/cpu/cpu_loss.cpp); nll_loss and mse_loss are short compositions of differentiable ops.
+// core/cpu/cpu_loss.cpp); its backward is the op cross_entropy_backward, which runs the fused
+// kernel when no graph is recorded and a composite of ops (softmax, one_hot, where) when one is
+// (create_graph), so it differentiates again. nll_loss and mse_loss are short compositions of
+// differentiable ops.
 // A mean ignores the positions whose target is ignore_index, in the sum and in the count, like
 // PyTorch (so a batch where every target is ignored has a NaN mean).
 #include <limits>
@@ -7,9 +10,8 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 namespace {
 
@@ -51,14 +53,11 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ig
   Tensor loss = empty({R}, opts), row_stats = empty({R, 2}, opts);  // per row: max, log-sum-exp of x - max
   if (R > 0) backend_of(logits).cross_entropy(x, t, loss, row_stats, ignore_index, label_smoothing);
   if (grad_needed(logits))
+    // The original logits are saved (not x), so a recorded backward links back to them.
     record("cross_entropy", loss, {logits},
-           [sx = SavedTensor(x), st = SavedTensor(t), sl = SavedTensor(row_stats), ignore_index, label_smoothing](
+           [sx = SavedTensor(logits), st = SavedTensor(t), sl = SavedTensor(row_stats), ignore_index, label_smoothing](
                const Tensor& g, NeedsGrad) -> Grads {
-             const Tensor& xv = sx.get();
-             Tensor gx = empty(xv.shape(), TensorOptions(xv.dtype()).device(xv.device()));
-             if (xv.numel() > 0)
-               backend_of(g).cross_entropy_backward(g, xv, st.get(), sl.get(), gx, ignore_index, label_smoothing);
-             return {gx};
+             return {cross_entropy_backward(g, sx.get(), st.get(), ignore_index, label_smoothing, sl.get())};
            });
   return loss;
 }
@@ -122,4 +121,47 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
   return reduce_loss(d * d, reduction);
 }
 
-}  // namespace ember::nn::functional
+Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
+                              int64_t ignore_index, double label_smoothing, const Tensor& row_stats) {
+  const char* op = "cross_entropy_backward";
+  EMBER_CHECK(logits.defined() && logits.dim() == 2, op, ": expected logits [R, C], got ",
+              logits.defined() ? logits.shape() : Shape{});
+  check_target(op, logits, target);
+  const int64_t R = logits.size(0);
+  EMBER_CHECK(grad_loss.defined() && grad_loss.shape() == Shape{R}, op, ": grad_loss must be [", R,
+              "], one value per row of logits ", logits.shape());
+  EMBER_CHECK(grad_loss.dtype() == logits.dtype() && grad_loss.device() == logits.device(), op,
+              ": grad_loss must have the logits' dtype and device");
+  if (grad_needed({grad_loss, logits}))  // a graph is being recorded: the differentiable body
+    return cross_entropy_backward_composite(grad_loss, logits, target, ignore_index, label_smoothing);
+
+  const Tensor x = logits.contiguous(), t = target.contiguous();
+  Tensor gx = empty(x.shape(), TensorOptions(x.dtype()).device(x.device()));
+  if (x.numel() == 0) return gx;
+  Tensor stats = row_stats;
+  if (!stats.defined()) {  // called on its own: the forward kernel writes the row statistics
+    stats = empty({R, 2}, TensorOptions(x.dtype()).device(x.device()));
+    backend_of(x).cross_entropy(x, t, empty({R}, TensorOptions(x.dtype()).device(x.device())), stats, ignore_index,
+                                label_smoothing);
+  }
+  EMBER_CHECK(stats.shape() == Shape({R, 2}), op, ": row_stats must be [", R, ", 2], got ", stats.shape());
+  // grad_loss may have stride 0 (the gradient of a mean or sum, broadcast): the kernel reads it as is.
+  backend_of(x).cross_entropy_backward(grad_loss, x, t, stats.contiguous(), gx, ignore_index,
+                                       label_smoothing);
+  return gx;
+}
+
+Tensor cross_entropy_backward_composite(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
+                                        int64_t ignore_index, double label_smoothing) {
+  const int64_t C = logits.size(1);
+  const TensorOptions opts = TensorOptions(logits.dtype()).device(logits.device());
+  const Tensor valid = ne(target, static_cast<double>(ignore_index));  // [R] uint8
+  // Ignored rows read class 0 (any valid index); their gradient is zeroed through grad_loss below.
+  const Tensor safe = where(valid, target, zeros({}, TensorOptions(kInt64).device(target.device())));
+  // The target distribution: (1 - s) * one_hot + s / C.
+  const Tensor wanted = one_hot(safe, C).to(logits.dtype()) * (1.0 - label_smoothing) + label_smoothing / C;
+  const Tensor g = where(valid, grad_loss, zeros({}, opts)).unsqueeze(1);  // [R, 1]
+  return (softmax(logits, 1) - wanted) * g;
+}
+
+}  // namespace ember

@@ -1,4 +1,4 @@
-// linear and dropout.
+// linear (dropout, its companion in nn::functional, lives in core/ops/index.cpp).
 //
 // linear is one node of its own rather than matmul + add: the GEMM writes a fresh buffer that
 // nothing else references yet, so the bias can be added into it in place (no second [rows, out]
@@ -8,9 +8,8 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
-#include "nn/functional.h"
 
-namespace ember::nn::functional {
+namespace ember {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   EMBER_CHECK(input.defined() && weight.defined(), "linear: undefined input or weight");
@@ -47,13 +46,20 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   }
 
   if (grad_needed({input, weight, bias})) {
-    // Each gradient needs only the other operand: save just what will be used.
+    // Each gradient needs only the other operand: save just what will be used. The originals are
+    // saved (not the detached x2), so when the backward is recorded (create_graph) these matmuls
+    // link back to them and the gradients differentiate again.
     record("linear", out, {input, weight, bias},
-           [sx = weight.requires_grad() ? SavedTensor(x2) : SavedTensor(),
-            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(),
+           [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(),
+            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(), R, in_f,
             in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
+             // g [R, out]: dx = g · W [R, in] -> input's shape;  dW = gᵀ · x [out, in];  db = Σ_rows g [out]
              Tensor gx = n[0] ? matmul(g, sw.get()).reshape(in_shape) : Tensor();
-             Tensor gw = n[1] ? matmul(g.t(), sx.get()) : Tensor();
+             Tensor gw;
+             if (n[1]) {
+               const Tensor& xv = sx.get();  // [.., in] -> [R, in]; a 2-D input is used as it is
+               gw = matmul(g.t(), xv.dim() == 2 ? xv : xv.reshape({R, in_f}));
+             }
              Tensor gb = n[2] ? sum(g, {0}) : Tensor();
              return {gx, gw, gb};
            });
@@ -64,8 +70,4 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   return out.view(out_shape);
 }
 
-Tensor dropout(const Tensor& input, double p, bool training, Generator* gen) {
-  return ember::dropout(input, p, training, gen);
-}
-
-}  // namespace ember::nn::functional
+}  // namespace ember

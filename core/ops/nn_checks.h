@@ -1,10 +1,11 @@
-// Argument checks shared by the nn/functional_*.cpp files (internal; not part of the API).
+// Argument checks shared by the neural-network ops in core/ops/{conv,pool,norm}.cpp (internal;
+// not part of the API).
 #pragma once
 
+#include "core/ops/nn_ops.h"
 #include "core/tensor.h"
-#include "nn/functional.h"
 
-namespace ember::nn::functional::detail {
+namespace ember::detail {
 
 // `other` (named `what`) must be a floating-point tensor with input's dtype and device.
 inline void check_same_kind(const char* op, const Tensor& input, const Tensor& other, const char* what) {
@@ -21,4 +22,4 @@ inline void check_window(const char* op, const char* what, Size2 v, int64_t min)
   EMBER_CHECK(v.h >= min && v.w >= min, op, ": ", what, " must be >= ", min, ", got (", v.h, ", ", v.w, ")");
 }
 
-}  // namespace ember::nn::functional::detail
+}  // namespace ember::detail

@@ -110,8 +110,20 @@ Backend* backend_for(int index) {
 // stores pointers: no CUDA call happens until a CUDA device or pinned memory is first asked for
 // (the pinned allocator is an empty pool until then). Core keeps the pinned allocator's slot
 // (core/allocator.h); the DataLoader takes it from there, and only when a GPU is present.
+// Each kernel table (core/kernels/) of cuda:i is CudaBackend i itself.
+template <typename Kernels>
+void register_cuda_kernels() {
+  KernelRegistry<Kernels>::add(DeviceType::CUDA,
+                               [](int i) -> Kernels* { return static_cast<CudaBackend*>(backend_for(i)); });
+}
+
 [[maybe_unused]] const bool registered = [] {
   register_cuda_backend(&backend_for, &device_count);
+  register_cuda_kernels<ConvKernels>();
+  register_cuda_kernels<PoolKernels>();
+  register_cuda_kernels<NormKernels>();
+  register_cuda_kernels<LossKernels>();
+  register_cuda_kernels<OptimKernels>();
   ember::set_pinned_allocator(&cuda::pinned_allocator());
   return true;
 }();

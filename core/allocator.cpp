@@ -125,4 +125,14 @@ static CpuAllocator& cpu_allocator_impl() {
 Allocator& cpu_allocator() { return cpu_allocator_impl(); }
 void cpu_empty_cache() { cpu_allocator_impl().empty_cache(); }
 
+// ---------------- the pinned-memory slot ----------------
+
+namespace {
+// Atomic: registration happens at static-initialisation time, reads from any loader thread.
+std::atomic<Allocator*> g_pinned_allocator{nullptr};
+}  // namespace
+
+void set_pinned_allocator(Allocator* allocator) { g_pinned_allocator.store(allocator); }
+Allocator* pinned_allocator() { return g_pinned_allocator.load(); }
+
 }  // namespace ember

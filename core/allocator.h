@@ -37,6 +37,13 @@ Allocator& cpu_allocator();
 // Returns the CPU allocator's cached free blocks (1 MiB and larger) to the system.
 void cpu_empty_cache();
 
+// Page-locked ("pinned") host memory, which a GPU copies from asynchronously. Core only keeps the
+// slot: the CUDA backend (cuda/) registers its cudaHostAlloc-based allocator here at start-up, and
+// whoever wants pinned batches (the DataLoader's pin_memory) asks for it here, so neither has to
+// know the other. nullptr (the default, and always without CUDA) means none is registered.
+void set_pinned_allocator(Allocator* allocator);
+Allocator* pinned_allocator();
+
 // Helper for allocator implementations: thread-safe counters.
 class StatsCounter {
  public:

@@ -17,6 +17,26 @@ namespace ember {
 namespace {
 Backend* (*g_cuda_get)(int) = nullptr;
 int (*g_cuda_count)() = nullptr;
+
+CpuBackend& cpu_backend() {
+  static CpuBackend cpu;
+  return cpu;
+}
+
+// The CPU backend implements every kernel table (core/kernels/) itself.
+template <typename Kernels>
+void register_cpu_kernels() {
+  KernelRegistry<Kernels>::add(DeviceType::CPU, [](int) -> Kernels* { return &cpu_backend(); });
+}
+
+[[maybe_unused]] const bool cpu_kernels_registered = [] {
+  register_cpu_kernels<ConvKernels>();
+  register_cpu_kernels<PoolKernels>();
+  register_cpu_kernels<NormKernels>();
+  register_cpu_kernels<LossKernels>();
+  register_cpu_kernels<OptimKernels>();
+  return true;
+}();
 }  // namespace
 
 void register_cuda_backend(Backend* (*get)(int), int (*device_count)()) {
@@ -28,8 +48,7 @@ int cuda_device_count() { return g_cuda_count ? g_cuda_count() : 0; }
 bool cuda_is_available() { return cuda_device_count() > 0; }
 
 Backend& backend(Device d) {
-  static CpuBackend cpu;
-  if (d.is_cpu()) return cpu;
+  if (d.is_cpu()) return cpu_backend();
   EMBER_CHECK(g_cuda_get != nullptr, "device ", d, ": ember was built without CUDA (configure with -DEMBER_CUDA=ON)");
   int n = cuda_device_count();
   EMBER_CHECK(d.index >= 0 && d.index < n, "device ", d, ": not available (", n, " CUDA device",

@@ -1,23 +1,41 @@
 // Cross entropy of one row of logits, defined once for the CPU (core/cpu/cpu_loss.cpp) and CUDA
 // (cuda/cuda_loss.cu) kernels. A row is summarised by two numbers kept for the backward:
-//   m       = max(x)                  (NaNs skipped)
+//   m       = max(x)                  (NaNs skipped: row_max)
 //   log_sum = log(sum(exp(x - m)))    (between 0 and log C)
-// and every formula goes through the log-softmax in the stable form (x - m) - log_sum. Why not
-// x - lse with lse = m + log_sum: for logits near 1e4, lse rounds to a float32 ulp of 1e-3, and
-// that error lands in every exp of the backward (2e-4 relative, where PyTorch is exact); x - m is
-// exact for the logits that matter (those close to the max) and log_sum is small.
+// and every formula goes through the log-softmax in the stable form (x - m) - log_sum
+// (softmax_math::log_softmax, core/softmax_math.h). Why not x - lse with lse = m + log_sum: for
+// logits near 1e4, lse rounds to a float32 ulp of 1e-3, and that error lands in every exp of the
+// backward (2e-4 relative, where PyTorch is exact); x - m is exact for the logits that matter
+// (those close to the max) and log_sum is small.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
-#include "core/generator.h"  // EMBER_HD
+#include "core/host_device.h"
+#include "core/softmax_math.h"
 
 namespace ember::xent {
 
+// The running max of a row after seeing x (std::max(m, x), m starting at -inf): a NaN logit is
+// skipped here and reaches the loss through the sum of exps instead.
+template <typename T>
+EMBER_HD T row_max(T m, T x) {
+  return m < x ? x : m;
+}
+
+// The shift m actually subtracted: 0 when the max is infinite (all -inf, or a +inf present), so
+// that x - m stays defined.
+template <typename T>
+EMBER_HD T shift(T m) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  return m == inf || m == -inf ? T(0) : m;
+}
+
 template <typename T>
 EMBER_HD T log_softmax(T x, T m, T log_sum) {
-  return (x - m) - log_sum;
+  return softmax_math::log_softmax(x, m, log_sum);
 }
 
 // (1 - s) * -log_softmax(x[t]) + s * -mean(log_softmax(x)), with s the label smoothing and

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "core/generator.h"  // EMBER_HD
+#include "core/host_device.h"
 
 namespace ember {
 

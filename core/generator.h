@@ -6,11 +6,7 @@
 #include <cstdint>
 #include <mutex>
 
-#ifdef __CUDACC__
-#define EMBER_HD __host__ __device__ __forceinline__
-#else
-#define EMBER_HD inline
-#endif
+#include "core/host_device.h"
 
 namespace ember {
 

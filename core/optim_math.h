@@ -1,4 +1,4 @@
-// The per-element arithmetic of the fused optimizer steps (Backend::sgd_step / adam_step), written
+// The per-element arithmetic of the fused optimizer steps (OptimKernels::sgd_step / adam_step), written
 // once for every device: the CPU loops (core/cpu/cpu_optim.cpp) and the CUDA multi-tensor kernels
 // (cuda/cuda_optim.cu) both call these. It is PyTorch's _single_tensor_sgd / _single_tensor_adam,
 // in the parameter's dtype T; the constants are converted to T once, on the host.
@@ -6,8 +6,8 @@
 
 #include <cmath>
 
-#include "core/backend.h"
-#include "core/generator.h"  // EMBER_HD
+#include "core/kernels/optim_kernels.h"
+#include "core/host_device.h"
 
 namespace ember {
 
@@ -16,7 +16,7 @@ struct SGDMath {
   T lr, mom, wd, keep;
   bool nesterov, first;  // first: the momentum buffer was just created and takes d as it is
 
-  static SGDMath make(const Backend::SGDStep& s) {
+  static SGDMath make(const OptimKernels::SGDStep& s) {
     return {T(s.lr), T(s.momentum), T(s.weight_decay), T(1 - s.dampening), s.nesterov, s.first};
   }
 
@@ -38,7 +38,7 @@ struct AdamMath {
   T b1, b2, one_b1, one_b2, eps, wd, decay, bc2, neg_step;
   bool l2, decoupled;  // Adam's L2 penalty on the gradient, or AdamW's decay of the parameter
 
-  static AdamMath make(const Backend::AdamStep& s) {
+  static AdamMath make(const OptimKernels::AdamStep& s) {
     return {T(s.beta1), T(s.beta2), T(1 - s.beta1), T(1 - s.beta2), T(s.eps), T(s.weight_decay),
             T(1 - s.lr * s.weight_decay), T(s.bias_corr2_sqrt), T(-s.step_size),
             !s.decoupled && s.weight_decay != 0, s.decoupled && s.weight_decay != 0};

@@ -52,7 +52,7 @@ class StreamBlock {
 void empty_cache(int device);
 
 // Page-locked host memory, cached the same way (Device kCPU). Registered as the DataLoader's
-// pin_memory allocator (data::set_pinned_memory_allocator) by cuda_backend.cpp.
+// pinned allocator (ember::set_pinned_allocator) by cuda_backend.cpp.
 Allocator& pinned_allocator();
 void empty_pinned_cache();
 

@@ -10,7 +10,6 @@
 #include "cuda/caching_allocator.h"
 #include "cuda/error.h"
 #include "cuda/runtime.h"
-#include "data/dataloader.h"
 
 namespace ember::cuda {
 
@@ -109,11 +108,23 @@ Backend* backend_for(int index) {
 
 // Runs at static-initialisation time of any program that links ember built with CUDA. It only
 // stores pointers: no CUDA call happens until a CUDA device or pinned memory is first asked for
-// (the pinned allocator is an empty pool until then). The DataLoader uses the pinned allocator only
-// when a GPU is present.
+// (the pinned allocator is an empty pool until then). Core keeps the pinned allocator's slot
+// (core/allocator.h); the DataLoader takes it from there, and only when a GPU is present.
+// Each kernel table (core/kernels/) of cuda:i is CudaBackend i itself.
+template <typename Kernels>
+void register_cuda_kernels() {
+  KernelRegistry<Kernels>::add(DeviceType::CUDA,
+                               [](int i) -> Kernels* { return static_cast<CudaBackend*>(backend_for(i)); });
+}
+
 [[maybe_unused]] const bool registered = [] {
   register_cuda_backend(&backend_for, &device_count);
-  data::set_pinned_memory_allocator(&pinned_allocator());
+  register_cuda_kernels<ConvKernels>();
+  register_cuda_kernels<PoolKernels>();
+  register_cuda_kernels<NormKernels>();
+  register_cuda_kernels<LossKernels>();
+  register_cuda_kernels<OptimKernels>();
+  ember::set_pinned_allocator(&cuda::pinned_allocator());
   return true;
 }();
 

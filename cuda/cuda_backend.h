@@ -11,6 +11,11 @@
 #pragma once
 
 #include "core/backend.h"
+#include "core/kernels/conv_kernels.h"
+#include "core/kernels/loss_kernels.h"
+#include "core/kernels/norm_kernels.h"
+#include "core/kernels/optim_kernels.h"
+#include "core/kernels/pool_kernels.h"
 
 namespace ember::cuda {
 
@@ -31,7 +36,14 @@ class DeviceGuard {
   int index_ = 0;
 };
 
-class CudaBackend final : public Backend {
+// The device primitives (Backend) and every kernel table (core/kernels/), registered for CUDA in
+// cuda_backend.cpp.
+class CudaBackend final : public Backend,
+                          public ConvKernels,
+                          public PoolKernels,
+                          public NormKernels,
+                          public LossKernels,
+                          public OptimKernels {
  public:
   explicit CudaBackend(int index);  // cuda_backend.cpp
   Allocator& allocator() override { return allocator_; }

@@ -29,11 +29,12 @@ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 __device__ __forceinline__ float log_(float x) { return logf(x); }
 __device__ __forceinline__ double log_(double x) { return log(x); }
 
-// The CPU's std::max(m, x) with m starting at -inf: a NaN logit is skipped (it reaches the loss
-// through the sum of exps instead). fmax does exactly that.
+// The CPU's running max of a row (xent::row_max, m starting at -inf): a NaN logit is skipped (it
+// reaches the loss through the sum of exps instead). The partial maxima the lanes combine are
+// never NaN, so combining them with the same rule is the max of the whole row.
 struct MaxSkipNanOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-  __device__ double operator()(double a, double b) const { return fmax(a, b); }
+  template <typename T>
+  __device__ T operator()(T m, T x) const { return xent::row_max(m, x); }
 };
 
 // One row group (cuda/block_reduce.cuh) per row of logits.
@@ -54,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
     T m = -std::numeric_limits<T>::infinity();
     for (int64_t c = lane; c < n; c += lanes) m = MaxSkipNanOp{}(m, xr[c]);
     m = group_allreduce(m, MaxSkipNanOp{}, smem);
-    if (isinf(m)) m = 0;  // all -inf (or a +inf present): shift by 0 so that x - m stays defined
+    m = xent::shift(m);  // 0 when all -inf (or a +inf present), so that x - m stays defined
 
     T sum_exp = 0, sum_x = 0;
     for (int64_t c = lane; c < n; c += lanes) {

@@ -8,8 +8,9 @@
 // are simple, memory-bound loops.
 //
 // Every kernel follows the CPU's arithmetic (core/cpu/cpu_pool.cpp) exactly — the same window
-// clipping, taps visited in the same row-major order, sums in the tensor's dtype in the same
-// order — so forward results equal the CPU's, ties and NaNs included.
+// clipping and divisors (both take them from core/pool_math.h), taps visited in the same
+// row-major order, sums in the tensor's dtype in the same order — so forward results equal the
+// CPU's, ties and NaNs included.
 //
 // Backward: the average-pooling gradients are gathers — one thread per input element sums the
 // outputs whose windows cover it, in the CPU's order — so they need no atomics, no zeroing first,
@@ -23,6 +24,7 @@
 #include <limits>
 
 #include "core/backend.h"
+#include "core/pool_math.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/loops.cuh"
@@ -44,25 +46,12 @@ PoolShape pool_shape(const Tensor& in, const Tensor& out) {
           PlaneIndexer(planes, out.size(2), out.size(3)), PlaneIndexer(planes, in.size(2), in.size(3))};
 }
 
-// Clipped average-pooling window along one dim (the CPU's avg_window): it may reach into the
-// padding up to size + pad; `span` is its length before clipping to the input, the divisor when
-// padded positions count.
-struct AvgWindow {
-  int64_t start, end, span;
-};
-__device__ __forceinline__ AvgWindow avg_window(int64_t o, int64_t k, int64_t s, int64_t pad, int64_t size) {
-  const int64_t start = o * s - pad;
-  const int64_t end = ::min(start + k, size + pad);
-  return {::max(start, int64_t(0)), ::min(end, size), end - start};
-}
-
-// Adaptive pooling: output cell o of out_size covers input [floor(o*size/out), ceil((o+1)*size/out)).
-__device__ __forceinline__ int64_t adaptive_start(int64_t o, int64_t out_size, int64_t size) {
-  return (o * size) / out_size;
-}
-__device__ __forceinline__ int64_t adaptive_end(int64_t o, int64_t out_size, int64_t size) {
-  return ((o + 1) * size + out_size - 1) / out_size;
-}
+// The window arithmetic is the CPU's own (core/pool_math.h).
+using pool::adaptive_end;
+using pool::adaptive_start;
+using pool::avg_divisor;
+using pool::avg_window;
+using pool::AvgWindow;
 
 void zero(const Tensor& t, cudaStream_t stream) {
   if (t.nbytes() > 0) EMBER_CUDA_CHECK(cudaMemsetAsync(t.data_ptr(), 0, t.nbytes(), stream));
@@ -81,16 +70,14 @@ __global__ void max_pool2d_kernel(int64_t n, const T* x, T* y, int64_t* indices,
     int64_t plane, oh, ow;
     p.outputs.split(i, plane, oh, ow);
     const T* xp = x + plane * p.H * p.W;
-    int64_t h0 = oh * w.sh - w.ph, w0 = ow * w.sw - w.pw;
-    const int64_t h1 = ::min(h0 + (w.kh - 1) * w.dh + 1, p.H), w1 = ::min(w0 + (w.kw - 1) * w.dw + 1, p.W);
-    while (h0 < 0) h0 += w.dh;  // first tap inside the input (padding is at most half the window)
-    while (w0 < 0) w0 += w.dw;
+    const pool::Taps rows = pool::max_taps(oh, w.kh, w.sh, w.ph, w.dh, p.H);
+    const pool::Taps cols = pool::max_taps(ow, w.kw, w.sw, w.pw, w.dw, p.W);
     T best = -std::numeric_limits<T>::infinity();
-    int64_t best_at = h0 * p.W + w0;
-    for (int64_t ih = h0; ih < h1; ih += w.dh) {
-      for (int64_t iw = w0; iw < w1; iw += w.dw) {
+    int64_t best_at = rows.first * p.W + cols.first;
+    for (int64_t ih = rows.first; ih < rows.end; ih += w.dh) {
+      for (int64_t iw = cols.first; iw < cols.end; iw += w.dw) {
         const T v = xp[ih * p.W + iw];
-        if (v > best || isnan(v)) {
+        if (pool::max_replaces(v, best)) {
           best = v;
           best_at = ih * p.W + iw;
         }
@@ -170,8 +157,7 @@ __global__ void avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p, Wind
     T s = 0;
     for (int64_t ih = hw.start; ih < hw.end; ++ih)
       for (int64_t iw = ww.start; iw < ww.end; ++iw) s += xp[ih * p.W + iw];
-    const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
-    y[i] = s / static_cast<T>(divisor);
+    y[i] = s / static_cast<T>(avg_divisor(hw, ww, count_include_pad));
   });
 }
 
@@ -188,9 +174,7 @@ void CudaBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bo
 }
 
 // One thread per input element (ih, iw): the sum of grad_out / divisor over the windows that
-// contain it. Window oh covers rows [oh*sh - ph, oh*sh - ph + kh) (its clip at H + ph never cuts
-// off a real row), so the covering oh run from the first with oh*sh > ih + ph - kh to the last
-// with oh*sh <= ih + ph; likewise for columns.
+// contain it (pool::avg_outputs_covering), in the CPU's order.
 template <typename T>
 __global__ void avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p, Window2d w,
                                            bool count_include_pad) {
@@ -198,17 +182,14 @@ __global__ void avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolSh
     int64_t plane, ih, iw;
     p.inputs.split(i, plane, ih, iw);
     const T* gp = gy + plane * p.OH * p.OW;
-    const int64_t oh0 = ih + w.ph < w.kh ? 0 : (ih + w.ph - w.kh) / w.sh + 1;
-    const int64_t oh1 = ::min((ih + w.ph) / w.sh + 1, p.OH);
-    const int64_t ow0 = iw + w.pw < w.kw ? 0 : (iw + w.pw - w.kw) / w.sw + 1;
-    const int64_t ow1 = ::min((iw + w.pw) / w.sw + 1, p.OW);
+    const pool::Outputs rows = pool::avg_outputs_covering(ih, w.kh, w.sh, w.ph, p.OH);
+    const pool::Outputs cols = pool::avg_outputs_covering(iw, w.kw, w.sw, w.pw, p.OW);
     T s = 0;
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
+    for (int64_t oh = rows.first; oh < rows.end; ++oh) {
       const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H);
-      for (int64_t ow = ow0; ow < ow1; ++ow) {
+      for (int64_t ow = cols.first; ow < cols.end; ++ow) {
         const AvgWindow ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
-        const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
-        s += gp[oh * p.OW + ow] / static_cast<T>(divisor);
+        s += gp[oh * p.OW + ow] / static_cast<T>(avg_divisor(hw, ww, count_include_pad));
       }
     }
     gx[i] = s;
@@ -257,21 +238,20 @@ void CudaBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
   EMBER_CUDA_CHECK_LAUNCH();
 }
 
-// One thread per input element (ih, iw). Output row oh covers ih exactly when
-// floor(oh*H/OH) <= ih < ceil((oh+1)*H/OH), i.e. floor(ih*OH/H) <= oh < ceil((ih+1)*OH/H) — the
-// same formulas with the roles of input and output swapped; likewise for columns.
+// One thread per input element (ih, iw): the outputs covering it are
+// pool::adaptive_outputs_covering (the window formulas with input and output swapped).
 template <typename T>
 __global__ void adaptive_avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolShape p) {
   grid_stride(n, [&](int64_t i) {
     int64_t plane, ih, iw;
     p.inputs.split(i, plane, ih, iw);
     const T* gp = gy + plane * p.OH * p.OW;
-    const int64_t oh0 = adaptive_start(ih, p.H, p.OH), oh1 = adaptive_end(ih, p.H, p.OH);
-    const int64_t ow0 = adaptive_start(iw, p.W, p.OW), ow1 = adaptive_end(iw, p.W, p.OW);
+    const pool::Outputs out_rows = pool::adaptive_outputs_covering(ih, p.H, p.OH);
+    const pool::Outputs out_cols = pool::adaptive_outputs_covering(iw, p.W, p.OW);
     T s = 0;
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
+    for (int64_t oh = out_rows.first; oh < out_rows.end; ++oh) {
       const int64_t rows = adaptive_end(oh, p.OH, p.H) - adaptive_start(oh, p.OH, p.H);
-      for (int64_t ow = ow0; ow < ow1; ++ow) {
+      for (int64_t ow = out_cols.first; ow < out_cols.end; ++ow) {
         const int64_t cols = adaptive_end(ow, p.OW, p.W) - adaptive_start(ow, p.OW, p.W);
         s += gp[oh * p.OW + ow] / static_cast<T>(rows * cols);
       }

@@ -3,7 +3,8 @@
 //   forward   m = max(x) (a NaN makes its row NaN), s = sum(exp(x - m)),
 //             y = exp(x - m) / s   or, for log,   y = (x - m) - log(s)
 //   backward  gi = y * (g - sum(g * y))   or, for log,   gi = g - exp(y) * sum(g)
-// with every sum accumulated in double, as the CPU accumulates its chunk sums.
+// with every sum accumulated in double, as the CPU accumulates its chunk sums. The formulas
+// themselves are the CPU's own definitions (core/softmax_math.h).
 //
 // The softmax dim is a "row"; every index of the other dims picks one row (an OffsetCalc over the
 // other dims gives each operand's row start). A group of lanes works on each row (row groups,
@@ -15,6 +16,7 @@
 #include <array>
 #include <limits>
 
+#include "core/softmax_math.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
@@ -33,7 +35,7 @@ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 // NaN-propagating max: a NaN anywhere in a row makes the whole row NaN, as in PyTorch.
 struct MaxNanOp {
   template <typename T>
-  __device__ T operator()(T a, T b) const { return (a > b) || (a != a) ? a : b; }
+  __device__ T operator()(T a, T b) const { return softmax_math::max_nan(a, b); }
 };
 
 // K operands of one shape: the softmax dim (length n, stride ds[k] in operand k) and the other
@@ -111,10 +113,10 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, Row
     s = group_allreduce(s, SumOp{}, smem_sum);
 
     if constexpr (kLog) {
-      const T log_s = static_cast<T>(log(s));
-      for (int64_t i = lane; i < n; i += lanes) yr[i * ys] = (xr[i * xs] - m) - log_s;  // (x - m) first, as on the CPU
+      const T log_s = softmax_math::log_sum<T>(s);
+      for (int64_t i = lane; i < n; i += lanes) yr[i * ys] = softmax_math::log_softmax(xr[i * xs], m, log_s);
     } else {
-      const T inv = static_cast<T>(1.0 / s);
+      const T inv = softmax_math::inverse_sum<T>(s);
       for (int64_t i = lane; i < n; i += lanes) yr[i * ys] *= inv;
     }
   }
@@ -159,7 +161,7 @@ __global__ void __launch_bounds__(kThreads) softmax_backward_kernel(const T* g, 
 
     for (int64_t i = lane; i < n; i += lanes) {
       const T gv = gr[i * gs], yv = yr[i * ys];
-      ir[i * is] = kLog ? gv - exp_(yv) * st : yv * (gv - st);
+      ir[i * is] = kLog ? softmax_math::log_softmax_grad(gv, exp_(yv), st) : softmax_math::softmax_grad(gv, yv, st);
     }
   }
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "core/backend.h"
+#include "core/kernels/window.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "cuda/error.h"

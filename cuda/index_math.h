@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "core/generator.h"  // EMBER_HD
+#include "core/host_device.h"
 #include "core/shape.h"      // kMaxDims
 
 namespace ember::cuda {

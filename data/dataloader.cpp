@@ -10,15 +10,6 @@
 
 namespace ember::data {
 
-// ---------------- pinned-memory hook ----------------
-
-namespace {
-std::atomic<Allocator*> g_pinned_allocator{nullptr};
-}  // namespace
-
-void set_pinned_memory_allocator(Allocator* allocator) { g_pinned_allocator.store(allocator); }
-Allocator* pinned_memory_allocator() { return g_pinned_allocator.load(); }
-
 // ---------------- internals ----------------
 
 // One epoch's plan, shared read-only by the workers. A new begin() makes a new one, so a worker
@@ -162,8 +153,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
 
   if (options_.allocator_ != nullptr) {
     allocator_ = options_.allocator_;
-  } else if (options_.pin_memory_ && pinned_memory_allocator() != nullptr && cuda_is_available()) {
-    allocator_ = pinned_memory_allocator();
+  } else if (options_.pin_memory_ && pinned_allocator() != nullptr && cuda_is_available()) {
+    allocator_ = pinned_allocator();
   } else {
     allocator_ = &cpu_allocator();
   }
@@ -176,7 +167,7 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
   window_ = static_cast<int64_t>(options_.prefetch_depth_) * workers;
   // Not for pinned memory: the GPU may still be reading a freed batch (uploads from it are
   // asynchronous), and only the pinned allocator, which caches blocks itself, knows when it is done.
-  const bool pinned = allocator_ == pinned_memory_allocator();
+  const bool pinned = allocator_ == pinned_allocator();
   pool_ = std::make_shared<BufferPool>(*allocator_, pinned ? 0 : 2 * static_cast<size_t>(window_ + workers + 2));
   slots_.resize(window_);
 }

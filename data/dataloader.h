@@ -80,7 +80,7 @@ struct DataLoaderOptions {
   int prefetch_depth_ = 2;
   // Put batches in page-locked host memory, which the GPU copies from asynchronously and about twice
   // as fast. Takes effect when a CUDA device is present and the CUDA backend has registered its
-  // pinned allocator (set_pinned_memory_allocator); otherwise ordinary host memory is used.
+  // pinned allocator (set_pinned_allocator in core/allocator.h); otherwise ordinary host memory is used.
   bool pin_memory_ = false;
   // Where batch memory comes from; overrides pin_memory. nullptr: cpu_allocator() (or pinned, above).
   // It must outlive every batch the loader hands out.
@@ -119,11 +119,6 @@ struct DataLoaderOptions {
 // (Fisher-Yates driven by Philox). DataLoaderOptions().shuffle().seed(s) visits epoch e in
 // permutation(n, s, e) order.
 std::vector<int64_t> permutation(int64_t n, uint64_t seed, int64_t epoch);
-
-// The page-locked host allocator pin_memory uses. The CUDA backend registers its cudaHostAlloc-based
-// allocator here at start-up; nullptr (the default, and always without CUDA) means none.
-void set_pinned_memory_allocator(Allocator* allocator);
-Allocator* pinned_memory_allocator();
 
 class DataLoader {
  public:

@@ -5,13 +5,12 @@
 
 namespace ember::distributed {
 
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Average: return "average";
-    case ReduceOp::Max: return "max";
-  }
-  return "?";
+void check_collective_op(const std::string& collective, ReduceOp op, DType dtype) {
+  EMBER_CHECK(op != ReduceOp::ArgMax && op != ReduceOp::ArgMin, collective, ": ReduceOp ", reduce_op_name(op),
+              " is not a collective reduction (collectives take sum, mean, max or min)");
+  EMBER_CHECK(op != ReduceOp::Mean || is_floating(dtype), collective,
+              ": ReduceOp mean needs a floating-point tensor, got ", dtype_name(dtype),
+              " (an integer average would round; use sum and divide)");
 }
 
 void check_world_sized(const std::string& op, const Tensor& in, const Tensor& out, int world_size,

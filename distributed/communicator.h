@@ -19,12 +19,17 @@
 #include <memory>
 #include <string>
 
+#include "core/dtype.h"
+#include "core/reduce_op.h"
 #include "core/tensor.h"
 
 namespace ember::distributed {
 
-enum class ReduceOp { Sum, Average, Max };
-const char* op_name(ReduceOp op);  // "sum", "average", "max"
+// Collectives reduce with core's ReduceOp (core/reduce_op.h): Sum, Mean (the average over ranks),
+// Max and Min. Shared check of every implementation: throws, naming the collective and the op, for
+// ArgMax / ArgMin (not a reduction of values across ranks) and for Mean of an integer tensor (an
+// integer average would round). `collective` is e.g. "all_reduce(mean)".
+void check_collective_op(const std::string& collective, ReduceOp op, DType dtype);
 
 // Shared argument check of all_gather (in [n] -> out [world_size * n]) and reduce_scatter
 // (in [world_size * n] -> out [n]) for every implementation: same dtype, and the larger tensor
@@ -60,7 +65,7 @@ class Communicator {
   virtual Device device() const = 0;  // tensors passed in must live here
   virtual std::string name() const = 0;  // "mpi" or "nccl"
 
-  // t <- op over ranks of t (in place).
+  // t <- op over ranks of t (in place); op is Sum, Mean, Max or Min (check_collective_op).
   virtual WorkHandle all_reduce_async(const Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
   // t <- rank root's t.
   virtual WorkHandle broadcast_async(const Tensor& t, int root = 0) = 0;

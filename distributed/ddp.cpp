@@ -16,7 +16,6 @@
 namespace ember::nn {
 
 using distributed::Communicator;
-using distributed::ReduceOp;
 using distributed::WorkHandle;
 
 namespace {
@@ -238,7 +237,7 @@ class DistributedDataParallel::Reducer {
   void launch_ready_buckets() {
     while (next_launch_ < num_buckets() && buckets_[next_launch_].pending == 0) {
       Bucket& b = buckets_[next_launch_++];
-      b.work = comm_->all_reduce_async(b.flat, ReduceOp::Average);
+      b.work = comm_->all_reduce_async(b.flat, ReduceOp::Mean);
       ++b.reductions;
       ++stats_.all_reduces;
     }

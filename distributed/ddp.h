@@ -21,7 +21,7 @@
 //    backward produces the last layers' gradients first, so the first bucket fills first.
 //  * A gradient hook on each parameter (core/autograd.h: it fires once per backward, with the
 //    parameter's final .grad) copies the gradient into its bucket's persistent flat buffer. When a
-//    bucket is full it is all-reduced (Average) asynchronously at once, so communication overlaps
+//    bucket is full it is all-reduced (ReduceOp::Mean) asynchronously at once, so communication overlaps
 //    the rest of backward. Buckets start strictly in index order, the same on every rank, so the
 //    collectives always match even if hooks fired in different orders on different ranks.
 //  * When the last bucket has started, that hook waits on all of them and copies the averaged

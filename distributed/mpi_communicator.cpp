@@ -108,12 +108,14 @@ MPI_Datatype mpi_type(DType t, const char* op) {
   }
 }
 
-// Average is a sum followed by a division on each rank (MPI has no average).
-MPI_Op mpi_op(ReduceOp op, DType t, const char* name) {
-  if (op == ReduceOp::Average)
-    EMBER_CHECK(is_floating(t), name, ": ReduceOp::Average needs a floating-point tensor, got ", dtype_name(t),
-                " (an integer average would round; use Sum and divide)");
-  return op == ReduceOp::Max ? MPI_MAX : MPI_SUM;
+// Mean is a sum followed by a division on each rank (MPI has no average).
+MPI_Op mpi_op(ReduceOp op, DType t, const std::string& name) {
+  check_collective_op(name, op, t);
+  switch (op) {
+    case ReduceOp::Max: return MPI_MAX;
+    case ReduceOp::Min: return MPI_MIN;
+    default: return MPI_SUM;  // Sum, and Mean before its division
+  }
 }
 
 void divide_in_place(const Tensor& t, int world_size) {
@@ -360,11 +362,11 @@ class MpiCommunicator : public Communicator {
   std::string name() const override { return "mpi"; }
 
   WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
-    const std::string name = std::string("all_reduce(") + op_name(op) + ")";
+    const std::string name = std::string("all_reduce(") + reduce_op_name(op) + ")";
     check_tensor(t, name.c_str());
-    MPI_Op mop = mpi_op(op, t.dtype(), name.c_str());
+    MPI_Op mop = mpi_op(op, t.dtype(), name);
     std::function<void()> then;
-    if (op == ReduceOp::Average) then = [t, n = world_size_] { divide_in_place(t, n); };
+    if (op == ReduceOp::Mean) then = [t, n = world_size_] { divide_in_place(t, n); };
     auto work = make_work(name, {t}, std::move(then));
     start(name, [&] {
       return MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), checked_count(t.numel(), name.c_str()),
@@ -400,13 +402,13 @@ class MpiCommunicator : public Communicator {
   }
 
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    const std::string name = std::string("reduce_scatter(") + op_name(op) + ")";
+    const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
     check_tensor(in, (name + " (in)").c_str());
     check_tensor(out, (name + " (out)").c_str());
     check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
-    MPI_Op mop = mpi_op(op, in.dtype(), name.c_str());
+    MPI_Op mop = mpi_op(op, in.dtype(), name);
     std::function<void()> then;
-    if (op == ReduceOp::Average) then = [out, n = world_size_] { divide_in_place(out, n); };
+    if (op == ReduceOp::Mean) then = [out, n = world_size_] { divide_in_place(out, n); };
     auto work = make_work(name, {in, out}, std::move(then));
     start(name, [&] {
       checked_count(in.numel(), name.c_str());

@@ -61,16 +61,15 @@ ncclDataType_t nccl_type(DType t, const std::string& op) {
 }
 
 ncclRedOp_t nccl_op(ReduceOp op, DType t, const std::string& name) {
+  check_collective_op(name, op, t);  // the same rules as the MPI communicator
   switch (op) {
     case ReduceOp::Sum: return ncclSum;
     case ReduceOp::Max: return ncclMax;
-    case ReduceOp::Average:
-      // Same rule as the MPI communicator: an integer average would round.
-      EMBER_CHECK(is_floating(t), name, ": ReduceOp::Average needs a floating-point tensor, got ", dtype_name(t),
-                  " (an integer average would round; use Sum and divide)");
-      return ncclAvg;  // NCCL >= 2.10 divides by the world size itself
+    case ReduceOp::Min: return ncclMin;
+    case ReduceOp::Mean: return ncclAvg;  // NCCL >= 2.10 divides by the world size itself
+    default: break;
   }
-  EMBER_FAIL(name, ": unknown ReduceOp");
+  EMBER_FAIL(name, ": ReduceOp ", reduce_op_name(op), " has no NCCL reduction");
 }
 
 // Launcher-provided world size (mpirun sets one of these), or 1 when started without a launcher.
@@ -156,7 +155,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   std::string name() const override { return "nccl"; }
 
   WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
-    const std::string name = std::string("all_reduce(") + op_name(op) + ")";
+    const std::string name = std::string("all_reduce(") + reduce_op_name(op) + ")";
     check_tensor(t, name);
     const ncclRedOp_t nop = nccl_op(op, t.dtype(), name);
     return launch(name, {t}, t.numel(), [&](cudaStream_t s) {
@@ -186,7 +185,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   }
 
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    const std::string name = std::string("reduce_scatter(") + op_name(op) + ")";
+    const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
     check_tensor(in, name + " (in)");
     check_tensor(out, name + " (out)");
     check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);

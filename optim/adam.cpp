@@ -1,6 +1,6 @@
 // Adam and AdamW share one update; the only difference is where weight decay goes (`decoupled`).
 // As in sgd.cpp the update is written twice: the device's fused multi-tensor step for contiguous
-// float parameters (Backend::adam_step: reads p, g, m, v once and writes them once), and tensor
+// float parameters (OptimKernels::adam_step: reads p, g, m, v once and writes them once), and tensor
 // ops for everything else. Both follow PyTorch's _single_tensor_adam / _single_tensor_adamw line
 // by line.
 #include "optim/adam.h"
@@ -10,6 +10,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/kernels/optim_kernels.h"
 
 namespace ember::optim {
 
@@ -95,7 +96,7 @@ void AdamParamState::load(const std::map<std::string, Tensor>& tensors, const Te
 namespace {
 
 // The tensor-op update: any device, any strides.
-void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const Backend::AdamStep& s) {
+void adam_generic(Tensor& p, const Tensor& g, AdamParamState& st, const OptimKernels::AdamStep& s) {
   Tensor grad = g;
   if (s.weight_decay != 0) {
     if (s.decoupled) p.mul_(1 - s.lr * s.weight_decay);
@@ -123,7 +124,7 @@ bool fusable(const Tensor& p, const Tensor& g, const AdamParamState& st) {
 }
 
 // Parameters of one group with the same step count (so the same bias corrections) that one
-// Backend::adam_step call updates together.
+// OptimKernels::adam_step call updates together.
 struct AdamBatch {
   Device device;
   DType dtype;
@@ -138,7 +139,7 @@ AdamBatch& batch_for(std::vector<AdamBatch>& batches, const Tensor& p, int64_t s
 }
 
 // Per-step constants, computed once on the host (in double, like PyTorch's Python).
-Backend::AdamStep step_constants(const AdamOptions& o, bool decoupled, int64_t step) {
+OptimKernels::AdamStep step_constants(const AdamOptions& o, bool decoupled, int64_t step) {
   const auto [beta1, beta2] = o.betas();
   const double t = static_cast<double>(step);
   return {o.lr(), beta1, beta2, o.eps(), o.weight_decay(), o.amsgrad(), decoupled,
@@ -178,7 +179,7 @@ void adam_step(Optimizer& opt, std::vector<std::unique_ptr<ParamState>>& state, 
       }
     }
     for (AdamBatch& b : batches) {
-      backend(b.device).adam_step(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
+      optim_kernels(b.device).adam_step(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
                                   step_constants(o, decoupled, b.step));
       // The kernel wrote p without an in-place op: tell autograd.
       for (Tensor& p : b.params) p.storage()->bump_version();

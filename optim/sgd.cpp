@@ -1,5 +1,5 @@
 // SGD: the update written twice — once as the device's fused multi-tensor step (the common case:
-// contiguous float parameters and gradients; Backend::sgd_step, core/cpu/cpu_optim.cpp and
+// contiguous float parameters and gradients; OptimKernels::sgd_step, core/cpu/cpu_optim.cpp and
 // cuda/cuda_optim.cu), once with tensor ops for everything else (strided parameters or gradients).
 // Both follow PyTorch's _single_tensor_sgd line by line.
 #include "optim/sgd.h"
@@ -9,6 +9,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/kernels/optim_kernels.h"
 
 namespace ember::optim {
 
@@ -62,7 +63,7 @@ namespace {
 
 // The tensor-op update: any device, any strides. `first` = the momentum buffer has just been
 // created (it takes the value of d instead of being decayed).
-void sgd_generic(Tensor& p, const Tensor& g, Tensor& buf, const Backend::SGDStep& h, bool first) {
+void sgd_generic(Tensor& p, const Tensor& g, Tensor& buf, const OptimKernels::SGDStep& h, bool first) {
   Tensor d = h.weight_decay != 0 ? g + p * h.weight_decay : g;
   if (h.momentum != 0) {
     if (first) buf.copy_(d);
@@ -80,7 +81,7 @@ bool fusable(const Tensor& p, const Tensor& g, const Tensor& buf) {
          g.device() == p.device() && buf_ok;
 }
 
-// Parameters of one group that one Backend::sgd_step call updates together.
+// Parameters of one group that one OptimKernels::sgd_step call updates together.
 struct SGDBatch {
   Device device;
   DType dtype;
@@ -101,7 +102,7 @@ void SGD::step() {
   size_t index = 0;
   for (ParamGroup& group : param_groups()) {
     const auto& o = static_cast<const SGDOptions&>(group.options());
-    const Backend::SGDStep h{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
+    const OptimKernels::SGDStep h{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov()};
     std::vector<SGDBatch> batches;
     for (Tensor p : group.params()) {
       auto& slot = state_[index++];
@@ -122,9 +123,9 @@ void SGD::step() {
       }
     }
     for (SGDBatch& b : batches) {
-      Backend::SGDStep s = h;
+      OptimKernels::SGDStep s = h;
       s.first = b.first;
-      backend(b.device).sgd_step(b.params, b.grads, b.momentum_buffers, s);
+      optim_kernels(b.device).sgd_step(b.params, b.grads, b.momentum_buffers, s);
       // The kernel wrote p without an in-place op: tell autograd.
       for (Tensor& p : b.params) p.storage()->bump_version();
     }

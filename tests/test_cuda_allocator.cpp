@@ -174,7 +174,7 @@ TEST(CudaAllocator, OutOfMemoryThrowsAndAllocatorRecovers) {
 TEST(CudaAllocator, PinnedUploadRoundTrip) {
   EMBER_REQUIRE_GPU();
   Allocator& pinned = cuda::pinned_allocator();
-  EXPECT_EQ(data::pinned_memory_allocator(), &pinned) << "registered for DataLoader's pin_memory";
+  EXPECT_EQ(ember::pinned_allocator(), &pinned) << "registered for DataLoader's pin_memory";
   EXPECT_TRUE(pinned.device().is_cpu());
   int not_pinned = 0;
   EXPECT_FALSE(cuda::record_pinned_use(&not_pinned, 0, nullptr));

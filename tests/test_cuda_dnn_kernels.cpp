@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/ember.h"
+#include "core/kernels/norm_kernels.h"
 #include "nn/nn.h"
 #include "tests/test_util.h"
 
@@ -421,7 +422,7 @@ TEST(CudaDnnKernels, BatchNormTrainingWithOneValuePerChannelIsAnError) {
                      {"batch_norm: expected more than 1 value per channel when training"});
   test::expect_error(
       [&] {
-        backend(kCuda0).batch_norm(ones({1, 3, 1}, o), Tensor(), Tensor(), Tensor(), Tensor(), empty({1, 3, 1}, o),
+        norm_kernels(kCuda0).batch_norm(ones({1, 3, 1}, o), Tensor(), Tensor(), Tensor(), Tensor(), empty({1, 3, 1}, o),
                                    empty({3}, o), empty({3}, o), true, 0.1, 1e-5);
       },
       {"batch_norm: expected more than 1 value per channel when training", "[1, 3, 1]"});

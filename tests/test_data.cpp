@@ -801,14 +801,14 @@ TEST(DataLoaderTest, BatchesComeFromTheAllocatorAndAreRecycled) {
 
   // pin_memory without a GPU (or without a registered pinned allocator) uses ordinary memory.
   DataLoader pinned(ds, DataLoaderOptions().batch_size(10).pin_memory());
-  if (!cuda_is_available() || data::pinned_memory_allocator() == nullptr) {
+  if (!cuda_is_available() || ember::pinned_allocator() == nullptr) {
     EXPECT_EQ(&pinned.allocator(), &cpu_allocator());
   }
-  Allocator* before = data::pinned_memory_allocator();
-  data::set_pinned_memory_allocator(&alloc);
+  Allocator* before = ember::pinned_allocator();
+  set_pinned_allocator(&alloc);
   DataLoader pinned2(ds, DataLoaderOptions().batch_size(10).pin_memory());
   EXPECT_EQ(&pinned2.allocator(), cuda_is_available() ? static_cast<Allocator*>(&alloc) : &cpu_allocator());
-  data::set_pinned_memory_allocator(before);
+  set_pinned_allocator(before);
 }
 
 TEST(DataLoaderTest, OptionErrors) {

@@ -1,4 +1,4 @@
-// The multi-tensor optimizer steps (Backend::sgd_step / adam_step, called by optim/sgd.cpp and
+// The multi-tensor optimizer steps (OptimKernels::sgd_step / adam_step, called by optim/sgd.cpp and
 // optim/adam.cpp once per batch of contiguous float parameters):
 //  * CPU: the batched step gives bit for bit what a hand-written per-parameter loop gives, and
 //    agrees with the generic tensor-op path (strided parameters) to rounding, for SGD (plain,

@@ -5,10 +5,22 @@
 #pragma once
 
 #include "core/backend.h"
+#include "core/kernels/conv_kernels.h"
+#include "core/kernels/loss_kernels.h"
+#include "core/kernels/norm_kernels.h"
+#include "core/kernels/optim_kernels.h"
+#include "core/kernels/pool_kernels.h"
 
 namespace ember {
 
-class CpuBackend final : public Backend {
+// The device primitives (Backend) and every kernel table (core/kernels/), registered for the CPU
+// in core/backend.cpp.
+class CpuBackend final : public Backend,
+                         public ConvKernels,
+                         public PoolKernels,
+                         public NormKernels,
+                         public LossKernels,
+                         public OptimKernels {
  public:
   Allocator& allocator() override { return cpu_allocator(); }
   void copy(const Tensor& src, const Tensor& dst) override;

@@ -27,8 +27,8 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * C;
         T m = -std::numeric_limits<T>::infinity();
-        for (int64_t c = 0; c < C; ++c) m = std::max(m, xr[c]);
-        if (std::isinf(m)) m = 0;  // all -inf (or +inf present): shift by 0 so x - m stays defined
+        for (int64_t c = 0; c < C; ++c) m = xent::row_max(m, xr[c]);  // NaNs skipped
+        m = xent::shift(m);  // 0 when infinite, so that x - m stays defined
         T sum_exp = 0, sum_x = 0;
         for (int64_t c = 0; c < C; ++c) {
           sum_exp += std::exp(xr[c] - m);

@@ -1,4 +1,4 @@
-// CPU fused optimizer steps (Backend::sgd_step / adam_step): one pass over each parameter's
+// CPU fused optimizer steps (OptimKernels::sgd_step / adam_step): one pass over each parameter's
 // contiguous memory that reads p, g and the state once and writes them once, with no temporaries.
 // The optimizers (optim/sgd.cpp, optim/adam.cpp) call these for every contiguous float parameter;
 // the arithmetic is PyTorch's _single_tensor_sgd / _single_tensor_adam, in the parameter's dtype.
@@ -15,7 +15,7 @@ namespace {
 
 // One pass over contiguous memory per parameter; buf is null when momentum == 0.
 template <typename T>
-void sgd_fused(T* p, const T* g, T* buf, int64_t n, const Backend::SGDStep& s) {
+void sgd_fused(T* p, const T* g, T* buf, int64_t n, const OptimKernels::SGDStep& s) {
   const SGDMath<T> math = SGDMath<T>::make(s);
   parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) math(p[i], g[i], buf ? buf + i : nullptr);
@@ -24,7 +24,7 @@ void sgd_fused(T* p, const T* g, T* buf, int64_t n, const Backend::SGDStep& s) {
 
 // vmax is null unless amsgrad.
 template <typename T>
-void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const Backend::AdamStep& s) {
+void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const OptimKernels::AdamStep& s) {
   const AdamMath<T> math = AdamMath<T>::make(s);
   parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) math(p[i], g[i], m[i], v[i], vmax ? vmax + i : nullptr);

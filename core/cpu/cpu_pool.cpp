@@ -10,6 +10,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+#include "core/pool_math.h"
 
 namespace ember {
 
@@ -26,31 +27,14 @@ Planes planes(const Tensor& in, const Tensor& out) {
 // Grain for splitting planes: about kGrainSize input elements per thread.
 int64_t plane_grain(const Planes& p) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, p.H * p.W)); }
 
-// Clipped window [start, end) along one dim for output index o (PyTorch's avg_pool arithmetic):
-// the window may reach into the padding up to size + pad; `span` is its length before clipping
-// to the real input, which is the divisor when padded positions count.
-struct AvgWindow {
-  int64_t start, end, span;
-};
-inline AvgWindow avg_window(int64_t o, int64_t k, int64_t s, int64_t pad, int64_t size) {
-  int64_t start = o * s - pad;
-  int64_t end = std::min(start + k, size + pad);
-  const int64_t span = end - start;
-  return {std::max<int64_t>(start, 0), std::min(end, size), span};
-}
-
-// Adaptive pooling: output cell o of `out_size` covers input [floor(o*size/out), ceil((o+1)*size/out)).
-inline int64_t adaptive_start(int64_t o, int64_t out_size, int64_t size) { return (o * size) / out_size; }
-inline int64_t adaptive_end(int64_t o, int64_t out_size, int64_t size) {
-  return ((o + 1) * size + out_size - 1) / out_size;
-}
-
-// "v replaces the best so far" (PyTorch's rule): strictly greater — so the first of equal maxima in
-// row-major order is kept — or NaN, so a NaN wins and only a later NaN replaces it.
-template <typename T>
-inline bool replaces(T v, T best) {
-  return v > best || std::isnan(v);
-}
+// The window arithmetic (which positions an output reads, what an average divides by, which value
+// wins a max) is shared with the CUDA kernels: core/pool_math.h.
+using pool::adaptive_end;
+using pool::adaptive_start;
+using pool::avg_divisor;
+using pool::avg_window;
+using pool::AvgWindow;
+using pool::max_replaces;
 
 // Max pooling of one plane x [H, W] into y, idx [OH, OW].
 //
@@ -68,16 +52,14 @@ void max_pool_plane(const T* x, T* y, int64_t* idx, const Planes& p, const Windo
   const int64_t ow_hi = std::max(ow_lo, std::min(OW, W - 1 - last_tap >= 0 ? (W - 1 - last_tap) / w.sw + 1 : 0));
 
   auto one_window = [&](int64_t oh, int64_t ow) {
-    int64_t h0 = oh * w.sh - w.ph, w0 = ow * w.sw - w.pw;
-    const int64_t h1 = std::min(h0 + (w.kh - 1) * w.dh + 1, H), w1 = std::min(w0 + (w.kw - 1) * w.dw + 1, W);
-    while (h0 < 0) h0 += w.dh;  // first tap inside the input (padding is at most half the window)
-    while (w0 < 0) w0 += w.dw;
+    const pool::Taps rows = pool::max_taps(oh, w.kh, w.sh, w.ph, w.dh, H);
+    const pool::Taps cols = pool::max_taps(ow, w.kw, w.sw, w.pw, w.dw, W);
     T best = -std::numeric_limits<T>::infinity();
-    int64_t best_at = h0 * W + w0;
-    for (int64_t ih = h0; ih < h1; ih += w.dh)
-      for (int64_t iw = w0; iw < w1; iw += w.dw) {
+    int64_t best_at = rows.first * W + cols.first;
+    for (int64_t ih = rows.first; ih < rows.end; ih += w.dh)
+      for (int64_t iw = cols.first; iw < cols.end; iw += w.dw) {
         const T v = x[ih * W + iw];
-        const bool take = replaces(v, best);
+        const bool take = max_replaces(v, best);
         best = take ? v : best;
         best_at = take ? ih * W + iw : best_at;
       }
@@ -107,7 +89,7 @@ void max_pool_plane(const T* x, T* y, int64_t* idx, const Planes& p, const Windo
         const T* src = x + base;
         for (int64_t ow = ow_lo; ow < ow_hi; ++ow) {
           const T v = src[ow * sw];
-          const bool take = replaces(v, yr[ow]);
+          const bool take = max_replaces(v, yr[ow]);
           yr[ow] = take ? v : yr[ow];
           ir[ow] = take ? base + ow * sw : ir[ow];
         }
@@ -164,7 +146,7 @@ void CpuBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, boo
             T s = 0;
             for (int64_t ih = hw.start; ih < hw.end; ++ih)
               for (int64_t iw = ww.start; iw < ww.end; ++iw) s += xp[ih * p.W + iw];
-            const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+            const int64_t divisor = avg_divisor(hw, ww, count_include_pad);
             yp[oh * p.OW + ow] = s / static_cast<T>(divisor);
           }
         }
@@ -188,7 +170,7 @@ void CpuBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_
           const AvgWindow hw = avg_window(oh, w.kh, w.sh, w.ph, p.H);
           for (int64_t ow = 0; ow < p.OW; ++ow) {
             const AvgWindow ww = avg_window(ow, w.kw, w.sw, w.pw, p.W);
-            const int64_t divisor = count_include_pad ? hw.span * ww.span : (hw.end - hw.start) * (ww.end - ww.start);
+            const int64_t divisor = avg_divisor(hw, ww, count_include_pad);
             const T g = yp[oh * p.OW + ow] / static_cast<T>(divisor);
             for (int64_t ih = hw.start; ih < hw.end; ++ih)
               for (int64_t iw = ww.start; iw < ww.end; ++iw) gp[ih * p.W + iw] += g;

@@ -1,8 +1,8 @@
 // CPU reductions: sum, mean, max, min, argmax, argmin over any set of dims of any strided input.
 //
-// How it works. The input's dims are put in memory order (largest stride outermost; broadcast dims,
-// stride 0, outermost of all), size-1 dims are dropped, and neighbours of the same kind (both
-// reduced or both kept) that are contiguous for input and output are merged. Two cases remain:
+// How it works. The layout plan, the dtype rules and the NaN rules of the extrema are shared with
+// the CUDA kernels (core/reduce_math.h): the input's dims are put in memory order, size-1 dims
+// dropped and contiguous neighbours merged, which leaves M outputs of N elements each and two cases:
 //
 //  * row reduction: the innermost dim in memory is reduced (the rows of a matrix, a full
 //    reduction). Each output reads its elements as runs along that dim; a contiguous run is one
@@ -28,6 +28,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+#include "core/reduce_math.h"
 
 namespace ember {
 
@@ -42,57 +43,9 @@ constexpr int64_t kShortRow = 8;            // row reductions this short run col
 
 // ---------------------------------------------------------------- layout
 
-struct Dim {
-  int64_t size;
-  int64_t in, out;  // strides in elements; `out` is 0 for a reduced dim
-};
-
-// The reduction's shape after reordering and merging (see the top of the file). Both lists run
-// outer -> inner and are never empty (a placeholder dim of size 1 stands in for "none").
-struct Layout {
-  Dim kept[kMaxDims];
-  Dim red[kMaxDims];
-  int nkept = 0, nred = 0;
-  int64_t M = 1;      // number of outputs
-  int64_t N = 1;      // input elements reduced into each output
-  bool rows = true;   // innermost dim reduced (row reduction) or kept (column reduction)
-};
-
-Layout make_layout(const Tensor& in, const Tensor& out, uint32_t mask) {
-  struct D {
-    Dim d;
-    bool reduced;
-  };
-  D dims[kMaxDims];
-  int n = 0;
-  Layout L;
-  for (int i = 0; i < in.dim(); ++i) {
-    const bool reduced = (mask >> i) & 1u;
-    if (reduced) L.N *= in.size(i);
-    else L.M *= in.size(i);
-    if (in.size(i) == 1) continue;
-    dims[n++] = {{in.size(i), in.stride(i), reduced ? 0 : out.stride(i)}, reduced};
-  }
-  // Memory order: walking the input with its smallest stride innermost. Ties keep logical order.
-  auto key = [](const D& x) { return x.d.in == 0 ? std::numeric_limits<int64_t>::max() : std::abs(x.d.in); };
-  std::stable_sort(dims, dims + n, [&](const D& a, const D& b) { return key(a) > key(b); });
-  for (int i = 0; i < n; ++i) {
-    Dim* list = dims[i].reduced ? L.red : L.kept;
-    int& len = dims[i].reduced ? L.nred : L.nkept;
-    const Dim& d = dims[i].d;
-    // Merge into the previous dim of the list only when it is the previous dim overall, too.
-    const bool adjacent = i > 0 && dims[i - 1].reduced == dims[i].reduced;
-    if (adjacent && list[len - 1].in == d.in * d.size && list[len - 1].out == d.out * d.size) {
-      list[len - 1] = {list[len - 1].size * d.size, d.in, d.out};
-    } else {
-      list[len++] = d;
-    }
-  }
-  L.rows = n == 0 || dims[n - 1].reduced;
-  if (L.nkept == 0) L.kept[L.nkept++] = {1, 0, 0};
-  if (L.nred == 0) L.red[L.nred++] = {1, 0, 0};
-  return L;
-}
+using reduction::Dim;
+using reduction::Layout;
+using reduction::offsets_of;
 
 // Walks the flat indices [b, e) of the index space dims[0..nd) (outer -> inner) in runs along the
 // innermost dim: run(in_offset, out_offset, flat_index, length) for each run.
@@ -120,17 +73,6 @@ inline void for_each_run(const Dim* dims, int nd, int64_t b, int64_t e, F&& run)
       idx[d] = 0;
       ++idx[d - 1];
     }
-  }
-}
-
-// Input and output offsets of flat index i of dims[0..nd).
-inline void offsets_of(const Dim* dims, int nd, int64_t i, int64_t& in_off, int64_t& out_off) {
-  in_off = out_off = 0;
-  for (int d = nd - 1; d >= 0; --d) {
-    const int64_t k = i % dims[d].size;
-    i /= dims[d].size;
-    in_off += k * dims[d].in;
-    out_off += k * dims[d].out;
   }
 }
 
@@ -221,20 +163,9 @@ A sum_run(const T* x, int64_t s, int64_t n) {
 
 // ---------------------------------------------------------------- extrema
 
-// Whether x should replace the running extremum m of an argmax/argmin. NaN wins over any number
-// and stays (argmax points at the first NaN, as in PyTorch); ties keep the earlier element.
-template <bool kMax, typename T>
-inline bool better(T x, T m) {
-  if constexpr (std::is_floating_point_v<T>) return (kMax ? x > m : x < m) | ((x != x) & (m == m));
-  else return kMax ? x > m : x < m;
-}
-
-// The running extremum of a max/min after seeing x: a NaN, once seen, stays (PyTorch propagates it).
-template <bool kMax, typename T>
-inline T pick(T x, T m) {
-  if constexpr (std::is_floating_point_v<T>) return (kMax ? x > m : x < m) | (x != x) ? x : m;
-  else return (kMax ? x > m : x < m) ? x : m;
-}
+// The NaN and tie rules of max/min (pick) and argmax/argmin (beats): core/reduce_math.h.
+using reduction::beats;
+using reduction::pick;
 
 // Extremum of n >= 1 elements x[0], x[s], ...: a vectorised max/min reduction (a plain loop for short
 // runs, as in sum_run), with NaNs tracked on the side: the loop body maps to the SIMD max/min
@@ -326,7 +257,7 @@ struct SumReduction {
 
   template <typename O>
   static O finish(Acc a, int64_t N) {
-    if constexpr (kMean) return static_cast<O>(a / static_cast<A>(N));
+    if constexpr (kMean) return reduction::mean<O>(a, N);
     else return static_cast<O>(a);
   }
 };
@@ -393,7 +324,7 @@ struct ArgReduction {
     for_each_run(L.red, L.nred, b, e, [&](int64_t off, int64_t, int64_t flat, int64_t len) {
       for (int64_t r = 0; r < len; ++r) {
         const T v = p[off + r * s];
-        if (best.i < 0 || better<kMax>(v, best.v)) best = {v, flat + r};
+        if (best.i < 0 || beats<kMax>(v, best.v)) best = {v, flat + r};
       }
     });
     return best;
@@ -415,7 +346,7 @@ struct ArgReduction {
         }
         for (int64_t j = 0; j < w; ++j) {
           const T v = row[j * cs];
-          const bool take = better<kMax>(v, val[j]);
+          const bool take = beats<kMax>(v, val[j]);
           val[j] = take ? v : val[j];
           idx[j] = take ? i : idx[j];
         }
@@ -428,7 +359,7 @@ struct ArgReduction {
     std::copy(parts, parts + w, out);
     for (int64_t k = 1; k < P; ++k)  // later pieces hold later indices: only a strictly better value wins
       for (int64_t j = 0; j < w; ++j)
-        if (better<kMax>(parts[k * ps + j].v, out[j].v)) out[j] = parts[k * ps + j];
+        if (beats<kMax>(parts[k * ps + j].v, out[j].v)) out[j] = parts[k * ps + j];
   }
 
   template <typename O>
@@ -574,7 +505,7 @@ void run_reduction(const Layout& L, const Tensor& in, const Tensor& out) {
 }  // namespace
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32_t dims) {
-  const Layout L = make_layout(in, out, dims);
+  const Layout L = reduction::plan(in, out, dims);
   if (L.M == 0) return;
   if (L.N == 0) {  // an empty reduction: only sum (0) and mean (0/0) have a value; the ops reject the others
     EMBER_CHECK(op == ReduceOp::Sum || op == ReduceOp::Mean,
@@ -582,38 +513,26 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32
     fill(out, op == ReduceOp::Sum ? 0.0 : std::numeric_limits<double>::quiet_NaN());
     return;
   }
+  const DType want = reduction::output_dtype(op, in.dtype());
+  EMBER_CHECK(out.dtype() == want, "reduce: output dtype ", dtype_name(out.dtype()), " for a ", dtype_name(in.dtype()),
+              " input; expected ", dtype_name(want));
   EMBER_DISPATCH_ALL(in.dtype(), "reduce", [&]<typename T>() {
-    // Sums accumulate in the input type, except uint8, which sums into int64 (the output dtype).
-    using A = std::conditional_t<std::is_integral_v<T>, int64_t, T>;
-    auto expect_out = [&](DType d) {
-      EMBER_CHECK(out.dtype() == d, "reduce: output dtype ", dtype_name(out.dtype()), " for a ",
-                  dtype_name(in.dtype()), " input; expected ", dtype_name(d));
-    };
+    using A = reduction::SumAcc<T>;  // core/reduce_math.h: integers accumulate in int64
     switch (op) {
       case ReduceOp::Sum:
-        if constexpr (std::is_same_v<T, uint8_t>) {
-          expect_out(kInt64);
-          run_reduction<SumReduction<T, A, false>, T, int64_t>(L, in, out);
-        } else {
-          expect_out(in.dtype());
-          run_reduction<SumReduction<T, A, false>, T, T>(L, in, out);
-        }
+        run_reduction<SumReduction<T, A, false>, T, reduction::SumOut<T>>(L, in, out);
         break;
       case ReduceOp::Mean:
-        expect_out(in.dtype());
         run_reduction<SumReduction<T, A, true>, T, T>(L, in, out);
         break;
       case ReduceOp::Max:
-        expect_out(in.dtype());
         run_reduction<ExtremumReduction<T, true>, T, T>(L, in, out);
         break;
       case ReduceOp::Min:
-        expect_out(in.dtype());
         run_reduction<ExtremumReduction<T, false>, T, T>(L, in, out);
         break;
       case ReduceOp::ArgMax:
       case ReduceOp::ArgMin:
-        expect_out(kInt64);
         EMBER_CHECK(std::popcount(dims) <= 1, "reduce: argmax/argmin reduce exactly one dim, got dims mask ", dims);
         if (op == ReduceOp::ArgMax) run_reduction<ArgReduction<T, true>, T, int64_t>(L, in, out);
         else run_reduction<ArgReduction<T, false>, T, int64_t>(L, in, out);

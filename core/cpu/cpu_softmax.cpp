@@ -10,6 +10,9 @@
 // Strided and broadcast (stride 0) operands are walked in place, never copied. Rows run in parallel;
 // each row is computed the same way whatever the thread count.
 //
+// The row formulas (the NaN-propagating max, y from exp(x - m) and the sum, the gradients) are
+// shared with the CUDA kernels: core/softmax_math.h.
+//
 // Accuracy: the max is subtracted before exp (no overflow for any logits; the largest term is 1).
 // Sums (of the exps, and the dot products of the backward) add chunks of kChunk elements in the
 // tensor's type, with one vectorised loop, and accumulate the chunk sums in double.
@@ -22,6 +25,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/parallel.h"
+#include "core/softmax_math.h"
 
 namespace ember {
 
@@ -62,11 +66,12 @@ inline T exp_(T x) {
   else return std::exp(x);  // float64: the accurate libm exp (float64 is for checking, not speed)
 }
 
-// NaN-propagating max: a NaN anywhere in a row makes the whole row NaN, as in PyTorch.
-template <typename T>
-inline T max_nan(T a, T b) {
-  return (a > b) | (a != a) ? a : b;
-}
+using softmax_math::inverse_sum;
+using softmax_math::log_softmax;
+using softmax_math::log_softmax_grad;
+using softmax_math::log_sum;
+using softmax_math::max_nan;  // NaN-propagating: a NaN anywhere in a row makes the whole row NaN
+using softmax_math::softmax_grad;
 
 // ---------------------------------------------------------------- layout
 
@@ -215,10 +220,10 @@ void softmax_row(const T* x, int64_t xs, T* y, int64_t ys, int64_t n) {
     });
   }
   if constexpr (kLog) {
-    const T ls = static_cast<T>(std::log(s));
-    for (int64_t i = 0; i < n; ++i) y[i * ys] = (x[i * xs] - m) - ls;  // (x - m) first: exact for nearby logits
+    const T ls = log_sum<T>(s);
+    for (int64_t i = 0; i < n; ++i) y[i * ys] = log_softmax(x[i * xs], m, ls);
   } else {
-    const T inv = static_cast<T>(1.0 / s);
+    const T inv = inverse_sum<T>(s);
     for (int64_t i = 0; i < n; ++i) y[i * ys] *= inv;
   }
 }
@@ -250,11 +255,11 @@ void softmax_cols(const T* x, int64_t xd, int64_t xc, T* y, int64_t yd, int64_t 
     for (int64_t j = 0; j < w; ++j) s[j] += cs[j];
   }
   if constexpr (kLog) {
-    for (int64_t j = 0; j < w; ++j) f[j] = static_cast<T>(std::log(s[j]));
+    for (int64_t j = 0; j < w; ++j) f[j] = log_sum<T>(s[j]);
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < w; ++j) y[i * yd + j * yc] = (x[i * xd + j * xc] - m[j]) - f[j];
+      for (int64_t j = 0; j < w; ++j) y[i * yd + j * yc] = log_softmax(x[i * xd + j * xc], m[j], f[j]);
   } else {
-    for (int64_t j = 0; j < w; ++j) f[j] = static_cast<T>(1.0 / s[j]);
+    for (int64_t j = 0; j < w; ++j) f[j] = inverse_sum<T>(s[j]);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < w; ++j) y[i * yd + j * yc] *= f[j];
   }
@@ -268,10 +273,10 @@ void softmax_backward_row(const T* g, int64_t gs, const T* y, int64_t ys, T* gi,
   if (kContig) gs = ys = is = 1;
   if constexpr (kLog) {
     const T st = static_cast<T>(chunked_sum<T>(n, [&](int64_t i) { return g[i * gs]; }));
-    for (int64_t i = 0; i < n; ++i) gi[i * is] = g[i * gs] - exp_(y[i * ys]) * st;
+    for (int64_t i = 0; i < n; ++i) gi[i * is] = log_softmax_grad(g[i * gs], exp_(y[i * ys]), st);
   } else {
     const T st = static_cast<T>(chunked_sum<T>(n, [&](int64_t i) { return g[i * gs] * y[i * ys]; }));
-    for (int64_t i = 0; i < n; ++i) gi[i * is] = y[i * ys] * (g[i * gs] - st);
+    for (int64_t i = 0; i < n; ++i) gi[i * is] = softmax_grad(g[i * gs], y[i * ys], st);
   }
 }
 
@@ -292,7 +297,7 @@ void softmax_backward_cols(const T* g, int64_t gd, int64_t gc, const T* y, int64
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < w; ++j) {
       const T gv = g[i * gd + j * gc], yv = y[i * yd + j * yc];
-      gi[i * id + j * ic] = kLog ? gv - exp_(yv) * st[j] : yv * (gv - st[j]);
+      gi[i * id + j * ic] = kLog ? log_softmax_grad(gv, exp_(yv), st[j]) : softmax_grad(gv, yv, st[j]);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/backend.h"
+#include "core/kernels/window.h"
 #include "core/tensor.h"
 
 namespace ember {

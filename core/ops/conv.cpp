@@ -10,6 +10,7 @@
 // the CPU) compute all three gradients in one pass over the batch, asking only for the ones that
 // are needed (a first layer's input never is).
 #include "core/autograd.h"
+#include "core/kernels/conv_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/ops/nn_checks.h"
@@ -75,7 +76,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Siz
   const Tensor x = input.detach().contiguous(), wt = weight.detach().contiguous();
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
-  backend_of(input).conv2d(x, wt, b, out, w, groups);
+  conv_kernels(input.device()).conv2d(x, wt, b, out, w, groups);
 
   if (grad_needed({input, weight, bias})) {
     // The input gradient needs the weight, the weight gradient needs the input: save only those.
@@ -95,7 +96,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Siz
              Tensor gx = n[0] ? empty(x_shape, opts) : Tensor();
              Tensor gw = n[1] ? empty(wv.shape(), opts) : Tensor();
              Tensor gb = n[2] ? empty({wv.size(0)}, opts) : Tensor();
-             backend_of(g).conv2d_backward(g.contiguous(), n[1] ? sx.get().contiguous() : Tensor(), wv.contiguous(),
+             conv_kernels(g.device()).conv2d_backward(g.contiguous(), n[1] ? sx.get().contiguous() : Tensor(), wv.contiguous(),
                                            gx, gw, gb, w, groups);
              return {gx, gw, gb};
            });
@@ -113,7 +114,7 @@ Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, co
 
   const Window2d w = conv_window(weight.shape(), stride, padding, dilation);
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
-  backend_of(grad_output)
+  conv_kernels(grad_output.device())
       .conv2d_backward(grad_output.contiguous(), Tensor(), weight.contiguous(), gx, Tensor(),
                        Tensor(), w, groups);
 
@@ -144,7 +145,7 @@ Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, co
   // The kernel reads only the weight's shape when no input gradient is asked for: a one-element
   // tensor broadcast to that shape stands in for it.
   const Tensor weight_geometry = empty({1, 1, 1, 1}, opts).expand(weight_shape);
-  backend_of(grad_output)
+  conv_kernels(grad_output.device())
       .conv2d_backward(grad_output.contiguous(), input.contiguous(), weight_geometry, Tensor(), gw,
                        Tensor(), w, groups);
 

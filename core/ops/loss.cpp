@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/kernels/loss_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
 
@@ -51,7 +52,7 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ig
   const Tensor x = logits.detach().contiguous(), t = target.contiguous();
   const TensorOptions opts = TensorOptions(logits.dtype()).device(logits.device());
   Tensor loss = empty({R}, opts), row_stats = empty({R, 2}, opts);  // per row: max, log-sum-exp of x - max
-  if (R > 0) backend_of(logits).cross_entropy(x, t, loss, row_stats, ignore_index, label_smoothing);
+  if (R > 0) loss_kernels(logits.device()).cross_entropy(x, t, loss, row_stats, ignore_index, label_smoothing);
   if (grad_needed(logits))
     // The original logits are saved (not x), so a recorded backward links back to them.
     record("cross_entropy", loss, {logits},
@@ -141,12 +142,12 @@ Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, con
   Tensor stats = row_stats;
   if (!stats.defined()) {  // called on its own: the forward kernel writes the row statistics
     stats = empty({R, 2}, TensorOptions(x.dtype()).device(x.device()));
-    backend_of(x).cross_entropy(x, t, empty({R}, TensorOptions(x.dtype()).device(x.device())), stats, ignore_index,
+    loss_kernels(x.device()).cross_entropy(x, t, empty({R}, TensorOptions(x.dtype()).device(x.device())), stats, ignore_index,
                                 label_smoothing);
   }
   EMBER_CHECK(stats.shape() == Shape({R, 2}), op, ": row_stats must be [", R, ", 2], got ", stats.shape());
   // grad_loss may have stride 0 (the gradient of a mean or sum, broadcast): the kernel reads it as is.
-  backend_of(x).cross_entropy_backward(grad_loss, x, t, stats.contiguous(), gx, ignore_index,
+  loss_kernels(x.device()).cross_entropy_backward(grad_loss, x, t, stats.contiguous(), gx, ignore_index,
                                        label_smoothing);
   return gx;
 }

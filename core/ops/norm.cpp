@@ -9,6 +9,7 @@
 // NormBackward.FusedMatchesComposite checks the two bodies agree in float64. The kernels see the
 // input as [N, C, S] (batch norm) or [rows, features] (layer norm), free views of a contiguous tensor.
 #include "core/autograd.h"
+#include "core/kernels/norm_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/ops/nn_checks.h"
@@ -63,7 +64,7 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_fused(const Tensor& g, co
   if (x.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
   Tensor gw = mask[1] ? empty({C}, o) : Tensor();
   Tensor gb = mask[2] ? empty({C}, o) : Tensor();
-  backend_of(x).batch_norm_backward(g.contiguous().view(x.shape()), x, w, save_mean.contiguous(),
+  norm_kernels(x.device()).batch_norm_backward(g.contiguous().view(x.shape()), x, w, save_mean.contiguous(),
                                     save_invstd.contiguous(), mask[0] ? gx.view(x.shape()) : Tensor(), gw, gb,
                                     training, eps);
   return {gx, gw, gb};
@@ -77,7 +78,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_fused(const Tensor& g, co
   Tensor gw = mask[1] ? empty(norm, o) : Tensor();
   Tensor gb = mask[2] ? empty(norm, o) : Tensor();
   if (x.numel() > 0)
-    backend_of(x).layer_norm_backward(g.contiguous().view(x.shape()), x, w, mean, rstd,
+    norm_kernels(x.device()).layer_norm_backward(g.contiguous().view(x.shape()), x, w, mean, rstd,
                                       mask[0] ? gx.view(x.shape()) : Tensor(), mask[1] ? gw.view({x.size(1)}) : Tensor(),
                                       mask[2] ? gb.view({x.size(1)}) : Tensor());
   return {gx, gw, gb};
@@ -119,7 +120,7 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
   // With batch statistics the kernel also updates the running ones (when given); otherwise it
   // normalises with the running ones.
   if (x.numel() > 0)
-    backend_of(input).batch_norm(x, w, b, running_mean, running_var, out.view({N, C, S}), save_mean, save_invstd,
+    norm_kernels(input.device()).batch_norm(x, w, b, running_mean, running_var, out.view({N, C, S}), save_mean, save_invstd,
                                  use_batch_stats, momentum, eps);
 
   if (grad_needed({input, weight, bias}))
@@ -161,7 +162,7 @@ Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_sh
   Tensor mean = empty({rows}, opts), rstd = empty({rows}, opts);
   const Tensor w = weight.defined() ? weight.detach().contiguous().view({cols}) : Tensor();
   const Tensor b = bias.defined() ? bias.detach().contiguous().view({cols}) : Tensor();
-  if (x.numel() > 0) backend_of(input).layer_norm(x, w, b, out.view({rows, cols}), mean, rstd, eps);
+  if (x.numel() > 0) norm_kernels(input.device()).layer_norm(x, w, b, out.view({rows, cols}), mean, rstd, eps);
 
   if (grad_needed({input, weight, bias}))
     // As in batch_norm: kernel views for an ordinary backward, originals for a recorded one.

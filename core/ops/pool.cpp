@@ -6,6 +6,7 @@
 // scatters to the saved indices (its transpose gathers from them), and the average poolings'
 // backwards are the transposes of the forwards (their transposes are the forwards again).
 #include "core/autograd.h"
+#include "core/kernels/pool_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/ops/nn_checks.h"
@@ -83,7 +84,7 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Size2 ker
   const TensorOptions opts = TensorOptions(input.dtype()).device(input.device());
   Tensor out = empty(out_shape, opts);
   Tensor indices = empty(out_shape, TensorOptions(kInt64).device(input.device()));
-  if (out.numel() > 0) backend_of(input).max_pool2d(as_4d(x), as_4d(out), as_4d(indices), w);
+  if (out.numel() > 0) pool_kernels(input.device()).max_pool2d(as_4d(x), as_4d(out), as_4d(indices), w);
   if (grad_needed(input))
     record("max_pool2d", out, {input},
            [si = SavedTensor(indices), in_shape = input.shape()](const Tensor& g, NeedsGrad) -> Grads {
@@ -110,7 +111,7 @@ Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, con
 
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
-    backend_of(grad_output)
+    pool_kernels(grad_output.device())
         .max_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(indices.contiguous()), as_4d(gx));
   if (grad_needed(grad_output))
     // gx scatters g to the indices, so its transpose gathers from them: each output position reads
@@ -134,7 +135,7 @@ Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> s
   const Window2d w = pool_window("avg_pool2d", input.shape(), kernel_size, stride, padding, 1, ceil_mode, out_shape);
   const Tensor x = input.detach().contiguous();
   Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
-  if (out.numel() > 0) backend_of(input).avg_pool2d(as_4d(x), as_4d(out), w, count_include_pad);
+  if (out.numel() > 0) pool_kernels(input.device()).avg_pool2d(as_4d(x), as_4d(out), w, count_include_pad);
   if (grad_needed(input))
     record("avg_pool2d", out, {input},
            [kernel_size, stride, padding, ceil_mode, count_include_pad, in_shape = input.shape()](
@@ -154,7 +155,7 @@ Tensor avg_pool2d_backward(const Tensor& grad_output, const Shape& input_shape, 
 
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
-    backend_of(grad_output)
+    pool_kernels(grad_output.device())
         .avg_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(gx), w, count_include_pad);
   if (grad_needed(grad_output))
     // avg_pool2d is linear and this is its transpose, so the transpose of this is avg_pool2d.
@@ -175,7 +176,7 @@ Tensor adaptive_avg_pool2d(const Tensor& input, Size2 output_size) {
   out_shape[out_shape.size() - 1] = output_size.w;
   const Tensor x = input.detach().contiguous();
   Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
-  if (out.numel() > 0) backend_of(input).adaptive_avg_pool2d(as_4d(x), as_4d(out));
+  if (out.numel() > 0) pool_kernels(input.device()).adaptive_avg_pool2d(as_4d(x), as_4d(out));
   if (grad_needed(input))
     record("adaptive_avg_pool2d", out, {input}, [in_shape = input.shape()](const Tensor& g, NeedsGrad) -> Grads {
       return {adaptive_avg_pool2d_backward(g, in_shape)};
@@ -195,7 +196,7 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& grad_output, const Shape& inpu
 
   Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
   if (gx.numel() > 0)
-    backend_of(grad_output).adaptive_avg_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(gx));
+    pool_kernels(grad_output.device()).adaptive_avg_pool2d_backward(as_4d(grad_output.contiguous()), as_4d(gx));
   if (grad_needed(grad_output))
     // The transpose of a transpose: adaptive_avg_pool2d to grad_output's spatial size.
     record(op, gx, {grad_output},

@@ -11,6 +11,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/reduce_math.h"
 
 namespace ember {
 
@@ -128,8 +129,8 @@ Tensor arg_extremum(ReduceOp op, const char* name, const Tensor& a, int64_t dim,
 
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   const uint32_t mask = reduce_mask("sum", a, dims);
-  // uint8 sums into int64 (like PyTorch) so that counting a mask cannot overflow.
-  const DType out_dtype = a.dtype() == kUInt8 ? kInt64 : a.dtype();
+  // uint8 sums into int64 (like PyTorch) so that counting a mask cannot overflow: core/reduce_math.h.
+  const DType out_dtype = reduction::output_dtype(ReduceOp::Sum, a.dtype());
   Tensor out = drop_dims(reduce_kernel(ReduceOp::Sum, a, mask, out_dtype), mask, keepdim);
   if (grad_needed(a))
     record("sum", out, {a},

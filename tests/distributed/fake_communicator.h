@@ -70,17 +70,20 @@ class FakeCommunicator : public distributed::Communicator {
   Device device() const override { return kCPU; }
   std::string name() const override { return "fake"; }
 
-  distributed::WorkHandle all_reduce_async(const Tensor& t, distributed::ReduceOp op) override {
+  distributed::WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
+    distributed::check_collective_op(std::string("all_reduce(") + reduce_op_name(op) + ")", op, t.dtype());
     ++all_reduces;
     world_->collective(rank_, {t}, [op](std::vector<std::vector<Tensor>>& s) {
       Tensor acc = s[0][0].clone();
       for (size_t r = 1; r < s.size(); ++r) {
-        if (op == distributed::ReduceOp::Max)
+        if (op == ReduceOp::Max)
           acc = maximum(acc, s[r][0]);
+        else if (op == ReduceOp::Min)
+          acc = minimum(acc, s[r][0]);
         else
           acc = acc + s[r][0];
       }
-      if (op == distributed::ReduceOp::Average) acc = acc / static_cast<double>(s.size());
+      if (op == ReduceOp::Mean) acc = acc / static_cast<double>(s.size());
       for (auto& v : s) v[0].copy_(acc);
     });
     return done();
@@ -101,12 +104,15 @@ class FakeCommunicator : public distributed::Communicator {
     });
     return done();
   }
-  distributed::WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, distributed::ReduceOp op) override {
+  distributed::WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    distributed::check_collective_op(std::string("reduce_scatter(") + reduce_op_name(op) + ")", op, in.dtype());
     world_->collective(rank_, {in, out}, [op](std::vector<std::vector<Tensor>>& s) {
       Tensor acc = s[0][0].clone();
       for (size_t r = 1; r < s.size(); ++r)
-        acc = op == distributed::ReduceOp::Max ? maximum(acc, s[r][0]) : acc + s[r][0];
-      if (op == distributed::ReduceOp::Average) acc = acc / static_cast<double>(s.size());
+        acc = op == ReduceOp::Max   ? maximum(acc, s[r][0])
+              : op == ReduceOp::Min ? minimum(acc, s[r][0])
+                                    : acc + s[r][0];
+      if (op == ReduceOp::Mean) acc = acc / static_cast<double>(s.size());
       const int64_t n = s[0][1].numel();
       for (size_t r = 0; r < s.size(); ++r) s[r][1].copy_(acc.narrow(0, r * n, n).view(s[r][1].shape()));
     });

@@ -18,7 +18,6 @@ namespace ember::test {
 namespace {
 
 using distributed::Communicator;
-using distributed::ReduceOp;
 
 const std::vector<int64_t> kSizes = {0, 1, 7, 65537};
 const std::vector<DType> kFloatTypes = {kFloat32, kFloat64};
@@ -38,9 +37,9 @@ T reduce_by_hand(int world, int64_t i, ReduceOp op) {
   T acc = static_cast<T>(value(0, i));
   for (int r = 1; r < world; ++r) {
     const T x = static_cast<T>(value(r, i));
-    acc = op == ReduceOp::Max ? std::max(acc, x) : static_cast<T>(acc + x);
+    acc = op == ReduceOp::Max ? std::max(acc, x) : op == ReduceOp::Min ? std::min(acc, x) : static_cast<T>(acc + x);
   }
-  if (op == ReduceOp::Average) acc = acc / static_cast<T>(world);
+  if (op == ReduceOp::Mean) acc = acc / static_cast<T>(world);
   return acc;
 }
 
@@ -55,8 +54,6 @@ void expect_reduced(const Tensor& t, int world, int64_t offset, ReduceOp op) {
     }
   }
 }
-
-const char* op_text(ReduceOp op) { return op == ReduceOp::Sum ? "sum" : op == ReduceOp::Max ? "max" : "average"; }
 
 TEST(Comm, Identity) {
   EMBER_REQUIRE_MPI(comm);
@@ -73,9 +70,9 @@ TEST(Comm, Identity) {
 TEST(Comm, AllReduceEveryOpDtypeAndSize) {
   EMBER_REQUIRE_MPI(comm);
   for (DType dtype : kFloatTypes)
-    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average, ReduceOp::Max})
+    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min})
       for (int64_t n : kSizes) {
-        SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " " << op_text(op) << " n=" << n);
+        SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " " << reduce_op_name(op) << " n=" << n);
         Tensor t = rank_tensor(comm->rank(), n, dtype);
         comm->all_reduce(t, op);
         EXPECT_EQ(t.numel(), n);
@@ -86,14 +83,15 @@ TEST(Comm, AllReduceEveryOpDtypeAndSize) {
 
 TEST(Comm, AllReduceInt64) {
   EMBER_REQUIRE_MPI(comm);
-  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max}) {
+  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min}) {
     Tensor t = from_vector<int64_t>({int64_t{1} << 40, comm->rank(), -5 * comm->rank()}, {3});
     comm->all_reduce(t, op);
     const int64_t w = comm->world_size();
-    const std::vector<int64_t> want = op == ReduceOp::Sum
-                                          ? std::vector<int64_t>{w << 40, w * (w - 1) / 2, -5 * w * (w - 1) / 2}
-                                          : std::vector<int64_t>{int64_t{1} << 40, w - 1, 0};
-    EXPECT_EQ(t.to_vector<int64_t>(), want) << op_text(op);
+    std::vector<int64_t> want;
+    if (op == ReduceOp::Sum) want = {w << 40, w * (w - 1) / 2, -5 * w * (w - 1) / 2};
+    else if (op == ReduceOp::Max) want = {int64_t{1} << 40, w - 1, 0};
+    else want = {int64_t{1} << 40, 0, -5 * (w - 1)};  // min
+    EXPECT_EQ(t.to_vector<int64_t>(), want) << reduce_op_name(op);
   }
 }
 
@@ -140,9 +138,9 @@ TEST(Comm, ReduceScatterEveryOpDtypeAndSize) {
   EMBER_REQUIRE_MPI(comm);
   const int w = comm->world_size();
   for (DType dtype : kFloatTypes)
-    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average, ReduceOp::Max})
+    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min})
       for (int64_t n : kSizes) {
-        SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " " << op_text(op) << " n=" << n);
+        SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " " << reduce_op_name(op) << " n=" << n);
         Tensor in = rank_tensor(comm->rank(), w * n, dtype);
         Tensor out = full({n}, -1.0, TensorOptions(dtype));
         comm->reduce_scatter(in, out, op);
@@ -171,12 +169,12 @@ TEST(Comm, AsyncHandlesOverlapAndWaitInReverseOrder) {
 TEST(Comm, AsyncResultIsCompleteOncePolledTrue) {
   EMBER_REQUIRE_MPI(comm);
   Tensor t = rank_tensor(comm->rank(), 7, kFloat64);
-  distributed::WorkHandle work = comm->all_reduce_async(t, ReduceOp::Average);
+  distributed::WorkHandle work = comm->all_reduce_async(t, ReduceOp::Mean);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!work->is_completed() && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   ASSERT_TRUE(work->is_completed());
-  expect_reduced<double>(t, comm->world_size(), 0, ReduceOp::Average);  // the division is done too
+  expect_reduced<double>(t, comm->world_size(), 0, ReduceOp::Mean);  // the division is done too
 }
 
 TEST(Comm, BarrierWaitsForTheSlowestRank) {
@@ -202,8 +200,13 @@ TEST(CommErrors, BadArgumentsNameTheOp) {
   const int w = comm->world_size();
   // Thrown before anything is sent, identically on every rank, so the ranks stay in step.
   expect_error([&] { comm->all_reduce(zeros({3, 4}).t()); }, {"all_reduce(sum)", "contiguous", "[4, 3]"});
-  expect_error([&] { comm->all_reduce(zeros({2}, TensorOptions(kInt64)), ReduceOp::Average); },
-               {"all_reduce(average)", "floating-point", "int64"});
+  expect_error([&] { comm->all_reduce(zeros({2}, TensorOptions(kInt64)), ReduceOp::Mean); },
+               {"all_reduce(mean)", "floating-point", "int64"});
+  // ArgMax / ArgMin are tensor reductions of core's ReduceOp, not reductions across ranks.
+  expect_error([&] { comm->all_reduce(zeros({2}), ReduceOp::ArgMax); },
+               {"all_reduce(argmax)", "not a collective reduction", "sum, mean, max or min"});
+  expect_error([&] { comm->reduce_scatter(zeros({2 * w}), zeros({2}), ReduceOp::ArgMin); },
+               {"reduce_scatter(argmin)", "not a collective reduction"});
   expect_error([&] { comm->broadcast(zeros({2}), w); }, {"broadcast", "root", std::to_string(w)});
   expect_error([&] { comm->broadcast(zeros({2}), -1); }, {"broadcast", "root -1"});
   expect_error([&] { comm->all_gather(zeros({2}), zeros({2 * w + 1})); },

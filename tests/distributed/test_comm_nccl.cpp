@@ -18,7 +18,6 @@ namespace ember::test {
 namespace {
 
 using distributed::Communicator;
-using distributed::ReduceOp;
 
 const Device kCuda0(DeviceType::CUDA, 0);
 
@@ -49,7 +48,7 @@ TEST(NcclComm, WorldSizeOneEveryCollectiveIsACopy) {
     for (int64_t n : {0, 1, 7, 65537}) {
       SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " n=" << n);
       const Tensor want = rank_input(0, n, dtype, kCPU);
-      for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average, ReduceOp::Max}) {
+      for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min}) {
         Tensor t = rank_input(0, n, dtype, kCuda0);
         comm->all_reduce(t, op);
         expect_close(t.to(kCPU), want, 0, 0);
@@ -92,8 +91,10 @@ TEST(NcclComm, BadArgumentsNameTheOp) {
   expect_error([&] { comm->all_reduce(zeros({4})); }, {"all_reduce(sum)", "cuda:0", "cpu"});
   expect_error([&] { comm->all_reduce(zeros({3, 4}, TensorOptions().device(kCuda0)).t()); },
                {"all_reduce(sum)", "contiguous"});
-  expect_error([&] { comm->all_reduce(zeros({2}, TensorOptions(kInt64).device(kCuda0)), ReduceOp::Average); },
-               {"all_reduce(average)", "floating-point", "int64"});
+  expect_error([&] { comm->all_reduce(zeros({2}, TensorOptions(kInt64).device(kCuda0)), ReduceOp::Mean); },
+               {"all_reduce(mean)", "floating-point", "int64"});
+  expect_error([&] { comm->all_reduce(zeros({2}, TensorOptions().device(kCuda0)), ReduceOp::ArgMax); },
+               {"all_reduce(argmax)", "not a collective reduction"});
   expect_error([&] { comm->broadcast(zeros({2}, TensorOptions().device(kCuda0)), 1); }, {"broadcast", "root 1"});
   expect_error([&] { comm->all_gather(zeros({2}, TensorOptions().device(kCuda0)), zeros({3}, TensorOptions().device(kCuda0))); },
                {"all_gather", "world_size * in.numel()"});
@@ -112,7 +113,7 @@ TEST(NcclComm, FactoryWithoutALauncherIsWorldSizeOne) {
   EXPECT_EQ(comm->rank(), 0);
   EXPECT_EQ(comm->device(), kCuda0);
   Tensor t = rank_input(0, 7, kFloat32, kCuda0);
-  comm->all_reduce(t, ReduceOp::Average);
+  comm->all_reduce(t, ReduceOp::Mean);
   expect_close(t.to(kCPU), rank_input(0, 7, kFloat32, kCPU), 0, 0);
   comm->barrier();
 }
@@ -161,7 +162,7 @@ TEST(NcclComm, OneGpuPerMpiRankReduces) {
   ASSERT_EQ(comm->rank(), mpi->rank());
   const Device dev = comm->device();
   Tensor t = rank_input(comm->rank(), 65537, kFloat64, dev);
-  comm->all_reduce(t, ReduceOp::Average);
+  comm->all_reduce(t, ReduceOp::Mean);
   Tensor want = zeros({65537}, TensorOptions(kFloat64));
   for (int r = 0; r < comm->world_size(); ++r) want = want + rank_input(r, 65537, kFloat64, kCPU);
   expect_close(t.to(kCPU), want / static_cast<double>(comm->world_size()), 1e-15, 0);

@@ -1,0 +1,35 @@
+// Convolution kernels (core/ops/conv.cpp calls them; core/cpu/cpu_conv.cpp and cuda/cuda_conv.cpp
+// implement them). A kernel table: see core/kernels/registry.h.
+//
+// All tensors are contiguous NCHW; optional tensors may be undefined. A backward kernel writes
+// (never accumulates into) each gradient that is defined and skips the undefined ones. Tensors
+// passed in are already on the table's device and already checked.
+#pragma once
+
+#include <cstdint>
+
+#include "core/error.h"
+#include "core/kernels/registry.h"
+#include "core/kernels/window.h"
+#include "core/tensor.h"
+
+namespace ember {
+
+struct ConvKernels {
+  virtual ~ConvKernels() = default;
+
+  // weight [Cout, Cin/groups, kh, kw], bias [Cout] (optional). The backward reads `in` only for
+  // grad_weight: it may be undefined otherwise (the input's shape is grad_in's).
+  virtual void conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+                      int64_t groups) {
+    EMBER_FAIL("conv2d: not implemented on this device (", in.device(), ")");
+  }
+  virtual void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
+                               const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
+    EMBER_FAIL("conv2d_backward: not implemented on this device (", grad_out.device(), ")");
+  }
+};
+
+inline ConvKernels& conv_kernels(Device d) { return KernelRegistry<ConvKernels>::get(d); }
+
+}  // namespace ember

@@ -4,7 +4,9 @@
 
 #include <unordered_map>
 
+#include "core/anomaly.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -18,8 +20,18 @@ void GradMode::set_enabled(bool on) { g_grad_enabled = on; }
 
 // ---------------- saved tensors and in-place checks ----------------
 
+namespace {
+// The SavedTensors built since the last record() on this thread (see SavedTensor in autograd.h).
+// A fixed array: noting a saved tensor costs a weak-reference count, never an allocation.
+thread_local SavedList t_pending_saved;
+}  // namespace
+
 SavedTensor::SavedTensor(const Tensor& t) : t_(t.defined() ? t.detach() : Tensor()) {
-  if (t.defined()) version_ = t.storage()->version();
+  if (!t.defined()) return;
+  version_ = t.storage()->version();
+  SavedList& pending = t_pending_saved;
+  if (pending.count < SavedList::kMaxSaved) pending.tensors[pending.count] = t_.impl_ptr();
+  ++pending.count;
 }
 
 const Tensor& SavedTensor::get() const {
@@ -49,8 +61,9 @@ bool grad_needed(std::initializer_list<Tensor> inputs) {
   return false;
 }
 
-namespace {
-void record_range(const char* name, Tensor& out, const Tensor* first, const Tensor* last, Node::BackwardFn fn) {
+// Makes the Node for record() and record_many(): one edge per input, the saved tensors noted since
+// the last record(), and in anomaly mode where it was made.
+void record_node(const char* name, Tensor& out, const Tensor* first, const Tensor* last, Node::BackwardFn fn) {
   EMBER_CHECK(last - first <= 32, name, ": at most 32 differentiable inputs per op, got ", last - first);
   std::vector<Edge> edges;
   edges.reserve(last - first);
@@ -66,16 +79,20 @@ void record_range(const char* name, Tensor& out, const Tensor* first, const Tens
     }
     edges.push_back(std::move(e));
   }
-  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(edges), std::move(fn));
+  auto node = std::make_shared<Node>(name, std::move(edges), std::move(fn));
+  SavedList& pending = t_pending_saved;
+  node->saved_ = std::move(pending);
+  pending.count = 0;  // moved-from weak_ptrs are already empty
+  if (autograd::is_anomaly_enabled()) node->origin_ = autograd::describe_origin();
+  out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
 }
-}  // namespace
 
 void record(const char* name, Tensor& out, std::initializer_list<Tensor> inputs, Node::BackwardFn fn) {
-  record_range(name, out, inputs.begin(), inputs.end(), std::move(fn));
+  record_node(name, out, inputs.begin(), inputs.end(), std::move(fn));
 }
 void record_many(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Node::BackwardFn fn) {
-  record_range(name, out, inputs.data(), inputs.data() + inputs.size(), std::move(fn));
+  record_node(name, out, inputs.data(), inputs.data() + inputs.size(), std::move(fn));
 }
 
 // A long chain of nodes would be destroyed recursively (each node's destructor dropping the last
@@ -188,12 +205,14 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       if (n->next()[i].needed()) needs.bits |= 1u << i;
     Grads in_grads;
     try {
+      profiler::OpScope scope(n->name(), profiler::kBackward, g);  // "<op>Backward" in a profile
       in_grads = n->fn_(g, needs);
     } catch (const Error& err) {
       throw Error(std::string("in backward of ") + n->name() + ": " + err.what());
     }
     EMBER_CHECK(in_grads.size() == n->next().size(), "backward of ", n->name(), ": returned ", in_grads.size(),
                 " gradients for ", n->next().size(), " inputs");
+    if (autograd::is_anomaly_enabled()) autograd::check_backward_grads(*n, in_grads);
 
     for (size_t i = 0; i < n->next().size(); ++i) {
       const Edge& e = n->next()[i];

@@ -7,9 +7,11 @@
 // broadcast gradients back to each input's shape, and frees the graph unless retain_graph.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -34,6 +36,22 @@ struct Edge {
   bool needed() const { return node || leaf; }
 };
 
+// What a Node saved for its backward, for tools that draw the graph (autograd::to_dot). Weak
+// references: they never keep a saved tensor alive, and expire once the graph is released. The
+// array lives inside the Node (no allocation of its own); an op that saves more than kMaxSaved
+// tensors only counts the rest.
+struct SavedList {
+  static constexpr int kMaxSaved = 6;
+  std::array<std::weak_ptr<TensorImpl>, kMaxSaved> tensors;
+  int count = 0;  // how many the op saved; min(count, kMaxSaved) of them are in `tensors`
+};
+
+// Where a Node was made, kept only in anomaly mode (see core/anomaly.h): the ops that were running
+// on this thread when it was recorded, outermost first ("cross_entropy > log_softmax").
+struct NodeOrigin {
+  std::string context;
+};
+
 class Node {
  public:
   using BackwardFn = std::function<Grads(const Tensor& grad_out, NeedsGrad needs)>;
@@ -48,17 +66,25 @@ class Node {
   const std::vector<Edge>& next() const { return next_; }
   bool released() const { return !fn_; }
   void add_hook(Hook h) { hooks_.push_back(std::move(h)); }
+  size_t num_hooks() const { return hooks_.size(); }
+  const SavedList& saved() const { return saved_; }
+  const NodeOrigin* origin() const { return origin_.get(); }  // null unless made in anomaly mode
 
  private:
   friend void run_backward(const Tensor&, const Tensor&, bool);
+  friend void record_node(const char*, Tensor&, const Tensor*, const Tensor*, BackwardFn);
   const char* name_;
   std::vector<Edge> next_;
   BackwardFn fn_;  // reset (freeing saved tensors) when the graph is released
   std::vector<Hook> hooks_;
+  SavedList saved_;
+  std::unique_ptr<NodeOrigin> origin_;
 };
 
 // A tensor saved for backward. It is stored detached (no reference cycle through grad_fn) with the
 // storage version at save time; get() refuses it if an in-place op has written to it since.
+// Ops build their SavedTensors in the arguments of record(); each one is noted in a small
+// thread-local list that record() hands to the Node it makes, so the graph can show what it saved.
 class SavedTensor {
  public:
   SavedTensor() = default;

@@ -4,6 +4,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "nn/functional.h"
 #include "nn/functional_util.h"
 
@@ -11,6 +12,7 @@ namespace ember::nn::functional {
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
               Size2 dilation, int64_t groups) {
+  EMBER_OP_SCOPE("conv2d", input, weight, bias);
   EMBER_CHECK(input.defined() && weight.defined(), "conv2d: undefined input or weight");
   EMBER_CHECK(input.dim() == 3 || input.dim() == 4, "conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ",
               input.shape());

@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "nn/functional.h"
 #include "nn/functional_util.h"
 
@@ -24,6 +25,7 @@ void check_param(const char* op, const Tensor& input, const Tensor& t, const cha
 
 Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  EMBER_OP_SCOPE("batch_norm", input, running_mean, running_var, weight, bias);
   EMBER_CHECK(input.defined(), "batch_norm: undefined input");
   EMBER_CHECK(input.dim() >= 2, "batch_norm: expected an input [N, C, *] with at least 2 dims, got ", input.shape());
   EMBER_CHECK(is_floating(input.dtype()), "batch_norm: expected a floating-point input, got ",
@@ -79,6 +81,7 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
 
 Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
+  EMBER_OP_SCOPE("layer_norm", input, weight, bias);
   EMBER_CHECK(input.defined(), "layer_norm: undefined input");
   EMBER_CHECK(is_floating(input.dtype()), "layer_norm: expected a floating-point input, got ",
               dtype_name(input.dtype()), " of shape ", input.shape());

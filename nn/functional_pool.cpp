@@ -4,6 +4,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "nn/functional.h"
 #include "nn/functional_util.h"
 
@@ -57,6 +58,7 @@ Tensor as_4d(const Tensor& t) { return t.dim() == 4 ? t : t.unsqueeze(0); }
 
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride,
                                                   Size2 padding, Size2 dilation, bool ceil_mode) {
+  EMBER_OP_SCOPE("max_pool2d_with_indices", input);
   check_input("max_pool2d", input);
   Shape out_shape;
   const Window2d w = pool_window("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, out_shape);
@@ -77,11 +79,13 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Size2 ker
 
 Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride, Size2 padding, Size2 dilation,
                   bool ceil_mode) {
+  EMBER_OP_SCOPE("max_pool2d", input);
   return max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode).first;
 }
 
 Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride, Size2 padding, bool ceil_mode,
                   bool count_include_pad) {
+  EMBER_OP_SCOPE("avg_pool2d", input);
   check_input("avg_pool2d", input);
   Shape out_shape;
   const Window2d w = pool_window("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode, out_shape);
@@ -99,6 +103,7 @@ Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> s
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& input, Size2 output_size) {
+  EMBER_OP_SCOPE("adaptive_avg_pool2d", input);
   check_input("adaptive_avg_pool2d", input);
   detail::check_window("adaptive_avg_pool2d", "output_size", output_size, 1);
   EMBER_CHECK(input.size(-2) > 0 && input.size(-1) > 0, "adaptive_avg_pool2d: input ", input.shape(),

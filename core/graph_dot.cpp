@@ -93,7 +93,8 @@ class DotWriter {
         label += "\\n(+" + std::to_string(saved.count - SavedList::kMaxSaved) + " more saved)";
         break;
       }
-      std::shared_ptr<TensorImpl> t = saved.tensors[i].lock();
+      // A released Node has dropped what it saved, even when a saved input lives on elsewhere.
+      std::shared_ptr<TensorImpl> t = n->released() ? nullptr : saved.tensors[i].lock();
       label += "\\nsaved " + std::to_string(i) + ": " + (t ? shape_dtype(t->shape, t->dtype) : std::string("(freed)"));
     }
     if (n->num_hooks()) label += "\\nhooks: " + std::to_string(n->num_hooks());

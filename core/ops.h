@@ -97,6 +97,25 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 // True when every element of a and b is within atol + rtol*|b| (shapes must match). Host-side helper.
 bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
 
+// ---------------- backward ops ----------------
+// Backward formulas that are ops of their own (libtorch's names): each runs a fused kernel and
+// records its own backward, so that gradients computed with create_graph differentiate again.
+// elementwise.cpp:
+Tensor tanh_backward(const Tensor& grad, const Tensor& output);     // grad * (1 - output^2)
+Tensor sigmoid_backward(const Tensor& grad, const Tensor& output);  // grad * output * (1 - output)
+Tensor relu_backward(const Tensor& grad, const Tensor& output);     // grad where output > 0, else 0
+Tensor gelu_backward(const Tensor& grad, const Tensor& input);      // grad * (Phi(x) + x phi(x))
+// softmax.cpp (y = the forward's output):
+Tensor softmax_backward(const Tensor& grad, const Tensor& output, int64_t dim);      // y * (g - sum(g * y))
+Tensor log_softmax_backward(const Tensor& grad, const Tensor& output, int64_t dim);  // g - exp(y) * sum(g)
+// index.cpp: zeros of `input_shape` with grad's slices added where index_select / gather read them.
+Tensor index_select_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, const Tensor& index);
+Tensor gather_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, const Tensor& index);
+// shape_ops.cpp: zeros of `input_shape` with grad written where slice / select took their view.
+Tensor slice_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, int64_t start, int64_t end,
+                      int64_t step);
+Tensor select_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, int64_t index);
+
 // ---------------- shape and views (core/ops/shape_ops.cpp) ----------------
 // Method forms live on Tensor (view, reshape, transpose, permute, slice, narrow, select, expand,
 // squeeze, unsqueeze, flatten). Joining ops:

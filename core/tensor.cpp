@@ -105,6 +105,10 @@ Tensor Tensor::clone() const {
   return out;
 }
 
+Tensor Tensor::new_zeros(const Shape& shape) const { return zeros(shape, TensorOptions(dtype()).device(device())); }
+Tensor Tensor::new_ones(const Shape& shape) const { return ones(shape, TensorOptions(dtype()).device(device())); }
+Tensor Tensor::sum_to_size(const Shape& shape) const { return sum_to(*this, shape); }
+
 Tensor Tensor::detach() const {
   const auto& i = get(*this, "detach");
   return make_tensor(i.storage, i.shape, i.strides, i.offset, i.dtype);
@@ -190,7 +194,6 @@ void Tensor::set_grad(const Tensor& g) const {
   mutable_grad() = g;
 }
 void Tensor::zero_grad() const { mutable_grad() = Tensor(); }
-void Tensor::backward(const Tensor& gradient, bool retain_graph) const { run_backward(*this, gradient, retain_graph); }
 void Tensor::register_hook(Hook hook) const {
   auto& i = const_cast<TensorImpl&>(get(*this, "register_hook"));
   EMBER_CHECK(i.requires_grad, "register_hook: tensor ", i.shape, " does not require grad");

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -79,6 +80,9 @@ class Tensor {
   Tensor to(Device d) const;         // same tensor if already there
   Tensor contiguous() const;         // same tensor if already contiguous
   Tensor clone() const;              // always a fresh contiguous copy (differentiable)
+  // Fresh tensors of this tensor's dtype and device (libtorch's new_zeros / new_ones); not in any graph.
+  Tensor new_zeros(const Shape& shape) const;
+  Tensor new_ones(const Shape& shape) const;
   Tensor detach() const;             // shares storage, cut from the graph
   double item() const;               // value of a one-element tensor (synchronises on devices)
   template <typename T>
@@ -98,6 +102,9 @@ class Tensor {
   Tensor select(int64_t dim, int64_t index) const;  // removes `dim`
   Tensor expand(const Shape& shape) const;          // -1 keeps a dim; new leading dims allowed
   Tensor expand_as(const Tensor& other) const { return expand(other.shape()); }
+  // The reverse of expand: sums the dims that broadcasting to this shape would have expanded, so
+  // the result has `shape` (differentiable; the engine uses it on broadcast gradients).
+  Tensor sum_to_size(const Shape& shape) const;
   Tensor squeeze() const;
   Tensor squeeze(int64_t dim) const;
   Tensor unsqueeze(int64_t dim) const;
@@ -165,7 +172,12 @@ class Tensor {
   Tensor& mutable_grad() const;   // the .grad slot itself (optimizers, DDP)
   void set_grad(const Tensor& g) const;
   void zero_grad() const;         // sets .grad to undefined (PyTorch's set_to_none)
-  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+  // Accumulates the gradient of this tensor into every leaf's .grad (core/autograd.cpp). gradient:
+  // the upstream gradient (ones for a one-element tensor when left undefined). retain_graph keeps
+  // the graph for another backward (default: create_graph). create_graph records the backward
+  // itself, so the accumulated .grad can be differentiated again.
+  void backward(const Tensor& gradient = Tensor(), std::optional<bool> retain_graph = std::nullopt,
+                bool create_graph = false) const;
   void register_hook(Hook hook) const;
 
   std::string str() const;  // values, shape and dtype (like PyTorch's repr)

@@ -160,26 +160,9 @@ class DistributedDataParallel::Reducer {
   // output's graph cannot reach will get no gradient from this step's backward.
   void record_unreachable(const Tensor& output) {
     std::vector<char> reached(params_.size(), 0);
-    auto reach_leaf = [&](TensorImpl* leaf) {
+    for (TensorImpl* leaf : autograd::collect_leaves({output})) {
       auto it = index_of_.find(leaf);
       if (it != index_of_.end()) reached[it->second] = 1;
-    };
-    if (output.defined() && output.requires_grad()) {
-      if (output.is_leaf()) reach_leaf(output.impl());
-      std::vector<Node*> stack;
-      std::unordered_set<Node*> seen;
-      if (output.grad_fn()) {
-        stack.push_back(output.grad_fn().get());
-        seen.insert(stack.back());
-      }
-      while (!stack.empty()) {
-        Node* n = stack.back();
-        stack.pop_back();
-        for (const Edge& e : n->next()) {
-          if (e.leaf) reach_leaf(e.leaf.get());
-          if (e.node && seen.insert(e.node.get()).second) stack.push_back(e.node.get());
-        }
-      }
     }
     unreachable_.clear();
     for (size_t i = 0; i < params_.size(); ++i)

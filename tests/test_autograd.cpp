@@ -1,6 +1,7 @@
 // The autograd engine: accumulation, retain_graph, detach, no-grad mode, hooks, deep graphs,
 // in-place safety and memory release. AutogradDevice runs on every device (gradients accumulate,
 // hooks fire and graphs are freed the same way on CUDA); Autograd holds the engine-only tests.
+#include <algorithm>
 #include <thread>
 
 #include "tests/test_util.h"
@@ -211,4 +212,124 @@ TEST_P(AutogradDevice, GradientsOfBroadcastInputsAreReducedToTheirShape) {
 
 TEST(Autograd, RequiresGradOnlyForFloatingPoint) {
   expect_error([] { zeros({2}, kInt64).requires_grad_(); }, {"requires_grad_", "int64"});
+}
+
+// ---------------- autograd::grad and higher-order gradients ----------------
+
+TEST_P(AutogradDevice, GradReturnsGradientsWithoutTouchingDotGrad) {
+  Tensor x = on(device(), {1, 2, 3}).requires_grad_();
+  Tensor w = on(device(), {4, 5, 6}).requires_grad_();
+  Tensor y = (x * x * w).sum();
+  std::vector<Tensor> g = autograd::grad({y}, {x, w});
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0].to_vector<double>(), (std::vector<double>{8, 20, 36}));  // 2 x w
+  EXPECT_EQ(g[1].to_vector<double>(), (std::vector<double>{1, 4, 9}));    // x^2
+  EXPECT_FALSE(g[0].requires_grad());  // no create_graph: plain values
+  EXPECT_FALSE(x.grad().defined());
+  EXPECT_FALSE(w.grad().defined());
+}
+
+TEST_P(AutogradDevice, GradWithRespectToAnIntermediateResult) {
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  Tensor h = x * 3.0;
+  Tensor y = (h * h).sum() + h.sum();
+  Tensor gh = autograd::grad({y}, {h})[0];
+  EXPECT_EQ(gh.to_vector<double>(), (std::vector<double>{7, 13}));  // 2 h + 1
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST_P(AutogradDevice, CreateGraphGivesDifferentiableGradients) {
+  Tensor x = on(device(), {0.5, -1.0, 2.0}).requires_grad_();
+  Tensor g = autograd::grad({x.pow(3.0).sum()}, {x}, {}, std::nullopt, /*create_graph=*/true)[0];
+  ASSERT_TRUE(g.requires_grad());
+  test::expect_close(g, on(device(), {0.75, 3.0, 12.0}), 1e-12, 0);       // 3 x^2
+  Tensor h = autograd::grad({g.sum()}, {x})[0];
+  test::expect_close(h, on(device(), {3.0, -6.0, 12.0}), 1e-12, 0);       // 6 x
+  // tanh twice (its backward is the tanh_backward op): d2/dx2 tanh = -2 tanh (1 - tanh^2).
+  Tensor t = x.tanh().detach();
+  Tensor g1 = autograd::grad({x.tanh().sum()}, {x}, {}, std::nullopt, true)[0];
+  Tensor g2 = autograd::grad({g1.sum()}, {x})[0];
+  test::expect_close(g2, t * (1.0 - t * t) * -2.0, 1e-12, 1e-14);
+}
+
+TEST_P(AutogradDevice, BackwardWithCreateGraphAccumulatesADifferentiableGrad) {
+  Tensor x = on(device(), {1.0, 2.0}).requires_grad_();
+  (x * x * x).sum().backward(Tensor(), std::nullopt, /*create_graph=*/true);
+  ASSERT_TRUE(x.grad().defined());
+  ASSERT_TRUE(x.grad().requires_grad());
+  Tensor gx = x.grad();
+  x.zero_grad();  // the .grad refers to x through its graph (a cycle) until reset
+  gx.sum().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{6, 12}));  // 6 x
+}
+
+TEST_P(AutogradDevice, GradRetainsTheGraphOnlyWhenAsked) {
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  Tensor y = (x * x).exp().sum();
+  autograd::grad({y}, {x}, {}, /*retain_graph=*/true);
+  autograd::grad({y}, {x});  // the retained graph runs again, then is freed
+  expect_error([&] { autograd::grad({y}, {x}); }, {"grad", "second time", "retain_graph"});
+  Tensor z = (x * x).exp().sum();
+  autograd::grad({z}, {x}, {}, std::nullopt, /*create_graph=*/true);  // retain_graph defaults to create_graph
+  autograd::grad({z}, {x});
+}
+
+TEST_P(AutogradDevice, GradOfSeveralOutputsSumsTheirContributions) {
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  Tensor a = x * 2.0, b = x * x;
+  Tensor g = autograd::grad({a, b}, {x}, {on(device(), {1, 1}), on(device(), {10, 100})})[0];
+  EXPECT_EQ(g.to_vector<double>(), (std::vector<double>{22, 402}));  // 2 + 2 x * gb
+  // One output depending on the other: b's node waits for c's gradient.
+  Tensor c = b * 3.0;
+  Tensor g2 = autograd::grad({b.sum(), c.sum()}, {x})[0];
+  EXPECT_EQ(g2.to_vector<double>(), (std::vector<double>{8, 16}));  // (1 + 3) 2 x
+}
+
+TEST_P(AutogradDevice, GradErrorsNameTheProblem) {
+  const TensorOptions f64 = f64_on(device());
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  Tensor unused = on(device(), {3}).requires_grad_();
+  Tensor constant = on(device(), {3, 4});
+  Tensor y = (x * 2.0).sum();
+  expect_error([&] { autograd::grad({y}, {x, unused}, {}, true); }, {"grad", "input 1", "[1]", "allow_unused"});
+  std::vector<Tensor> g = autograd::grad({y}, {x, unused}, {}, true, false, /*allow_unused=*/true);
+  EXPECT_TRUE(g[0].defined());
+  EXPECT_FALSE(g[1].defined());
+  expect_error([&] { autograd::grad({y}, {constant}, {}, true); }, {"grad", "input 0", "does not require grad"});
+  expect_error([&] { autograd::grad({y, constant}, {x}); }, {"grad", "output 1", "does not require grad"});
+  Tensor v = x * 3.0;
+  expect_error([&] { autograd::grad({y, v}, {x}, {Tensor(), ones({3}, f64)}, true); },
+               {"grad", "gradient shape [3]", "output 1", "[2]"});
+  expect_error([&] { autograd::grad({y, v}, {x}, {Tensor(), ones({2}, TensorOptions().device(device()))}, true); },
+               {"grad", "gradient dtype float32", "output 1", "float64"});
+  expect_error([&] { autograd::grad({v}, {x}); }, {"grad", "scalar outputs", "output 0"});
+  expect_error([&] { autograd::grad({y}, {x}, {Tensor(), Tensor()}); }, {"grad", "2 gradients for 1 outputs"});
+}
+
+TEST(Autograd, CollectLeavesFindsEveryReachableLeafOnce) {
+  Tensor a = ones({2}).requires_grad_(), b = ones({2}).requires_grad_(), c = ones({2}).requires_grad_();
+  Tensor unused = ones({2}).requires_grad_();
+  Tensor y = (a * b + a).sum();
+  std::vector<TensorImpl*> leaves = autograd::collect_leaves({y, c, ones({2})});
+  ASSERT_EQ(leaves.size(), 3u);
+  auto has = [&](const Tensor& t) { return std::find(leaves.begin(), leaves.end(), t.impl()) != leaves.end(); };
+  EXPECT_TRUE(has(a));
+  EXPECT_TRUE(has(b));
+  EXPECT_TRUE(has(c));
+  EXPECT_FALSE(has(unused));
+}
+
+TEST_P(AutogradDevice, SecondOrderGraphsAreFreed) {
+  Tensor w = randn({8, 8}, f64_on(device())).requires_grad_();
+  Tensor x = randn({8, 8}, f64_on(device()));
+  auto run = [&] {
+    Tensor y = ((x * w).tanh() * w).sigmoid().softmax(1).sum({1}).pow(2.0).sum();
+    Tensor g = autograd::grad({y}, {w}, {}, std::nullopt, /*create_graph=*/true)[0];
+    autograd::grad({g.pow(2.0).sum()}, {w});
+  };
+  run();
+  Allocator& allocator = backend(device()).allocator();
+  const int64_t before = allocator.stats().live_allocations;
+  for (int i = 0; i < 200; ++i) run();
+  EXPECT_EQ(allocator.stats().live_allocations, before);
 }

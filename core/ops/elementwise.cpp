@@ -157,7 +157,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
   Tensor out = binary_kernel(BinaryOp::Pow, "pow", x, y);
   if (grad_needed({x, y}))
     record("pow", out, {x, y},
-           [sa = SavedTensor(x), sb = SavedTensor(y), so = SavedTensor(out)](const Tensor& g, NeedsGrad n) -> Grads {
+           [sa = SavedTensor(x), sb = SavedTensor(y), so = SavedTensor::output(out)](const Tensor& g, NeedsGrad n) -> Grads {
              const Tensor &base = sa.get(), &e = sb.get();
              // d(x^e)/dx = e * x^(e-1), taken as 0 where e == 0 (x^0 is constant; at x = 0 the
              // formula would be 0 * inf = NaN), as PyTorch ; d(x^e)/de = x^e * log(x), 0 where x == 0
@@ -268,7 +268,7 @@ Tensor exp(const Tensor& a) {
   const Tensor x = to_float("exp", a);
   Tensor out = unary_kernel(UnaryOp::Exp, x);
   if (grad_needed(x))
-    record("exp", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads { return {g * so.get()}; });
+    record("exp", out, {x}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads { return {g * so.get()}; });
   return out;
 }
 
@@ -286,7 +286,7 @@ Tensor sqrt(const Tensor& a) {
   const Tensor x = to_float("sqrt", a);
   Tensor out = unary_kernel(UnaryOp::Sqrt, x);
   if (grad_needed(x))
-    record("sqrt", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+    record("sqrt", out, {x}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
       return {g / (so.get() * 2.0)};  // d sqrt(x) = 1 / (2 sqrt(x))
     });
   return out;
@@ -307,10 +307,8 @@ Tensor tanh(const Tensor& a) {
   const Tensor x = to_float("tanh", a);
   Tensor out = unary_kernel(UnaryOp::Tanh, x);
   if (grad_needed(x))
-    record("tanh", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = empty_like(g);  // fused: g * (1 - y^2)
-      backend_of(g).binary(BinaryOp::TanhBackward, g, so.get(), gi);
-      return {gi};
+    record("tanh", out, {x}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
+      return {tanh_backward(g, so.get())};
     });
   return out;
 }
@@ -320,10 +318,8 @@ Tensor sigmoid(const Tensor& a) {
   const Tensor x = to_float("sigmoid", a);
   Tensor out = unary_kernel(UnaryOp::Sigmoid, x);
   if (grad_needed(x))
-    record("sigmoid", out, {x}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = empty_like(g);  // fused: g * y * (1 - y)
-      backend_of(g).binary(BinaryOp::SigmoidBackward, g, so.get(), gi);
-      return {gi};
+    record("sigmoid", out, {x}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
+      return {sigmoid_backward(g, so.get())};
     });
   return out;
 }
@@ -353,10 +349,8 @@ Tensor relu(const Tensor& a) {
   EMBER_OP_SCOPE("relu", a);
   Tensor out = unary_kernel(UnaryOp::Relu, a);
   if (grad_needed(a))
-    record("relu", out, {a}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = empty_like(g);  // fused: g except where y <= 0 (y <= 0 exactly when x <= 0)
-      backend_of(g).binary(BinaryOp::ReluBackward, g, so.get(), gi);
-      return {gi};
+    record("relu", out, {a}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
+      return {relu_backward(g, so.get())};
     });
   return out;
 }
@@ -367,9 +361,7 @@ Tensor gelu(const Tensor& a) {
   Tensor out = unary_kernel(UnaryOp::Gelu, x);
   if (grad_needed(x))
     record("gelu", out, {x}, [sa = SavedTensor(x)](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = empty_like(g);  // fused: g * (Phi(x) + x phi(x))
-      backend_of(g).binary(BinaryOp::GeluBackward, g, sa.get(), gi);
-      return {gi};
+      return {gelu_backward(g, sa.get())};
     });
   return out;
 }
@@ -386,6 +378,81 @@ Tensor clamp(const Tensor& a, double lo, double hi) {
       backend_of(x).binary(BinaryOp::Mul, ge(x, lo), le(x, hi), inside);
       return {where(inside, g, zeros_like(g))};
     });
+  return out;
+}
+
+// ---------------- backward ops ----------------
+// The backward formulas of tanh, sigmoid, relu and gelu, each one fused kernel (one pass over
+// memory instead of three or four), made ops of their own so that they record their own backward:
+// a gradient computed with create_graph can be differentiated again. Each is linear in the
+// incoming gradient g, so its gradient with respect to g is the same op applied to gg.
+
+namespace {
+// Runs a fused backward kernel on (g, saved) of one shape and dtype.
+Tensor fused_backward(BinaryOp op, const char* name, const Tensor& g, const Tensor& saved) {
+  check_binary_args(name, g, saved);
+  EMBER_CHECK(g.shape() == saved.shape(), name, ": gradient of shape ", g.shape(), " and saved tensor of shape ",
+              saved.shape(), " differ");
+  EMBER_CHECK(g.dtype() == saved.dtype(), name, ": gradient dtype ", dtype_name(g.dtype()),
+              " and saved tensor dtype ", dtype_name(saved.dtype()), " differ");
+  require_float(name, g);
+  Tensor out = empty(g.shape(), TensorOptions(g.dtype()).device(g.device()));
+  backend_of(g).binary(op, g.detach(), saved.detach(), out);
+  return out;
+}
+}  // namespace
+
+Tensor tanh_backward(const Tensor& grad, const Tensor& output) {
+  Tensor out = fused_backward(BinaryOp::TanhBackward, "tanh_backward", grad, output);  // g * (1 - y^2)
+  if (grad_needed({grad, output}))
+    record("tanh_backward", out, {grad, output},
+           [sg = SavedTensor(grad), sy = SavedTensor(output)](const Tensor& gg, NeedsGrad n) -> Grads {
+             const Tensor y = sy.get();
+             // d/dg = 1 - y^2 ; d/dy = -2 y g
+             return {n[0] ? tanh_backward(gg, y) : Tensor(), n[1] ? gg * sg.get() * y * -2.0 : Tensor()};
+           });
+  return out;
+}
+
+Tensor sigmoid_backward(const Tensor& grad, const Tensor& output) {
+  Tensor out = fused_backward(BinaryOp::SigmoidBackward, "sigmoid_backward", grad, output);  // g * y * (1 - y)
+  if (grad_needed({grad, output}))
+    record("sigmoid_backward", out, {grad, output},
+           [sg = SavedTensor(grad), sy = SavedTensor(output)](const Tensor& gg, NeedsGrad n) -> Grads {
+             const Tensor y = sy.get();
+             // d/dg = y (1 - y) ; d/dy = g (1 - 2 y)
+             return {n[0] ? sigmoid_backward(gg, y) : Tensor(), n[1] ? gg * sg.get() * rsub(y * 2.0, 1.0) : Tensor()};
+           });
+  return out;
+}
+
+// g where y > 0 (y = relu(x) > 0 exactly when x > 0), NaN passing through as in PyTorch.
+// Piecewise constant in y: no gradient flows to y.
+Tensor relu_backward(const Tensor& grad, const Tensor& output) {
+  Tensor out = fused_backward(BinaryOp::ReluBackward, "relu_backward", grad, output);
+  if (grad_needed(grad))
+    record("relu_backward", out, {grad, output}, [sy = SavedTensor(output)](const Tensor& gg, NeedsGrad n) -> Grads {
+      return {n[0] ? relu_backward(gg, sy.get()) : Tensor(), Tensor()};
+    });
+  return out;
+}
+
+// g * (Phi(x) + x phi(x)), with Phi and phi the standard normal CDF and density.
+Tensor gelu_backward(const Tensor& grad, const Tensor& input) {
+  Tensor out = fused_backward(BinaryOp::GeluBackward, "gelu_backward", grad, input);
+  if (grad_needed({grad, input}))
+    record("gelu_backward", out, {grad, input},
+           [sg = SavedTensor(grad), sx = SavedTensor(input)](const Tensor& gg, NeedsGrad n) -> Grads {
+             const Tensor x = sx.get();
+             // d/dx (Phi(x) + x phi(x)) = 2 phi(x) - x^2 phi(x) = phi(x) (2 - x^2)
+             Tensor gx;
+             if (n[1]) {
+               const double inv_sqrt_2pi = 0.3989422804014327;
+               Tensor phi = exp(x * x * -0.5) * inv_sqrt_2pi;
+               gx = gg * sg.get() * phi * rsub(x * x, 2.0);
+             }
+             return {n[0] ? gelu_backward(gg, x) : Tensor(), gx};
+           });
   return out;
 }
 

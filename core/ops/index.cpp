@@ -80,9 +80,7 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index) {
     Shape in_shape = a.shape();
     // d in / d a: every selected slice adds its gradient back where it was read from.
     record("index_select", out, {a}, [si = SavedTensor(index), d, in_shape](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor ga = zeros(in_shape, TensorOptions(g.dtype()).device(g.device()));
-      backend_of(g).index_add(ga, d, si.get(), g);
-      return {ga};
+      return {index_select_backward(g, in_shape, d, si.get())};
     });
   }
   return out;
@@ -109,11 +107,36 @@ Tensor gather(const Tensor& a, int64_t dim, const Tensor& index) {
     Shape in_shape = a.shape();
     // Each output element came from one input element: send its gradient back there (summing repeats).
     record("gather", out, {a}, [si = SavedTensor(index), d, in_shape](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor ga = zeros(in_shape, TensorOptions(g.dtype()).device(g.device()));
-      backend_of(g).scatter_add(ga, d, si.get(), g);
-      return {ga};
+      return {gather_backward(g, in_shape, d, si.get())};
     });
   }
+  return out;
+}
+
+// ---------------- the backward ops of index_select and gather ----------------
+// Zeros of the input's shape with each gradient slice added back where it was read from (repeated
+// indices sum). Both are linear in grad, and their gradient is the forward op again: reading gg
+// back at the same places.
+
+Tensor index_select_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, const Tensor& index) {
+  check_input("index_select_backward", grad);
+  Tensor out = zeros(input_shape, TensorOptions(grad.dtype()).device(grad.device()));
+  backend_of(grad).index_add(out, static_cast<int>(dim), index, grad.detach());
+  if (grad_needed(grad))
+    record("index_select_backward", out, {grad}, [si = SavedTensor(index), dim](const Tensor& gg, NeedsGrad) -> Grads {
+      return {index_select(gg, dim, si.get())};
+    });
+  return out;
+}
+
+Tensor gather_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, const Tensor& index) {
+  check_input("gather_backward", grad);
+  Tensor out = zeros(input_shape, TensorOptions(grad.dtype()).device(grad.device()));
+  backend_of(grad).scatter_add(out, static_cast<int>(dim), index, grad.detach());
+  if (grad_needed(grad))
+    record("gather_backward", out, {grad}, [si = SavedTensor(index), dim](const Tensor& gg, NeedsGrad) -> Grads {
+      return {gather(gg, dim, si.get())};
+    });
   return out;
 }
 
@@ -139,9 +162,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
     Shape w_shape = weight.shape();
     // Rows that were looked up several times (repeated tokens) accumulate their gradients.
     record("embedding", out, {weight}, [sf = SavedTensor(flat), w_shape, n, dim](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gw = zeros(w_shape, TensorOptions(g.dtype()).device(g.device()));
-      backend_of(g).index_add(gw, 0, sf.get(), g.reshape({n, dim}));
-      return {gw};
+      return {index_select_backward(g.reshape({n, dim}), w_shape, 0, sf.get())};
     });
   }
   return out;

@@ -102,7 +102,9 @@ Tensor extremum(ReduceOp op, const char* name, const Tensor& a, const std::vecto
   Tensor out = drop_dims(kept, mask, keepdim);
   if (grad_needed(a))
     record(name, out, {a},
-           [sa = SavedTensor(a), sk = SavedTensor(kept), mask](const Tensor& g, NeedsGrad) -> Grads {
+           // The extremum only picks which elements get the gradient (through eq, not differentiable):
+           // saved as a constant (when keepdim it is the output itself, which must not be kept with its graph).
+           [sa = SavedTensor(a), sk = SavedTensor(kept.detach()), mask](const Tensor& g, NeedsGrad) -> Grads {
              const Tensor& x = sa.get();
              const Tensor& m = sk.get();
              // Every element equal to the extremum gets an equal share of the gradient (like amax).
@@ -182,9 +184,13 @@ Tensor var(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, boo
   }
   Tensor out = drop_dims(kept, mask, keepdim);
   if (grad_needed(a))
-    record("var", out, {a}, [sa = SavedTensor(a), smu = SavedTensor(mu), denom](const Tensor& g, NeedsGrad) -> Grads {
-      const Tensor& m = smu.get();
-      return {(sa.get() - m) * (g.reshape(m.shape()) * (2.0 / denom))};  // d var / dx = 2 (x - mean) / (N - c)
+    // The mean is recomputed from x (not saved from the forward) so that, under create_graph, the
+    // gradient is differentiable in x through the mean as well.
+    record("var", out, {a}, [sa = SavedTensor(a), dims = mask_dims(mask, a.dim()), denom](const Tensor& g,
+                                                                                          NeedsGrad) -> Grads {
+      const Tensor x = sa.get();
+      const Tensor m = mean(x, dims, /*keepdim=*/true);
+      return {(x - m) * (g.reshape(m.shape()) * (2.0 / denom))};  // d var / dx = 2 (x - mean) / (N - c)
     });
   return out;
 }
@@ -199,7 +205,7 @@ Tensor sqrt_of_variance(const Tensor& v) {
     out = sqrt(v);
   }
   if (grad_needed(v))
-    record("std", out, {v}, [so = SavedTensor(out)](const Tensor& g, NeedsGrad) -> Grads {
+    record("std", out, {v}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
       const Tensor& s = so.get();
       return {where(eq(s, 0.0), zeros_like(g), g / (s * 2.0))};
     });
@@ -247,8 +253,9 @@ Tensor logsumexp(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim
   }
   Tensor out = drop_dims(kept, mask, keepdim);
   if (grad_needed(a))
-    record("logsumexp", out, {a}, [sa = SavedTensor(a), sk = SavedTensor(kept)](const Tensor& g, NeedsGrad) -> Grads {
-      const Tensor& lse = sk.get();
+    record("logsumexp", out, {a}, [sa = SavedTensor(a), so = SavedTensor::output(out), keep](const Tensor& g,
+                                                                                           NeedsGrad) -> Grads {
+      const Tensor lse = so.get().reshape(keep);
       return {g.reshape(lse.shape()) * exp(sa.get() - lse)};  // the gradient is g * softmax(x)
     });
   return out;

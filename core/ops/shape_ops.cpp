@@ -169,9 +169,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   if (grad_needed(*this)) {
     Shape orig = this->shape();
     record("slice", out, {*this}, [orig, dd, start, end, step](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = zeros(orig, TensorOptions(g.dtype()).device(g.device()));
-      gi.slice(dd, start, end, step).copy_(g);
-      return {gi};
+      return {slice_backward(g, orig, dd, start, end, step)};
     });
   }
   return out;
@@ -201,9 +199,7 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
   if (grad_needed(*this)) {
     Shape orig = this->shape();
     record("select", out, {*this}, [orig, dd, index](const Tensor& g, NeedsGrad) -> Grads {
-      Tensor gi = zeros(orig, TensorOptions(g.dtype()).device(g.device()));
-      gi.select(dd, index).copy_(g);
-      return {gi};
+      return {select_backward(g, orig, dd, index)};
     });
   }
   return out;
@@ -261,6 +257,32 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   Shape shape = this->shape();
   shape.insert(dd, 1);
   return reshape(shape);
+}
+
+// ---------------- the backward ops of slice and select ----------------
+// Zeros of the input's shape with grad written into the viewed region. Linear in grad; the
+// gradient is the view again (gg sliced / selected the same way).
+
+Tensor slice_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, int64_t start, int64_t end,
+                      int64_t step) {
+  EMBER_CHECK(grad.defined(), "slice_backward: undefined gradient");
+  Tensor out = zeros(input_shape, TensorOptions(grad.dtype()).device(grad.device()));
+  {
+    NoGradGuard no_grad;  // the copy into the zeros is this op's forward, not part of any graph
+    out.slice(dim, start, end, step).copy_(grad);
+  }
+  if (grad_needed(grad))
+    record("slice_backward", out, {grad}, [dim, start, end, step](const Tensor& gg, NeedsGrad) -> Grads {
+      return {gg.slice(dim, start, end, step)};
+    });
+  return out;
+}
+
+Tensor select_backward(const Tensor& grad, const Shape& input_shape, int64_t dim, int64_t index) {
+  EMBER_CHECK(grad.defined(), "select_backward: undefined gradient");
+  const int d = wrap_dim("select_backward", dim, input_shape.size());
+  if (index < 0) index += input_shape[d];
+  return slice_backward(grad.unsqueeze(d), input_shape, d, index, index + 1, 1);
 }
 
 // ---------------- joins ----------------

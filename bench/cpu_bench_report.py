@@ -8,10 +8,19 @@
       "maxrss_kb=... elapsed_s=..." (TIME), and the library paths sampled from /proc/PID/maps (LIBS).
 
   cpu_bench_report.py report RESULTS --threads T --runs R --limit L --load-after "..." [--csv FILE]
+                             [--json FILE]
       All rows -> the markdown report on stdout: per framework and model, median (min-max) of the
       training loop and of the whole process, ratios of the medians against ember, test accuracy,
       peak RSS, the libraries each side loaded, and the commands. --csv writes one row per framework,
-      model and batch (bench/roofline.py reads it).
+      model and batch (bench/roofline.py reads it); --json the training-loop medians with min and
+      max per benchmark and framework, which `scripts/plot.py bench FILE -o bench.png` draws.
+
+  cpu_bench_report.py json CSV --out FILE
+      The same JSON from a CSV that --csv wrote earlier (its loop_median_s, loop_min_s, loop_max_s).
+
+The JSON ("schema": "ember_bench/1"): threads, runs, limit (non-zero: a smoke run whose numbers mean
+nothing), and benchmarks[]: name ("mlp, batch 128"), model, batch, unit (s/epoch or s/step), and
+results{framework: {median, min, max, runs}} (seconds of the training loop, see run_cpu_bench.sh).
 """
 import argparse
 import csv
@@ -115,6 +124,45 @@ def report(a):
 
     if a.csv:
         write_csv(a.csv, groups)
+    if a.json:
+        benchmarks = []
+        for (model, batch), by_fw in groups.items():
+            results = {}
+            for fw, rs in by_fw.items():
+                med, lo, hi = spread([r["loop_s"] for r in rs])
+                results[fw] = {"median": med, "min": lo, "max": hi, "runs": len(rs)}
+            benchmarks.append(benchmark_entry(model, batch, results))
+        write_json(a.json, a.threads, a.runs, a.limit, benchmarks)
+
+
+def benchmark_entry(model, batch, results):
+    return {"name": f"{model}, batch {batch}", "model": model, "batch": int(batch),
+            "unit": "s/step" if model == "resnet20" else "s/epoch", "results": results}
+
+
+def write_json(path, threads, runs, limit, benchmarks):
+    with open(path, "w") as f:
+        json.dump({"schema": "ember_bench/1", "threads": threads, "runs": runs, "limit": limit,
+                   "benchmarks": benchmarks}, f, indent=2)
+        f.write("\n")
+
+
+def json_from_csv(a):
+    """The --json file from a CSV that report --csv wrote (for runs made before --json existed)."""
+    with open(a.csv_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        sys.exit(f"cpu_bench_report.py: {a.csv_file}: no rows")
+    benchmarks = {}
+    for r in rows:
+        key = (r["model"], r["batch"])
+        results = benchmarks.setdefault(key, {})
+        results[r["framework"]] = {"median": float(r["loop_median_s"]), "min": float(r["loop_min_s"]),
+                                   "max": float(r["loop_max_s"]), "runs": int(r["runs"])}
+    samples = {r["samples"] for r in rows if r["samples"]}
+    limit = 0 if samples <= {"60000"} else int(min(samples, key=int))
+    write_json(a.out, int(rows[0]["threads"] or 0), int(rows[0]["runs"]), limit,
+               [benchmark_entry(m, b, res) for (m, b), res in benchmarks.items()])
 
 
 def write_csv(path, groups):
@@ -149,8 +197,12 @@ def main():
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--load-after", default="?")
     p.add_argument("--csv")
+    p.add_argument("--json")
+    j = sub.add_parser("json")
+    j.add_argument("csv_file")
+    j.add_argument("--out", required=True)
     a = ap.parse_args()
-    make_row(a) if a.what == "row" else report(a)
+    {"row": make_row, "report": report, "json": json_from_csv}[a.what](a)
 
 
 if __name__ == "__main__":

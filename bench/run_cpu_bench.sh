@@ -2,7 +2,7 @@
 # The CPU benchmark: ember against its anchors, side by side in one run.
 #
 #   bash bench/run_cpu_bench.sh [--threads 1|2] [--runs 3] [--models "mlp lenet cnn resnet20"]
-#                               [--no-python] [--csv FILE] [--limit N] [--steps 20] [--warmup 5]
+#                               [--no-python] [--csv FILE] [--json FILE] [--limit N] [--steps 20] [--warmup 5]
 #                               [--workers 1] [--build-dir build] [--no-build]
 #
 # For each model it runs, interleaved run by run so that drift in the machine hits all sides alike:
@@ -31,7 +31,9 @@
 #            runs (every 0.2 s) and joined with what the program printed of its own maps at the end
 # The report (markdown, stdout): median with min and max over the runs, ember/libtorch and
 # ember/pytorch ratios of the medians, test accuracies, peak RSS, the libraries, and the exact
-# commands. --csv FILE also writes one row per framework and model (bench/roofline.py reads it).
+# commands. --csv FILE also writes one row per framework and model (bench/roofline.py reads it);
+# --json FILE the training-loop medians with min and max per benchmark and framework, which
+# `scripts/plot.py bench FILE -o bench.png` draws (the schema is in bench/cpu_bench_report.py).
 #
 # --limit N trains MNIST on N samples only and --steps/--warmup shorten ResNet-20: smoke tests of the
 # harness, whose numbers mean nothing. Timing needs a quiet machine: the whole run holds
@@ -41,7 +43,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-threads=2 runs=3 models="mlp lenet cnn resnet20" python=1 csv="" limit=0 steps=20 warmup=5 workers=1 build=1
+threads=2 runs=3 models="mlp lenet cnn resnet20" python=1 csv="" json="" limit=0 steps=20 warmup=5 workers=1 build=1
 build_dir=build
 resnet_batches="128 32"
 usage() { sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -52,6 +54,7 @@ while (($#)); do
     --models) models=${2:?}; shift 2 ;;
     --no-python) python=0; shift ;;
     --csv) csv=${2:?}; shift 2 ;;
+    --json) json=${2:?}; shift 2 ;;
     --limit) limit=${2:?}; shift 2 ;;
     --steps) steps=${2:?}; shift 2 ;;
     --warmup) warmup=${2:?}; shift 2 ;;
@@ -165,4 +168,4 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load after: $load_after" >&2
 
 /usr/bin/python3 bench/cpu_bench_report.py report "$results" --threads "$threads" --runs "$runs" --limit "$limit" \
-  --load-after "$load_after" ${csv:+--csv "$csv"}
+  --load-after "$load_after" ${csv:+--csv "$csv"} ${json:+--json "$json"}

@@ -231,10 +231,10 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
   auto wanted_leaf = [&](TensorImpl* leaf) { return task.accumulate || task.leaf_inputs.count(leaf) > 0; };
   std::unordered_set<Node*> runs;   // nodes whose formula is applied
   std::unordered_set<Node*> leads;  // nodes that run or are wanted inputs: gradients are sent to them
-  if (task.accumulate) {
-    runs.insert(found.begin(), found.end());
-    leads = runs;
-  } else {
+  // backward() runs every node (no sets to fill); grad() only the pruned ones.
+  auto node_runs = [&](Node* n) { return task.accumulate || runs.count(n) > 0; };
+  auto node_leads = [&](Node* n) { return task.accumulate || leads.count(n) > 0; };
+  if (!task.accumulate) {
     std::unordered_map<Node*, int> left = deps;  // Kahn's algorithm on a copy of the counts
     std::vector<Node*> topo, ready;
     for (Node* n : found)
@@ -250,7 +250,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
       Node* n = *it;
       bool run = false;
       for (const Edge& e : n->next())
-        run = run || (e.leaf && wanted_leaf(e.leaf.get())) || (e.node && leads.count(e.node.get()));
+        run = run || (e.leaf && wanted_leaf(e.leaf.get())) || (e.node && node_leads(e.node.get()));
       if (run) runs.insert(n);
       if (run || task.node_inputs.count(n)) leads.insert(n);
     }
@@ -282,7 +282,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
   std::vector<Node*> ready, ran;
   for (const Tensor& r : roots) {
     Node* n = r.grad_fn().get();
-    if (n && deps[n] == 0 && leads.count(n)) {
+    if (n && deps[n] == 0 && node_leads(n)) {
       ready.push_back(n);
       deps[n] = -1;  // queued once even if it is the root of several outputs
     }
@@ -296,7 +296,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
       for (const Hook& h : n->hooks()) h(g);
     if (auto it = task.node_inputs.find(n); it != task.node_inputs.end())
       for (size_t i : it->second) task.reached[i] = 1, task.captured[i] = g;
-    if (!runs.count(n)) continue;
+    if (!node_runs(n)) continue;
 
     EMBER_CHECK(!n->released(), api, ": trying to backward through the graph a second time (node ", n->name(),
                 " was freed by an earlier backward); pass retain_graph=true to the first backward call");
@@ -304,7 +304,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
     NeedsGrad needs;
     for (size_t i = 0; i < n->next().size(); ++i) {
       const Edge& e = n->next()[i];
-      if ((e.leaf && wanted_leaf(e.leaf.get())) || (e.node && leads.count(e.node.get()))) needs.bits |= 1u << i;
+      if ((e.leaf && wanted_leaf(e.leaf.get())) || (e.node && node_leads(e.node.get()))) needs.bits |= 1u << i;
     }
     Grads in_grads(n->next().size());
     if (g.defined()) {  // no gradient flowing in (all consumers gave none): none flows out

@@ -32,6 +32,7 @@ packages=(
   nlohmann-json3-dev                   # JSON (reference values, configs, metrics)
   libopenmpi-dev openmpi-bin           # multi-process (distributed) training
   clang libclang-rt-dev libomp-dev     # libFuzzer + ASan/UBSan fuzz targets (tests/fuzz), clang's OpenMP
+  python3-matplotlib                   # scripts/plot.py: training curves, scaling and benchmark pictures
 )
 for arg in "$@"; do
   case "$arg" in

@@ -16,6 +16,9 @@
 #                  with a line saying why, when clang++ is not installed.
 # EMBER_TEST_SKIP_SANITIZE=1 skips phases 4-5 for a quick local run; EMBER_FUZZ_SECONDS=0 skips 6.
 #
+# --fast: setup, the Release build and `ctest -L unit` only (no reference, example, mpi, gpu or fuzz
+# label, no sanitizer or fuzz phase): the quick loop while editing. CI never passes it.
+#
 # Why the sanitizer pass is in CI: it fits the 90-minute budget several times over. Measured on the
 # 2-core dev machine with 1042 tests, while other builds shared it (so wall times are inflated):
 # build 473 s, test 33 s, asan-build 932 s, asan-test 106 s; 26 minutes in all, for 19 minutes of
@@ -24,6 +27,15 @@
 # read that the Release build only saw as a segfault (or did not see at all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+fast=0
+for arg in "$@"; do
+  case "$arg" in
+    --fast) fast=1 ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$arg' (known: --fast, --help)" >&2; exit 2 ;;
+  esac
+done
 
 jobs=$(nproc)
 ctest_jobs=2
@@ -52,18 +64,23 @@ configure_and_build() {  # configure_and_build BUILD_DIR [-S SOURCE_DIR] CMAKE_A
   cmake -S "$src" -B "$dir" -G Ninja "$@" && cmake --build "$dir" -j "$jobs"
 }
 
+ctest_labels=()
+if ((fast)); then ctest_labels=(-L '^unit$'); fi
+
 build_and_test() {  # build_and_test PHASE_PREFIX BUILD_DIR CMAKE_ARGS...
   local prefix=$1 dir=$2
   shift 2
   run_phase "${prefix}build" configure_and_build "$dir" "$@" &&
-    run_phase "${prefix}test" ctest --test-dir "$dir" --output-on-failure -j "$ctest_jobs"
+    run_phase "${prefix}test" ctest --test-dir "$dir" --output-on-failure -j "$ctest_jobs" "${ctest_labels[@]}"
 }
 
 run_phase setup bash scripts/setup.sh || { echo "setup failed: cannot build" >&2; exit 1; }
 
 build_and_test "" build-test -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=AUTO
 
-if [[ "${EMBER_TEST_SKIP_SANITIZE:-0}" != 1 ]]; then
+if ((fast)); then
+  echo "==== [asan] skipped: --fast"
+elif [[ "${EMBER_TEST_SKIP_SANITIZE:-0}" != 1 ]]; then
   # halt_on_error: any report fails its test. Leak checking stays on (autograd cycles leak).
   # allocator_may_return_null: a request no machine can satisfy returns null like the real malloc, so
   # the tests see ember's OutOfMemoryError instead of ASan's allocation-size-too-big report.
@@ -94,7 +111,9 @@ fuzz_all() {
   return $status
 }
 
-if [[ "${EMBER_FUZZ_SECONDS:-60}" == 0 ]]; then
+if ((fast)); then
+  echo "==== [fuzz] skipped: --fast"
+elif [[ "${EMBER_FUZZ_SECONDS:-60}" == 0 ]]; then
   echo "==== [fuzz] skipped: EMBER_FUZZ_SECONDS=0"
 elif ! command -v clang++ >/dev/null; then
   echo "==== [fuzz] skipped: clang++ not found (scripts/setup.sh installs clang and libclang-rt-dev)"

@@ -83,6 +83,17 @@ expect_error batch-size-int64-max "batch-size 9223372036854775807 is larger than
 expect_error lr-inf "lr" "${base[@]}" --lr inf
 expect_error lr-diverges "diverged.*epoch 1 by step" "${base[@]}" --lr 1e300
 expect_error epochs-negative "epochs" "${base[@]}" --epochs -3
+# --metrics-every (issue 18): a whole number in [1, 10^9], and only with --metrics
+expect_error metrics-every-zero "metrics-every.*0 not in range" "${base[@]}" --metrics "$dir/me.csv" --metrics-every 0
+expect_error metrics-every-negative "metrics-every.*-5 not in range" "${base[@]}" --metrics "$dir/me.csv" --metrics-every -5
+expect_error metrics-every-huge "metrics-every.*2000000000 not in range" "${base[@]}" --metrics "$dir/me.csv" \
+  --metrics-every 2000000000
+expect_error metrics-every-overflow "metrics-every.*99999999999999999999" "${base[@]}" --metrics "$dir/me.csv" \
+  --metrics-every 99999999999999999999
+expect_error metrics-every-text "metrics-every.*ten" "${base[@]}" --metrics "$dir/me.csv" --metrics-every ten
+expect_error metrics-every-fraction "metrics-every.*2.5" "${base[@]}" --metrics "$dir/me.csv" --metrics-every 2.5
+expect_error metrics-every-alone "metrics-every requires --metrics" "${base[@]}" --metrics-every 5
+[ -e "$dir/me.csv" ] && { name=metrics-every; fail "a rejected command line created the metrics file"; }
 
 # ---- the data folder (items 2, 7, 9) ----
 mkdir -p "$dir/loop" && ln -s "$dir/loop/a" "$dir/loop/b" && ln -s "$dir/loop/b" "$dir/loop/a"
@@ -120,10 +131,11 @@ accuracy=$(grep "test accuracy:" "$dir/out")
 # A run killed between writing epoch 2's metrics row and its checkpoint: the row exists, the
 # checkpoint is still epoch 1's. Resuming must leave exactly one row per epoch.
 cp "$dir/m.csv" "$dir/m1.csv"
-tail -n 1 "$dir/m.csv" | sed 's/^1,/2,/' >>"$dir/m.csv"
+tail -n 1 "$dir/m.csv" | sed 's/^epoch,1,/epoch,2,/' >>"$dir/m.csv"
 expect_ok metrics-resume-no-duplicates "${base[@]}" --epochs 2 --resume "$dir/c.safetensors" --metrics "$dir/m.csv"
 name=metrics-resume-no-duplicates
-[ "$(cut -d, -f1 "$dir/m.csv" | tr '\n' ' ')" == "epoch 1 2 " ] || fail "rows: $(cut -d, -f1 "$dir/m.csv" | tr '\n' ' ')"
+[ "$(cut -d, -f1,2 "$dir/m.csv" | tr '\n' ' ')" == "kind,epoch epoch,1 epoch,2 " ] ||
+  fail "rows: $(cut -d, -f1,2 "$dir/m.csv" | tr '\n' ' ')"
 
 # Resuming a checkpoint already at --epochs evaluates it: the same accuracy, exit 0.
 expect_ok resume-at-epochs "${base[@]}" --epochs 1 --resume "$dir/c.safetensors"

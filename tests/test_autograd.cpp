@@ -277,7 +277,7 @@ TEST_P(AutogradDevice, GradRetainsTheGraphOnlyWhenAsked) {
 TEST_P(AutogradDevice, GradOfSeveralOutputsSumsTheirContributions) {
   Tensor x = on(device(), {1, 2}).requires_grad_();
   Tensor a = x * 2.0, b = x * x;
-  Tensor g = autograd::grad({a, b}, {x}, {on(device(), {1, 1}), on(device(), {10, 100})})[0];
+  Tensor g = autograd::grad({a, b}, {x}, {on(device(), {1, 1}), on(device(), {10, 100})}, /*retain_graph=*/true)[0];
   EXPECT_EQ(g.to_vector<double>(), (std::vector<double>{22, 402}));  // 2 + 2 x * gb
   // One output depending on the other: b's node waits for c's gradient.
   Tensor c = b * 3.0;
@@ -332,4 +332,18 @@ TEST_P(AutogradDevice, SecondOrderGraphsAreFreed) {
   const int64_t before = allocator.stats().live_allocations;
   for (int i = 0; i < 200; ++i) run();
   EXPECT_EQ(allocator.stats().live_allocations, before);
+}
+
+// grad() leaves .grad alone, so the hooks that watch .grad (DDP's reduction) must not fire either;
+// hooks on intermediate tensors see the gradient flowing through them, as in backward().
+TEST_P(AutogradDevice, GradFiresTensorHooksButNotLeafHooks) {
+  Tensor x = on(device(), {1, 2}).requires_grad_();
+  int leaf_calls = 0, node_calls = 0;
+  x.register_hook([&](const Tensor&) { ++leaf_calls; });
+  Tensor h = x * 2.0;
+  h.register_hook([&](const Tensor&) { ++node_calls; });
+  autograd::grad({(h * h).sum()}, {x});
+  EXPECT_EQ(leaf_calls, 0);
+  EXPECT_EQ(node_calls, 1);
+  EXPECT_FALSE(x.grad().defined());
 }

@@ -1,4 +1,4 @@
-// CPU/CUDA parity. Every op in core/ops.h, every nn::functional op and every layer in nn/layers.h
+// CPU/CUDA parity. Every op in core/ops.h (with the cases of the gradcheck op table, tests/op_table.h), every nn::functional op and every layer in nn/layers.h
 // runs forward and backward on the CPU and on CUDA from the same inputs; the outputs, every input
 // gradient (for layers also every parameter gradient and buffer) and every input after the run
 // (ops that update buffers in place) must agree to float32 tolerances, and in float64 where the op
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "nn/nn.h"
+#include "tests/op_table.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -636,10 +637,23 @@ OpRun run_op(const OpCase& c, DType dtype, Device device) {
   return r;
 }
 
+// The gradcheck op table (tests/op_table.h) at its small shapes: every differentiable op there,
+// the backward ops (tanh_backward, softmax_backward, ...) included, also runs here.
+OpCases op_table_cases() {
+  OpCases cs;
+  for (const ember::test::OpCase& t : ember::test::all_ops()) {
+    std::vector<Arg> args;
+    for (const Shape& s : t.shapes) args.push_back(real(s, t.lo, t.hi));
+    cs.push_back({"optable_" + t.name, std::move(args), t.fn});
+  }
+  return cs;
+}
+
 const OpCases& all_op_cases() {
   static const OpCases cases = [] {
     OpCases all = core_cases();
     for (OpCase& c : functional_cases()) all.push_back(std::move(c));
+    for (OpCase& c : op_table_cases()) all.push_back(std::move(c));
     return all;
   }();
   return cases;

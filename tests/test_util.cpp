@@ -51,6 +51,38 @@ void expect_gradcheck(const GradFn& fn, std::vector<Tensor> inputs, Device devic
   }
 }
 
+void expect_gradgradcheck(const GradFn& fn, std::vector<Tensor> inputs, Device device, double eps, double atol,
+                          double rtol) {
+  const size_t n = inputs.size();
+  Shape out_shape;
+  {
+    NoGradGuard ng;
+    std::vector<Tensor> probe;
+    for (const Tensor& x : inputs) probe.push_back(x.to(device));
+    out_shape = fn(probe).shape();
+  }
+  // G(x, v): the first gradients, flattened and joined into one tensor (zeros for an input the
+  // output does not depend on). Grad mode is forced on: expect_gradcheck evaluates it for the
+  // finite differences under NoGradGuard.
+  GradFn first_grads = [fn, n](const std::vector<Tensor>& xv) {
+    AutoGradMode grad_on(true);
+    std::vector<Tensor> x(xv.begin(), xv.begin() + static_cast<std::ptrdiff_t>(n));
+    Tensor y = fn(x);
+    std::vector<Tensor> g = autograd::grad({y}, x, {xv[n].to(y.dtype())}, std::nullopt, /*create_graph=*/true,
+                                           /*allow_unused=*/true);
+    std::vector<Tensor> flat;
+    for (size_t i = 0; i < n; ++i) flat.push_back((g[i].defined() ? g[i] : zeros_like(x[i])).reshape({-1}));
+    Tensor out = cat(flat, 0);
+    // A first gradient that recorded no graph (pow(x, 0): zeros) is constant, so its analytic
+    // derivatives are all zero. Tying it to v with weight 0 lets expect_gradcheck compare those
+    // zeros against finite differences, which would show any real dependence on x or v.
+    if (!out.requires_grad()) out = out + xv[n].sum() * 0.0;
+    return out;
+  };
+  inputs.push_back(rand_f64(out_shape, -1.0, 1.0, 4321));  // v
+  expect_gradcheck(first_grads, inputs, device, eps, atol, rtol);
+}
+
 void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
   try {
     fn();

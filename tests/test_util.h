@@ -62,6 +62,15 @@ using GradFn = std::function<Tensor(const std::vector<Tensor>&)>;
 void expect_gradcheck(const GradFn& fn, std::vector<Tensor> inputs, Device device = kCPU, double eps = 1e-6,
                       double atol = 1e-6, double rtol = 1e-5);
 
+// Second-order finite-difference check in float64 (PyTorch's gradgradcheck). With a random upstream
+// gradient v (a float64 tensor of fn's output shape), the first gradients
+//   G(x, v) = autograd::grad(fn(x), x, v, create_graph=true)
+// are themselves a differentiable function of the inputs AND of v; expect_gradcheck checks the
+// gradient of (G . random w) with respect to both against central differences. An op passes when
+// its backward formula is written with differentiable ops (and is correct).
+void expect_gradgradcheck(const GradFn& fn, std::vector<Tensor> inputs, Device device = kCPU, double eps = 1e-6,
+                          double atol = 1e-5, double rtol = 1e-4);
+
 // Runs fn and checks that it throws ember::Error whose message contains every one of `parts`.
 void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts);
 

@@ -427,12 +427,12 @@ Tensor sigmoid_backward(const Tensor& grad, const Tensor& output) {
 }
 
 // g where y > 0 (y = relu(x) > 0 exactly when x > 0), NaN passing through as in PyTorch.
-// Piecewise constant in y: no gradient flows to y.
+// Piecewise constant in y: its gradient with respect to y is zero (as PyTorch's threshold_backward).
 Tensor relu_backward(const Tensor& grad, const Tensor& output) {
   Tensor out = fused_backward(BinaryOp::ReluBackward, "relu_backward", grad, output);
-  if (grad_needed(grad))
+  if (grad_needed({grad, output}))
     record("relu_backward", out, {grad, output}, [sy = SavedTensor(output)](const Tensor& gg, NeedsGrad n) -> Grads {
-      return {n[0] ? relu_backward(gg, sy.get()) : Tensor(), Tensor()};
+      return {n[0] ? relu_backward(gg, sy.get()) : Tensor(), n[1] ? zeros_like(gg) : Tensor()};
     });
   return out;
 }

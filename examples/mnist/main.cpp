@@ -4,8 +4,9 @@
 //   build/examples/ember_mnist --model cnn --epochs 1
 //
 // Shows a progress bar on a terminal (plain log lines otherwise), ends with the test accuracy,
-// and can write per-epoch metrics (--metrics out.csv) and checkpoints (--checkpoint) that
-// --resume continues from exactly: the loader's order is keyed by (seed, epoch), and the model and
+// and can write metrics (--metrics out.csv: a row per epoch, and one every N optimizer steps with
+// --metrics-every N; the schema is in examples/mnist/metrics_csv.h, scripts/plot.py draws it) and
+// checkpoints (--checkpoint) that --resume continues from exactly: the loader's order is keyed by (seed, epoch), and the model and
 // optimizer state come back bit for bit.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -13,17 +14,15 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <sstream>
 #include <filesystem>
-#include <fstream>
 
 #include "core/ember.h"
 #include "data/data.h"
+#include "examples/mnist/metrics_csv.h"
 #include "examples/mnist/models.h"
 #include "examples/mnist/progress.h"
 #include "nn/checkpoint.h"
@@ -37,6 +36,7 @@ namespace {
 
 constexpr int kMaxWorkers = 256;
 constexpr int kMaxThreads = 1024;
+constexpr int64_t kMaxMetricsEvery = 1000000000;  // far beyond any run; a larger N is a typo
 
 struct Config {
   std::string model = "cnn";
@@ -50,6 +50,7 @@ struct Config {
   std::string data = "data/mnist";
   std::string checkpoint, resume, metrics;
   int64_t limit = 0;  // train on the first N samples only (smoke tests)
+  int64_t metrics_every = 0;  // --metrics-every: a step row every N optimizer steps (0: none)
   bool json = false;
 };
 
@@ -74,63 +75,6 @@ void check_data(const std::string& root) {
     EMBER_CHECK(found, "MNIST file ", path.string(),
                 " not found. Fetch the data set with: bash scripts/fetch_mnist.sh  (or pass --data DIR)");
   }
-}
-
-// Appends `text` to the file at `path`, checking the stream after the write, the flush and the
-// close: a full disk (or /dev/full) must be an error, not a CSV that silently stays empty.
-void append_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::app);
-  EMBER_CHECK(out.good(), "--metrics: cannot open ", path, " for writing: ", std::strerror(errno));
-  out << text;
-  out.flush();
-  EMBER_CHECK(out.good(), "--metrics: writing ", text.size(), " bytes to ", path, " failed: ", std::strerror(errno));
-  out.close();
-  EMBER_CHECK(!out.fail(), "--metrics: closing ", path, " failed: ", std::strerror(errno));
-}
-
-const char* kMetricsHeader = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,epoch_seconds,samples_per_second\n";
-
-// Creates the metrics CSV with its header at start-up (an unwritable path fails before training).
-void start_metrics(const std::string& path) {
-  std::error_code ec;
-  const bool exists = std::filesystem::exists(path, ec);
-  EMBER_CHECK(!ec, "--metrics: ", path, " cannot be examined: ", ec.message());
-  append_text(path, exists ? "" : kMetricsHeader);
-}
-
-// The epoch number a metrics row starts with, or -1 for the header or a torn row.
-int64_t metrics_row_epoch(const std::string& line) {
-  int64_t epoch = -1;
-  const char* last = line.data() + line.size();
-  auto [end, ec] = std::from_chars(line.data(), last, epoch);
-  return ec == std::errc() && end != last && *end == ',' ? epoch : -1;
-}
-
-// On resume, drops the rows of epochs after the checkpoint's (and any torn last row). A row is
-// written just before its epoch's checkpoint, so a run killed between the two leaves a row the
-// resumed run writes again; this keeps exactly one row per epoch. Rewritten atomically (rename).
-void truncate_metrics(const std::string& path, int64_t checkpoint_epoch) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return;
-  std::ifstream in(path);
-  EMBER_CHECK(in.good(), "--metrics: cannot read ", path, ": ", std::strerror(errno));
-  std::string kept, line;
-  bool dropped = false;
-  for (bool first = true; std::getline(in, line); first = false) {
-    const int64_t epoch = metrics_row_epoch(line);
-    const bool keep = (first && line.starts_with("epoch,")) || (epoch >= 1 && epoch <= checkpoint_epoch);
-    if (keep) kept += line + '\n';
-    dropped = dropped || !keep;
-  }
-  EMBER_CHECK(in.eof(), "--metrics: reading ", path, " failed: ", std::strerror(errno));
-  if (!dropped) return;
-  const std::string tmp = path + ".tmp";
-  std::filesystem::remove(tmp, ec);
-  append_text(tmp, kept);
-  std::filesystem::rename(tmp, path, ec);
-  EMBER_CHECK(!ec, "--metrics: cannot replace ", path, ": ", ec.message());
-  spdlog::info("--metrics: removed the rows of epochs after {} from {} (written before a checkpoint that never came)",
-               checkpoint_epoch, path);
 }
 
 // Throws naming the epoch and step when the running loss sum is NaN or infinite: the model has
@@ -229,7 +173,11 @@ int main(int argc, char** argv) {
   app.add_option("--data", c.data, "folder with the four MNIST IDX files");
   app.add_option("--checkpoint", c.checkpoint, "write model+optimizer state here after every epoch (.safetensors)");
   app.add_option("--resume", c.resume, "continue from this checkpoint");
-  app.add_option("--metrics", c.metrics, "append per-epoch metrics to this CSV file");
+  auto* metrics = app.add_option("--metrics", c.metrics,
+                                  "append metrics to this CSV file: a row per epoch (schema: examples/mnist/metrics_csv.h)");
+  app.add_option("--metrics-every", c.metrics_every, "--metrics: also a row every N optimizer steps (loss, lr, samples/s)")
+      ->check(CLI::Range(int64_t{1}, kMaxMetricsEvery))
+      ->needs(metrics);
   app.add_option("--limit", c.limit, "train on the first N training samples only")->check(CLI::NonNegativeNumber);
   app.add_flag("--json", c.json, "print a one-line JSON summary at the end (used by bench/)");
   CLI11_PARSE(app, argc, argv);
@@ -263,12 +211,13 @@ int main(int argc, char** argv) {
                                             .pin_memory(device.is_cuda()));
 
     int start_epoch = 0;
+    double wall_offset = 0;  // the metrics' wall clock continues from the resumed run's last epoch row
     if (!c.resume.empty()) {
       start_epoch = resume_from(c, *model, *optimizer);
       spdlog::info("resumed from {} after epoch {}", c.resume, start_epoch);
-      if (!c.metrics.empty()) truncate_metrics(c.metrics, start_epoch);
+      if (!c.metrics.empty()) wall_offset = examples::truncate_metrics(c.metrics, start_epoch);
     }
-    if (!c.metrics.empty()) start_metrics(c.metrics);
+    if (!c.metrics.empty()) examples::start_metrics(c.metrics);
     if (start_epoch >= c.epochs) {
       // Nothing to train: report the checkpoint's real test accuracy (as a PyTorch script would)
       // rather than the 0 of an epoch that never ran.
@@ -280,6 +229,13 @@ int main(int argc, char** argv) {
     spdlog::info("model {} ({} parameters), {} training samples, batch {}, device {}, {} threads", c.model,
                  model->num_parameters(), train_data->size(), c.batch_size, device.str(), get_num_threads());
 
+    // Step numbers continue across --resume: every epoch has the same number of batches.
+    int64_t global_step = static_cast<int64_t>(start_epoch) * loader.num_batches();
+    const auto run_start = std::chrono::steady_clock::now();
+    auto wall_seconds = [&] {
+      return wall_offset + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    };
+    auto current_lr = [&] { return optimizer->param_groups().front().options().get_lr(); };
     double launches_per_step = 0;  // kernels + library calls per training step, last epoch (CUDA; 0 on CPU)
     for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
       examples::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(c.epochs),
@@ -288,6 +244,10 @@ int main(int argc, char** argv) {
       Tensor loss_sum = zeros({}, TensorOptions(kFloat32).device(device));
       Tensor correct = zeros({}, TensorOptions(kInt64).device(device));
       int64_t seen = 0, steps = 0;
+      // --metrics-every: the loss and samples of the steps since the last step row.
+      Tensor window_loss = zeros({}, TensorOptions(kFloat32).device(device));
+      int64_t window_samples = 0;
+      double window_start = wall_seconds();
       const uint64_t launches_before = backend(device).kernel_launches();
       for (auto& batch : loader) {
         Tensor x = batch.data.to(device), y = batch.target.to(device);
@@ -300,9 +260,24 @@ int main(int argc, char** argv) {
           NoGradGuard no_grad;
           loss_sum = loss_sum + loss.detach() * static_cast<double>(batch.size());
           correct = correct + eq(argmax(logits.detach(), 1), y).to(kInt64).sum();
+          if (c.metrics_every > 0) window_loss = window_loss + loss.detach() * static_cast<double>(batch.size());
         }
         seen += batch.size();
         ++steps;
+        ++global_step;
+        window_samples += batch.size();
+        if (c.metrics_every > 0 && global_step % c.metrics_every == 0) {
+          // Reading the loss waits for the device: that is the price of a row every N steps.
+          const double now = wall_seconds(), loss_mean = window_loss.item() / window_samples;
+          check_loss_finite(loss_mean, epoch + 1, steps, c.lr);
+          examples::MetricsRow row{.is_step = true, .epoch = epoch + 1, .step = global_step, .loss = loss_mean,
+                                   .lr = current_lr(), .samples_per_second = window_samples / (now - window_start),
+                                   .wall_seconds = now};
+          examples::write_metrics_row(c.metrics, row);
+          window_loss = zeros({}, TensorOptions(kFloat32).device(device));
+          window_samples = 0;
+          window_start = now;
+        }
         // Reading the sums waits for the device; due() allows it ~10 times an epoch (or every
         // 100 ms on a terminal), so the host stays ahead of the GPU in between.
         if (progress.due(seen)) {
@@ -327,10 +302,11 @@ int main(int argc, char** argv) {
       // The row goes out before the checkpoint: a run killed between the two leaves a row past the
       // checkpoint's epoch, which truncate_metrics drops on resume (the resumed run writes it again).
       if (!c.metrics.empty()) {
-        std::ostringstream row;
-        row << epoch + 1 << ',' << train_loss << ',' << train_acc << ',' << test_loss << ',' << test_acc << ','
-            << last_epoch_seconds << ',' << seen / last_epoch_seconds << '\n';
-        append_text(c.metrics, row.str());
+        examples::MetricsRow row{.is_step = false, .epoch = epoch + 1, .step = global_step, .lr = current_lr(),
+                                 .samples_per_second = seen / last_epoch_seconds, .wall_seconds = wall_seconds(),
+                                 .epoch_seconds = last_epoch_seconds, .train_loss = train_loss,
+                                 .train_accuracy = train_acc, .test_loss = test_loss, .test_accuracy = test_acc};
+        examples::write_metrics_row(c.metrics, row);
       }
       if (!c.checkpoint.empty()) {
         optim::StateDict all;

@@ -20,8 +20,17 @@
 // single-rank step profile (or --gpu-step-ms), and first checks the model against this run:
 // predicted vs measured step time at 1 rank and at the current world size, with this machine's
 // link (alpha and busbw fitted from the all-reduce measurements).
+//
+// --json FILE (rank 0 writes it; implies the projection's measurements, printed only with
+// --project): the measured rows and the model's projection at 1, 2, 4 .. 1024 GPUs, which
+// `scripts/plot.py scaling FILE -o scaling.png` draws. Its fields are listed at write_json below.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -61,6 +70,7 @@ struct Config {
   double nvlink_busbw_gbs = 370, nvlink_alpha_us = 3;
   double ib_busbw_gbs = 48, ib_alpha_us = 8;
   uint64_t seed = 1;
+  std::string json;  // --json FILE
 };
 
 // A small CIFAR-10 ResNet (3 stages of one BasicBlock each: 16, 32, 64 channels).
@@ -197,6 +207,35 @@ sm::StepProfile profile_of(const Timing& t) {
   return p;
 }
 
+// The model's profile of one GPU's step: the measured single-rank step, or --gpu-step-ms with the
+// measured forward/backward/optimizer proportions.
+sm::StepProfile projected_profile(const Config& c, const Timing& base) {
+  sm::StepProfile prof = profile_of(base);
+  if (c.gpu_step_ms > 0) {
+    const double f = c.gpu_step_ms / 1e3 / prof.compute_s();
+    prof.forward_s *= f, prof.backward_s *= f, prof.optimizer_s *= f;
+  }
+  return prof;
+}
+sm::Link nvlink_of(const Config& c) { return {"NVLink", c.nvlink_busbw_gbs * 1e9, c.nvlink_alpha_us * 1e-6}; }
+sm::Link infiniband_of(const Config& c) { return {"InfiniBand", c.ib_busbw_gbs * 1e9, c.ib_alpha_us * 1e-6}; }
+
+// One projected world size: weak scaling keeps the per-GPU step; strong scaling splits one GPU's
+// step p ways (compute / p, the same gradients).
+struct ProjectedPoint {
+  sm::StepPrediction weak, strong;
+  double weak_eff_none, weak_eff_overlap, strong_eff_overlap;
+};
+ProjectedPoint project(const sm::StepProfile& prof, int p, sm::Algorithm a, const sm::Link& link) {
+  ProjectedPoint pt;
+  pt.weak = sm::predict_step(prof, p, a, link);
+  pt.strong = sm::predict_step(prof.scaled(1.0 / p), p, a, link);
+  pt.weak_eff_none = prof.compute_s() / pt.weak.no_overlap_s;
+  pt.weak_eff_overlap = prof.compute_s() / pt.weak.overlap_s;
+  pt.strong_eff_overlap = prof.compute_s() / (p * pt.strong.overlap_s);
+  return pt;
+}
+
 // Model vs measurement on this machine, then the projection to large GPU clusters.
 void print_projection(const Config& c, int world, const Timing& base, const Timing* dist, const sm::Link* here) {
   std::printf("\nMODEL (alpha-beta, docs/scaling_model.md) — predictions, not measurements.\n");
@@ -214,12 +253,8 @@ void print_projection(const Config& c, int world, const Timing& base, const Timi
         1e6 * here->alpha_s, 1e3 * dist->step_s);
   }
 
-  if (c.gpu_step_ms > 0) {  // keep the measured forward/backward/optimizer proportions
-    const double f = c.gpu_step_ms / 1e3 / prof.compute_s();
-    prof.forward_s *= f, prof.backward_s *= f, prof.optimizer_s *= f;
-  }
-  const sm::Link nvlink{"NVLink", c.nvlink_busbw_gbs * 1e9, c.nvlink_alpha_us * 1e-6};
-  const sm::Link ib{"InfiniBand", c.ib_busbw_gbs * 1e9, c.ib_alpha_us * 1e-6};
+  prof = projected_profile(c, base);
+  const sm::Link nvlink = nvlink_of(c), ib = infiniband_of(c);
   std::printf(
       "\nprojection from a %.2f ms single-%s step (%.2f MB of gradients): NVLink %.0f GB/s busbw, alpha %.1f us "
       "up to 8 GPUs; InfiniBand %.0f GB/s per GPU, alpha %.1f us beyond\n",
@@ -230,15 +265,93 @@ void print_projection(const Config& c, int world, const Timing& base, const Timi
   for (int p = 8; p <= 1024; p *= 2) {
     const sm::Link& link = sm::link_for(p, nvlink, ib);
     for (sm::Algorithm a : {sm::Algorithm::Ring, sm::Algorithm::Tree}) {
-      const sm::StepPrediction w = sm::predict_step(prof, p, a, link);
-      // Strong scaling: the global batch of one GPU's step split p ways (compute / p, same gradients).
-      const sm::StepPrediction s = sm::predict_step(prof.scaled(1.0 / p), p, a, link);
+      const ProjectedPoint pt = project(prof, p, a, link);
       std::printf("%6d %-10s %-5s %10.3f %14.3f %12.3f %12.1f%% %13.1f%% %13.1f%%\n", p, link.name.c_str(),
-                  sm::algorithm_name(a), 1e3 * w.comm_s, 1e3 * w.no_overlap_s, 1e3 * w.overlap_s,
-                  100 * prof.compute_s() / w.no_overlap_s, 100 * prof.compute_s() / w.overlap_s,
-                  100 * prof.compute_s() / (p * s.overlap_s));
+                  sm::algorithm_name(a), 1e3 * pt.weak.comm_s, 1e3 * pt.weak.no_overlap_s, 1e3 * pt.weak.overlap_s,
+                  100 * pt.weak_eff_none, 100 * pt.weak_eff_overlap, 100 * pt.strong_eff_overlap);
     }
   }
+}
+
+// Fails before any measurement when the --json file cannot be written (rank 0 only).
+void check_json_path(const std::string& path) {
+  std::ofstream out(path, std::ios::app);
+  EMBER_CHECK(out.good(), "--json: cannot open ", path, " for writing: ", std::strerror(errno));
+}
+
+// --json: everything scripts/plot.py scaling draws. Times in ms, bandwidths in GB/s, efficiencies
+// as fractions (1 = ideal).
+//   measured[]  one entry per row of the printed table: mode (weak | strong), ranks,
+//               batch_per_rank, samples_per_second, efficiency, step_ms, forward_ms, backward_ms,
+//               optimizer_ms, comm_wait_ms (host time blocked on all-reduces: the exposed
+//               communication), busbw_gbs (null at 1 rank)
+//   projection  the alpha-beta model (docs/scaling_model.md), a prediction: step_ms and its
+//               source (measured here or --gpu-step-ms), gradient_mb, links[] (name, busbw_gbs,
+//               alpha_us, up_to_gpus), and points[] for gpus = 1, 2, 4 .. 1024 and both algorithms:
+//               link, algorithm, compute_ms, comm_ms, exposed_comm_ms (= step with overlap - compute),
+//               step_ms_no_overlap, step_ms_overlap, weak_efficiency_no_overlap,
+//               weak_efficiency_overlap, strong_efficiency_overlap
+//   check       (world > 1) this machine's fitted link and the model's step time at this world
+//               size beside the measured one
+void write_json(const Config& c, int world, const std::string& comm_name, const std::vector<Row>& rows,
+                const Timing& base, const Timing* dist, const sm::Link* here) {
+  using nlohmann::json;
+  auto ms = [](double s) { return 1e3 * s; };
+  json measured = json::array();
+  for (const Row& r : rows) {
+    const Timing& t = r.timing;
+    measured.push_back({{"mode", r.mode}, {"ranks", r.ranks}, {"batch_per_rank", r.batch_per_rank},
+                        {"samples_per_second", r.samples_per_s}, {"efficiency", r.efficiency},
+                        {"step_ms", ms(t.step_s)}, {"forward_ms", ms(t.forward_s)}, {"backward_ms", ms(t.backward_s)},
+                        {"optimizer_ms", ms(t.optimizer_s)}, {"comm_wait_ms", ms(t.comm_wait_s)},
+                        {"busbw_gbs", std::isnan(r.busbw_gbs) ? json(nullptr) : json(r.busbw_gbs)}});
+  }
+  const sm::StepProfile prof = projected_profile(c, base);
+  const sm::Link nvlink = nvlink_of(c), ib = infiniband_of(c);
+  json points = json::array();
+  for (int p = 1; p <= 1024; p *= 2) {
+    const sm::Link& link = sm::link_for(p, nvlink, ib);
+    for (sm::Algorithm a : {sm::Algorithm::Ring, sm::Algorithm::Tree}) {
+      const ProjectedPoint pt = project(prof, p, a, link);
+      points.push_back({{"gpus", p}, {"link", link.name}, {"algorithm", sm::algorithm_name(a)},
+                        {"compute_ms", ms(prof.compute_s())}, {"comm_ms", ms(pt.weak.comm_s)},
+                        {"exposed_comm_ms", ms(pt.weak.overlap_s - prof.compute_s())},
+                        {"step_ms_no_overlap", ms(pt.weak.no_overlap_s)}, {"step_ms_overlap", ms(pt.weak.overlap_s)},
+                        {"weak_efficiency_no_overlap", pt.weak_eff_none},
+                        {"weak_efficiency_overlap", pt.weak_eff_overlap},
+                        {"strong_efficiency_overlap", pt.strong_eff_overlap}});
+    }
+  }
+  auto link_json = [](const sm::Link& l, int up_to) {
+    return json{{"name", l.name}, {"busbw_gbs", l.busbw_bytes_per_s / 1e9}, {"alpha_us", 1e6 * l.alpha_s},
+                {"up_to_gpus", up_to}};
+  };
+  json out = {{"schema", "ember_scaling/1"},
+              {"model", c.model},
+              {"device", c.device},
+              {"communicator", comm_name},
+              {"world_size", world},
+              {"steps", c.steps},
+              {"warmup", c.warmup},
+              {"measured", measured},
+              {"projection",
+               {{"note", "alpha-beta model (docs/scaling_model.md): predictions, not measurements"},
+                {"step_ms", ms(prof.compute_s())},
+                {"step_source", c.gpu_step_ms > 0 ? "--gpu-step-ms" : "measured single-rank step"},
+                {"gradient_mb", prof.gradient_bytes() / 1e6},
+                {"links", {link_json(nvlink, 8), link_json(ib, 1024)}},
+                {"points", points}}}};
+  if (dist != nullptr && here != nullptr) {
+    const sm::StepPrediction ring = sm::predict_step(profile_of(base), world, sm::Algorithm::Ring, *here);
+    out["check"] = {{"ranks", world}, {"link", link_json(*here, world)},
+                    {"predicted_step_ms_no_overlap", ms(ring.no_overlap_s)},
+                    {"predicted_step_ms_overlap", ms(ring.overlap_s)}, {"measured_step_ms", ms(dist->step_s)}};
+  }
+  std::ofstream f(c.json, std::ios::trunc);
+  f << out.dump(2) << '\n';
+  f.close();
+  EMBER_CHECK(!f.fail(), "--json: writing ", c.json, " failed: ", std::strerror(errno));
+  std::printf("\nwrote %s (scripts/plot.py scaling %s -o scaling.png draws it)\n", c.json.c_str(), c.json.c_str());
 }
 
 int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
@@ -246,6 +359,7 @@ int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
   const bool weak = c.mode != "strong", strong = c.mode != "weak";
   EMBER_CHECK(!strong || c.global_batch % world == 0, "--global-batch ", c.global_batch,
               " must be a multiple of the world size ", world);
+  if (rank == 0 && !c.json.empty()) check_json_path(c.json);
   auto local = std::make_shared<examples::LocalCommunicator>(comm->device());
   std::vector<Row> rows;
   Timing weak_base, weak_dist;
@@ -273,7 +387,7 @@ int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
   if (strong) measure("strong", c.global_batch, c.global_batch / world, c.baseline_strong);
   if (rank == 0) print_table(rows);
 
-  if (c.project) {
+  if (c.project || !c.json.empty()) {
     if (!weak) weak_base = averaged(*comm, train_steps(c, local, c.batch_size));
     // This machine's link, fitted from a tiny and a gradient-sized all-reduce (ring model).
     std::unique_ptr<sm::Link> here;
@@ -284,7 +398,9 @@ int run(const Config& c, const std::shared_ptr<Communicator>& comm) {
       const double busbw = 2.0 * (world - 1) / world * weak_base.gradient_bytes / std::max(1e-9, big - small);
       here = std::make_unique<sm::Link>(sm::Link{comm->name() + " here", busbw, alpha});
     }
-    if (rank == 0) print_projection(c, world, weak_base, have_dist ? &weak_dist : nullptr, here.get());
+    if (rank == 0 && c.project) print_projection(c, world, weak_base, have_dist ? &weak_dist : nullptr, here.get());
+    if (rank == 0 && !c.json.empty())
+      write_json(c, world, comm->name(), rows, weak_base, have_dist ? &weak_dist : nullptr, here.get());
   }
   return 0;
 }
@@ -329,6 +445,7 @@ int main(int argc, char** argv) {
   app.add_option("--ib-busbw", c.ib_busbw_gbs, "--project: InfiniBand bus bandwidth per GPU, GB/s");
   app.add_option("--ib-alpha-us", c.ib_alpha_us, "--project: InfiniBand all-reduce step latency, us");
   app.add_option("--seed", c.seed, "seeds the model and the synthetic data");
+  app.add_option("--json", c.json, "write the measured rows and the projection to 1024 GPUs to this file (rank 0)");
   CLI11_PARSE(app, argc, argv);
 
   if (distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);

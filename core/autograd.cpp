@@ -7,6 +7,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/anomaly.h"
+#include "core/profiler.h"
+
 namespace ember {
 
 // ---------------- grad mode ----------------
@@ -20,6 +23,10 @@ void GradMode::set_enabled(bool on) { g_grad_enabled = on; }
 // ---------------- saved tensors and in-place checks ----------------
 
 namespace {
+// The SavedTensors built since the last record() on this thread (see SavedTensor in autograd.h).
+// A fixed array: noting a saved tensor costs a weak-reference count, never an allocation.
+thread_local SavedList t_pending_saved;
+
 // The node whose backward formula is running on this thread (set by Node::apply), so that a saved
 // output can be given its grad_fn back. Null outside the engine.
 thread_local Node* g_running_node = nullptr;
@@ -35,7 +42,11 @@ Grads Node::apply(const Tensor& grad_out, NeedsGrad needs) {
 }
 
 SavedTensor::SavedTensor(const Tensor& t) : t_(t) {
-  if (t.defined()) version_ = t.storage()->version();
+  if (!t.defined()) return;
+  version_ = t.storage()->version();
+  SavedList& pending = t_pending_saved;
+  if (pending.count < SavedList::kMaxSaved) pending.tensors[pending.count] = t_.impl_ptr();
+  ++pending.count;
 }
 
 SavedTensor SavedTensor::output(const Tensor& out) {
@@ -79,8 +90,9 @@ bool grad_needed(std::initializer_list<Tensor> inputs) {
   return false;
 }
 
-namespace {
-void record_range(const char* name, Tensor& out, const Tensor* first, const Tensor* last, Node::BackwardFn fn) {
+// Makes the Node for record() and record_many(): one edge per input, the saved tensors noted since
+// the last record(), and in anomaly mode where it was made.
+void record_node(const char* name, Tensor& out, const Tensor* first, const Tensor* last, Node::BackwardFn fn) {
   EMBER_CHECK(last - first <= 32, name, ": at most 32 differentiable inputs per op, got ", last - first);
   std::vector<Edge> edges;
   edges.reserve(last - first);
@@ -96,16 +108,20 @@ void record_range(const char* name, Tensor& out, const Tensor* first, const Tens
     }
     edges.push_back(std::move(e));
   }
-  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(edges), std::move(fn));
+  auto node = std::make_shared<Node>(name, std::move(edges), std::move(fn));
+  SavedList& pending = t_pending_saved;
+  node->saved_ = std::move(pending);
+  pending.count = 0;  // moved-from weak_ptrs are already empty
+  if (autograd::is_anomaly_enabled()) node->origin_ = autograd::describe_origin();
+  out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
 }
-}  // namespace
 
 void record(const char* name, Tensor& out, std::initializer_list<Tensor> inputs, Node::BackwardFn fn) {
-  record_range(name, out, inputs.begin(), inputs.end(), std::move(fn));
+  record_node(name, out, inputs.begin(), inputs.end(), std::move(fn));
 }
 void record_many(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Node::BackwardFn fn) {
-  record_range(name, out, inputs.data(), inputs.data() + inputs.size(), std::move(fn));
+  record_node(name, out, inputs.data(), inputs.data() + inputs.size(), std::move(fn));
 }
 
 // A long chain of nodes would be destroyed recursively (each node's destructor dropping the last
@@ -293,12 +309,14 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
     Grads in_grads(n->next().size());
     if (g.defined()) {  // no gradient flowing in (all consumers gave none): none flows out
       try {
+        profiler::OpScope scope(n->name(), profiler::kBackward, g);  // "<op>Backward" in a profile
         in_grads = n->apply(g, needs);
       } catch (const Error& err) {
         throw Error(std::string("in backward of ") + n->name() + ": " + err.what());
       }
       EMBER_CHECK(in_grads.size() == n->next().size(), "backward of ", n->name(), ": returned ", in_grads.size(),
                   " gradients for ", n->next().size(), " inputs");
+      if (autograd::is_anomaly_enabled()) autograd::check_backward_grads(*n, in_grads);
     }
 
     for (size_t i = 0; i < n->next().size(); ++i) {

@@ -13,10 +13,12 @@
 // shape (Tensor::sum_to_size) and makes zeros/ones (Tensor::new_zeros/new_ones).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -41,6 +43,23 @@ struct Edge {
   bool needed() const { return node || leaf; }
 };
 
+// What a Node saved for its backward, for tools that draw the graph (autograd::to_dot). Weak
+// references: they never keep a saved tensor alive (a saved input may outlive the graph; once the
+// Node is released its saved tensors are gone as far as the graph is concerned). The array lives
+// inside the Node (no allocation of its own); an op that saves more than kMaxSaved tensors only
+// counts the rest.
+struct SavedList {
+  static constexpr int kMaxSaved = 6;
+  std::array<std::weak_ptr<TensorImpl>, kMaxSaved> tensors;
+  int count = 0;  // how many the op saved; min(count, kMaxSaved) of them are in `tensors`
+};
+
+// Where a Node was made, kept only in anomaly mode (see core/anomaly.h): the ops that were running
+// on this thread when it was recorded, outermost first ("cross_entropy > log_softmax").
+struct NodeOrigin {
+  std::string context;
+};
+
 // One recorded op: its backward formula and where each input's gradient goes. A Node has exactly
 // one output (the tensor whose grad_fn it is).
 class Node : public std::enable_shared_from_this<Node> {
@@ -58,6 +77,9 @@ class Node : public std::enable_shared_from_this<Node> {
   bool released() const { return !fn_; }
   void add_hook(Hook h) { hooks_.push_back(std::move(h)); }
   const std::vector<Hook>& hooks() const { return hooks_; }
+  size_t num_hooks() const { return hooks_.size(); }
+  const SavedList& saved() const { return saved_; }
+  const NodeOrigin* origin() const { return origin_.get(); }  // null unless made in anomaly mode
 
   // Runs the backward formula (the engine calls this; see autograd.cpp). While it runs, tensors
   // saved with SavedTensor::output() come back with this node as their grad_fn.
@@ -66,10 +88,13 @@ class Node : public std::enable_shared_from_this<Node> {
   void release() { fn_ = nullptr; }
 
  private:
+  friend void record_node(const char*, Tensor&, const Tensor*, const Tensor*, BackwardFn);
   const char* name_;
   std::vector<Edge> next_;
   BackwardFn fn_;  // reset (freeing saved tensors) when the graph is released
   std::vector<Hook> hooks_;
+  SavedList saved_;
+  std::unique_ptr<NodeOrigin> origin_;
 };
 
 // A tensor saved for backward, with the storage version at save time: get() refuses it if an
@@ -81,6 +106,8 @@ class Node : public std::enable_shared_from_this<Node> {
 //                               reference cycle (node -> formula -> out -> node), so only the data
 //                               is kept; get() re-attaches the node that is running (out's grad_fn
 //                               by definition) when the engine differentiates with create_graph.
+// Ops build their SavedTensors in the arguments of record(); each one is noted in a small
+// thread-local list that record() hands to the Node it makes, so the graph can show what it saved.
 class SavedTensor {
  public:
   SavedTensor() = default;

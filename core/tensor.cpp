@@ -10,6 +10,7 @@
 #include "core/backend.h"
 #include "core/memory_overlap.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -63,6 +64,7 @@ void Tensor::check_dtype(DType t, const char* op) const {
 
 Tensor Tensor::to(DType t) const {
   if (dtype() == t) return *this;
+  EMBER_OP_SCOPE("to", *this);
   Tensor out = empty(shape(), TensorOptions(t).device(device()));
   backend_of(*this).copy(*this, out);
   if (is_floating(t) && grad_needed(*this)) {
@@ -74,6 +76,7 @@ Tensor Tensor::to(DType t) const {
 
 Tensor Tensor::to(Device d) const {
   if (device() == d) return *this;
+  EMBER_OP_SCOPE("to", *this);
   Tensor src = contiguous();
   Tensor out = empty(shape(), TensorOptions(dtype()).device(d));
   if (d.is_cpu()) {
@@ -95,6 +98,7 @@ Tensor Tensor::contiguous() const {
 }
 
 Tensor Tensor::clone() const {
+  EMBER_OP_SCOPE("clone", *this);
   Tensor out = empty(shape(), TensorOptions(dtype()).device(device()));
   backend_of(*this).copy(*this, out);
   if (grad_needed(*this)) record("clone", out, {*this}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });

@@ -10,6 +10,7 @@
 // the CPU) compute all three gradients in one pass over the batch, asking only for the ones that
 // are needed (a first layer's input never is).
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "core/kernels/conv_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -58,6 +59,7 @@ void check_grad_output(const char* op, const Tensor& grad_output, const Shape& w
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
               Size2 dilation, int64_t groups) {
+  EMBER_OP_SCOPE("conv2d", input, weight, bias);
   EMBER_CHECK(input.defined() && weight.defined(), "conv2d: undefined input or weight");
   EMBER_CHECK(input.dim() == 3 || input.dim() == 4, "conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ",
               input.shape());
@@ -106,6 +108,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Siz
 
 Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, const Shape& input_shape, Size2 stride,
                              Size2 padding, Size2 dilation, int64_t groups) {
+  EMBER_OP_SCOPE("conv2d_backward_input", grad_output, weight);
   const char* op = "conv2d_backward_input";
   EMBER_CHECK(weight.defined(), op, ": undefined weight");
   check_grad_output(op, grad_output,
@@ -133,6 +136,7 @@ Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, co
 
 Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, const Shape& weight_shape, Size2 stride,
                               Size2 padding, Size2 dilation, int64_t groups) {
+  EMBER_OP_SCOPE("conv2d_backward_weight", grad_output, input);
   const char* op = "conv2d_backward_weight";
   EMBER_CHECK(input.defined(), op, ": undefined input");
   check_grad_output(op, grad_output,

@@ -6,6 +6,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -67,6 +68,7 @@ Tensor binary_kernel(BinaryOp op, const char* name, const Tensor& a, const Tenso
 }
 
 Tensor compare(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE(name, a, b);
   const Operands p = promote(name, a, b);
   return binary_kernel(op, name, p.a, p.b);
 }
@@ -98,6 +100,7 @@ void check_no_zero_divisor(const char* op, const Tensor& divisor) {
 // ---------------- binary arithmetic ----------------
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("add", a, b);
   const auto [x, y] = promote("add", a, b);
   Tensor out = binary_kernel(BinaryOp::Add, "add", x, y);
   if (grad_needed({x, y})) record("add", out, {x, y}, [](const Tensor& g, NeedsGrad) -> Grads { return {g, g}; });
@@ -105,6 +108,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("sub", a, b);
   const auto [x, y] = promote("sub", a, b);
   Tensor out = binary_kernel(BinaryOp::Sub, "sub", x, y);
   if (grad_needed({x, y}))
@@ -113,6 +117,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("mul", a, b);
   const auto [x, y] = promote("mul", a, b);
   Tensor out = binary_kernel(BinaryOp::Mul, "mul", x, y);
   if (grad_needed({x, y}))
@@ -124,6 +129,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 // True division, as PyTorch's `/`: integer operands are divided as the default float dtype.
 Tensor div(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("div", a, b);
   const Operands p = promote("div", a, b);
   const Tensor x = to_float("div", p.a), y = to_float("div", p.b);
   Tensor out = binary_kernel(BinaryOp::Div, "div", x, y);
@@ -138,12 +144,14 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // Not differentiable (its gradient is zero almost everywhere), like sign.
 Tensor floor_divide(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("floor_divide", a, b);
   const auto [x, y] = promote("floor_divide", a, b);
   check_no_zero_divisor("floor_divide", y);
   return binary_kernel(BinaryOp::FloorDiv, "floor_divide", x.detach(), y.detach());
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("pow", a, b);
   const auto [x, y] = promote("pow", a, b);
   require_float("pow", x);
   Tensor out = binary_kernel(BinaryOp::Pow, "pow", x, y);
@@ -163,6 +171,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 // NaN propagates (ew::maximum), and so does the gradient: where a and b are not ordered (a NaN),
 // or tie, both get it — PyTorch gives the full gradient to both at a NaN and half to each at a tie.
 Tensor maximum(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("maximum", a, b);
   const auto [x, y] = promote("maximum", a, b);
   Tensor out = binary_kernel(BinaryOp::Maximum, "maximum", x, y);
   if (grad_needed({x, y}))
@@ -176,6 +185,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("minimum", a, b);
   const auto [x, y] = promote("minimum", a, b);
   Tensor out = binary_kernel(BinaryOp::Minimum, "minimum", x, y);
   if (grad_needed({x, y}))
@@ -191,6 +201,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 // ---------------- scalar forms ----------------
 
 Tensor add(const Tensor& a, double s) {
+  EMBER_OP_SCOPE("add", a);
   const Tensor x = with_scalar(a, s);
   Tensor out = unary_kernel(UnaryOp::AddScalar, x, {s, 0});
   if (grad_needed(x)) record("add", out, {x}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });
@@ -198,24 +209,28 @@ Tensor add(const Tensor& a, double s) {
 }
 Tensor sub(const Tensor& a, double s) { return add(a, -s); }
 Tensor rsub(const Tensor& a, double s) {
+  EMBER_OP_SCOPE("rsub", a);
   const Tensor x = with_scalar(a, s);
   Tensor out = unary_kernel(UnaryOp::RSubScalar, x, {s, 0});
   if (grad_needed(x)) record("rsub", out, {x}, [](const Tensor& g, NeedsGrad) -> Grads { return {neg(g)}; });
   return out;
 }
 Tensor mul(const Tensor& a, double s) {
+  EMBER_OP_SCOPE("mul", a);
   const Tensor x = with_scalar(a, s);
   Tensor out = unary_kernel(UnaryOp::MulScalar, x, {s, 0});
   if (grad_needed(x)) record("mul", out, {x}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g * s}; });
   return out;
 }
 Tensor div(const Tensor& a, double s) {
+  EMBER_OP_SCOPE("div", a);
   const Tensor x = to_float("div", a);  // true division
   Tensor out = unary_kernel(UnaryOp::MulScalar, x, {1.0 / s, 0});
   if (grad_needed(x)) record("div", out, {x}, [s](const Tensor& g, NeedsGrad) -> Grads { return {g / s}; });
   return out;
 }
 Tensor rdiv(const Tensor& a, double s) {
+  EMBER_OP_SCOPE("rdiv", a);
   const Tensor x = to_float("rdiv", a);
   Tensor out = unary_kernel(UnaryOp::RDivScalar, x, {s, 0});
   if (grad_needed(x))
@@ -226,6 +241,7 @@ Tensor rdiv(const Tensor& a, double s) {
   return out;
 }
 Tensor pow(const Tensor& a, double e) {
+  EMBER_OP_SCOPE("pow", a);
   EMBER_CHECK(a.defined(), "pow: undefined tensor argument");
   const Tensor x = with_scalar(a, e);
   require_float("pow", x);
@@ -241,12 +257,14 @@ Tensor pow(const Tensor& a, double e) {
 // ---------------- unary math ----------------
 
 Tensor neg(const Tensor& a) {
+  EMBER_OP_SCOPE("neg", a);
   Tensor out = unary_kernel(UnaryOp::Neg, a);
   if (grad_needed(a)) record("neg", out, {a}, [](const Tensor& g, NeedsGrad) -> Grads { return {neg(g)}; });
   return out;
 }
 
 Tensor exp(const Tensor& a) {
+  EMBER_OP_SCOPE("exp", a);
   const Tensor x = to_float("exp", a);
   Tensor out = unary_kernel(UnaryOp::Exp, x);
   if (grad_needed(x))
@@ -255,6 +273,7 @@ Tensor exp(const Tensor& a) {
 }
 
 Tensor log(const Tensor& a) {
+  EMBER_OP_SCOPE("log", a);
   const Tensor x = to_float("log", a);
   Tensor out = unary_kernel(UnaryOp::Log, x);
   if (grad_needed(x))
@@ -263,6 +282,7 @@ Tensor log(const Tensor& a) {
 }
 
 Tensor sqrt(const Tensor& a) {
+  EMBER_OP_SCOPE("sqrt", a);
   const Tensor x = to_float("sqrt", a);
   Tensor out = unary_kernel(UnaryOp::Sqrt, x);
   if (grad_needed(x))
@@ -273,6 +293,7 @@ Tensor sqrt(const Tensor& a) {
 }
 
 Tensor abs(const Tensor& a) {
+  EMBER_OP_SCOPE("abs", a);
   Tensor out = unary_kernel(UnaryOp::Abs, a);
   if (grad_needed(a))
     record("abs", out, {a}, [sa = SavedTensor(a)](const Tensor& g, NeedsGrad) -> Grads { return {g * sign(sa.get())}; });
@@ -282,6 +303,7 @@ Tensor abs(const Tensor& a) {
 Tensor sign(const Tensor& a) { return unary_kernel(UnaryOp::Sign, a); }
 
 Tensor tanh(const Tensor& a) {
+  EMBER_OP_SCOPE("tanh", a);
   const Tensor x = to_float("tanh", a);
   Tensor out = unary_kernel(UnaryOp::Tanh, x);
   if (grad_needed(x))
@@ -292,6 +314,7 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor sigmoid(const Tensor& a) {
+  EMBER_OP_SCOPE("sigmoid", a);
   const Tensor x = to_float("sigmoid", a);
   Tensor out = unary_kernel(UnaryOp::Sigmoid, x);
   if (grad_needed(x))
@@ -302,6 +325,7 @@ Tensor sigmoid(const Tensor& a) {
 }
 
 Tensor sin(const Tensor& a) {
+  EMBER_OP_SCOPE("sin", a);
   const Tensor x = to_float("sin", a);
   Tensor out = unary_kernel(UnaryOp::Sin, x);
   if (grad_needed(x))
@@ -310,6 +334,7 @@ Tensor sin(const Tensor& a) {
 }
 
 Tensor cos(const Tensor& a) {
+  EMBER_OP_SCOPE("cos", a);
   const Tensor x = to_float("cos", a);
   Tensor out = unary_kernel(UnaryOp::Cos, x);
   if (grad_needed(x))
@@ -321,6 +346,7 @@ Tensor cos(const Tensor& a) {
 
 // relu(NaN) is NaN and its gradient there is 1, as in PyTorch (ew::Relu, ew::ReluBackward).
 Tensor relu(const Tensor& a) {
+  EMBER_OP_SCOPE("relu", a);
   Tensor out = unary_kernel(UnaryOp::Relu, a);
   if (grad_needed(a))
     record("relu", out, {a}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
@@ -330,6 +356,7 @@ Tensor relu(const Tensor& a) {
 }
 
 Tensor gelu(const Tensor& a) {
+  EMBER_OP_SCOPE("gelu", a);
   const Tensor x = to_float("gelu", a);
   Tensor out = unary_kernel(UnaryOp::Gelu, x);
   if (grad_needed(x))
@@ -340,6 +367,7 @@ Tensor gelu(const Tensor& a) {
 }
 
 Tensor clamp(const Tensor& a, double lo, double hi) {
+  EMBER_OP_SCOPE("clamp", a);
   EMBER_CHECK(lo <= hi, "clamp: min ", lo, " is greater than max ", hi);
   Tensor out = unary_kernel(UnaryOp::Clamp, a, {lo, hi});
   if (grad_needed(a))
@@ -431,6 +459,7 @@ Tensor gelu_backward(const Tensor& grad, const Tensor& input) {
 // ---------------- selection ----------------
 
 Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  EMBER_OP_SCOPE("where", cond, a_in, b_in);
   const auto [a, b] = promote("where", a_in, b_in);
   EMBER_CHECK(cond.dtype() == kUInt8, "where: condition must be uint8 (a comparison result), got ",
               dtype_name(cond.dtype()));
@@ -448,6 +477,7 @@ Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  EMBER_OP_SCOPE("masked_fill", a, mask);
   EMBER_CHECK(mask.dtype() == kUInt8, "masked_fill: mask must be uint8, got ", dtype_name(mask.dtype()));
   EMBER_CHECK(broadcast_shapes("masked_fill", a.shape(), mask.shape()) == a.shape(), "masked_fill: mask of shape ",
               mask.shape(), " does not broadcast to the tensor's shape ", a.shape());

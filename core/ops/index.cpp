@@ -12,6 +12,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -63,6 +64,7 @@ void check_bounds(const char* op, const Tensor& index, int dim, int64_t size) {
 // ---------------- index_select ----------------
 
 Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index) {
+  EMBER_OP_SCOPE("index_select", a, index);
   check_input("index_select", a);
   check_index_tensor("index_select", index, a);
   EMBER_CHECK(index.dim() == 1, "index_select: index must be 1-D, got shape ", index.shape());
@@ -87,6 +89,7 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index) {
 // ---------------- gather ----------------
 
 Tensor gather(const Tensor& a, int64_t dim, const Tensor& index) {
+  EMBER_OP_SCOPE("gather", a, index);
   check_input("gather", a);
   check_index_tensor("gather", index, a);
   EMBER_CHECK(index.dim() == a.dim(), "gather: index must have as many dims as the input: index ", index.shape(),
@@ -140,6 +143,7 @@ Tensor gather_backward(const Tensor& grad, const Shape& input_shape, int64_t dim
 // ---------------- embedding ----------------
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  EMBER_OP_SCOPE("embedding", weight, indices);
   EMBER_CHECK(weight.defined(), "embedding: undefined weight tensor");
   EMBER_CHECK(weight.dim() == 2, "embedding: weight must be 2-D [num_embeddings, embedding_dim], got ", weight.shape());
   check_index_tensor("embedding", indices, weight);
@@ -167,6 +171,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 // ---------------- one_hot ----------------
 
 Tensor one_hot(const Tensor& indices, int64_t num_classes) {
+  EMBER_OP_SCOPE("one_hot", indices);
   EMBER_CHECK(indices.defined(), "one_hot: undefined indices tensor");
   EMBER_CHECK(indices.dtype() == kInt64, "one_hot: indices must be an int64 tensor, got ", dtype_name(indices.dtype()),
               " of shape ", indices.shape());
@@ -204,6 +209,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
 // ---------------- dropout ----------------
 
 Tensor dropout(const Tensor& a, double p, bool train, Generator* gen) {
+  EMBER_OP_SCOPE("dropout", a);
   EMBER_CHECK(a.defined(), "dropout: undefined input tensor");
   EMBER_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability p must be in [0, 1], got ", p);  // also rejects NaN
   EMBER_CHECK(is_floating(a.dtype()), "dropout: expected a floating-point tensor, got ", dtype_name(a.dtype()),

@@ -8,10 +8,12 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  EMBER_OP_SCOPE("linear", input, weight, bias);
   EMBER_CHECK(input.defined() && weight.defined(), "linear: undefined input or weight");
   EMBER_CHECK(weight.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got ", weight.shape());
   EMBER_CHECK(input.dim() >= 1, "linear: input must have at least 1 dim, got a 0-d tensor");

@@ -11,6 +11,7 @@
 #include "core/kernels/loss_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -66,6 +67,7 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ig
 }  // namespace
 
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o) {
+  EMBER_OP_SCOPE("cross_entropy", input, target);
   check_target("cross_entropy", input, target);
   EMBER_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0,
               "cross_entropy: label_smoothing must be in [0, 1], got ", o.label_smoothing);
@@ -92,6 +94,7 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
 }
 
 Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossOptions& o) {
+  EMBER_OP_SCOPE("nll_loss", input, target);
   check_target("nll_loss", input, target);
   EMBER_CHECK(input.dim() <= 2, "nll_loss: expected input [N, C] or [C], got ", input.shape());
   const Tensor x = input.dim() == 1 ? input.unsqueeze(0) : input;
@@ -114,6 +117,7 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossOptions&
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  EMBER_OP_SCOPE("mse_loss", input, target);
   EMBER_CHECK(input.defined() && target.defined(), "mse_loss: undefined input or target");
   EMBER_CHECK(input.shape() == target.shape(), "mse_loss: input ", input.shape(), " and target ", target.shape(),
               " must have the same shape");

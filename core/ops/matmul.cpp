@@ -15,6 +15,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -137,6 +138,7 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("matmul", a, b);
   check_args(a, b);
   if (a.dim() == 1 && b.dim() == 1) return matmul_nd(a.unsqueeze(0), b.unsqueeze(1)).reshape(Shape{});
   if (a.dim() == 1) return matmul_nd(a.unsqueeze(0), b).squeeze(-2);

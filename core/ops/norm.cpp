@@ -9,6 +9,7 @@
 // NormBackward.FusedMatchesComposite checks the two bodies agree in float64. The kernels see the
 // input as [N, C, S] (batch norm) or [rows, features] (layer norm), free views of a contiguous tensor.
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "core/kernels/norm_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -88,6 +89,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_fused(const Tensor& g, co
 
 Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  EMBER_OP_SCOPE("batch_norm", input, running_mean, running_var, weight, bias);
   EMBER_CHECK(input.defined(), "batch_norm: undefined input");
   EMBER_CHECK(input.dim() >= 2, "batch_norm: expected an input [N, C, *] with at least 2 dims, got ", input.shape());
   EMBER_CHECK(is_floating(input.dtype()), "batch_norm: expected a floating-point input, got ",
@@ -143,6 +145,7 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
 
 Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
+  EMBER_OP_SCOPE("layer_norm", input, weight, bias);
   EMBER_CHECK(input.defined(), "layer_norm: undefined input");
   EMBER_CHECK(is_floating(input.dtype()), "layer_norm: expected a floating-point input, got ",
               dtype_name(input.dtype()), " of shape ", input.shape());
@@ -185,6 +188,7 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad_output
                                                        const Tensor& weight, const Tensor& save_mean,
                                                        const Tensor& save_invstd, bool training, double eps,
                                                        std::array<bool, 3> mask) {
+  EMBER_OP_SCOPE("batch_norm_backward", grad_output, input);
   const char* op = "batch_norm_backward";
   check_grad_output(op, grad_output, input);
   EMBER_CHECK(input.dim() >= 2, op, ": expected an input [N, C, *] with at least 2 dims, got ", input.shape());
@@ -225,6 +229,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad_output
                                                        const std::vector<int64_t>& normalized_shape,
                                                        const Tensor& mean, const Tensor& rstd, const Tensor& weight,
                                                        double eps, std::array<bool, 3> mask) {
+  EMBER_OP_SCOPE("layer_norm_backward", grad_output, input);
   const char* op = "layer_norm_backward";
   check_grad_output(op, grad_output, input);
   const Shape norm(normalized_shape);

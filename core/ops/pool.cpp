@@ -6,6 +6,7 @@
 // scatters to the saved indices (its transpose gathers from them), and the average poolings'
 // backwards are the transposes of the forwards (their transposes are the forwards again).
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "core/kernels/pool_kernels.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -76,6 +77,7 @@ void check_pool_input_shape(const char* op, const Shape& input_shape) {
 
 std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride,
                                                   Size2 padding, Size2 dilation, bool ceil_mode) {
+  EMBER_OP_SCOPE("max_pool2d_with_indices", input);
   check_input("max_pool2d", input);
   Shape out_shape;
   const Window2d w =
@@ -95,10 +97,12 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Size2 ker
 
 Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride, Size2 padding, Size2 dilation,
                   bool ceil_mode) {
+  EMBER_OP_SCOPE("max_pool2d", input);
   return max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode).first;
 }
 
 Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, const Shape& input_shape) {
+  EMBER_OP_SCOPE("max_pool2d_backward", grad_output, indices);
   const char* op = "max_pool2d_backward";
   check_pool_input_shape(op, input_shape);
   EMBER_CHECK(indices.defined() && indices.dtype() == kInt64, op, ": indices must be an int64 tensor");
@@ -130,6 +134,7 @@ Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, con
 
 Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride, Size2 padding, bool ceil_mode,
                   bool count_include_pad) {
+  EMBER_OP_SCOPE("avg_pool2d", input);
   check_input("avg_pool2d", input);
   Shape out_shape;
   const Window2d w = pool_window("avg_pool2d", input.shape(), kernel_size, stride, padding, 1, ceil_mode, out_shape);
@@ -147,6 +152,7 @@ Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> s
 
 Tensor avg_pool2d_backward(const Tensor& grad_output, const Shape& input_shape, Size2 kernel_size,
                            std::optional<Size2> stride, Size2 padding, bool ceil_mode, bool count_include_pad) {
+  EMBER_OP_SCOPE("avg_pool2d_backward", grad_output);
   const char* op = "avg_pool2d_backward";
   check_pool_input_shape(op, input_shape);
   Shape out_shape;
@@ -167,6 +173,7 @@ Tensor avg_pool2d_backward(const Tensor& grad_output, const Shape& input_shape, 
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& input, Size2 output_size) {
+  EMBER_OP_SCOPE("adaptive_avg_pool2d", input);
   check_input("adaptive_avg_pool2d", input);
   detail::check_window("adaptive_avg_pool2d", "output_size", output_size, 1);
   EMBER_CHECK(input.size(-2) > 0 && input.size(-1) > 0, "adaptive_avg_pool2d: input ", input.shape(),
@@ -185,6 +192,7 @@ Tensor adaptive_avg_pool2d(const Tensor& input, Size2 output_size) {
 }
 
 Tensor adaptive_avg_pool2d_backward(const Tensor& grad_output, const Shape& input_shape) {
+  EMBER_OP_SCOPE("adaptive_avg_pool2d_backward", grad_output);
   const char* op = "adaptive_avg_pool2d_backward";
   check_pool_input_shape(op, input_shape);
   EMBER_CHECK(grad_output.defined() && grad_output.dim() == static_cast<int64_t>(input_shape.size()), op,

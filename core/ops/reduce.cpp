@@ -12,6 +12,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/reduce_math.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -128,6 +129,7 @@ Tensor arg_extremum(ReduceOp op, const char* name, const Tensor& a, int64_t dim,
 }  // namespace
 
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  EMBER_OP_SCOPE("sum", a);
   const uint32_t mask = reduce_mask("sum", a, dims);
   // uint8 sums into int64 (like PyTorch) so that counting a mask cannot overflow: core/reduce_math.h.
   const DType out_dtype = reduction::output_dtype(ReduceOp::Sum, a.dtype());
@@ -141,6 +143,7 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  EMBER_OP_SCOPE("mean", a);
   require_float("mean", a);
   const uint32_t mask = reduce_mask("mean", a, dims);
   Tensor out = drop_dims(reduce_kernel(ReduceOp::Mean, a, mask, a.dtype()), mask, keepdim);
@@ -154,15 +157,18 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor max(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  EMBER_OP_SCOPE("max", a);
   return extremum(ReduceOp::Max, "max", a, dims, keepdim);
 }
 
 Tensor min(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  EMBER_OP_SCOPE("min", a);
   return extremum(ReduceOp::Min, "min", a, dims, keepdim);
 }
 
 // Two passes (mean, then the sum of squared deviations): no cancellation, unlike E[x^2] - E[x]^2.
 Tensor var(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, bool keepdim) {
+  EMBER_OP_SCOPE("var", a);
   require_float("var", a);
   const uint32_t mask = reduce_mask("var", a, dims);
   // Divide by N - 1 (Bessel's correction) or N. N <= correction gives NaN, as in PyTorch.
@@ -209,6 +215,7 @@ Tensor sqrt_of_variance(const Tensor& v) {
 }  // namespace
 
 Tensor std(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, bool keepdim) {
+  EMBER_OP_SCOPE("std", a);
   require_float("std", a);
   return sqrt_of_variance(var(a, dims, unbiased, keepdim));
 }
@@ -219,6 +226,7 @@ Tensor std(const Tensor& a, const std::vector<int64_t>& dims, bool unbiased, boo
 // and logsumexp = m - max(y) with a single rounding. The reduced dims are first moved last and
 // flattened into one (a view when the layout allows), since the kernel works along one dim.
 Tensor logsumexp(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  EMBER_OP_SCOPE("logsumexp", a);
   require_float("logsumexp", a);
   const uint32_t mask = reduce_mask("logsumexp", a, dims);
   const Shape keep = keepdim_shape(a.shape(), mask);
@@ -255,9 +263,11 @@ Tensor logsumexp(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim
 }
 
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim) {
+  EMBER_OP_SCOPE("argmax", a);
   return arg_extremum(ReduceOp::ArgMax, "argmax", a, dim, keepdim);
 }
 Tensor argmin(const Tensor& a, int64_t dim, bool keepdim) {
+  EMBER_OP_SCOPE("argmin", a);
   return arg_extremum(ReduceOp::ArgMin, "argmin", a, dim, keepdim);
 }
 
@@ -265,6 +275,7 @@ Tensor argmin(const Tensor& a, int64_t dim, bool keepdim) {
 // `shape` has 1 and `a` does not. Differentiable (sum and reshape are). Used by the autograd engine on
 // every broadcast gradient, so the common case — nothing to do — returns `a` itself.
 Tensor sum_to(const Tensor& a, const Shape& shape) {
+  EMBER_OP_SCOPE("sum_to", a);
   EMBER_CHECK(a.defined(), "sum_to: undefined tensor argument");
   if (a.shape() == shape) return a;
   const int lead = a.dim() - shape.size();

@@ -9,6 +9,7 @@
 #include "core/backend.h"
 #include "core/checked_math.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
@@ -79,6 +80,7 @@ void record_reshape_back(const char* name, Tensor& out, const Tensor& in) {
 }  // namespace
 
 Tensor Tensor::view(const Shape& requested) const {
+  EMBER_OP_SCOPE("view", *this);
   Shape shape = infer_shape("view", requested, numel());
   auto st = view_strides(this->shape(), strides(), shape);
   EMBER_CHECK(st.has_value(), "view: shape ", requested, " is not compatible with the input's size ", this->shape(),
@@ -89,6 +91,7 @@ Tensor Tensor::view(const Shape& requested) const {
 }
 
 Tensor Tensor::reshape(const Shape& requested) const {
+  EMBER_OP_SCOPE("reshape", *this);
   Shape shape = infer_shape("reshape", requested, numel());
   if (auto st = view_strides(this->shape(), strides(), shape)) {
     Tensor out = make_view(*this, shape, *st, offset());
@@ -99,6 +102,7 @@ Tensor Tensor::reshape(const Shape& requested) const {
 }
 
 Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
+  EMBER_OP_SCOPE("flatten", *this);
   if (dim() == 0) return reshape(Shape{1});
   int s = wrap_dim("flatten", start_dim, dim()), e = wrap_dim("flatten", end_dim, dim());
   EMBER_CHECK(s <= e, "flatten: start_dim ", start_dim, " comes after end_dim ", end_dim);
@@ -112,6 +116,7 @@ Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
+  EMBER_OP_SCOPE("transpose", *this);
   int a = wrap_dim("transpose", d0, dim()), b = wrap_dim("transpose", d1, dim());
   if (dim() == 0) return *this;
   Shape shape = this->shape(), st = strides();
@@ -124,11 +129,13 @@ Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
 }
 
 Tensor Tensor::t() const {
+  EMBER_OP_SCOPE("t", *this);
   EMBER_CHECK(dim() <= 2, "t: expects a tensor with <= 2 dims, got ", shape());
   return dim() < 2 ? *this : transpose(0, 1);
 }
 
 Tensor Tensor::permute(const Shape& dims) const {
+  EMBER_OP_SCOPE("permute", *this);
   EMBER_CHECK(dims.size() == dim(), "permute: got ", dims.size(), " dims ", dims, " for a tensor of shape ", shape());
   Shape shape, st, inverse(dim(), 0);
   std::vector<bool> seen(dim(), false);
@@ -147,6 +154,7 @@ Tensor Tensor::permute(const Shape& dims) const {
 }
 
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
+  EMBER_OP_SCOPE("slice", *this);
   int dd = wrap_dim("slice", d, dim());
   EMBER_CHECK(step > 0, "slice: step must be positive, got ", step);
   int64_t n = shape()[dd];
@@ -168,6 +176,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 }
 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
+  EMBER_OP_SCOPE("narrow", *this);
   int dd = wrap_dim("narrow", d, dim());
   int64_t n = shape()[dd];
   if (start < 0) start += n;
@@ -177,6 +186,7 @@ Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
+  EMBER_OP_SCOPE("select", *this);
   int dd = wrap_dim("select", d, dim());
   int64_t n = shape()[dd];
   EMBER_CHECK(index >= -n && index < n, "select: index ", index, " out of range for dim ", dd, " of size ", n,
@@ -196,6 +206,7 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 }
 
 Tensor Tensor::expand(const Shape& requested) const {
+  EMBER_OP_SCOPE("expand", *this);
   EMBER_CHECK(requested.size() >= dim(), "expand: target ", requested, " has fewer dims than the tensor's shape ",
               shape());
   int lead = requested.size() - dim();
@@ -223,6 +234,7 @@ Tensor Tensor::expand(const Shape& requested) const {
 }
 
 Tensor Tensor::squeeze() const {
+  EMBER_OP_SCOPE("squeeze", *this);
   Shape shape;
   for (int64_t d : this->shape())
     if (d != 1) shape.push_back(d);
@@ -230,6 +242,7 @@ Tensor Tensor::squeeze() const {
 }
 
 Tensor Tensor::squeeze(int64_t d) const {
+  EMBER_OP_SCOPE("squeeze", *this);
   if (dim() == 0) return *this;
   int dd = wrap_dim("squeeze", d, dim());
   if (shape()[dd] != 1) return *this;
@@ -239,6 +252,7 @@ Tensor Tensor::squeeze(int64_t d) const {
 }
 
 Tensor Tensor::unsqueeze(int64_t d) const {
+  EMBER_OP_SCOPE("unsqueeze", *this);
   int dd = wrap_dim("unsqueeze", d, dim() + 1);
   Shape shape = this->shape();
   shape.insert(dd, 1);
@@ -274,6 +288,7 @@ Tensor select_backward(const Tensor& grad, const Shape& input_shape, int64_t dim
 // ---------------- joins ----------------
 
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  EMBER_OP_SCOPE("cat", tensors);
   EMBER_CHECK(!tensors.empty(), "cat: expected a non-empty list of tensors");
   const Tensor& first = tensors[0];
   int d = wrap_dim("cat", dim, first.dim());
@@ -318,6 +333,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  EMBER_OP_SCOPE("stack", tensors);
   EMBER_CHECK(!tensors.empty(), "stack: expected a non-empty list of tensors");
   int d = wrap_dim("stack", dim, tensors[0].dim() + 1);
   std::vector<Tensor> parts;

@@ -6,12 +6,14 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace ember {
 
 namespace {
 
 Tensor softmax_impl(const char* name, const Tensor& a, int64_t dim, bool log) {
+  EMBER_OP_SCOPE(name, a);
   EMBER_CHECK(a.defined(), name, ": undefined tensor argument");
   EMBER_CHECK(is_floating(a.dtype()), name, ": expected a floating-point tensor, got ", dtype_name(a.dtype()),
               " of shape ", a.shape());

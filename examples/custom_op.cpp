@@ -12,6 +12,7 @@ using autograd::AutogradContext;
 
 // y = x^3. The backward is written with ember ops, so it can itself be differentiated (see the
 // second derivative below).
+// [cube]
 struct Cube : autograd::Function<Cube> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x) {
     ctx->save_for_backward({x});
@@ -22,6 +23,7 @@ struct Cube : autograd::Function<Cube> {
     return {grad_outputs[0] * x * x * 3.0};  // dy/dx = 3 x^2
   }
 };
+// [/cube]
 
 // y = a * b + alpha: two tensors and a number. Only the inputs that need a gradient get one.
 struct MulAdd : autograd::Function<MulAdd> {
@@ -74,8 +76,10 @@ int main() {
   }
 
   // The backward is made of ops, so the custom op differentiates twice: d2/dx2 sum(x^3) = 6 x.
+  // [twice]
   Tensor g = autograd::grad({Cube::apply(x).sum()}, {x}, {}, std::nullopt, /*create_graph=*/true)[0];
   Tensor h = autograd::grad({g.sum()}, {x})[0];
+  // [/twice]
   std::vector<double> hv = h.to_vector<double>(), xv = x.detach().to_vector<double>();
   for (int64_t k = 0; k < 4; ++k) worst = std::max(worst, std::abs(hv[k] - 6 * xv[k]));
   std::printf("second derivative of sum(Cube(x)): [%.6f, %.6f, %.6f, %.6f] (6x: [%.6f, %.6f, %.6f, %.6f])\n", hv[0],

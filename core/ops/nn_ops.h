@@ -33,7 +33,7 @@ struct Size2 {
 // How a loss combines the per-element losses (PyTorch's `reduction`).
 enum class Reduction { None, Mean, Sum };
 
-// ---------------- linear (core/ops/linear.cpp) ----------------
+// ---------------- linear (core/ops/matmul.cpp, beside the matmul its backward is made of) ----------------
 
 // x [.., in] · weightᵀ [in, out] + bias [out] -> [.., out]. One GEMM reading the weight transposed
 // in place; the bias is added into the GEMM's output buffer. The backward is three matmul/sum ops.

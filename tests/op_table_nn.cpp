@@ -12,14 +12,9 @@ namespace {
 
 using X = const std::vector<Tensor>&;
 
+// op_case (tests/op_table.h) under a short name, to keep the table below one entry per line.
 OpCase op(std::string name, std::vector<Shape> shapes, GradFn fn, double lo = -1, double hi = 1) {
-  OpCase c;
-  c.name = std::move(name);
-  c.shapes = std::move(shapes);
-  c.fn = std::move(fn);
-  c.lo = lo;
-  c.hi = hi;
-  return c;
+  return op_case(std::move(name), std::move(shapes), std::move(fn), lo, hi);
 }
 
 // A constant of a case on the input's device, floating-point ones in its dtype too (the parity

@@ -132,19 +132,19 @@ int run(int argc, char** argv) {
       const int64_t count = std::max<int64_t>(1, bytes / esize);
       const int iters = o.iters > 0 ? o.iters : static_cast<int>(std::clamp<int64_t>((int64_t{1} << 28) / bytes, 5, 200));
       Tensor t = full({count}, 1.0, TensorOptions(o.dtype).device(device));
-      for (int i = 0; i < o.warmup; ++i) comm->all_reduce(t, distributed::ReduceOp::Max);
+      for (int i = 0; i < o.warmup; ++i) comm->all_reduce(t, ReduceOp::Max);
       comm->barrier();
       backend(device).synchronize();
       const auto start = std::chrono::steady_clock::now();
       // Max, not Sum: the values stay 1, so the result can be checked after any number of
       // iterations; both cost the same (one read-modify per element per step).
-      for (int i = 0; i < iters; ++i) comm->all_reduce(t, distributed::ReduceOp::Max);
+      for (int i = 0; i < iters; ++i) comm->all_reduce(t, ReduceOp::Max);
       backend(device).synchronize();  // CUDA: wait() only ordered the stream; the time needs the end
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
       // Max of 1s is 1 everywhere: a cheap check that every element took part.
       const bool ok = t.max().item() == 1.0 && t.min().item() == 1.0;
       Tensor slowest = from_vector<double>({seconds}, {1}).to(device);
-      comm->all_reduce(slowest, distributed::ReduceOp::Max);
+      comm->all_reduce(slowest, ReduceOp::Max);
       const double time = slowest.to(kCPU).item();
       const double actual = static_cast<double>(count * esize);
       const double algbw = actual / time / 1e9;

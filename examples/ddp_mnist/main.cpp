@@ -96,7 +96,7 @@ std::shared_ptr<distributed::Communicator> make_communicator(const Config& c) {
 // Sums `values` (on the communicator's device) over the ranks; returns them on the host.
 std::vector<double> sum_over_ranks(distributed::Communicator& comm, const std::vector<double>& values) {
   Tensor t = from_vector<double>(values).to(comm.device());
-  comm.all_reduce(t, distributed::ReduceOp::Sum);
+  comm.all_reduce(t, ReduceOp::Sum);
   return t.to(kCPU).to_vector<double>();
 }
 

@@ -19,13 +19,13 @@ class LocalCommunicator final : public distributed::Communicator {
   Device device() const override { return device_; }
   std::string name() const override { return "local"; }
 
-  distributed::WorkHandle all_reduce_async(const Tensor&, distributed::ReduceOp) override { return done(); }
+  distributed::WorkHandle all_reduce_async(const Tensor&, ReduceOp) override { return done(); }
   distributed::WorkHandle broadcast_async(const Tensor&, int) override { return done(); }
   distributed::WorkHandle all_gather_async(const Tensor& in, const Tensor& out) override {
     Tensor(out).copy_(in.reshape({in.numel()}));
     return done();
   }
-  distributed::WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, distributed::ReduceOp) override {
+  distributed::WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp) override {
     Tensor(out).copy_(in.reshape(out.shape()));
     return done();
   }

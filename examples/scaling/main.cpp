@@ -154,7 +154,7 @@ Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, i
 std::vector<double> average_over_ranks(Communicator& comm, const std::vector<double>& v) {
   if (comm.world_size() == 1) return v;
   Tensor t = from_vector<double>(v).to(comm.device());
-  comm.all_reduce(t, distributed::ReduceOp::Average);
+  comm.all_reduce(t, ReduceOp::Mean);
   return t.to(kCPU).to_vector<double>();
 }
 Timing averaged(Communicator& comm, Timing t) {
@@ -168,11 +168,11 @@ double time_allreduce(Communicator& comm, double bytes, int reps) {
   const auto n = std::max<int64_t>(1, static_cast<int64_t>(bytes / 4));
   Tensor buf = ones({n}, TensorOptions(kFloat32).device(comm.device()));
   Backend& be = backend(comm.device());
-  comm.all_reduce(buf, distributed::ReduceOp::Average);
+  comm.all_reduce(buf, ReduceOp::Mean);
   be.synchronize();
   comm.barrier();
   const double t0 = now_s();
-  for (int i = 0; i < reps; ++i) comm.all_reduce(buf, distributed::ReduceOp::Average);
+  for (int i = 0; i < reps; ++i) comm.all_reduce(buf, ReduceOp::Mean);
   be.synchronize();
   return average_over_ranks(comm, {(now_s() - t0) / reps})[0];
 }

@@ -92,7 +92,8 @@ TEST(OpTableGoldens, EveryTableOpHasAPyTorchGolden) {
       EXPECT_GT(goldens_of[op], 0) << "op '" << op
                                    << "' of the op table has no PyTorch golden case: add one to scripts/make_reference*.py"
                                       " (a case named '"
-                                   << op << "' or '" << op << "_<variant>'), regenerate the JSON, add its ember lambda";
+                                   << op << "' or '" << op << "_<variant>'), regenerate the JSON, add its ember lambda;"
+                                      " or, if the entry is a variant of an op, say so with .covers({\"op\"})";
   }
   for (const auto& [op, why] : no_golden_yet())
     EXPECT_TRUE(ops.count(op)) << "kNoGoldenYet names '" << op << "', which is not an op of the table";

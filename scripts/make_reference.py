@@ -297,6 +297,8 @@ case("squeeze_all", "x0.squeeze()", [uni([3, 1, 4, 1])])
 case("squeeze_dim", "x0.squeeze(1)", [uni([3, 1, 4])])
 case("unsqueeze", "x0.unsqueeze(1)", [uni([3, 4])])
 case("unsqueeze_negative", "x0.unsqueeze(-1)", [uni([3, 4])])
+case("contiguous", "x0.t().contiguous()", [uni([3, 4])])  # a copy into row-major order
+case("clone", "x0.t().clone()", [uni([3, 4])])  # a copy of a strided view
 case("cat_dim0", "torch.cat([x0, x1], 0)", [uni([2, 3]), uni([1, 3])])
 case("cat_dim1_three", "torch.cat([x0, x1, x2], 1)", [uni([2, 1]), uni([2, 3]), uni([2, 2])])
 case("cat_noncontig", "torch.cat([x0.t(), x1], 0)", [uni([3, 2]), uni([2, 3])])
@@ -312,6 +314,22 @@ case("embedding", "F.embedding(x1, x0)", [uni([6, 3]), fixed([[5, 0, 2], [2, 2, 
 case("one_hot", "F.one_hot(x0, 4)", [fixed([3, 0, 1, 3, 2], dtype=torch.int64)], grad=False)
 case("one_hot_2d", "F.one_hot(x0, 3)", [ints([2, 3], 3)], grad=False)
 
+# ---- the backward ops of core/ops.h, called directly (aten's own ops): their outputs are first
+# derivatives and their input gradients second derivatives, which PyTorch's double-backward
+# formulas give. Index, shape and dim arguments are constants of the op. ----
+case("tanh_backward", "torch.ops.aten.tanh_backward(x0, x1)", [uni([3, 4]), uni([3, 4])])
+case("sigmoid_backward", "torch.ops.aten.sigmoid_backward(x0, x1)", [uni([3, 4]), uni([3, 4], 0, 1)])
+case("relu_backward", "torch.ops.aten.threshold_backward(x0, x1, 0)", [uni([3, 4]), uni([3, 4], avoid=[0])])
+case("gelu_backward", "torch.ops.aten.gelu_backward(x0, x1)", [uni([3, 4]), uni([3, 4], -2, 2)])
+case("softmax_backward", "torch._softmax_backward_data(x0, x1, 1, torch.float64)", [uni([3, 4]), uni([3, 4], 0, 1)])
+case("log_softmax_backward", "torch._log_softmax_backward_data(x0, x1, 0, torch.float64)",
+     [uni([3, 4]), uni([3, 4], -2, 0)])
+case("index_select_backward", "torch.ops.aten.index_select_backward(x0, [4, 2], 0, x1)",
+     [uni([3, 2]), fixed([3, 0, 3], dtype=torch.int64)])
+case("gather_backward", "torch.ops.aten.gather_backward(x0, torch.zeros(2, 3), 1, x1, False)",
+     [uni([2, 2]), fixed([[2, 2], [0, 1]], dtype=torch.int64)])
+case("slice_backward", "torch.ops.aten.slice_backward(x0, [2, 5], 1, 1, 5, 2)", [uni([2, 2])])
+case("select_backward", "torch.ops.aten.select_backward(x0, [2, 3], 0, -1)", [uni([3])])
 
 # ---------------------------------------------------------------- evaluation and output
 

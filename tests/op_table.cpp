@@ -1,6 +1,8 @@
 // The op table (see op_table.h): one entry per differentiable op in core/ops.h and the
 // differentiable Tensor methods (views, conversions), with the variants that exercise broadcasting,
-// strided inputs and the backward ops themselves.
+// strided inputs and the backward ops themselves. An entry whose name is a variant says which ops
+// it covers (.covers), so that its PyTorch golden cases are found (tests/test_op_table_goldens.cpp).
+// Rule — add an op: one table entry + its golden case (see op_table.h).
 #include "tests/op_table.h"
 
 namespace ember::test {
@@ -45,8 +47,9 @@ std::vector<OpCase> core_ops() {
   // ---- binary arithmetic: same shape, a broadcast row, a transposed operand ----
   auto binary = [&](const std::string& name, Tensor (*f)(const Tensor&, const Tensor&), double lo, double hi) {
     t.push_back(op(name, {{3, 4}, {3, 4}}, [f](X x) { return f(x[0], x[1]); }, lo, hi));
-    t.push_back(op(name + "_broadcast", {{3, 4}, {4}}, [f](X x) { return f(x[0], x[1]); }, lo, hi));
-    t.push_back(op(name + "_transposed", {{4, 3}, {3, 1}}, [f](X x) { return f(x[0].t(), x[1]); }, lo, hi));
+    t.push_back(op(name + "_broadcast", {{3, 4}, {4}}, [f](X x) { return f(x[0], x[1]); }, lo, hi).covers({name}));
+    t.push_back(
+        op(name + "_transposed", {{4, 3}, {3, 1}}, [f](X x) { return f(x[0].t(), x[1]); }, lo, hi).covers({name, "t"}));
   };
   binary("add", add, -1, 1);
   binary("sub", sub, -1, 1);
@@ -64,13 +67,13 @@ std::vector<OpCase> core_ops() {
   t.push_back(op("div_scalar", {{2, 5}}, [](X x) { return div(x[0], 4.0); }));
   t.push_back(op("rdiv_scalar", {{2, 5}}, [](X x) { return rdiv(x[0], 2.0); }, 0.5, 2));
   t.push_back(op("pow_scalar", {{2, 5}}, [](X x) { return pow(x[0], 2.5); }, 0.5, 2));
-  t.push_back(op("pow_scalar_0", {{2, 5}}, [](X x) { return pow(x[0], 0.0); }, 0.5, 2));
-  t.push_back(op("pow_scalar_3", {{2, 5}}, [](X x) { return pow(x[0], 3.0); }));
+  t.push_back(op("pow_scalar_0", {{2, 5}}, [](X x) { return pow(x[0], 0.0); }, 0.5, 2).covers({"pow_scalar"}));
+  t.push_back(op("pow_scalar_3", {{2, 5}}, [](X x) { return pow(x[0], 3.0); }).covers({"pow_scalar"}));
 
   // ---- unary math, contiguous and transposed; ranges avoid kinks and domain edges ----
   auto unary = [&](const std::string& name, Tensor (*f)(const Tensor&), double lo, double hi) {
     t.push_back(op(name, {{3, 4}}, [f](X x) { return f(x[0]); }, lo, hi));
-    t.push_back(op(name + "_transposed", {{4, 3}}, [f](X x) { return f(x[0].t()); }, lo, hi));
+    t.push_back(op(name + "_transposed", {{4, 3}}, [f](X x) { return f(x[0].t()); }, lo, hi).covers({name, "t"}));
   };
   unary("neg", neg, -1, 1);
   unary("exp", exp, -1, 1);
@@ -92,41 +95,41 @@ std::vector<OpCase> core_ops() {
 
   // ---- views, copies and joins ----
   t.push_back(op("reshape", {{2, 3, 4}}, [](X x) { return x[0].reshape({4, 6}); }));
-  t.push_back(op("reshape_copy", {{2, 3, 4}}, [](X x) { return x[0].transpose(0, 2).reshape({-1}); }));
-  t.push_back(op("view", {{2, 3, 4}}, [](X x) { return x[0].view({3, 8}).t(); }));
+  t.push_back(op("reshape_copy", {{2, 3, 4}}, [](X x) { return x[0].transpose(0, 2).reshape({-1}); }).covers({"reshape", "transpose"}));
+  t.push_back(op("view", {{2, 3, 4}}, [](X x) { return x[0].view({3, 8}).t(); }).covers({"view", "t"}));
   t.push_back(op("permute", {{2, 3, 4}}, [](X x) { return x[0].permute({2, 0, 1}); }));
   t.push_back(op("slice", {{2, 3, 4}}, [](X x) { return x[0].slice(2, 1, 4, 2); }));
-  t.push_back(op("narrow_select", {{2, 3, 4}}, [](X x) { return x[0].narrow(1, 1, 2).select(0, 1); }));
-  t.push_back(op("expand", {{4, 3}}, [](X x) { return x[0].unsqueeze(1).expand({4, 5, 3}); }));
-  t.push_back(op("squeeze_flatten", {{2, 3, 4}}, [](X x) { return x[0].unsqueeze(0).squeeze(0).flatten(); }));
-  t.push_back(op("contiguous_clone", {{3, 2}}, [](X x) { return x[0].t().contiguous().clone(); }));
+  t.push_back(op("narrow_select", {{2, 3, 4}}, [](X x) { return x[0].narrow(1, 1, 2).select(0, 1); }).covers({"narrow", "select"}));
+  t.push_back(op("expand", {{4, 3}}, [](X x) { return x[0].unsqueeze(1).expand({4, 5, 3}); }).covers({"expand", "unsqueeze"}));
+  t.push_back(op("squeeze_flatten", {{2, 3, 4}}, [](X x) { return x[0].unsqueeze(0).squeeze(0).flatten(); }).covers({"unsqueeze", "squeeze", "flatten"}));
+  t.push_back(op("contiguous_clone", {{3, 2}}, [](X x) { return x[0].t().contiguous().clone(); }).covers({"t", "contiguous", "clone"}));
   t.push_back(op("cat", {{3, 2}, {4, 3}, {3, 1}}, [](X x) { return cat({x[0], x[1].t(), x[2]}, 1); }));
   t.push_back(op("stack", {{2, 3}, {3, 2}}, [](X x) { return stack({x[0], x[1].t()}, -1); }));
 
   // ---- reductions ----
   t.push_back(op("sum", {{3, 4}}, [](X x) { return sum(x[0]); }));
-  t.push_back(op("sum_dims", {{2, 3, 4}}, [](X x) { return sum(x[0], {0, 2}, true); }));
+  t.push_back(op("sum_dims", {{2, 3, 4}}, [](X x) { return sum(x[0], {0, 2}, true); }).covers({"sum"}));
   t.push_back(op("mean", {{2, 3, 4}}, [](X x) { return mean(x[0], {1}); }));
   t.push_back(op("max", {{3, 4}}, [](X x) { return max(x[0], {1}); }));
   t.push_back(op("min", {{3, 4}}, [](X x) { return min(x[0], {0}, true); }));
   t.push_back(op("var", {{3, 4}}, [](X x) { return var(x[0], {1}); }));
-  t.push_back(op("var_biased_all", {{3, 4}}, [](X x) { return var(x[0], {}, false); }));
+  t.push_back(op("var_biased_all", {{3, 4}}, [](X x) { return var(x[0], {}, false); }).covers({"var"}));
   t.push_back(op("std", {{3, 4}}, [](X x) { return std(x[0], {0}, true, true); }));
   t.push_back(op("logsumexp", {{3, 4}}, [](X x) { return logsumexp(x[0], {1}); }));
-  t.push_back(op("logsumexp_keepdim", {{2, 3, 4}}, [](X x) { return logsumexp(x[0], {0, 2}, true); }));
+  t.push_back(op("logsumexp_keepdim", {{2, 3, 4}}, [](X x) { return logsumexp(x[0], {0, 2}, true); }).covers({"logsumexp"}));
   t.push_back(op("sum_to", {{2, 3, 4}}, [](X x) { return sum_to(x[0], {3, 1}); }));
 
   // ---- softmax family ----
   t.push_back(op("softmax", {{3, 4}}, [](X x) { return softmax(x[0], 1); }, -2, 2));
-  t.push_back(op("softmax_dim0", {{3, 4}}, [](X x) { return softmax(x[0].t(), 0); }, -2, 2));
+  t.push_back(op("softmax_dim0", {{3, 4}}, [](X x) { return softmax(x[0].t(), 0); }, -2, 2).covers({"softmax"}));
   t.push_back(op("log_softmax", {{3, 4}}, [](X x) { return log_softmax(x[0], -1); }, -2, 2));
 
   // ---- matmul: 2-D, batched with broadcast, vector forms ----
   t.push_back(op("matmul", {{3, 4}, {4, 2}}, [](X x) { return matmul(x[0], x[1]); }));
-  t.push_back(op("matmul_batched", {{2, 3, 4}, {4, 2}}, [](X x) { return matmul(x[0], x[1]); }));
-  t.push_back(op("matmul_transposed", {{4, 3}, {2, 4}}, [](X x) { return matmul(x[0].t(), x[1].t()); }));
-  t.push_back(op("matmul_vector", {{4}, {4, 3}}, [](X x) { return matmul(x[0], x[1]); }));
-  t.push_back(op("matmul_dot", {{5}, {5}}, [](X x) { return matmul(x[0], x[1]); }));
+  t.push_back(op("matmul_batched", {{2, 3, 4}, {4, 2}}, [](X x) { return matmul(x[0], x[1]); }).covers({"matmul"}));
+  t.push_back(op("matmul_transposed", {{4, 3}, {2, 4}}, [](X x) { return matmul(x[0].t(), x[1].t()); }).covers({"matmul"}));
+  t.push_back(op("matmul_vector", {{4}, {4, 3}}, [](X x) { return matmul(x[0], x[1]); }).covers({"matmul"}));
+  t.push_back(op("matmul_dot", {{5}, {5}}, [](X x) { return matmul(x[0], x[1]); }).covers({"matmul"}));
 
   // ---- indexing ----
   t.push_back(op("index_select", {{4, 3}},

@@ -1,6 +1,8 @@
 // The neural-network ops of core/ops/nn_ops.h in the op table (see op_table.h): the forward ops
 // and their backward ops, each with the variants that reach the kernels' code paths (strides,
 // padding, dilation, groups, ceil_mode, unbatched inputs, ignored targets, label smoothing).
+// Rule — add an op: one table entry + its golden case in scripts/make_reference_nn*.py (see
+// op_table.h; tests/test_op_table_goldens.cpp fails for a table op without a golden).
 #include <array>
 #include <tuple>
 
@@ -35,12 +37,12 @@ std::vector<OpCase> nn_ops() {
   // ---- linear ----
   t.push_back(op("linear", {{4, 3}, {5, 3}, {5}}, [](X x) { return linear(x[0], x[1], x[2]); }));
   t.push_back(op("linear_batched_transposed_nobias", {{3, 2, 4}, {4, 5}},
-                 [](X x) { return linear(x[0].transpose(0, 1), x[1].t()); }));
+                 [](X x) { return linear(x[0].transpose(0, 1), x[1].t()); }).covers({"linear"}));
 
   // ---- convolution and its backward ops ----
   t.push_back(op("conv2d", {{2, 4, 6, 5}, {6, 2, 3, 2}, {6}},
                  [](X x) { return conv2d(x[0], x[1], x[2], {2, 1}, 1, {1, 2}, 2); }));
-  t.push_back(op("conv2d_1x1_unbatched_nobias", {{3, 4, 4}, {2, 3, 1, 1}}, [](X x) { return conv2d(x[0], x[1]); }));
+  t.push_back(op("conv2d_1x1_unbatched_nobias", {{3, 4, 4}, {2, 3, 1, 1}}, [](X x) { return conv2d(x[0], x[1]); }).covers({"conv2d"}));
   t.push_back(op("conv2d_backward_input", {{2, 6, 3, 5}, {6, 2, 3, 2}},
                  [](X x) { return conv2d_backward_input(x[0], x[1], {2, 4, 6, 5}, {2, 1}, 1, {1, 2}, 2); }));
   t.push_back(op("conv2d_backward_weight", {{2, 6, 3, 5}, {2, 4, 6, 5}},
@@ -48,7 +50,7 @@ std::vector<OpCase> nn_ops() {
 
   // ---- pooling and the pooling backward ops ----
   t.push_back(op("max_pool2d", {{2, 3, 7, 6}}, [](X x) { return max_pool2d(x[0], 3, 2, 1, {1, 2}, true); }));
-  t.push_back(op("max_pool2d_unbatched", {{3, 5, 5}}, [](X x) { return max_pool2d(x[0], 2); }));
+  t.push_back(op("max_pool2d_unbatched", {{3, 5, 5}}, [](X x) { return max_pool2d(x[0], 2); }).covers({"max_pool2d"}));
   t.push_back(op("max_pool2d_backward", {{2, 3, 4, 3}}, [](X x) {
     // The indices of one fixed input's maxima (they are constants of the backward op).
     const Tensor in = on(x[0], rand_f64({2, 3, 7, 6}, -1, 1, 99));
@@ -63,24 +65,24 @@ std::vector<OpCase> nn_ops() {
 
   // ---- normalisation and the norm backward ops ----
   t.push_back(op("batch_norm_train", {{3, 3, 2, 2}, {3}, {3}},
-                 [](X x) { return batch_norm(x[0], {}, {}, x[1], x[2], true, 0.1, 1e-3); }));
+                 [](X x) { return batch_norm(x[0], {}, {}, x[1], x[2], true, 0.1, 1e-3); }).covers({"batch_norm"}));
   t.push_back(op("batch_norm_eval", {{3, 3, 2}, {3}, {3}}, [](X x) {
     const Tensor rm = on(x[0], rand_f64({3}, -0.5, 0.5, 4)), rv = on(x[0], rand_f64({3}, 0.5, 2.0, 5));
     return batch_norm(x[0], rm, rv, x[1], x[2], false);
-  }));
+  }).covers({"batch_norm"}));
   t.push_back(op("batch_norm_train_nonaffine_transposed", {{3, 4}},
-                 [](X x) { return batch_norm(x[0].t(), {}, {}, {}, {}, true, 0.1, 1e-3); }));
+                 [](X x) { return batch_norm(x[0].t(), {}, {}, {}, {}, true, 0.1, 1e-3); }).covers({"batch_norm"}));
   t.push_back(op("layer_norm", {{3, 2, 4}, {2, 4}, {2, 4}},
                  [](X x) { return layer_norm(x[0], {2, 4}, x[1], x[2], 1e-3); }));
-  t.push_back(op("layer_norm_transposed_nonaffine", {{4, 3}}, [](X x) { return layer_norm(x[0].t(), {4}, {}, {}, 1e-3); }));
+  t.push_back(op("layer_norm_transposed_nonaffine", {{4, 3}}, [](X x) { return layer_norm(x[0].t(), {4}, {}, {}, 1e-3); }).covers({"layer_norm"}));
   t.push_back(op("batch_norm_backward_train", {{3, 3, 2}, {3, 3, 2}, {3}}, [](X x) {
     const Tensor mu = mean(x[1], {0, 2}).detach(), v = var(x[1], {0, 2}, false).detach();
     return flat3(batch_norm_backward(x[0], x[1], x[2], mu, (v + 1e-3).pow(-0.5), true, 1e-3));
-  }));
+  }).covers({"batch_norm_backward"}));
   t.push_back(op("batch_norm_backward_eval", {{3, 3, 2}, {3, 3, 2}, {3}}, [](X x) {
     const Tensor rm = on(x[0], rand_f64({3}, -0.5, 0.5, 4)), rv = on(x[0], rand_f64({3}, 0.5, 2.0, 5));
     return flat3(batch_norm_backward(x[0], x[1], x[2], rm, (rv + 1e-5).pow(-0.5), false, 1e-5));
-  }));
+  }).covers({"batch_norm_backward"}));
   t.push_back(op("layer_norm_backward", {{3, 4}, {3, 4}, {4}}, [](X x) {
     const Tensor mu = mean(x[1], {1}).detach(), rstd = (var(x[1], {1}, false) + 1e-3).pow(-0.5).detach();
     return flat3(layer_norm_backward(x[0], x[1], {4}, mu, rstd, x[2], 1e-3));
@@ -93,14 +95,14 @@ std::vector<OpCase> nn_ops() {
         const Tensor tg = on(x[0], from_vector<int64_t>({1, -100, 3, 0, -100, 2}));
         return cross_entropy(x[0], tg, {.label_smoothing = 0.1});
       },
-      -3, 3));
+      -3, 3).covers({"cross_entropy"}));
   t.push_back(op(
       "cross_entropy_spatial_sum", {{2, 4, 3}},
       [](X x) {
         const Tensor tg = on(x[0], from_vector<int64_t>({0, 3, 1, 2, 2, 1}, {2, 3}));
         return cross_entropy(x[0], tg, {.reduction = Reduction::Sum});
       },
-      -3, 3));
+      -3, 3).covers({"cross_entropy"}));
   t.push_back(op(
       "cross_entropy_backward", {{5}, {5, 4}},
       [](X x) {

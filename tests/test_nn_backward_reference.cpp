@@ -5,6 +5,11 @@
 // checks ember's double backward of conv2d, the poolings, the norms and cross entropy against
 // PyTorch's. The case runner is test_nn_reference.cpp's; constants of a backward op (pooling
 // indices, saved statistics) are detached on both sides and have zero gradients.
+//
+// The cases are tied to the op table (tests/op_table.h), the one list of differentiable ops: a case
+// belongs to the table op whose name prefixes it, and tests/test_op_table_goldens.cpp fails for a
+// table op without a case and for a case of no table op. Rule — add an op: one table entry + its
+// golden case in scripts/make_reference_nn_backward.py.
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>

@@ -7,6 +7,11 @@
 // "modules": names and parameter counts of nested containers and the benchmark networks, BatchNorm
 // running statistics after a few training steps, and one training step of a small CNN loaded from
 // PyTorch's weights (loss, every gradient, the updated running statistics).
+//
+// The cases are tied to the op table (tests/op_table.h), the one list of differentiable ops: a case
+// belongs to the table op whose name prefixes it, and tests/test_op_table_goldens.cpp fails for a
+// table op without a case and for a case of no table op. Rule — add an op: one table entry + its
+// golden case in scripts/make_reference_nn.py.
 #include <cmath>
 #include <fstream>
 #include <functional>

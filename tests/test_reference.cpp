@@ -11,6 +11,11 @@
 // A case without a lambda fails its own test, and ReferenceCoreCases fails for a lambda without a
 // case, so the file and the table cannot drift apart: add a case to scripts/make_reference.py,
 // regenerate the file, then add its lambda here.
+//
+// The cases are tied to the op table (tests/op_table.h), the one list of differentiable ops: a case
+// belongs to the table op whose name prefixes it ("softmax_large" -> softmax), and
+// tests/test_op_table_goldens.cpp fails for a table op without a case and for a differentiable case
+// of no table op. Rule — add an op: one table entry + its golden case here.
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -183,6 +188,8 @@ const std::map<std::string, CaseFn>& ember_cases() {
       {"squeeze_dim", [](const Inputs& x) { return x[0].squeeze(1); }},
       {"unsqueeze", [](const Inputs& x) { return x[0].unsqueeze(1); }},
       {"unsqueeze_negative", [](const Inputs& x) { return x[0].unsqueeze(-1); }},
+      {"contiguous", [](const Inputs& x) { return x[0].t().contiguous(); }},
+      {"clone", [](const Inputs& x) { return x[0].t().clone(); }},
       {"cat_dim0", [](const Inputs& x) { return cat({x[0], x[1]}, 0); }},
       {"cat_dim1_three", [](const Inputs& x) { return cat({x[0], x[1], x[2]}, 1); }},
       {"cat_noncontig", [](const Inputs& x) { return cat({x[0].t(), x[1]}, 0); }},
@@ -196,6 +203,17 @@ const std::map<std::string, CaseFn>& ember_cases() {
       {"embedding", [](const Inputs& x) { return embedding(x[0], x[1]); }},
       {"one_hot", [](const Inputs& x) { return one_hot(x[0], 4); }},
       {"one_hot_2d", [](const Inputs& x) { return one_hot(x[0], 3); }},
+      // ---- the backward ops, called directly (PyTorch: aten's own backward ops) ----
+      {"tanh_backward", [](const Inputs& x) { return tanh_backward(x[0], x[1]); }},
+      {"sigmoid_backward", [](const Inputs& x) { return sigmoid_backward(x[0], x[1]); }},
+      {"relu_backward", [](const Inputs& x) { return relu_backward(x[0], x[1]); }},
+      {"gelu_backward", [](const Inputs& x) { return gelu_backward(x[0], x[1]); }},
+      {"softmax_backward", [](const Inputs& x) { return softmax_backward(x[0], x[1], 1); }},
+      {"log_softmax_backward", [](const Inputs& x) { return log_softmax_backward(x[0], x[1], 0); }},
+      {"index_select_backward", [](const Inputs& x) { return index_select_backward(x[0], {4, 2}, 0, x[1]); }},
+      {"gather_backward", [](const Inputs& x) { return gather_backward(x[0], {2, 3}, 1, x[1]); }},
+      {"slice_backward", [](const Inputs& x) { return slice_backward(x[0], {2, 5}, 1, 1, 5, 2); }},
+      {"select_backward", [](const Inputs& x) { return select_backward(x[0], {2, 3}, 0, -1); }},
   };
   return kCases;
 }

@@ -7,7 +7,7 @@
 //     prof.export_chrome_trace("trace.json");  // open in chrome://tracing or ui.perfetto.dev
 //   }
 //
-// Every op in core/ops/*.cpp and nn/functional_*.cpp starts with one line, EMBER_OP_SCOPE("name",
+// Every op in core/ops/*.cpp starts with one line, EMBER_OP_SCOPE("name",
 // inputs...), and the autograd engine wraps each backward formula in one too (named "<op>Backward").
 // A scope measures wall time from the op's entry to its return; nested scopes (the matmul inside
 // linear, the mul inside MulBackward) are subtracted from the outer one's *self* time, so self times

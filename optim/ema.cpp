@@ -33,6 +33,12 @@ void ExponentialMovingAverage::check_matches(const nn::NamedTensors& model_state
                 "\"; the average was made from a model with ", averaged_.size(), " parameters and buffers");
     EMBER_CHECK(t->shape() == avg.shape(), "ExponentialMovingAverage: ", what, ": \"", name, "\" has shape ",
                 t->shape(), " in the model but ", avg.shape(), " in the average");
+    // The average stays where the model was when it was made; a model moved since would otherwise
+    // fail inside an op with a less helpful message.
+    EMBER_CHECK(t->device() == avg.device() && t->dtype() == avg.dtype(), "ExponentialMovingAverage: ", what, ": \"",
+                name, "\" is ", dtype_name(t->dtype()), " on ", t->device(), " in the model but ",
+                dtype_name(avg.dtype()), " on ", avg.device(), " in the average (make the average after moving ",
+                "or converting the model)");
   }
   EMBER_CHECK(model_state.size() == averaged_.size(), "ExponentialMovingAverage: ", what, ": the model has ",
               model_state.size(), " parameters and buffers, the average ", averaged_.size(),

@@ -20,7 +20,8 @@
 // With warmup, the decay of update n (counting from 0) is min(decay, (1 + n) / (10 + n)), as in
 // tf.train.ExponentialMovingAverage's num_updates: early averages forget the random start quickly.
 //
-// The average lives on the model's device and dtype at construction; it holds no autograd graph.
+// The average lives on the model's device and dtype at construction (build it after model.to(...));
+// it holds no autograd graph.
 // optim/ may include nn/; nn/ never includes optim/.
 #pragma once
 

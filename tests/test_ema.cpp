@@ -78,6 +78,28 @@ TEST(Ema, MatchesClosedForm) {
   EXPECT_EQ(ema.num_updates(), static_cast<int64_t>(seq.size()));
 }
 
+// The same sequence on every device (the CUDA case skips without a GPU): the update is ordinary
+// tensor ops, so it runs wherever the model lives.
+EMBER_DEVICE_SUITE(EmaDevice);
+
+TEST_P(EmaDevice, MatchesClosedFormWhereTheModelLives) {
+  const double d = 0.75;
+  Tiny model;
+  model.to(device());
+  optim::ExponentialMovingAverage ema(model, optim::EmaOptions().decay(d));
+  EXPECT_EQ(ema.averaged().at("w").device(), device());
+  std::vector<std::vector<double>> seq = {{1, -2, 0.5}, {3, 0, -1}, {-4, 2, 2}};
+  for (const auto& p : seq) {
+    model.set(p, {7, 8, 9});
+    ema.update(model);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const double want = d * d * seq[0][i] + (1 - d) * d * seq[1][i] + (1 - d) * seq[2][i];
+    EXPECT_NEAR(values(ema.averaged().at("w"))[i], want, 1e-14) << "element " << i;
+  }
+  EXPECT_EQ(values(ema.averaged().at("stat")), (std::vector<double>{7, 8, 9}));
+}
+
 TEST(Ema, WarmupRampsTheDecay) {
   Tiny model;
   optim::ExponentialMovingAverage plain(model, optim::EmaOptions().decay(0.99));
@@ -209,6 +231,11 @@ TEST(Ema, Errors) {
     }
   } wider;
   test::expect_error([&] { ema.update(wider); }, {"\"w\" has shape [4] in the model but [3] in the average"});
+  Tiny converted;
+  converted.to(kFloat32);
+  test::expect_error([&] { ema.update(converted); },
+                     {"ExponentialMovingAverage: update: \"w\" is float32 on cpu in the model but float64 on cpu in "
+                      "the average (make the average after moving or converting the model)"});
 
   optim::StateDict sd = ema.state_dict();
   sd.tensors["module.w"] = zeros({5}, kFloat64);

@@ -199,16 +199,26 @@ TEST(Rendezvous, TwoProcessesWithTheSameRankAreAnError) {
   const int port = unused_port();
   RendezvousOptions o;
   o.join_timeout = 5000ms;
-  Rendezvous rank0, rank1;  // kept until both are done: rank 0's server must outlive rank 1's wait
-  std::thread zero([&] { rank0 = rendezvous(env_rank(0, 2, port), o); });
-  std::thread one([&] {
-    std::this_thread::sleep_for(100ms);
-    rank1 = rendezvous(env_rank(1, 2, port), o);
-  });
-  std::this_thread::sleep_for(400ms);
-  expect_error([&] { rendezvous(env_rank(1, 2, port), o); }, {"rank 1 is already taken by", "same RANK"});
-  zero.join();
-  one.join();
+  // Rank 0, and two claimants of rank 1: whichever comes second is refused, the other joins.
+  std::vector<Rendezvous> kept(3);  // kept until all are done: rank 0's server must outlive the waits
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        kept[t] = rendezvous(env_rank(t == 0 ? 0 : 1, 2, port), o);
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors[0], "");
+  const bool first_lost = !errors[1].empty();
+  EXPECT_NE(first_lost, !errors[2].empty()) << "exactly one claimant of rank 1 must be refused: '" << errors[1]
+                                             << "', '" << errors[2] << "'";
+  const std::string& refusal = first_lost ? errors[1] : errors[2];
+  EXPECT_NE(refusal.find("rank 1 is already taken by"), std::string::npos) << refusal;
+  EXPECT_NE(refusal.find("same RANK"), std::string::npos) << refusal;
 }
 
 TEST(DeviceBinding, LocalRankModuloTheVisibleGpus) {

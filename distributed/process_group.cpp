@@ -1,6 +1,11 @@
 // init_process_group: see process_group.h.
 #include "distributed/process_group.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "core/backend.h"
@@ -71,6 +76,30 @@ void check_same_config(Store& store, int rank, int world_size, const std::string
   }
 }
 
+std::string local_address_towards(const std::string& host, int port) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_DGRAM;
+  if (getaddrinfo(host.c_str(), std::to_string(port > 0 ? port : 9).c_str(), &hints, &res) != 0 || res == nullptr)
+    return "";
+  std::string out;
+  // Connecting a UDP socket sends nothing; it only asks the kernel which local address routes there.
+  const int fd = ::socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      const void* addr = local.ss_family == AF_INET6
+                             ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                             : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+      if (inet_ntop(local.ss_family, addr, text, sizeof text) != nullptr) out = text;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  freeaddrinfo(res);
+  return out;
+}
+
 RendezvousOptions rendezvous_options_from_env(const EnvLookup& env) {
   RendezvousOptions o;
   auto seconds = [&](const char* name, int fallback) {
@@ -90,8 +119,14 @@ RendezvousOptions rendezvous_options_from_env(const EnvLookup& env) {
 
 namespace {
 
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+
+// Where Gloo listens: GLOO_SOCKET_IFNAME's interface when set (empty: make_gloo_communicator
+// reads it), else the local address this host uses to reach the store, which the other ranks can
+// reach too (loopback on one node; the right interface on a cluster, where the host name may
+// resolve to 127.0.1.1).
+std::string gloo_listen_host(const std::string& master_addr, int master_port) {
+  if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME"); iface && *iface) return "";
+  return local_address_towards(master_addr, master_port);
 }
 
 // Under mpirun there is no MASTER_ADDR: rank 0 starts a store on its host (or MASTER_ADDR when
@@ -146,9 +181,8 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
     check_same_config(*pg.store, pg.launch.rank, pg.launch.world_size,
                       "backend " + pg.backend + ", device " + (o.cuda ? "cuda" : "cpu"));
     if (pg.backend == "gloo") {
-      // One node: everyone listens on loopback; several: on this host's name (or GLOO_SOCKET_IFNAME).
-      const std::string listen = is_loopback(pg.launch.master_addr) ? "127.0.0.1" : "";
-      pg.comm = make_gloo_communicator(pg.store, pg.launch.rank, pg.launch.world_size, o.comm, listen);
+      pg.comm = make_gloo_communicator(pg.store, pg.launch.rank, pg.launch.world_size, o.comm,
+                                       gloo_listen_host(pg.launch.master_addr, pg.launch.master_port));
     } else {
       pg.comm = make_nccl_over_store(pg, o);
     }
@@ -166,7 +200,10 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
       pg.comm = mpi;
     } else if (pg.backend == "gloo") {
       store_over_mpi(pg, *mpi, o.rendezvous);
-      pg.comm = make_gloo_communicator(pg.store, pg.launch.rank, pg.launch.world_size, o.comm);
+      const std::string where = pg.store->address();
+      const size_t colon = where.rfind(':');
+      pg.comm = make_gloo_communicator(pg.store, pg.launch.rank, pg.launch.world_size, o.comm,
+                                       gloo_listen_host(where.substr(0, colon), std::atoi(where.c_str() + colon + 1)));
     } else {  // nccl: the MPI-based start-up of nccl_communicator.h (GPU = local rank)
       pg.comm = make_nccl_communicator(o.comm);
     }

@@ -78,6 +78,11 @@ void check_same_config(Store& store, int rank, int world_size, const std::string
 std::string exchange_nccl_unique_id(Store& store, int rank, const std::function<std::string()>& new_unique_id,
                                     const std::string& key = "nccl/unique_id");
 
+// The local address this machine uses to reach host:port (a connected UDP socket's own address:
+// nothing is sent), e.g. "127.0.0.1" for "127.0.0.1"; "" when there is no route. Gloo listens
+// there, so the other ranks can reach it (GLOO_SOCKET_IFNAME overrides).
+std::string local_address_towards(const std::string& host, int port);
+
 // Reads the rendezvous timeouts from the environment: EMBER_CONNECT_TIMEOUT (seconds to retry
 // reaching the store; default 5), EMBER_STORE_TIMEOUT (each store call, and the wait for all
 // ranks; default 60).

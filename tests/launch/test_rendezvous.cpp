@@ -304,6 +304,11 @@ TEST(ProcessGroup, NcclUniqueIdGoesThroughTheStore) {
                {"the unique id has 5 bytes, not 128"});
 }
 
+TEST(ProcessGroup, GlooListensOnTheAddressThatReachesTheStore) {
+  EXPECT_EQ(local_address_towards("127.0.0.1", 29500), "127.0.0.1");
+  EXPECT_EQ(local_address_towards("127.0.0.5", 1).rfind("127.", 0), 0u);  // loopback, from loopback
+}
+
 TEST(ProcessGroup, TimeoutsFromTheEnvironment) {
   RendezvousOptions o = rendezvous_options_from_env(lookup({{"EMBER_CONNECT_TIMEOUT", "1.5"}}));
   EXPECT_EQ(o.store.connect_timeout, 1500ms);

@@ -188,9 +188,7 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
     }
   } else if (method == InitMethod::Mpi || (method == InitMethod::Single && pg.backend == "mpi")) {
     MpiEnvironment::init();
-    auto mpi = make_mpi_communicator(o.comm);
-    // A process that sees mpirun's variables but is a world of one (or the reverse) is an error.
-    check_world_size_matches_launch(mpi->world_size(), "MPI start-up");
+    auto mpi = make_mpi_communicator(o.comm);  // refuses a world size other than the launcher's
     pg.launch.rank = mpi->rank();
     pg.launch.world_size = mpi->world_size();
     pg.launch.local_rank = MpiEnvironment::local_rank();

@@ -253,6 +253,12 @@ int run_ranks(const LaunchOptions& o) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGHUP, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Whoever started ember-run may have blocked these (a blocked signal would stay pending and
+  // never be forwarded): unblock them here; the ranks start with an empty mask below.
+  sigset_t ours;
+  sigemptyset(&ours);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&ours, sig);
+  sigprocmask(SIG_UNBLOCK, &ours, nullptr);
 
   std::vector<Rank> ranks(static_cast<size_t>(o.nproc_per_node));
   for (int i = 0; i < o.nproc_per_node; ++i) {
@@ -273,6 +279,9 @@ int run_ranks(const LaunchOptions& o) {
       signal(SIGTERM, SIG_DFL);
       signal(SIGHUP, SIG_DFL);
       signal(SIGPIPE, SIG_DFL);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
       ::dup2(out[1], 1);
       ::dup2(err[1], 2);
       setenv("RANK", std::to_string(r.rank).c_str(), 1);

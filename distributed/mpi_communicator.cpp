@@ -18,6 +18,7 @@
 
 #include "core/ember.h"
 #include "core/error.h"
+#include "distributed/rendezvous.h"
 
 namespace ember::distributed {
 
@@ -554,6 +555,9 @@ void check_same_on_all_ranks(Communicator& cpu_comm, const std::string& what, co
 std::shared_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options) {
   MpiEnvironment::init();
   auto comm = std::make_shared<MpiCommunicator>(options);
+  // A process started by ember-run, torchrun or srun (WORLD_SIZE=2, SLURM_NTASKS=2) but not by
+  // mpirun is a world of one to MPI: refuse it rather than let each rank train alone.
+  check_world_size_matches_launch(comm->world_size(), "MPI start-up");
   check_same_on_all_ranks(*comm, "world size and device type",
                           {comm->world_size(), static_cast<int64_t>(DeviceType::CPU)});
   return comm;

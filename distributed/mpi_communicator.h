@@ -50,7 +50,10 @@ class MpiEnvironment {
 // never mix messages). Collective: every rank must call it. Nothing in it blocks past
 // options.timeout: every rank first reports to rank 0 (a rank that never arrives is a timeout
 // error on rank 0 naming it), then the duplicate is made with MPI_Comm_idup, polled. Checks that
-// all ranks agree on world size and device type, with an error listing each rank's values otherwise.
+// all ranks agree on world size and device type, with an error listing each rank's values otherwise,
+// and that MPI's world size is the one the launcher announced (rendezvous.h,
+// check_world_size_matches_launch): a process started by ember-run or srun, not mpirun, is a world
+// of one to MPI, and is refused instead of training alone.
 std::shared_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options = {});
 
 // Collective start-up check over a CPU communicator: every rank passes `values` (e.g. world size,

@@ -30,7 +30,8 @@ packages=(
   libbenchmark-dev                     # micro-benchmarks
   libcli11-dev                         # command-line parsing in examples and tools
   nlohmann-json3-dev                   # JSON (reference values, configs, metrics)
-  libopenmpi-dev openmpi-bin           # multi-process (distributed) training
+  libopenmpi-dev openmpi-bin           # multi-process (distributed) training under mpirun
+  libgloo-dev                          # CPU collectives without MPI (distributed/gloo_communicator.cpp)
   clang libclang-rt-dev libomp-dev     # libFuzzer + ASan/UBSan fuzz targets (tests/fuzz), clang's OpenMP
   python3-matplotlib                   # scripts/plot.py: training curves, scaling and benchmark pictures
 )

@@ -2,14 +2,21 @@
 // rank (per GPU with --device cuda).
 //
 //   bash scripts/fetch_mnist.sh                       # once
-//   mpirun -np 2 build/examples/ember_ddp_mnist --device cpu --epochs 1
-//   mpirun -np 8 build/examples/ember_ddp_mnist --device cuda        # rank r drives GPU local_rank
+//   build/bin/ember-run --nproc-per-node 2 build/examples/ember_ddp_mnist --epochs 1   # Gloo, no MPI
+//   mpirun -np 2 build/examples/ember_ddp_mnist --device cpu --epochs 1                # MPI
+//   srun -n 8 build/examples/ember_ddp_mnist --device cuda       # Slurm; GPU = local rank (or --device cuda:K)
+//
+// --init auto|env|slurm|mpi says how the job was launched (auto reads the launcher's variables:
+// RANK/WORLD_SIZE from ember-run or torchrun, SLURM_* from srun, OMPI_*/PMI_* from mpirun);
+// --backend auto|gloo|mpi|nccl picks the communicator (auto: nccl for CUDA, gloo for the CPU).
+// A process that the launcher counts as one of several ranks never trains alone: a world size
+// that differs from the launcher's is an error.
 //
 // Each rank reads its own shard of the training set (DistributedSampler), so one epoch is
 // 60000 / world_size samples per rank; --batch-size is per rank (the global batch is world_size
 // times larger, and --lr is not rescaled for it). Rank 0 prints progress and the final test
 // accuracy; the test set is evaluated in shards too and the counts summed over the ranks.
-// Without MPI (or run without mpirun) it trains as a world of one.
+// Started by hand with no launcher variables it trains as a world of one.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +32,8 @@
 #include "distributed/handshake.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"
+#include "distributed/gloo_communicator.h"
+#include "distributed/process_group.h"
 #include "examples/mnist/models.h"
 #include "examples/scaling/local_communicator.h"
 #include "nn/checkpoint.h"
@@ -41,7 +50,9 @@ struct Config {
   int epochs = 1;
   int64_t batch_size = 64;  // per rank
   double lr = 0;            // 0: the single-process example's default for the model
-  std::string device = "cpu";
+  std::string device = "cpu";  // cpu, cuda (GPU = local rank modulo the visible ones) or cuda:K
+  std::string backend = "auto";
+  std::string init = "auto";
   int workers = 1;
   uint64_t seed = 1;
   int threads = 0;  // 0: leave OpenMP's default (mpirun_local.sh sets OMP_NUM_THREADS=1)
@@ -80,17 +91,26 @@ void check_same_flags(distributed::Communicator& comm, const Config& c) {
       "ddp_mnist start-up", " (every rank must be started with the same flags)");
 }
 
-// Without MPI: a world of one. With MPI: the flags are checked over an MPI communicator first, so a
-// rank started with --device cuda among cpu ranks is an error instead of two kinds of start-up
-// waiting for each other.
-std::shared_ptr<distributed::Communicator> make_communicator(const Config& c) {
-  const bool cuda = Device(c.device).is_cuda();
-  if (!distributed::MpiEnvironment::available())
-    return cuda ? distributed::make_nccl_communicator() : std::make_shared<examples::LocalCommunicator>(kCPU);
-  auto mpi = distributed::make_mpi_communicator();
-  check_same_flags(*mpi, c);
-  if (cuda) return distributed::make_nccl_communicator();  // GPU = local rank
-  return mpi;
+// The communicator for this launch (distributed/process_group.h). Under mpirun the flags are
+// checked over the MPI communicator first, so a rank started with --device cuda among cpu ranks
+// is an error instead of two kinds of start-up waiting for each other; under ember-run, torchrun
+// or srun the store compares backend and device kind before any backend starts.
+// The one world without any backend (no Gloo, no MPI, started by hand): a local communicator.
+std::shared_ptr<distributed::Communicator> make_communicator(const Config& c, distributed::ProcessGroup& pg) {
+  const Device device(c.device);
+  distributed::ProcessGroupOptions o;
+  o.backend = c.backend;
+  o.init = distributed::parse_init_method(c.init);
+  o.cuda = device.is_cuda();
+  if (device.is_cuda() && c.device.find(':') != std::string::npos) o.cuda_index = device.index;
+  o.rendezvous = distributed::rendezvous_options_from_env();
+  o.check_agreement = [&c](distributed::Communicator& comm) { check_same_flags(comm, c); };
+  const distributed::LaunchInfo launch = distributed::detect_launch(o.init);
+  if (launch.method == distributed::InitMethod::Single && !o.cuda && c.backend == "auto" &&
+      !distributed::gloo_available() && !distributed::MpiEnvironment::available())
+    return std::make_shared<examples::LocalCommunicator>(kCPU);
+  pg = distributed::init_process_group(o);
+  return pg.comm;
 }
 
 // Sums `values` (on the communicator's device) over the ranks; returns them on the host.
@@ -201,14 +221,27 @@ int train(const Config& c, distributed::Communicator& comm, std::shared_ptr<dist
 
 int main(int argc, char** argv) {
   Config c;
-  CLI::App app{"Data-parallel MNIST training with ember (launch with mpirun -np N)"};
+  CLI::App app{"Data-parallel MNIST training with ember (launch with ember-run --nproc-per-node N, mpirun -np N "
+               "or srun -n N)"};
   app.add_option("--model", c.model, "mlp | lenet | cnn")->check(CLI::IsMember({"mlp", "lenet", "cnn"}));
   app.add_option("--epochs", c.epochs, "epochs to train")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", c.batch_size, "batch size per rank")->check(CLI::PositiveNumber);
   app.add_option("--lr", c.lr, "learning rate (default: mlp 0.05, lenet 0.01, cnn 0.001)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--device", c.device, "cpu (MPI) or cuda (NCCL; each rank uses GPU local_rank)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", c.device,
+                 "cpu, or cuda (NCCL; GPU = local rank modulo the visible GPUs), or cuda:K (GPU K)")
+      ->check([](const std::string& d) -> std::string {
+        if (d == "cpu" || d == "cuda") return "";
+        if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos)
+          return "";
+        return "must be cpu, cuda or cuda:K";
+      });
+  app.add_option("--backend", c.backend, "auto (nccl for cuda, gloo for cpu), gloo, mpi (under mpirun) or nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "mpi", "nccl"}));
+  app.add_option("--init", c.init,
+                 "how the job was launched: auto (from the environment), env (ember-run, torchrun), slurm (srun) "
+                 "or mpi (mpirun)")
+      ->check(CLI::IsMember({"auto", "env", "slurm", "mpi"}));
   app.add_option("--workers", c.workers, "data loader worker threads per rank")->check(CLI::NonNegativeNumber);
   app.add_option("--seed", c.seed, "seeds initialisation and shuffling");
   app.add_option("--threads", c.threads, "CPU threads per rank for kernels")->check(CLI::NonNegativeNumber);
@@ -218,15 +251,23 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint", c.checkpoint, "rank 0 writes the trained model here (.safetensors)");
   CLI11_PARSE(app, argc, argv);
 
-  if (distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);
+  // MPI starts only for an MPI launch (mpirun's variables, or --init mpi / --backend mpi), so that
+  // a job started by ember-run or srun never depends on it.
+  const distributed::InitMethod init = distributed::parse_init_method(c.init);
+  const bool mpi_launch =
+      init == distributed::InitMethod::Mpi || c.backend == "mpi" ||
+      (init == distributed::InitMethod::Auto && distributed::detect_launch(init).method == distributed::InitMethod::Mpi);
+  if (mpi_launch && distributed::MpiEnvironment::available()) distributed::MpiEnvironment::init(&argc, &argv);
   // Until the communicator exists, a failing rank aborts the whole job (other ranks may already be
-  // waiting in the communicator's start-up for it) with "rank R failed during start-up: <why>".
+  // waiting in the communicator's start-up for it) with "rank R failed during start-up: <why>"
+  // (under ember-run: it exits 1, and ember-run stops the other ranks).
+  distributed::ProcessGroup pg;  // holds rank 0's store server for the whole run
   std::shared_ptr<distributed::Communicator> comm = distributed::run_guarded_startup([&] {
     if (c.threads > 0) set_num_threads(c.threads);
     for (const char* f : {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"})
       EMBER_CHECK(std::filesystem::exists(std::filesystem::path(c.data) / f), "MNIST not found in ", c.data,
                   ": run bash scripts/fetch_mnist.sh (or pass --data DIR)");
-    return make_communicator(c);
+    return make_communicator(c, pg);
   });
   // A rank that throws takes the whole job down instead of leaving the others in a collective.
   return distributed::run_guarded(*comm, [&] { return train(c, *comm, comm); });

@@ -7,8 +7,8 @@
 
 namespace ember::test {
 
-// The job's MPI communicator (made once in main, 30 s timeout), or nullptr when ember was built
-// without MPI.
+// The job's communicator (made once in main, 30 s timeout): MPI's under mpirun, Gloo's under
+// ember-run; nullptr when ember was built without MPI and no launcher variables are set.
 distributed::Communicator* mpi_comm();
 
 }  // namespace ember::test

@@ -1,5 +1,6 @@
-// main() of ember_dist_tests: starts MPI, makes the shared communicator, runs GoogleTest on every
-// rank. Every rank runs the same tests in the same order, so their collectives pair up. Only rank 0
+// main() of ember_dist_tests: makes the shared communicator, runs GoogleTest on every rank. Under
+// mpirun it is MPI's; under ember-run (RANK and WORLD_SIZE set) it is Gloo's, so the same
+// collective and DDP tests check both backends (tests/launch/CMakeLists.txt runs them that way). Every rank runs the same tests in the same order, so their collectives pair up. Only rank 0
 // prints the full log; other ranks print their failures, prefixed with their rank.
 #include <gtest/gtest.h>
 
@@ -7,6 +8,7 @@
 #include <memory>
 
 #include "distributed/mpi_communicator.h"
+#include "distributed/process_group.h"
 #include "tests/distributed/dist_test_util.h"
 
 namespace ember::test {
@@ -40,11 +42,22 @@ distributed::Communicator* mpi_comm() { return shared_comm().get(); }
 int main(int argc, char** argv) {
   using namespace ember::distributed;
   ::testing::InitGoogleTest(&argc, argv);
-  if (MpiEnvironment::available()) {
-    MpiEnvironment::init(&argc, &argv);
+  static ProcessGroup group;  // under ember-run: holds rank 0's store for the whole run
+  const bool env_launch = detect_launch(InitMethod::Auto).method == InitMethod::Env;
+  if (env_launch || MpiEnvironment::available()) {
     CommunicatorOptions options;
     options.timeout = std::chrono::seconds(30);  // a rank whose test failed early aborts the job in 30 s
-    ember::test::shared_comm() = make_mpi_communicator(options);
+    if (env_launch) {
+      ProcessGroupOptions o;
+      o.backend = "gloo";
+      o.init = InitMethod::Env;
+      o.comm = options;
+      group = init_process_group(o);
+      ember::test::shared_comm() = group.comm;
+    } else {
+      MpiEnvironment::init(&argc, &argv);
+      ember::test::shared_comm() = make_mpi_communicator(options);
+    }
     const int rank = ember::test::shared_comm()->rank();
     if (rank != 0) {
       ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();

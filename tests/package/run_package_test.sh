@@ -75,8 +75,10 @@ cmake --build "$build" || fail "build"
 if command -v ldd >/dev/null && grep -q "openblas-openmp" "$prefix/lib/cmake/ember/emberConfig.cmake"; then
   # ember links the OpenMP OpenBLAS by path; the loader must pick that file for the consumer too,
   # not the pthread build Debian's alternatives point libopenblas.so.0 at.
-  ldd "$build/ember_consumer" | grep openblas
-  ldd "$build/ember_consumer" | grep -q "openblas-openmp/libopenblas" || fail "the consumer does not load the OpenMP OpenBLAS"
+  # (ldd's output is kept first: under pipefail, grep -q quitting early would fail the pipe.)
+  libraries=$(ldd "$build/ember_consumer")
+  grep openblas <<<"$libraries" || true
+  grep -q "openblas-openmp/libopenblas" <<<"$libraries" || fail "the consumer does not load the OpenMP OpenBLAS"
 fi
 "$build/ember_consumer" || fail "the consumer program"
 echo "find_package OK"

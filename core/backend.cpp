@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "core/build_info.h"
 #include "core/cpu/cpu_backend.h"
 
 namespace ember {
@@ -44,6 +45,7 @@ void register_cuda_backend(Backend* (*get)(int), int (*device_count)()) {
   g_cuda_count = device_count;
 }
 
+bool cuda_is_built() { return g_cuda_get != nullptr; }
 int cuda_device_count() { return g_cuda_count ? g_cuda_count() : 0; }
 bool cuda_is_available() { return cuda_device_count() > 0; }
 

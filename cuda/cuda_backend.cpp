@@ -106,9 +106,10 @@ Backend* backend_for(int index) {
   return backends[index].get();
 }
 
-// Runs at static-initialisation time of any program that links ember built with CUDA. It only
-// stores pointers: no CUDA call happens until a CUDA device or pinned memory is first asked for
-// (the pinned allocator is an empty pool until then). Core keeps the pinned allocator's slot
+// Runs at static-initialisation time of any program that links ember built with CUDA (the anchor
+// at the end of this file keeps it in static links). It only stores pointers: no CUDA call
+// happens until a CUDA device or pinned memory is first asked for (the pinned allocator is an
+// empty pool until then). Core keeps the pinned allocator's slot
 // (core/allocator.h); the DataLoader takes it from there, and only when a GPU is present.
 // Each kernel table (core/kernels/) of cuda:i is CudaBackend i itself.
 template <typename Kernels>
@@ -131,3 +132,11 @@ void register_cuda_kernels() {
 }  // namespace
 
 }  // namespace ember::cuda
+
+// The link anchor. Nothing calls into this file by name: the registration above runs from a static
+// initialiser. A static link takes an object file out of libember.a only when it defines a symbol
+// the program still needs, so without help it would drop this one and the program would run
+// CPU-only. cuda/CMakeLists.txt therefore puts `-u ember_cuda_backend_anchor` on the link line of
+// every program that links ember (installed package or add_subdirectory), which makes the linker
+// keep this file and its initialiser.
+extern "C" void ember_cuda_backend_anchor() {}

@@ -7,9 +7,11 @@
 #   1. setup       scripts/setup.sh (installs only missing Debian packages)
 #   2. build       Release, EMBER_CUDA=AUTO: with the CUDA toolkit present the CUDA backend is
 #                  compiled too (for sm_90), and every CPU test must pass in that build without a GPU
-#   3. test        ctest, 2 tests at a time
+#   3. test        ctest, 2 tests at a time (package.* in tests/package also installs this build
+#                  into build-test/tests/package/prefix and builds a consumer project against it)
 #   4. asan-build  ASan + UBSan build (EMBER_SANITIZE=ON; CUDA, oneDNN and benchmarks off)
-#   5. asan-test   the same suite under the sanitizers
+#   5. asan-test   the same suite under the sanitizers (the package tests too: the consumer links the
+#                  sanitized library through ember::ember's link option, its own code uninstrumented)
 #   6. fuzz        builds the libFuzzer targets (tests/fuzz, clang + ASan + UBSan) and runs each on
 #                  its committed corpus for EMBER_FUZZ_SECONDS (default 60) seconds; a crash, a
 #                  sanitizer report or an escaping non-ember exception fails the phase. Skipped,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/build_info.h"
 #include "core/ember.h"
 #ifdef EMBER_WITH_CUDA
 #include "cuda/cublas_library.h"
@@ -33,6 +34,17 @@ TEST(CudaRuntime, DeviceCountNeverFailsAndIsStable) {
   EXPECT_EQ(cuda_is_available(), n > 0);
 #ifndef EMBER_WITH_CUDA
   EXPECT_EQ(n, 0) << "a build without CUDA must report zero devices";
+#endif
+}
+
+// The CUDA backend registers itself from a static initialiser that nothing calls by name; in a
+// static link only the anchor in cuda/CMakeLists.txt keeps it (tests/package checks the same from a
+// project outside the tree). Without a GPU this is the one sign that it is there.
+TEST(CudaRuntime, BackendRegisteredExactlyInCudaBuilds) {
+#ifdef EMBER_WITH_CUDA
+  EXPECT_TRUE(cuda_is_built()) << "a CUDA build whose CUDA backend did not register: dropped at link time?";
+#else
+  EXPECT_FALSE(cuda_is_built());
 #endif
 }
 

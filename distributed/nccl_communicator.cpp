@@ -352,7 +352,15 @@ std::vector<std::shared_ptr<Communicator>> make_nccl_communicators(const std::ve
   const ncclResult_t group = ncclGroupEnd();
   EMBER_CHECK(group == ncclSuccess || group == ncclInProgress, "make_nccl_communicators: ncclGroupEnd: ",
               ncclGetErrorString(group));
-  for (auto& c : comms) c->guard().finish_init();
+  try {
+    for (auto& c : comms) c->guard().finish_init();
+  } catch (const std::exception& e) {
+    // Abort every rank now: a rank whose init did finish would otherwise try to finalize with
+    // peers that are gone, and wait out its timeout first.
+    for (auto& c : comms) c->guard().fail(std::string("make_nccl_communicators: another rank's init failed: ") + e.what(),
+                                          /*print=*/false);
+    throw;
+  }
   std::vector<std::shared_ptr<Communicator>> result;
   for (auto& c : comms) {
     c->mark_started();

@@ -58,11 +58,11 @@ void check_device(int device, const char* fn) {
               " GPUs visible); one process per GPU, so run at most that many ranks per node");
 }
 
-NcclUniqueId unique_id_from_bytes(const std::vector<uint8_t>& bytes, const char* fn) {
+NcclUniqueId unique_id_from_bytes(const std::string& bytes, const char* fn) {
   EMBER_CHECK(bytes.size() == kNcclUniqueIdBytes, fn, ": the NCCL unique id has ", bytes.size(), " bytes, expected ",
               kNcclUniqueIdBytes, " (make one with make_nccl_unique_id on one rank and give every rank the same)");
   NcclUniqueId id;
-  std::copy(bytes.begin(), bytes.end(), id.begin());
+  std::memcpy(id.data(), bytes.data(), id.size());
   return id;
 }
 
@@ -274,15 +274,14 @@ std::shared_ptr<Communicator> start_communicator(int rank, int world_size, int d
 
 }  // namespace
 
-std::vector<uint8_t> make_nccl_unique_id() {
+std::string make_nccl_unique_id() {
   ncclUniqueId id;
   EMBER_CUDA_CHECK(ncclGetUniqueId(&id));
-  const auto* bytes = reinterpret_cast<const uint8_t*>(&id);
-  return std::vector<uint8_t>(bytes, bytes + sizeof(id));
+  return std::string(reinterpret_cast<const char*>(&id), sizeof(id));
 }
 
 std::shared_ptr<Communicator> make_nccl_communicator(int rank, int world_size, int device,
-                                                     const std::vector<uint8_t>& unique_id,
+                                                     const std::string& unique_id,
                                                      const CommunicatorOptions& options) {
   const NcclUniqueId id = unique_id_from_bytes(unique_id, "make_nccl_communicator");
   EMBER_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "make_nccl_communicator: rank ", rank,
@@ -320,7 +319,7 @@ std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& 
   // Rank 0 makes the id NCCL's ranks find each other with; MPI carries it to the others.
   Tensor id_bytes = zeros({static_cast<int64_t>(kNcclUniqueIdBytes)}, TensorOptions(kUInt8));
   if (rank == 0) {
-    const std::vector<uint8_t> id = make_nccl_unique_id();
+    const std::string id = make_nccl_unique_id();
     std::memcpy(id_bytes.data_ptr(), id.data(), id.size());
   }
   bootstrap->broadcast(id_bytes, 0);

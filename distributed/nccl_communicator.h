@@ -28,8 +28,8 @@
 // "built without CUDA".
 #pragma once
 
-#include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "distributed/communicator.h"
@@ -39,17 +39,17 @@ namespace ember::distributed {
 
 std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& options = {});
 
-// A fresh NCCL unique id (ncclGetUniqueId): kNcclUniqueIdBytes (128) bytes, made by one rank and
-// given to all, by any means. It names the rank that made it (its address), so make it on the
-// rank whose host the others can reach.
-std::vector<uint8_t> make_nccl_unique_id();
+// A fresh NCCL unique id (ncclGetUniqueId): kNcclUniqueIdBytes (128) raw bytes in a string (as a
+// key-value store carries them), made by one rank and given to all, by any means. It holds the
+// address of the rank that made it, so make it on a rank whose host the others can reach.
+std::string make_nccl_unique_id();
 
 // Rank `rank` of `world_size` on cuda:`device`, all ranks calling it with the same `unique_id`.
 // Returns when every rank has joined; otherwise throws, after options.timeout, an Error naming
 // this rank and the timeout (the half-made NCCL communicator is aborted). Its abort() ends this
 // process only (no MPI): the launcher ends the other ranks.
 std::shared_ptr<Communicator> make_nccl_communicator(int rank, int world_size, int device,
-                                                     const std::vector<uint8_t>& unique_id,
+                                                     const std::string& unique_id,
                                                      const CommunicatorOptions& options = {});
 
 // Single process, several GPUs (one NCCL group). devices must be distinct and valid.

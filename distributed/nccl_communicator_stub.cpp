@@ -9,11 +9,11 @@ std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions&)
              "use make_mpi_communicator for CPU tensors)");
 }
 
-std::vector<uint8_t> make_nccl_unique_id() {
+std::string make_nccl_unique_id() {
   EMBER_FAIL("make_nccl_unique_id: ember was built without CUDA (NCCL needs the CUDA backend)");
 }
 
-std::shared_ptr<Communicator> make_nccl_communicator(int, int, int, const std::vector<uint8_t>&,
+std::shared_ptr<Communicator> make_nccl_communicator(int, int, int, const std::string&,
                                                      const CommunicatorOptions&) {
   EMBER_FAIL("make_nccl_communicator: ember was built without CUDA (NCCL needs the CUDA backend; "
              "use make_mpi_communicator for CPU tensors)");

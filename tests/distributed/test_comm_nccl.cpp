@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -32,7 +32,7 @@ TEST(NcclComm, BuiltWithoutCudaSaysSo) {
   expect_error([] { distributed::make_nccl_communicator(); }, {"make_nccl_communicator", "built without CUDA"});
   expect_error([] { distributed::make_nccl_communicators({0}); }, {"make_nccl_communicators", "built without CUDA"});
   expect_error([] { distributed::make_nccl_unique_id(); }, {"make_nccl_unique_id", "built without CUDA"});
-  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::vector<uint8_t>(128)); },
+  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::string(128, '\0')); },
                {"make_nccl_communicator", "built without CUDA"});
 }
 #endif
@@ -179,9 +179,9 @@ TEST(NcclComm, UniqueIdOfTheWrongSizeIsRejected) {
 #ifndef EMBER_WITH_CUDA
   GTEST_SKIP() << "built without CUDA";
 #endif
-  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::vector<uint8_t>{1, 2, 3}); },
+  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::string(3, 'x')); },
                {"make_nccl_communicator", "3 bytes, expected 128", "make_nccl_unique_id"});
-  expect_error([] { distributed::make_nccl_communicator(2, 2, 0, std::vector<uint8_t>(128)); },
+  expect_error([] { distributed::make_nccl_communicator(2, 2, 0, std::string(128, '\0')); },
                {"make_nccl_communicator", "rank 2", "world size 2"});
 }
 
@@ -189,7 +189,7 @@ TEST(NcclComm, UniqueIdOfTheWrongSizeIsRejected) {
 // end of the scope) finalize then destroy, all within a timeout short enough for the GPU check.
 TEST(NcclComm, UniqueIdFactoryWorldSizeOne) {
   EMBER_REQUIRE_NCCL_GPUS(1);
-  const std::vector<uint8_t> id = distributed::make_nccl_unique_id();
+  const std::string id = distributed::make_nccl_unique_id();
   EXPECT_EQ(id.size(), distributed::kNcclUniqueIdBytes);
   distributed::CommunicatorOptions options;
   options.timeout = std::chrono::seconds(20);

@@ -30,8 +30,10 @@
 // abort flag read without it: NCCL allows one thread at a time on a communicator, for
 // ncclCommGetAsyncError and ncclCommAbort as well.) launch_mutex_ orders whole launches (one
 // collective at a time, polling included, in call order); only the callers' threads take it.
-// The watchdog records a failure (and prints it) before it waits for comm_mutex_, so even a call
-// stuck inside NCCL is reported.
+// The watchdog queries NCCL's error only when comm_mutex_ is free (try_lock), checks the deadlines
+// in any case, and records a failure (and prints it) before it waits for comm_mutex_ to abort: so
+// even a call stuck inside NCCL, which a nonblocking communicator should never have, is reported
+// on time (the abort itself, and a shutdown, would then wait for that call to return).
 #pragma once
 
 #include <chrono>

@@ -106,8 +106,9 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     }
   }
 
-  // Never throws, never waits longer than the timeout (twice: the guard's shutdown, then the
-  // stream). The guard first finalizes and destroys NCCL's communicator, or aborts it; the stream
+  // Never throws, and every wait in it is bounded by the timeout (the collectives in flight,
+  // finalize, the stream). The guard first finalizes and destroys NCCL's communicator, or aborts
+  // it; an unreported failure ends the job here (see below); the stream
   // is destroyed last, after everything recorded on it has finished and the allocator has
   // forgotten it (issue 19 item 1).
   ~NcclCommunicator() override {

@@ -199,14 +199,21 @@ std::shared_ptr<NcclEvent> NcclGuard::launch(const std::string& op, const NcclCa
     id = next_id_++;
     in_flight_.push_back({id, op, nullptr, deadline});
   }
-  NcclStatus s;
-  {
-    std::lock_guard<std::mutex> lock(comm_mutex_);
-    if (aborted_ || state() == State::Failed)
-      throw_failure(detail::str_cat(op, " on rank ", rank_, " (", where_, ") not started: "));
-    s = api_->enqueue(comm_, call);
+  try {
+    NcclStatus s;
+    {
+      std::lock_guard<std::mutex> lock(comm_mutex_);
+      if (aborted_ || state() == State::Failed)
+        throw_failure(detail::str_cat(op, " on rank ", rank_, " (", where_, ") not started: "));
+      s = api_->enqueue(comm_, call);
+    }
+    poll(op, s, deadline, timeout_message(op));
+  } catch (const std::exception& e) {
+    // A call that threw (a CUDA error making the device current) leaves the collective half-made:
+    // fail now rather than let the watchdog time it out. A no-op when poll() has failed it already.
+    fail(error_message(op, e.what()));
+    throw;
   }
-  poll(op, s, deadline, timeout_message(op));
   if (state() == State::Failed)  // another thread failed it while the enqueue ran: nothing to return
     throw_failure(detail::str_cat(op, " on rank ", rank_, " (", where_, ") stopped: "));
   // Only now is the collective on the stream (InProgress meant it was not yet): mark its end.

@@ -7,6 +7,7 @@
 //   set_async_error("...")          NCCL reports an asynchronous error from now on
 //   sticky_cuda_error = true        every event query throws, as after a device assert
 //   enqueue_blocks = true           an enqueue blocks inside NCCL until release_enqueue()
+//   enqueue_throws = "..."          an enqueue throws (the real table's cudaSetDevice failing)
 //
 // and it checks NCCL's rules as it goes, recording every breach in violations(): two calls on the
 // communicator at once (NCCL allows one thread at a time), any call after abort or destroy, a
@@ -40,6 +41,7 @@ class FakeNcclApi : public distributed::NcclApi,
   int enqueue_polls = 0;
   int finalize_polls = 0;
   std::string init_error;  // init_rank itself fails with this
+  std::string enqueue_throws;  // enqueue throws ember::Error with this (a CUDA error in the table itself)
   std::atomic<bool> collectives_finish{true};
   std::atomic<bool> sticky_cuda_error{false};
   std::atomic<bool> enqueue_blocks{false};
@@ -98,6 +100,7 @@ class FakeNcclApi : public distributed::NcclApi,
 
   NcclStatus enqueue(Comm comm, const distributed::NcclCall&) override {
     Call call(*this, "enqueue", comm);
+    if (!enqueue_throws.empty()) EMBER_FAIL(enqueue_throws);
     if (enqueue_blocks) {  // a lazy connect that blocks although the communicator is nonblocking
       inside_enqueue_ = true;
       std::unique_lock<std::mutex> lock(mutex_);

@@ -127,6 +127,19 @@ TEST(NcclGuard, EnqueueStuckInProgressTimesOutNamingOpAndRank) {
   expect_no_violations(*api);
 }
 
+TEST(NcclGuard, EnqueueThatThrowsFailsAtOnce) {
+  auto api = fake();
+  NcclGuard guard(api, 0, 2, "cuda:0", 10s);
+  guard.init(kId);
+  api->enqueue_throws = "cudaSetDevice: an illegal memory access was encountered";
+  expect_error([&] { guard.launch("all_reduce(sum)", kAllReduce); }, {"illegal memory access"});
+  EXPECT_EQ(guard.state(), State::Failed);  // at once, not after the 10 s timeout
+  EXPECT_NE(guard.failure().find("all_reduce(sum) failed on rank 0 (cuda:0)"), std::string::npos) << guard.failure();
+  guard.shutdown();
+  expect_aborted_not_closed(*api);
+  expect_no_violations(*api);
+}
+
 // NCCL connects to peers lazily, in the first collective's enqueue. Were that enqueue to block
 // (it must not with a nonblocking communicator, but if it did), the watchdog still sees the
 // collective, because launch() registers it first: the guard fails with the op's name while the

@@ -16,6 +16,8 @@
 // dimensions, so no size limit needs checking here.
 #include <cublas_v2.h>
 
+#include "cuda/cublas_library.h"
+
 #include <type_traits>
 
 #include "core/backend.h"
@@ -90,13 +92,13 @@ void CudaBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     cublasHandle_t handle = cublas_handle(index_);
     // outᵀ [N, M] = bᵀ [N, K] · aᵀ [K, M]: b is cuBLAS's first operand, a its second.
     if (batch == 1) {
-      EMBER_CUDA_CHECK(cublasGemmEx_64(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld, A.ptr, type, A.ld,
-                                       &beta, out.data_ptr(), type, N, compute, CUBLAS_GEMM_DEFAULT));
+      EMBER_CUDA_CHECK(cublas().gemm_ex(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld, A.ptr, type, A.ld,
+                                        &beta, out.data_ptr(), type, N, compute, CUBLAS_GEMM_DEFAULT));
     } else {
-      EMBER_CUDA_CHECK(cublasGemmStridedBatchedEx_64(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld,
-                                                     B.batch_stride, A.ptr, type, A.ld, A.batch_stride, &beta,
-                                                     out.data_ptr(), type, N, M * N, batch, compute,
-                                                     CUBLAS_GEMM_DEFAULT));
+      EMBER_CUDA_CHECK(cublas().gemm_strided_batched_ex(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld,
+                                                        B.batch_stride, A.ptr, type, A.ld, A.batch_stride, &beta,
+                                                        out.data_ptr(), type, N, M * N, batch, compute,
+                                                        CUBLAS_GEMM_DEFAULT));
     }
     count_launch();
   });

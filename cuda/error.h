@@ -19,6 +19,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "cuda/cublas_library.h"
 #include "cuda/runtime.h"
 
 namespace ember::cuda {
@@ -40,8 +41,10 @@ inline std::string error_text(cudaError_t s) {
   (void)cudaGetLastError();
   return std::string(cudaGetErrorString(s)) + " (" + cudaGetErrorName(s) + ")";
 }
+// A cuBLAS status only comes from a cuBLAS call, so the library is open by then
+// (cuda/cublas_library.h: it is loaded on first use, not linked).
 inline std::string error_text(cublasStatus_t s) {
-  return std::string(cublasGetStatusString(s)) + " (" + cublasGetStatusName(s) + ")";
+  return std::string(cublas().status_string(s)) + " (" + cublas().status_name(s) + ")";
 }
 inline std::string error_text(cudnnStatus_t s) { return cudnnGetErrorString(s); }
 inline std::string error_text(ncclResult_t s) { return ncclGetErrorString(s); }

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 
+#include "cuda/cublas_library.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/lazy_handle.h"
@@ -44,11 +45,11 @@ cublasHandle_t make_cublas(int device) {
   const cudaStream_t stream = compute_stream(device);
   DeviceGuard guard(device);
   cublasHandle_t h = nullptr;
-  EMBER_CUDA_CHECK(cublasCreate(&h));
+  EMBER_CUDA_CHECK(cublas().create(&h));  // opens libcublas on the first call
   try {
-    EMBER_CUDA_CHECK(cublasSetStream(h, stream));
+    EMBER_CUDA_CHECK(cublas().set_stream(h, stream));
   } catch (...) {
-    (void)cublasDestroy(h);
+    (void)cublas().destroy(h);
     throw;
   }
   return h;

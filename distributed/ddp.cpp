@@ -40,11 +40,14 @@ distributed::ModelSignature signature_of(const Module& model) {
 void check_same_options(Communicator& comm, const DDPOptions& o) {
   // In bytes, so the message shows a number a user recognises; out-of-range caps are rejected
   // later by the bucket layout, here they only need to compare equal.
-  const bool representable = o.bucket_cap_mb >= 0 && o.bucket_cap_mb < 1e12;
-  const int64_t cap_bytes = representable ? std::llround(o.bucket_cap_mb * 1024 * 1024) : -1;
+  auto bytes_of = [](double mb) -> int64_t {
+    const bool representable = mb >= 0 && mb < 1e12;
+    return representable ? std::llround(mb * 1024 * 1024) : -1;
+  };
   distributed::check_same_values_on_all_ranks(
-      comm, {cap_bytes, o.broadcast_buffers, o.find_unused_parameters},
-      {"DDPOptions::bucket_cap_mb (in bytes)", "DDPOptions::broadcast_buffers", "DDPOptions::find_unused_parameters"},
+      comm, {bytes_of(o.bucket_cap_mb), bytes_of(o.first_bucket_mb), o.broadcast_buffers, o.find_unused_parameters},
+      {"DDPOptions::bucket_cap_mb (in bytes)", "DDPOptions::first_bucket_mb (in bytes)",
+       "DDPOptions::broadcast_buffers", "DDPOptions::find_unused_parameters"},
       "DDP start-up", " (these options decide which collectives run, so every rank must pass the same)");
 }
 
@@ -92,25 +95,36 @@ void broadcast_coalesced(Communicator& comm, const std::vector<Tensor>& tensors,
 class DistributedDataParallel::Reducer {
  public:
   Reducer(const NamedTensors& named_params, std::shared_ptr<Communicator> comm, const DDPOptions& options)
-      : comm_(std::move(comm)), options_(options) {
+      : comm_(std::move(comm)), options_(options), divisor_(comm_->world_size()) {
+    EMBER_CHECK(options_.bucket_cap_mb >= 0, "DistributedDataParallel: bucket_cap_mb must be >= 0, got ",
+                options_.bucket_cap_mb);
+    EMBER_CHECK(options_.first_bucket_mb >= 0, "DistributedDataParallel: first_bucket_mb must be >= 0, got ",
+                options_.first_bucket_mb);
     for (const auto& [name, t] : named_params) params_.push_back(Param{name, t});
     for (size_t i = 0; i < params_.size(); ++i) index_of_[params_[i].tensor.impl()] = static_cast<int64_t>(i);
-    assign_buckets();
+    // The first guess at the order gradients become ready: reverse registration order.
+    std::vector<int64_t> order;
+    for (int64_t i = static_cast<int64_t>(params_.size()) - 1; i >= 0; --i)
+      if (params_[i].tensor.requires_grad()) order.push_back(i);  // the others never get a gradient
+    assign_buckets(order);
   }
 
   // ---- layout ----
 
-  // Reverse registration order (backward's order); a bucket closes when it reaches the cap or the
-  // next parameter has another dtype (a flat buffer holds one dtype).
-  void assign_buckets() {
-    EMBER_CHECK(options_.bucket_cap_mb >= 0, "DistributedDataParallel: bucket_cap_mb must be >= 0, got ",
-                options_.bucket_cap_mb);
+  // Fills buckets with the parameters in `order` (the order their gradients are expected to be
+  // ready). The first bucket closes at min(first_bucket_mb, bucket_cap_mb), the others at
+  // bucket_cap_mb: a bucket closes once it reaches its cap, or when the next parameter has another
+  // dtype (a flat buffer holds one dtype).
+  void assign_buckets(const std::vector<int64_t>& order) {
     const double cap_bytes = options_.bucket_cap_mb * 1024.0 * 1024.0;
+    const double first_cap_bytes = std::min(options_.first_bucket_mb, options_.bucket_cap_mb) * 1024.0 * 1024.0;
+    buckets_.clear();
+    for (Param& p : params_) p.bucket = -1;
     double bytes = 0;
-    for (int64_t i = static_cast<int64_t>(params_.size()) - 1; i >= 0; --i) {
+    for (int64_t i : order) {
       Param& p = params_[i];
-      if (!p.tensor.requires_grad()) continue;  // never gets a gradient: not reduced
-      if (buckets_.empty() || bytes >= cap_bytes || buckets_.back().dtype != p.tensor.dtype()) {
+      const double limit = buckets_.size() <= 1 ? first_cap_bytes : cap_bytes;  // filling the first bucket?
+      if (buckets_.empty() || bytes >= limit || buckets_.back().dtype != p.tensor.dtype()) {
         buckets_.push_back(Bucket{});
         buckets_.back().dtype = p.tensor.dtype();
         bytes = 0;
@@ -129,6 +143,36 @@ class DistributedDataParallel::Reducer {
     stats_.last_step_reductions.assign(buckets_.size(), 0);
   }
 
+  // Once, before the step after the first synced one: buckets in the order gradients became ready
+  // in that step on rank `root` (broadcast, so every rank builds the same buckets). Collective.
+  void maybe_rebuild_buckets(int root) {
+    if (rebuilt_ || stats_.synced_steps < 1 || in_progress_) return;
+    rebuilt_ = true;
+    int64_t n = 0;
+    for (const Param& p : params_)
+      if (p.bucket >= 0) ++n;
+    Tensor order = empty({n}, TensorOptions(kInt64));
+    if (comm_->rank() == root) {
+      EMBER_CHECK(static_cast<int64_t>(ready_order_.size()) == n, "DistributedDataParallel: internal error: ",
+                  ready_order_.size(), " gradients recorded as ready, ", n, " expected");
+      std::copy(ready_order_.begin(), ready_order_.end(), order.data<int64_t>());
+    }
+    Tensor on_device = order.to(comm_->device());
+    comm_->broadcast(on_device, root);
+    const std::vector<int64_t> v = on_device.to(kCPU).to_vector<int64_t>();
+    // Every rank holds the same parameter list (the start-up handshake), so this is a permutation of
+    // our bucketed parameters unless something is badly wrong.
+    std::vector<char> seen(params_.size(), 0);
+    for (int64_t i : v) {
+      EMBER_CHECK(i >= 0 && i < static_cast<int64_t>(params_.size()) && params_[i].bucket >= 0 && !seen[i],
+                  "DistributedDataParallel: rank ", root, "'s gradient order names parameter ", i,
+                  ", which this rank does not reduce (or twice)");
+      seen[i] = 1;
+    }
+    assign_buckets(v);
+    ++stats_.bucket_rebuilds;
+  }
+
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
   std::vector<std::vector<int64_t>> bucket_parameters() const {
     std::vector<std::vector<int64_t>> out;
@@ -137,6 +181,13 @@ class DistributedDataParallel::Reducer {
   }
   bool bucketed(int64_t i) const { return params_[i].bucket >= 0; }
   const DDPStats& stats() const { return stats_; }
+  bool in_progress() const { return in_progress_; }
+  void set_divisor(int d) { divisor_ = d; }
+  void set_comm_hook(distributed::CommHook hook) {
+    EMBER_CHECK(stats_.synced_steps == 0 && !in_progress_,
+                "DistributedDataParallel::register_comm_hook: register the hook before the first backward");
+    hook_ = std::move(hook);
+  }
 
   // ---- per step ----
 
@@ -172,17 +223,18 @@ class DistributedDataParallel::Reducer {
   void on_gradient(int64_t i, const Tensor& grad) {
     stats_.last_hook_order.push_back(i);
     if (no_sync_depth_ > 0) return;  // accumulate locally; the next synced backward reduces the total
+    poll_in_flight();                // MPI progresses only inside MPI calls: give it one per hook
     if (!in_progress_) {
       in_progress_ = true;
       // Parameters the forward could not reach will not fire: they are ready now, with what they hold.
       for (int64_t u : unreachable_)
-        if (u != i) mark_ready(u, params_[u].tensor.grad());
+        if (u != i) mark_ready(u, params_[u].tensor.grad(), /*from_hook=*/false);
       unreachable_.clear();
     }
     EMBER_CHECK(!params_[i].ready, "DistributedDataParallel: parameter '", params_[i].name,
                 "' received a gradient twice in one synced backward (a second backward without a forward in ",
                 "between, or a parameter the forward's graph did not reach); call forward again before backward");
-    mark_ready(i, grad);
+    mark_ready(i, grad, /*from_hook=*/true);
   }
 
   void finish() {
@@ -192,7 +244,21 @@ class DistributedDataParallel::Reducer {
                 "missing gradients as zeros");
     for (size_t i = 0; i < params_.size(); ++i)
       if (bucketed(static_cast<int64_t>(i)) && !params_[i].ready)
-        mark_ready(static_cast<int64_t>(i), params_[i].tensor.grad());
+        mark_ready(static_cast<int64_t>(i), params_[i].tensor.grad(), /*from_hook=*/false);
+  }
+
+  // join(): this rank has no data, the others train. It runs the same reductions as they do, in
+  // the same order, with zeros as its gradients; its own .grad tensors are left alone.
+  void shadow_step() {
+    NoGradGuard no_grad;
+    std::vector<WorkHandle> works;
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      buckets_[k].flat.zero_();
+      works.push_back(start_reduction(static_cast<int64_t>(k)));
+    }
+    for (WorkHandle& w : works) w->wait();
+    ++stats_.synced_steps;
+    ++stats_.joined_steps;
   }
 
   int no_sync_depth_ = 0;
@@ -212,14 +278,30 @@ class DistributedDataParallel::Reducer {
     Tensor flat;          // persistent: [numel], reused every step
     int64_t pending = 0;  // gradients still missing this step
     WorkHandle work;
-    int reductions = 0;  // all-reduces started this step
+    int reductions = 0;   // all-reduces started this step
+    bool done = false;    // its reduction was seen complete this step
+    BucketTiming timing;  // this step's
   };
+
+  static double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
 
   Tensor slice(const Param& p) const { return buckets_[p.bucket].flat.narrow(0, p.offset, p.tensor.numel()); }
 
+  WorkHandle start_reduction(int64_t k) {
+    Bucket& b = buckets_[k];
+    ++b.reductions;
+    ++stats_.all_reduces;
+    const distributed::GradBucket gb{k, b.flat, divisor_};
+    WorkHandle w = hook_ ? hook_(*comm_, gb) : distributed::allreduce_hook(*comm_, gb);
+    EMBER_CHECK(w != nullptr, "DistributedDataParallel: the comm hook returned no Work for bucket ", k);
+    return w;
+  }
+
   // Puts parameter i's gradient (zeros if undefined) into its bucket; starts every bucket that is
   // now complete and whose predecessors have started.
-  void mark_ready(int64_t i, const Tensor& grad) {
+  void mark_ready(int64_t i, const Tensor& grad, bool from_hook) {
     NoGradGuard no_grad;
     Param& p = params_[i];
     Tensor dst = slice(p);
@@ -231,29 +313,53 @@ class DistributedDataParallel::Reducer {
       dst.zero_();
     }
     p.ready = true;
-    if (--buckets_[p.bucket].pending == 0) launch_ready_buckets();
+    if (from_hook) ready_order_.push_back(i);
+    Bucket& b = buckets_[p.bucket];
+    if (--b.pending == 0) {
+      b.timing.ready_s = now_s();
+      launch_ready_buckets();
+    }
   }
 
+  // Buckets start in index order, the same on every rank (see ddp.h, "Launch order").
   void launch_ready_buckets() {
     while (next_launch_ < num_buckets() && buckets_[next_launch_].pending == 0) {
-      Bucket& b = buckets_[next_launch_++];
-      b.work = comm_->all_reduce_async(b.flat, ReduceOp::Mean);
-      ++b.reductions;
-      ++stats_.all_reduces;
+      Bucket& b = buckets_[next_launch_];
+      b.timing.launch_s = now_s();
+      b.work = start_reduction(next_launch_);
+      ++next_launch_;
+      poll(b);  // a first MPI call right away: the collective's first messages go out now
     }
     if (next_launch_ == num_buckets()) complete_step();
+  }
+
+  void poll(Bucket& b) {
+    if (!b.done && b.work && b.work->is_completed()) {
+      b.done = true;
+      b.timing.done_s = now_s();
+    }
+  }
+  void poll_in_flight() {
+    for (int64_t k = 0; k < next_launch_; ++k) poll(buckets_[k]);
   }
 
   // Waits for every bucket, writes the averages into the .grad tensors and resets for the next step.
   void complete_step() {
     NoGradGuard no_grad;
+    const double backward_end = now_s();  // every gradient is in: backward's computation is over
     const auto t0 = std::chrono::steady_clock::now();
     for (Bucket& b : buckets_) {
-      b.work->wait();
+      b.work->wait();  // also when seen complete: on CUDA it orders the compute stream after it
+      if (!b.done) {
+        b.done = true;
+        b.timing.done_s = now_s();
+      }
       b.work.reset();
     }
     const double waited = seconds_since(t0);
     int64_t bytes = 0;
+    double comm = 0, hidden = 0;
+    stats_.last_buckets.clear();
     for (Bucket& b : buckets_) {
       for (int64_t i : b.params) {
         Param& p = params_[i];
@@ -269,17 +375,35 @@ class DistributedDataParallel::Reducer {
         }
         p.ready = false;
       }
-      bytes += static_cast<int64_t>(b.flat.nbytes());
+      b.timing.bytes = static_cast<int64_t>(b.flat.nbytes());
+      bytes += b.timing.bytes;
+      comm += b.timing.done_s - b.timing.launch_s;
+      hidden += std::max(0.0, std::min(b.timing.done_s, backward_end) - b.timing.launch_s);
+      stats_.last_buckets.push_back(b.timing);
       b.pending = static_cast<int64_t>(b.params.size());
+      b.done = false;
     }
     for (size_t k = 0; k < buckets_.size(); ++k) {
       stats_.last_step_reductions[k] = buckets_[k].reductions;
       buckets_[k].reductions = 0;
     }
+    if (!rebuilt_) {
+      // The rebuild wants every bucketed parameter; those no hook delivered (unused) go last.
+      for (int64_t i = static_cast<int64_t>(params_.size()) - 1; i >= 0; --i)
+        if (bucketed(i) && std::find(ready_order_.begin(), ready_order_.end(), i) == ready_order_.end())
+          ready_order_.push_back(i);
+    } else {
+      ready_order_.clear();  // only the first synced step's order is used
+    }
     ++stats_.synced_steps;
     stats_.last_step_bytes = bytes;
     stats_.last_comm_wait_seconds = waited;
     stats_.total_comm_wait_seconds += waited;
+    stats_.last_backward_end_s = backward_end;
+    stats_.last_comm_seconds = comm;
+    stats_.last_comm_hidden_seconds = hidden;
+    stats_.total_comm_seconds += comm;
+    stats_.total_comm_hidden_seconds += hidden;
     next_launch_ = 0;
     in_progress_ = false;
   }
@@ -304,6 +428,10 @@ class DistributedDataParallel::Reducer {
   bool in_progress_ = false;          // a synced backward has delivered gradients, not all reduced yet
   int64_t next_launch_ = 0;           // buckets start strictly in index order
   std::vector<int64_t> unreachable_;  // find_unused_parameters: from the last forward
+  std::vector<int64_t> ready_order_;  // parameters in the order their gradients arrived (first synced step)
+  bool rebuilt_ = false;
+  int divisor_ = 1;                   // the bucket sums are divided by this (world size, or join's count)
+  distributed::CommHook hook_;        // empty: allreduce_hook
   DDPStats stats_;
 
  public:
@@ -350,18 +478,88 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<Module> model, 
 
 DistributedDataParallel::~DistributedDataParallel() = default;
 
-Tensor DistributedDataParallel::forward(const Tensor& input) {
-  reducer_->prepare_forward();
+void DistributedDataParallel::agree_before_step(int root) {
+  reducer_->maybe_rebuild_buckets(root);
   if (options_.broadcast_buffers && comm_->world_size() > 1) {
     std::vector<Tensor> buffers = model_->buffers();
     if (!buffers.empty()) {
-      broadcast_coalesced(*comm_, buffers, 0);
+      broadcast_coalesced(*comm_, buffers, root);
       reducer_->count_broadcast();
     }
   }
+}
+
+Tensor DistributedDataParallel::forward(const Tensor& input) {
+  reducer_->prepare_forward();
+  int root = 0;
+  if (joining_) {
+    const bool syncs = GradMode::is_enabled() && reducer_->no_sync_depth_ == 0;
+    const JoinRound round = join_round(/*active=*/true, syncs);
+    root = round.root;
+    reducer_->set_divisor(join_divide_by_initial_world_size_ ? comm_->world_size() : round.active);
+  }
+  agree_before_step(root);
   Tensor out = model_->forward(input);
   if (options_.find_unused_parameters && GradMode::is_enabled()) reducer_->record_unreachable(out);
   return out;
+}
+
+DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs) {
+  const int W = comm_->world_size();
+  Tensor flags = zeros({W + 1}, TensorOptions(kInt64));
+  if (active) {
+    flags.data<int64_t>()[comm_->rank()] = 1;
+    flags.data<int64_t>()[W] = syncs ? 1 : 0;
+  }
+  Tensor on_device = flags.to(comm_->device());
+  comm_->all_reduce(on_device, ReduceOp::Sum);
+  const std::vector<int64_t> v = on_device.to(kCPU).to_vector<int64_t>();
+  JoinRound r;
+  r.root = -1;
+  for (int k = 0; k < W; ++k) {
+    r.active += static_cast<int>(v[k]);
+    if (v[k] > 0 && r.root < 0) r.root = k;
+  }
+  r.syncing = static_cast<int>(v[W]);
+  if (r.root < 0) r.root = 0;
+  if (r.active > 0) join_last_root_ = r.root;
+  return r;
+}
+
+void DistributedDataParallel::join(const std::function<void()>& loop, bool divide_by_initial_world_size) {
+  EMBER_CHECK(!joining_, "DistributedDataParallel::join: already inside join()");
+  joining_ = true;
+  join_divide_by_initial_world_size_ = divide_by_initial_world_size;
+  join_last_root_ = 0;
+  try {
+    loop();
+    reducer_->prepare_forward();  // the last step's reduction is complete (or is an error) before shadowing
+  } catch (...) {
+    // The other ranks wait in a collective this rank will not join; their timeout reports it.
+    joining_ = false;
+    reducer_->set_divisor(comm_->world_size());
+    throw;
+  }
+  // Out of data: shadow the others' steps until a round finds no rank training.
+  while (true) {
+    const JoinRound round = join_round(/*active=*/false, /*syncs=*/false);
+    if (round.active == 0) break;
+    agree_before_step(round.root);
+    if (round.syncing > 0) {
+      reducer_->set_divisor(divide_by_initial_world_size ? comm_->world_size() : round.active);
+      reducer_->shadow_step();
+    }
+  }
+  joining_ = false;
+  reducer_->set_divisor(comm_->world_size());
+  // A joined rank's optimizer stopped stepping: every rank takes the state of the rank that
+  // trained longest.
+  broadcast_coalesced(*comm_, model_->state_dict().values(), join_last_root_);
+}
+
+void DistributedDataParallel::register_comm_hook(distributed::CommHook hook) {
+  EMBER_CHECK(hook != nullptr, "DistributedDataParallel::register_comm_hook: the hook is empty");
+  reducer_->set_comm_hook(std::move(hook));
 }
 
 void DistributedDataParallel::train(bool on) {

@@ -163,6 +163,7 @@ Tensor BatchNorm::forward(const Tensor& input) {
     // Cumulative average: the n-th batch gets weight 1/n.
     if (!options.momentum) momentum = 1.0 / num_batches_tracked.item();
   }
+  if (is_training() && training_forward) return training_forward(*this, input, momentum);
   // Evaluation without tracked statistics falls back to the batch's (PyTorch's rule).
   const bool use_batch_stats = is_training() || !options.track_running_stats;
   return F::batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, momentum, options.eps);

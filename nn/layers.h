@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -142,6 +143,12 @@ class BatchNorm : public Module {
   BatchNormOptions options;
   Tensor weight, bias;                                    // [C], when affine
   Tensor running_mean, running_var, num_batches_tracked;  // [C], [C], int64 []; when tracked
+
+  // When set, replaces the training-mode normalisation (called after the input check and the
+  // num_batches_tracked update, with this step's momentum). distributed::convert_sync_batchnorm
+  // sets it to SyncBatchNorm's, which takes the statistics over every rank's batch: nn knows no
+  // communicator, so the cross-rank version lives in distributed/sync_batch_norm.h.
+  std::function<Tensor(const BatchNorm& self, const Tensor& input, double momentum)> training_forward;
 
  protected:
   BatchNorm(const char* type_name, int64_t num_features, BatchNormOptions options);

@@ -1,6 +1,7 @@
 // examples/scaling: a scaling experiment for DistributedDataParallel at the current world size.
 //
 //   mpirun -np 2 build/examples/ember_scaling --model cnn --mode both --project
+//   mpirun -np 2 build/examples/ember_scaling --model lenet --first-bucket-mb 0.05 --bucket-cap-mb 0.1
 //   mpirun -np 8 build/examples/ember_scaling --device cuda --model resnet
 //
 // It trains a network on synthetic data (MNIST's `cnn`, or a small CIFAR ResNet) and measures:
@@ -12,12 +13,17 @@
 // communicator (so each has the share of the machine it has in the distributed run), or it is
 // passed in (--baseline-weak / --baseline-strong, samples/s).
 // Columns: time in backward (with DDP's hooks and the final wait), time blocked waiting for
-// all-reduces (host time; on CUDA the host does not block, so it is near 0), and the bus bandwidth
-// an all-reduce of the gradient's size achieves (busbw = 2(p-1)/p * bytes / time, as NCCL-tests).
+// all-reduces (host time; on CUDA the host does not block, so it is near 0), the buckets'
+// communication time per step and the share of it hidden behind backward (DDPStats: the part of
+// each bucket's reduction that ran before the last gradient was ready), and the bus bandwidth an
+// all-reduce of the gradient's size achieves (busbw = 2(p-1)/p * bytes / time, as NCCL-tests).
+// Small models fit in DDP's 1 MiB first bucket: pass --first-bucket-mb and --bucket-cap-mb below
+// their gradient size to get several buckets, and so overlap.
 //
 // --project: the alpha-beta model of examples/scaling/scaling_model.h (docs/scaling_model.md)
-// projects step time and efficiency to 8..1024 GPUs over NVLink and InfiniBand from the measured
-// single-rank step profile (or --gpu-step-ms), and first checks the model against this run:
+// projects step time and efficiency to 8..1024 GPUs over NVLink inside a node and the nodes' NICs
+// between them, from the measured single-rank step profile (or --gpu-step-ms) and the measured
+// times at which DDP's buckets became ready; and first checks the model against this run:
 // predicted vs measured step time at 1 rank and at the current world size, with this machine's
 // link (alpha and busbw fitted from the all-reduce measurements).
 //
@@ -63,12 +69,14 @@ struct Config {
   int64_t global_batch = 64;  // strong scaling
   int steps = 10, warmup = 2;
   int threads = 0;
-  double bucket_cap_mb = 25;
+  double bucket_cap_mb = 25, first_bucket_mb = 1;
   double baseline_weak = 0, baseline_strong = 0;  // samples/s; 0: measure
   bool project = false;
   double gpu_step_ms = 0;  // --project: this single-GPU step time instead of the measured one
   double nvlink_busbw_gbs = 370, nvlink_alpha_us = 3;
-  double ib_busbw_gbs = 48, ib_alpha_us = 8;
+  // Sources of these defaults: docs/scaling_model.md, "Assumed numbers".
+  double nic_busbw_gbs = 48, ib_alpha_us = 8;
+  int nics_per_node = 8, gpus_per_node = 8;
   uint64_t seed = 1;
   std::string json;  // --json FILE
 };
@@ -94,8 +102,11 @@ double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock:
 // Per-step averages over the timed steps, averaged over the ranks.
 struct Timing {
   double step_s = 0, forward_s = 0, backward_s = 0, comm_wait_s = 0, optimizer_s = 0;
-  std::vector<double> bucket_bytes;  // in reduction order
+  double comm_s = 0, comm_hidden_s = 0;  // buckets' communication, and the part hidden behind backward
+  std::vector<double> bucket_bytes;      // in launch order
+  std::vector<double> bucket_ready_s;    // when each bucket became ready, after backward started
   double gradient_bytes = 0;
+  double overlap() const { return comm_s > 0 ? comm_hidden_s / comm_s : 0; }
 };
 
 Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, int64_t batch) {
@@ -103,7 +114,8 @@ Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, i
   manual_seed(c.seed);
   auto model = make_model(c.model);
   model->to(device);
-  auto ddp = std::make_shared<nn::DistributedDataParallel>(model, comm, nn::DDPOptions().bucket_cap(c.bucket_cap_mb));
+  auto ddp = std::make_shared<nn::DistributedDataParallel>(
+      model, comm, nn::DDPOptions().bucket_cap(c.bucket_cap_mb).first_bucket(c.first_bucket_mb));
   optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.01).momentum(0.9));
   Generator g(c.seed + 1000 * comm->rank());
   Shape shape{batch};
@@ -113,13 +125,7 @@ Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, i
   Backend& be = backend(device);
 
   Timing t;
-  const std::vector<Tensor> params = ddp->parameters();
-  for (const auto& bucket : ddp->bucket_parameters()) {
-    double bytes = 0;
-    for (int64_t i : bucket) bytes += static_cast<double>(params[i].nbytes());
-    t.bucket_bytes.push_back(bytes);
-    t.gradient_bytes += bytes;
-  }
+  int ready_steps = 0;  // steps summed into t.bucket_ready_s (restarted if the buckets change)
   double start = 0;
   for (int i = 0; i < c.warmup + c.steps; ++i) {
     if (i == c.warmup) {
@@ -142,11 +148,28 @@ Timing train_steps(const Config& c, const std::shared_ptr<Communicator>& comm, i
       t.forward_s += t1 - t0;
       t.backward_s += t2 - t1;
       t.optimizer_s += t3 - t2;
-      t.comm_wait_s += ddp->stats().last_comm_wait_seconds;
+      const nn::DDPStats& s = ddp->stats();
+      t.comm_wait_s += s.last_comm_wait_seconds;
+      t.comm_s += s.last_comm_seconds;
+      t.comm_hidden_s += s.last_comm_hidden_seconds;
+      // Bucket ready times relative to this step's backward start (the same steady clock).
+      if (s.last_buckets.size() != t.bucket_ready_s.size()) {  // the first step, or buckets rebuilt
+        t.bucket_ready_s.assign(s.last_buckets.size(), 0);
+        t.bucket_bytes.assign(s.last_buckets.size(), 0);
+        ready_steps = 0;
+      }
+      for (size_t k = 0; k < s.last_buckets.size(); ++k) {
+        t.bucket_ready_s[k] += s.last_buckets[k].ready_s - t1;
+        t.bucket_bytes[k] = static_cast<double>(s.last_buckets[k].bytes);
+      }
+      ++ready_steps;
     }
   }
   t.step_s = (now_s() - start) / c.steps;
-  for (double* v : {&t.forward_s, &t.backward_s, &t.optimizer_s, &t.comm_wait_s}) *v /= c.steps;
+  for (double* v : {&t.forward_s, &t.backward_s, &t.optimizer_s, &t.comm_wait_s, &t.comm_s, &t.comm_hidden_s})
+    *v /= c.steps;
+  for (double& r : t.bucket_ready_s) r /= std::max(1, ready_steps);
+  for (double b : t.bucket_bytes) t.gradient_bytes += b;
   return t;
 }
 
@@ -158,8 +181,11 @@ std::vector<double> average_over_ranks(Communicator& comm, const std::vector<dou
   return t.to(kCPU).to_vector<double>();
 }
 Timing averaged(Communicator& comm, Timing t) {
-  std::vector<double> v = average_over_ranks(comm, {t.step_s, t.forward_s, t.backward_s, t.comm_wait_s, t.optimizer_s});
+  std::vector<double> v = average_over_ranks(
+      comm, {t.step_s, t.forward_s, t.backward_s, t.comm_wait_s, t.optimizer_s, t.comm_s, t.comm_hidden_s});
   t.step_s = v[0], t.forward_s = v[1], t.backward_s = v[2], t.comm_wait_s = v[3], t.optimizer_s = v[4];
+  t.comm_s = v[5], t.comm_hidden_s = v[6];
+  if (!t.bucket_ready_s.empty()) t.bucket_ready_s = average_over_ranks(comm, t.bucket_ready_s);  // same buckets everywhere
   return t;
 }
 
@@ -187,14 +213,17 @@ struct Row {
 };
 
 void print_table(const std::vector<Row>& rows) {
-  std::printf("\n%-7s %5s %10s %12s %10s %9s %11s %11s %12s %11s\n", "mode", "ranks", "batch/rank", "samples/s",
-              "efficiency", "step ms", "forward ms", "backward ms", "comm wait ms", "busbw GB/s");
+  std::printf("\n%-7s %5s %10s %12s %10s %9s %11s %11s %12s %8s %8s %8s %11s\n", "mode", "ranks", "batch/rank",
+              "samples/s", "efficiency", "step ms", "forward ms", "backward ms", "comm wait ms", "buckets", "comm ms",
+              "hidden", "busbw GB/s");
   for (const Row& r : rows) {
-    char bw[32] = "-";
+    char bw[32] = "-", hidden[32] = "-";
     if (!std::isnan(r.busbw_gbs)) std::snprintf(bw, sizeof bw, "%.3f", r.busbw_gbs);
-    std::printf("%-7s %5d %10lld %12.1f %9.1f%% %9.2f %11.2f %11.2f %12.2f %11s\n", r.mode.c_str(), r.ranks,
-                static_cast<long long>(r.batch_per_rank), r.samples_per_s, 100 * r.efficiency, 1e3 * r.timing.step_s,
-                1e3 * r.timing.forward_s, 1e3 * r.timing.backward_s, 1e3 * r.timing.comm_wait_s, bw);
+    if (r.ranks > 1) std::snprintf(hidden, sizeof hidden, "%.1f%%", 100 * r.timing.overlap());
+    std::printf("%-7s %5d %10lld %12.1f %9.1f%% %9.2f %11.2f %11.2f %12.2f %8zu %8.2f %8s %11s\n", r.mode.c_str(),
+                r.ranks, static_cast<long long>(r.batch_per_rank), r.samples_per_s, 100 * r.efficiency,
+                1e3 * r.timing.step_s, 1e3 * r.timing.forward_s, 1e3 * r.timing.backward_s, 1e3 * r.timing.comm_wait_s,
+                r.timing.bucket_bytes.size(), 1e3 * r.timing.comm_s, hidden, bw);
   }
 }
 
@@ -204,6 +233,7 @@ sm::StepProfile profile_of(const Timing& t) {
   p.backward_s = t.backward_s;
   p.optimizer_s = t.optimizer_s;
   p.bucket_bytes = t.bucket_bytes;
+  p.bucket_ready_s = t.bucket_ready_s;
   return p;
 }
 
@@ -213,12 +243,20 @@ sm::StepProfile projected_profile(const Config& c, const Timing& base) {
   sm::StepProfile prof = profile_of(base);
   if (c.gpu_step_ms > 0) {
     const double f = c.gpu_step_ms / 1e3 / prof.compute_s();
-    prof.forward_s *= f, prof.backward_s *= f, prof.optimizer_s *= f;
+    prof = prof.scaled(f);
+    prof.optimizer_s *= f;
   }
   return prof;
 }
-sm::Link nvlink_of(const Config& c) { return {"NVLink", c.nvlink_busbw_gbs * 1e9, c.nvlink_alpha_us * 1e-6}; }
-sm::Link infiniband_of(const Config& c) { return {"InfiniBand", c.ib_busbw_gbs * 1e9, c.ib_alpha_us * 1e-6}; }
+sm::Cluster cluster_of(const Config& c) {
+  sm::Cluster cl;
+  cl.nvlink = {"NVLink", c.nvlink_busbw_gbs * 1e9, c.nvlink_alpha_us * 1e-6};
+  cl.nic_busbw_bytes_per_s = c.nic_busbw_gbs * 1e9;
+  cl.nics_per_node = c.nics_per_node;
+  cl.gpus_per_node = c.gpus_per_node;
+  cl.internode_alpha_s = c.ib_alpha_us * 1e-6;
+  return cl;
+}
 
 // One projected world size: weak scaling keeps the per-GPU step; strong scaling splits one GPU's
 // step p ways (compute / p, the same gradients).
@@ -254,16 +292,19 @@ void print_projection(const Config& c, int world, const Timing& base, const Timi
   }
 
   prof = projected_profile(c, base);
-  const sm::Link nvlink = nvlink_of(c), ib = infiniband_of(c);
+  const sm::Cluster cluster = cluster_of(c);
+  const sm::Link across = sm::link_for(c.gpus_per_node + 1, cluster);
   std::printf(
-      "\nprojection from a %.2f ms single-%s step (%.2f MB of gradients): NVLink %.0f GB/s busbw, alpha %.1f us "
-      "up to 8 GPUs; InfiniBand %.0f GB/s per GPU, alpha %.1f us beyond\n",
+      "\nprojection from a %.2f ms single-%s step (%.2f MB of gradients in %zu buckets, ready at the measured "
+      "times): NVLink %.0f GB/s busbw, alpha %.1f us up to %d GPUs; beyond, %d NICs x %.0f GB/s per node: busbw "
+      "%.0f GB/s, alpha %.1f us\n",
       1e3 * prof.compute_s(), c.gpu_step_ms > 0 ? "GPU" : "rank (measured here)", prof.gradient_bytes() / 1e6,
-      c.nvlink_busbw_gbs, c.nvlink_alpha_us, c.ib_busbw_gbs, c.ib_alpha_us);
+      prof.bucket_bytes.size(), c.nvlink_busbw_gbs, c.nvlink_alpha_us, c.gpus_per_node, c.nics_per_node,
+      c.nic_busbw_gbs, across.busbw_bytes_per_s / 1e9, c.ib_alpha_us);
   std::printf("%6s %-10s %-5s %10s %14s %12s %13s %14s %13s\n", "GPUs", "link", "algo", "comm ms", "step ms (none)",
               "step ms (ovl)", "weak eff none", "weak eff ovl", "strong eff ovl");
   for (int p = 8; p <= 1024; p *= 2) {
-    const sm::Link& link = sm::link_for(p, nvlink, ib);
+    const sm::Link link = sm::link_for(p, cluster);
     for (sm::Algorithm a : {sm::Algorithm::Ring, sm::Algorithm::Tree}) {
       const ProjectedPoint pt = project(prof, p, a, link);
       std::printf("%6d %-10s %-5s %10.3f %14.3f %12.3f %12.1f%% %13.1f%% %13.1f%%\n", p, link.name.c_str(),
@@ -284,10 +325,13 @@ void check_json_path(const std::string& path) {
 //   measured[]  one entry per row of the printed table: mode (weak | strong), ranks,
 //               batch_per_rank, samples_per_second, efficiency, step_ms, forward_ms, backward_ms,
 //               optimizer_ms, comm_wait_ms (host time blocked on all-reduces: the exposed
-//               communication), busbw_gbs (null at 1 rank)
+//               communication), buckets, comm_ms (the buckets' communication per step),
+//               comm_hidden_ms (its part before the last gradient was ready), overlap
+//               (comm_hidden_ms / comm_ms; null at 1 rank), bucket_ready_ms[] (when each
+//               bucket became ready after backward started), busbw_gbs (null at 1 rank)
 //   projection  the alpha-beta model (docs/scaling_model.md), a prediction: step_ms and its
 //               source (measured here or --gpu-step-ms), gradient_mb, links[] (name, busbw_gbs,
-//               alpha_us, up_to_gpus), and points[] for gpus = 1, 2, 4 .. 1024 and both algorithms:
+//               alpha_us, up_to_gpus), cluster (gpus_per_node, nics_per_node, nic_busbw_gbs), and points[] for gpus = 1, 2, 4 .. 1024 and both algorithms:
 //               link, algorithm, compute_ms, comm_ms, exposed_comm_ms (= step with overlap - compute),
 //               step_ms_no_overlap, step_ms_overlap, weak_efficiency_no_overlap,
 //               weak_efficiency_overlap, strong_efficiency_overlap
@@ -297,6 +341,11 @@ void write_json(const Config& c, int world, const std::string& comm_name, const 
                 const Timing& base, const Timing* dist, const sm::Link* here) {
   using nlohmann::json;
   auto ms = [](double s) { return 1e3 * s; };
+  auto ready_ms = [&](const Timing& t) {
+    json out = json::array();
+    for (double r : t.bucket_ready_s) out.push_back(ms(r));
+    return out;
+  };
   json measured = json::array();
   for (const Row& r : rows) {
     const Timing& t = r.timing;
@@ -304,13 +353,17 @@ void write_json(const Config& c, int world, const std::string& comm_name, const 
                         {"samples_per_second", r.samples_per_s}, {"efficiency", r.efficiency},
                         {"step_ms", ms(t.step_s)}, {"forward_ms", ms(t.forward_s)}, {"backward_ms", ms(t.backward_s)},
                         {"optimizer_ms", ms(t.optimizer_s)}, {"comm_wait_ms", ms(t.comm_wait_s)},
+                        {"buckets", t.bucket_bytes.size()}, {"comm_ms", ms(t.comm_s)},
+                        {"comm_hidden_ms", ms(t.comm_hidden_s)},
+                        {"overlap", r.ranks > 1 ? json(t.overlap()) : json(nullptr)},
+                        {"bucket_ready_ms", ready_ms(t)},
                         {"busbw_gbs", std::isnan(r.busbw_gbs) ? json(nullptr) : json(r.busbw_gbs)}});
   }
   const sm::StepProfile prof = projected_profile(c, base);
-  const sm::Link nvlink = nvlink_of(c), ib = infiniband_of(c);
+  const sm::Cluster cluster = cluster_of(c);
   json points = json::array();
   for (int p = 1; p <= 1024; p *= 2) {
-    const sm::Link& link = sm::link_for(p, nvlink, ib);
+    const sm::Link link = sm::link_for(p, cluster);
     for (sm::Algorithm a : {sm::Algorithm::Ring, sm::Algorithm::Tree}) {
       const ProjectedPoint pt = project(prof, p, a, link);
       points.push_back({{"gpus", p}, {"link", link.name}, {"algorithm", sm::algorithm_name(a)},
@@ -339,7 +392,10 @@ void write_json(const Config& c, int world, const std::string& comm_name, const 
                 {"step_ms", ms(prof.compute_s())},
                 {"step_source", c.gpu_step_ms > 0 ? "--gpu-step-ms" : "measured single-rank step"},
                 {"gradient_mb", prof.gradient_bytes() / 1e6},
-                {"links", {link_json(nvlink, 8), link_json(ib, 1024)}},
+                {"links", {link_json(cluster.nvlink, c.gpus_per_node), link_json(sm::link_for(1024, cluster), 1024)}},
+                {"cluster",
+                 {{"gpus_per_node", c.gpus_per_node}, {"nics_per_node", c.nics_per_node},
+                  {"nic_busbw_gbs", c.nic_busbw_gbs}}},
                 {"points", points}}}};
   if (dist != nullptr && here != nullptr) {
     const sm::StepPrediction ring = sm::predict_step(profile_of(base), world, sm::Algorithm::Ring, *here);
@@ -424,8 +480,8 @@ std::shared_ptr<Communicator> make_communicator(const std::string& device) {
 int main(int argc, char** argv) {
   Config c;
   CLI::App app{"Weak and strong scaling of DistributedDataParallel at this world size (launch with mpirun -np N)"};
-  app.add_option("--model", c.model, "cnn (MNIST) | resnet (small CIFAR ResNet); synthetic data")
-      ->check(CLI::IsMember({"cnn", "resnet"}));
+  app.add_option("--model", c.model, "cnn | lenet (MNIST) | resnet (small CIFAR ResNet); synthetic data")
+      ->check(CLI::IsMember({"cnn", "lenet", "resnet"}));
   app.add_option("--mode", c.mode, "weak | strong | both")->check(CLI::IsMember({"weak", "strong", "both"}));
   app.add_option("--device", c.device, "cpu (MPI) | cuda (NCCL, GPU = local rank)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
@@ -436,14 +492,19 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", c.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", c.threads, "CPU threads per rank for kernels")->check(CLI::NonNegativeNumber);
   app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "DDP bucket size in MiB")->check(CLI::NonNegativeNumber);
+  app.add_option("--first-bucket-mb", c.first_bucket_mb, "DDP's first (smaller) bucket in MiB")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--baseline-weak", c.baseline_weak, "1-rank samples/s for weak scaling (default: measure)");
   app.add_option("--baseline-strong", c.baseline_strong, "1-rank samples/s for strong scaling (default: measure)");
   app.add_flag("--project", c.project, "project to 8..1024 GPUs with the alpha-beta model (docs/scaling_model.md)");
   app.add_option("--gpu-step-ms", c.gpu_step_ms, "--project: single-GPU step time to use instead of the measured one");
   app.add_option("--nvlink-busbw", c.nvlink_busbw_gbs, "--project: NVLink bus bandwidth per GPU, GB/s");
   app.add_option("--nvlink-alpha-us", c.nvlink_alpha_us, "--project: NVLink all-reduce step latency, us");
-  app.add_option("--ib-busbw", c.ib_busbw_gbs, "--project: InfiniBand bus bandwidth per GPU, GB/s");
-  app.add_option("--ib-alpha-us", c.ib_alpha_us, "--project: InfiniBand all-reduce step latency, us");
+  app.add_option("--nic-busbw", c.nic_busbw_gbs, "--project: bus bandwidth one NIC sustains, GB/s");
+  app.add_option("--nics-per-node", c.nics_per_node, "--project: network cards per node")->check(CLI::PositiveNumber);
+  app.add_option("--gpus-per-node", c.gpus_per_node, "--project: GPUs per node (NVLink inside)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--ib-alpha-us", c.ib_alpha_us, "--project: inter-node all-reduce step latency, us");
   app.add_option("--seed", c.seed, "seeds the model and the synthetic data");
   app.add_option("--json", c.json, "write the measured rows and the projection to 1024 GPUs to this file (rank 0)");
   CLI11_PARSE(app, argc, argv);

@@ -23,22 +23,31 @@ StepProfile StepProfile::scaled(double compute_factor) const {
   StepProfile s = *this;
   s.forward_s *= compute_factor;
   s.backward_s *= compute_factor;
+  for (double& t : s.bucket_ready_s) t *= compute_factor;
   return s;
 }
 
 StepPrediction predict_step(const StepProfile& profile, int p, Algorithm a, const Link& link) {
   StepPrediction out;
-  double last = 0;
-  for (double b : profile.bucket_bytes) {
-    last = allreduce_seconds(a, b, p, link);
-    out.comm_s += last;
+  const size_t k = profile.bucket_bytes.size();
+  const bool measured = profile.bucket_ready_s.size() == k;
+  double end = 0;  // when the communication channel is next free, in seconds after backward started
+  for (size_t i = 0; i < k; ++i) {
+    const double t = allreduce_seconds(a, profile.bucket_bytes[i], p, link);
+    const double ready = measured ? profile.bucket_ready_s[i] : profile.backward_s * (i + 1) / k;
+    end = std::max(end, ready) + t;
+    out.comm_s += t;
   }
   out.no_overlap_s = profile.compute_s() + out.comm_s;
-  // Buckets before the last can run while backward is still computing; the last one cannot.
-  out.overlap_s = profile.forward_s + std::max(profile.backward_s, out.comm_s - last) + last + profile.optimizer_s;
+  out.overlap_s = profile.forward_s + std::max(profile.backward_s, end) + profile.optimizer_s;
   return out;
 }
 
-const Link& link_for(int p, const Link& nvlink, const Link& infiniband) { return p <= 8 ? nvlink : infiniband; }
+Link link_for(int p, const Cluster& cluster) {
+  if (p <= cluster.gpus_per_node) return cluster.nvlink;
+  const double nics = cluster.nics_per_node * cluster.nic_busbw_bytes_per_s;
+  return Link{"IB " + std::to_string(cluster.nics_per_node) + "xNIC",
+              std::min(cluster.nvlink.busbw_bytes_per_s, nics), cluster.internode_alpha_s};
+}
 
 }  // namespace ember::examples::scaling

@@ -1,7 +1,8 @@
 // The alpha-beta model of data-parallel step time behind `ember_scaling --project`
-// (docs/scaling_model.md derives and discusses it). A model, not a measurement: it says how step
-// time and scaling efficiency would change with the number of GPUs if communication behaved like
-// the textbook ring and tree all-reduce on links of the given bandwidth and latency.
+// (docs/scaling_model.md derives and discusses it, and lists the source of every assumed number).
+// A model, not a measurement: it says how step time and scaling efficiency would change with the
+// number of GPUs if communication behaved like the textbook ring and tree all-reduce on links of
+// the given bandwidth and latency.
 #pragma once
 
 #include <string>
@@ -30,23 +31,42 @@ double allreduce_seconds(Algorithm a, double bytes, int p, const Link& link);
 // What one training step costs on one rank, measured without communication.
 struct StepProfile {
   double forward_s = 0, backward_s = 0, optimizer_s = 0;
-  // Gradient bytes of each DDP bucket, in the order the buckets become ready (the last one holds
-  // the first layers, whose gradients exist only when backward ends).
+  // Gradient bytes of each DDP bucket, in launch order (the last one holds the first layers,
+  // whose gradients exist only when backward ends).
   std::vector<double> bucket_bytes;
+  // When each bucket became ready, in seconds after backward started (measured by DDP). Empty:
+  // unknown, and predict_step assumes the buckets become ready evenly spread over backward.
+  std::vector<double> bucket_ready_s;
   double compute_s() const { return forward_s + backward_s + optimizer_s; }
   double gradient_bytes() const;
-  StepProfile scaled(double compute_factor) const;  // forward and backward times scaled (strong scaling)
+  // Forward, backward and the ready times scaled by `compute_factor` (strong scaling, or another
+  // GPU's step time); the optimizer is left alone.
+  StepProfile scaled(double compute_factor) const;
 };
 
 struct StepPrediction {
   double comm_s = 0;        // every bucket's all-reduce, back to back
   double no_overlap_s = 0;  // compute + comm
-  double overlap_s = 0;     // forward + max(backward, comm - last bucket) + last bucket + optimizer
+  // With overlap: buckets go one after another on one communication channel; bucket i starts at
+  // max(its ready time, the end of bucket i-1); the step is forward + max(backward, the end of the
+  // last bucket) + optimizer.
+  double overlap_s = 0;
 };
 StepPrediction predict_step(const StepProfile& profile, int p, Algorithm a, const Link& link);
 
-// Interconnect regime by world size: NVLink inside one 8-GPU box, InfiniBand beyond it (one NIC per
-// GPU, so the inter-node link is the bottleneck of the whole ring or tree).
-const Link& link_for(int p, const Link& nvlink, const Link& infiniband);
+// The machines a projection runs on: nodes of gpus_per_node GPUs joined by NVLink, each with
+// nics_per_node network cards of nic_busbw each.
+struct Cluster {
+  Link nvlink;  // inside a node
+  double nic_busbw_bytes_per_s = 0;
+  int nics_per_node = 1;
+  int gpus_per_node = 8;
+  double internode_alpha_s = 0;
+};
+
+// The link an all-reduce over p GPUs sees: NVLink while p fits in one node. Beyond it, NCCL runs
+// one ring (channel) per NIC, each crossing the node boundary through its own NIC, so the NICs of a
+// node add up: busbw = min(NVLink busbw, nics_per_node * nic_busbw), with the inter-node latency.
+Link link_for(int p, const Cluster& cluster);
 
 }  // namespace ember::examples::scaling

@@ -19,6 +19,7 @@
 #include "distributed/ddp.h"
 #include "nn/nn.h"
 #include "optim/sgd.h"
+#include "tests/distributed/ddp_test_util.h"
 #include "tests/distributed/dist_test_util.h"
 #include "tests/distributed/fake_communicator.h"
 #include "tests/test_util.h"
@@ -26,79 +27,11 @@
 namespace {
 
 using namespace ember;
+using namespace ember::test::ddp;
 using distributed::Communicator;
 using nn::DDPOptions;
 using nn::DistributedDataParallel;
 namespace F = ember::nn::functional;
-
-// The job's MPI communicator (main.cpp owns it), as the shared_ptr DDP takes; null without MPI.
-std::shared_ptr<Communicator> mpi_world() {
-  Communicator* comm = ember::test::mpi_comm();
-  if (comm == nullptr) return nullptr;
-  return std::shared_ptr<Communicator>(comm, [](Communicator*) {});
-}
-
-#define DDP_TEST(Name)                                                    \
-  void Name##_body(std::shared_ptr<Communicator> comm);                   \
-  TEST(DDPFake, Name) { ember::testing::run_fake_world(2, Name##_body); } \
-  TEST(DDPMpi, Name) {                                                    \
-    auto comm = mpi_world();                                              \
-    if (!comm) GTEST_SKIP() << "ember was built without MPI";             \
-    Name##_body(comm);                                                    \
-  }                                                                       \
-  void Name##_body(std::shared_ptr<Communicator> comm)
-
-// 6 -> 16 -> 16 -> 3. Parameters, in registration order: 0 w1, 1 b1, 2 w2, 3 b2, 4 w3, 5 b3.
-std::shared_ptr<nn::Sequential> make_mlp(uint64_t seed) {
-  Generator g(seed);
-  return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(6, 16, true, &g), std::make_shared<nn::ReLU>(),
-                                          std::make_shared<nn::Linear>(16, 16, true, &g), std::make_shared<nn::ReLU>(),
-                                          std::make_shared<nn::Linear>(16, 3, true, &g));
-}
-
-struct Data {
-  Tensor x, y;
-  Data rows(int64_t start, int64_t n) const { return {x.narrow(0, start, n), y.narrow(0, start, n)}; }
-};
-// The global batch of step `step` (every rank makes the same one; rank r uses its r-th slice).
-Data global_batch(int step, int64_t n) {
-  Generator g(1000 + step);
-  return {randn({n, 6}, {}, &g), randint(0, 3, {n}, TensorOptions(kInt64), &g)};
-}
-
-Tensor loss_of(nn::Module& m, const Data& d) { return F::cross_entropy(m.forward(d.x), d.y); }
-
-std::vector<float> flatten_all(const std::vector<Tensor>& ts) {
-  std::vector<float> out;
-  for (const Tensor& t : ts) {
-    std::vector<float> v = t.contiguous().to_vector<float>();
-    out.insert(out.end(), v.begin(), v.end());
-  }
-  return out;
-}
-std::vector<Tensor> grads_of(const nn::Module& m) {
-  std::vector<Tensor> out;
-  for (const Tensor& p : m.parameters()) out.push_back(p.grad().defined() ? p.grad() : zeros_like(p));
-  return out;
-}
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::abs(double(a[i]) - double(b[i])));
-  return d;
-}
-
-// All ranks hold bit-identical `v` (all_gather, then compare every rank's copy with rank 0's).
-bool same_on_all_ranks(Communicator& comm, const std::vector<float>& v) {
-  const auto n = static_cast<int64_t>(v.size());
-  Tensor in = from_vector<float>(v, {n});
-  Tensor out = empty({comm.world_size() * n});
-  comm.all_gather(in, out);
-  std::vector<float> all = out.to_vector<float>();
-  for (int r = 1; r < comm.world_size(); ++r)
-    if (std::memcmp(all.data(), all.data() + r * n, n * sizeof(float)) != 0) return false;
-  return true;
-}
 
 // ---------------- equivalence with one process ----------------
 
@@ -184,6 +117,166 @@ DDP_TEST(HooksFireInReverseOrderAndEachBucketIsReducedOncePerStep) {
     EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
   }
 }
+
+// Six Linear(256, 256): each weight 256 KiB, each bias 1 KiB. Reverse registration order: b6 w6 b5
+// w5 b4 w4 b3 w3 b2 w2 b1 w1 (indices 11, 10, ..., 0).
+std::shared_ptr<nn::Sequential> make_wide(uint64_t seed) {
+  Generator g(seed);
+  auto m = std::make_shared<nn::Sequential>();
+  for (int k = 0; k < 6; ++k) m->push_back(std::make_shared<nn::Linear>(256, 256, true, &g));
+  return m;
+}
+
+DDP_TEST(FirstBucketIsSmallThenTheCap) {
+  auto model = make_wide(1);
+  // Default options: first bucket 1 MiB, then 25 MiB.
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+  // 4 x 257 KiB reach 1 MiB at w3: the first bucket is {b6 .. w3}; the rest fit in the 25 MiB one.
+  EXPECT_EQ(ddp->bucket_parameters(),
+            (std::vector<std::vector<int64_t>>{{11, 10, 9, 8, 7, 6, 5, 4}, {3, 2, 1, 0}}));
+  const std::vector<Tensor> params = model->parameters();
+  const auto buckets = ddp->bucket_parameters();
+  int64_t before_last = 0;  // the first bucket without its last parameter is under 1 MiB
+  for (size_t k = 0; k + 1 < buckets[0].size(); ++k) before_last += params[buckets[0][k]].nbytes();
+  EXPECT_LT(before_last, 1 << 20);
+
+  // A 300 KiB first bucket and a 600 KiB cap: {b6 w6 b5 w5} (514 KiB >= 300), then 600 KiB buckets.
+  auto sized = std::make_shared<DistributedDataParallel>(make_wide(1), comm,
+                                                         DDPOptions().first_bucket(300.0 / 1024).bucket_cap(600.0 / 1024));
+  EXPECT_EQ(sized->bucket_parameters(),
+            (std::vector<std::vector<int64_t>>{{11, 10, 9, 8}, {7, 6, 5, 4, 3, 2}, {1, 0}}));
+  // The first bucket never exceeds the cap's rule: first = min(first_bucket_mb, bucket_cap_mb).
+  auto capped = std::make_shared<DistributedDataParallel>(make_wide(1), comm, DDPOptions().bucket_cap(0));
+  EXPECT_EQ(capped->num_buckets(), 12);
+}
+
+// fc_a and fc_b are both 6 -> 6; registration order a, b, c, but the forward runs b, then a (on
+// rank 0; the other ranks run a, then b): gradients become ready c, a, b on rank 0.
+struct Reordered : nn::Module {
+  Reordered(uint64_t seed, bool b_first) : Module("Reordered"), b_first(b_first) {
+    Generator g(seed);
+    fc_a = register_module("fc_a", std::make_shared<nn::Linear>(6, 6, true, &g));
+    fc_b = register_module("fc_b", std::make_shared<nn::Linear>(6, 6, true, &g));
+    fc_c = register_module("fc_c", std::make_shared<nn::Linear>(6, 3, true, &g));
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor h = b_first ? fc_a->forward(fc_b->forward(x).relu()) : fc_b->forward(fc_a->forward(x).relu());
+    return fc_c->forward(h.relu());
+  }
+  std::shared_ptr<nn::Linear> fc_a, fc_b, fc_c;
+  bool b_first;
+};
+
+DDP_TEST(BucketsAreRebuiltOnceFromRankZerosObservedOrder) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = std::make_shared<Reordered>(5, /*b_first=*/r == 0);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0));
+  EXPECT_EQ(ddp->bucket_parameters(), (std::vector<std::vector<int64_t>>{{5}, {4}, {3}, {2}, {1}, {0}}));
+  std::vector<int64_t> first_order;
+  for (int step = 0; step < 4; ++step) {
+    Data d = global_batch(step, W * 2);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * 2, 2)).backward();
+    EXPECT_EQ(ddp->stats().last_step_reductions, std::vector<int>(6, 1));
+    if (step == 0) {
+      first_order = ddp->stats().last_hook_order;
+      EXPECT_EQ(ddp->stats().bucket_rebuilds, 0);
+    } else {
+      EXPECT_EQ(ddp->stats().bucket_rebuilds, 1) << "rebuilt once, at the second forward";
+    }
+    EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model)))) << "step " << step;
+  }
+  // Rank 0's first order, c then a then b (the hook order within a layer is the op's), everywhere.
+  Tensor order = from_vector<int64_t>(first_order, {static_cast<int64_t>(first_order.size())});
+  comm->broadcast(order, 0);
+  std::vector<int64_t> rank0_order = order.to_vector<int64_t>();
+  std::vector<int64_t> layout;
+  for (const auto& b : ddp->bucket_parameters()) layout.insert(layout.end(), b.begin(), b.end());
+  EXPECT_EQ(layout, rank0_order);
+  EXPECT_EQ(rank0_order.size(), 6u);
+  if (rank0_order.size() == 6u) {
+    EXPECT_EQ(rank0_order[0] / 2, 2) << "fc_c's gradients are ready first";
+    EXPECT_EQ(rank0_order[2] / 2, 0) << "then fc_a's (it ran last on rank 0)";
+    EXPECT_EQ(rank0_order[4] / 2, 1);
+  }
+}
+
+DDP_TEST(BucketTimingsAreConsistent) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto ddp = std::make_shared<DistributedDataParallel>(make_mlp(3), comm, DDPOptions().bucket_cap(0.0005));
+  for (int step = 0; step < 3; ++step) {
+    Data d = global_batch(step, W * 4);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * 4, 4)).backward();
+  }
+  const nn::DDPStats& s = ddp->stats();
+  EXPECT_EQ(static_cast<int64_t>(s.last_buckets.size()), ddp->num_buckets());
+  int64_t bytes = 0;
+  double comm_s = 0, prev_launch = 0;
+  for (const nn::BucketTiming& b : s.last_buckets) {
+    EXPECT_LE(b.ready_s, b.launch_s);
+    EXPECT_LE(b.launch_s, b.done_s);
+    EXPECT_LE(prev_launch, b.launch_s) << "buckets launch in index order";
+    EXPECT_LE(b.ready_s, s.last_backward_end_s);
+    prev_launch = b.launch_s;
+    bytes += b.bytes;
+    comm_s += b.done_s - b.launch_s;
+  }
+  EXPECT_EQ(bytes, s.last_step_bytes);
+  EXPECT_NEAR(comm_s, s.last_comm_seconds, 1e-9);
+  EXPECT_LE(s.last_comm_hidden_seconds, s.last_comm_seconds + 1e-12);
+  EXPECT_GE(s.last_comm_hidden_seconds, 0.0);
+  EXPECT_GE(s.overlap(), 0.0);
+  EXPECT_LE(s.overlap(), 1.0);
+}
+
+// ---------------- uneven inputs: join ----------------
+
+// Rank 0 has one step more than the others. Inside join() nothing times out, and every rank ends
+// with the parameters of one process that trains on the global batch of the ranks still training
+// (gradient scaled by active / divisor).
+void join_matches_reference(const std::shared_ptr<Communicator>& comm, bool divide_by_initial_world_size) {
+  const int W = comm->world_size(), r = comm->rank();
+  const int64_t B = 3;
+  const int base_steps = 2, my_steps = base_steps + (r == 0 ? 1 : 0);
+  auto model = make_mlp(100 + r);
+  auto ref = make_mlp(100);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0.0005));
+  optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.1));
+  optim::SGD ref_opt(ref->parameters(), optim::SGDOptions(0.1));
+  ddp->join(
+      [&] {
+        for (int step = 0; step < my_steps; ++step) {
+          Data d = global_batch(step, W * B);
+          ddp->zero_grad();
+          loss_of(*ddp, d.rows(r * B, B)).backward();
+          opt.step();
+        }
+      },
+      divide_by_initial_world_size);
+  EXPECT_EQ(ddp->stats().joined_steps, r == 0 ? 0 : 1);
+  EXPECT_EQ(ddp->stats().synced_steps, base_steps + 1);
+
+  for (int step = 0; step < base_steps + 1; ++step) {
+    const int active = step < base_steps ? W : 1;
+    const int divisor = divide_by_initial_world_size ? W : active;
+    Data d = global_batch(step, W * B);
+    ref->zero_grad();
+    // The mean over the active ranks' rows (each rank B of them), times active / divisor.
+    (loss_of(*ref, d.rows(0, active * B)) * (static_cast<double>(active) / divisor)).backward();
+    ref_opt.step();
+  }
+  EXPECT_LT(max_abs_diff(flatten_all(model->parameters()), flatten_all(ref->parameters())), 1e-5);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters()))) << "replicas differ after join";
+  // Training goes on normally after join().
+  Data d = global_batch(9, W * B);
+  ddp->zero_grad();
+  loss_of(*ddp, d.rows(r * B, B)).backward();
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model))));
+}
+
+DDP_TEST(JoinWithOneRankOneStepLongerDividesByTheWorldSize) { join_matches_reference(comm, true); }
+DDP_TEST(JoinWithOneRankOneStepLongerDividesByTheActiveRanks) { join_matches_reference(comm, false); }
 
 // ---------------- gradient accumulation ----------------
 

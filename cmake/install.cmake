@@ -17,7 +17,13 @@ include(CMakePackageConfigHelpers)
 
 set(EMBER_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ember)
 set(EMBER_HEADER_DIRS core nn optim data distributed)
-set(EMBER_EXPORTED_TARGETS ember ember_distributed)
+# ember_nccl_guard (the NCCL state machine, distributed/nccl_guard.cpp) is a static library that
+# ember_distributed links privately: a static link still needs its archive, so it is exported too.
+# ember-run, the launcher, is installed beside the libraries' users in bin/.
+set(EMBER_EXPORTED_TARGETS ember ember_distributed ember_nccl_guard)
+if(TARGET ember_run)
+  list(APPEND EMBER_EXPORTED_TARGETS ember_run)
+endif()
 if(EMBER_WITH_CUDA)
   list(APPEND EMBER_HEADER_DIRS cuda)
   list(APPEND EMBER_EXPORTED_TARGETS ember_cuda)

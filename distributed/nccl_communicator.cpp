@@ -8,69 +8,42 @@
 // marked as used on the NCCL stream (cuda::record_stream), so freeing it early cannot hand its
 // memory to a new tensor while NCCL still writes there.
 //
-// Hangs: a peer that never joins would leave the NCCL kernel, and so the compute stream, waiting
-// forever. A watchdog thread per communicator watches every collective in flight; when one is not
-// done within CommunicatorOptions::timeout, or NCCL reports an asynchronous error, it prints the
-// op, the rank and the timeout, aborts the NCCL communicator (ncclCommAbort: its kernels return)
-// and kills the job (MPI_Abort over the bootstrap communicator, or std::abort in one process).
-// A CUDA error met while checking (a sticky error makes every event query fail) does the same:
-// the check never throws on that thread (distributed/watchdog.h).
-// barrier() waits on the host itself and throws instead, after aborting the communicator.
+// Hangs: every NCCL call goes through an NcclGuard (distributed/nccl_guard.h) over the real
+// NcclApi (distributed/nccl_api_cuda.cpp). The communicator is nonblocking, init and every
+// enqueue are polled under CommunicatorOptions::timeout, and a watchdog thread watches each
+// collective from before its enqueue until its `done` event. On a timeout or an error the guard
+// aborts NCCL (its kernels return, so the compute stream does not wait forever) and every later
+// call, Work::wait() included, throws the reason, naming the op, the rank and the timeout. The job
+// is ended from the caller's thread: run_guarded catches that Error and calls abort() (MPI_Abort
+// over the bootstrap communicator, or std::abort in one process). The watchdog itself never calls
+// MPI (the library runs at MPI_THREAD_SERIALIZED). A failure that no call reported by the time
+// the communicator is destroyed ends the job there.
 #include "distributed/nccl_communicator.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
-#include <functional>
-#include <mutex>
 #include <set>
 #include <thread>
 
-#include "core/backend.h"
 #include "core/ember.h"
 #include "cuda/caching_allocator.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/runtime.h"
 #include "distributed/mpi_communicator.h"
-#include "distributed/watchdog.h"
+#include "distributed/nccl_api_cuda.h"
+#include "distributed/nccl_guard.h"
 
 namespace ember::distributed {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-ncclDataType_t nccl_type(DType t, const std::string& op) {
-  switch (t) {
-    case DType::Float32: return ncclFloat32;
-    case DType::Float64: return ncclFloat64;
-    case DType::Int64: return ncclInt64;
-    case DType::UInt8: return ncclUint8;
-    case DType::BFloat16: return ncclBfloat16;
-    case DType::Float16: return ncclFloat16;
-  }
-  EMBER_FAIL(op, ": dtype ", dtype_name(t), " is not supported by the NCCL communicator");
-}
-
-ncclRedOp_t nccl_op(ReduceOp op, DType t, const std::string& name) {
-  check_collective_op(name, op, t);  // the same rules as the MPI communicator
-  switch (op) {
-    case ReduceOp::Sum: return ncclSum;
-    case ReduceOp::Max: return ncclMax;
-    case ReduceOp::Min: return ncclMin;
-    case ReduceOp::Mean: return ncclAvg;  // NCCL >= 2.10 divides by the world size itself
-    default: break;
-  }
-  EMBER_FAIL(name, ": ReduceOp ", reduce_op_name(op), " has no NCCL reduction");
-}
 
 // Launcher-provided world size (mpirun sets one of these), or 1 when started without a launcher.
 int launched_world_size() {
@@ -79,75 +52,78 @@ int launched_world_size() {
   return 1;
 }
 
-// What the collectives of one communicator share with its watchdog: the communicator (so the
-// watchdog can abort it) and the collectives in flight.
-struct InFlight {
-  std::string op;
-  std::shared_ptr<cuda::Event> done;
-  Clock::time_point deadline;
-};
+void check_device(int device, const char* fn) {
+  const int n = cuda::device_count();
+  EMBER_CHECK(device >= 0 && device < n, fn, ": cuda:", device, " does not exist (", n,
+              " GPUs visible); one process per GPU, so run at most that many ranks per node");
+}
+
+NcclUniqueId unique_id_from_bytes(const std::string& bytes, const char* fn) {
+  EMBER_CHECK(bytes.size() == kNcclUniqueIdBytes, fn, ": the NCCL unique id has ", bytes.size(), " bytes, expected ",
+              kNcclUniqueIdBytes, " (make one with make_nccl_unique_id on one rank and give every rank the same)");
+  NcclUniqueId id;
+  std::memcpy(id.data(), bytes.data(), id.size());
+  return id;
+}
 
 class NcclCommunicator;
 
 class NcclWork : public Work {
  public:
-  NcclWork(std::shared_ptr<cuda::Event> done, int device, std::function<void()> check_health)
-      : done_(std::move(done)), device_(device), check_health_(std::move(check_health)) {}
-
-  void wait() override {
-    check_health_();  // a communicator that failed must not hand out a garbage result silently
-    if (!done_) return;  // nothing was launched (an empty tensor)
-    cuda::DeviceGuard guard(device_);
-    done_->wait(cuda::compute_stream(device_));
-  }
-
-  bool is_completed() override {
-    check_health_();
-    return !done_ || done_->query();
-  }
+  NcclWork(std::shared_ptr<NcclCommunicator> owner, std::shared_ptr<CudaNcclEvent> done)
+      : owner_(std::move(owner)), done_(std::move(done)) {}
+  void wait() override;
+  bool is_completed() override;
 
  private:
-  std::shared_ptr<cuda::Event> done_;
-  int device_;
-  std::function<void()> check_health_;
+  std::shared_ptr<NcclCommunicator> owner_;  // keeps the communicator (and its stream) alive
+  std::shared_ptr<CudaNcclEvent> done_;      // null when nothing was launched (an empty tensor)
 };
 
 class NcclCommunicator : public Communicator, public std::enable_shared_from_this<NcclCommunicator> {
  public:
-  // Takes ownership of `comm`. `bootstrap` (may be null) is the MPI communicator the job was set up
-  // with; abort() goes through it so every process of the job stops.
-  NcclCommunicator(ncclComm_t comm, int rank, int world_size, int device, const CommunicatorOptions& options,
+  // Makes the NCCL stream and the guard; the factories then initialise the guard (alone, or with
+  // others inside one NCCL group) and call mark_started(). `bootstrap` (may be null) is the MPI
+  // communicator the job was set up with: abort() goes through it so every process of the job stops.
+  NcclCommunicator(int rank, int world_size, int device, const CommunicatorOptions& options,
                    std::shared_ptr<Communicator> bootstrap)
-      : comm_(comm), rank_(rank), world_size_(world_size), device_(device), options_(options),
-        bootstrap_(std::move(bootstrap)) {
+      : rank_(rank), world_size_(world_size), device_(device), options_(options), bootstrap_(std::move(bootstrap)) {
     cuda::DeviceGuard guard(device_);
     // The highest priority, so communication is not starved by long compute kernels.
     int least = 0, greatest = 0;
     EMBER_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     EMBER_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest));
-    barrier_buffer_ = zeros({1}, TensorOptions(kFloat32).device(Device(DeviceType::CUDA, device_)));
-    cuda::record_stream(barrier_buffer_, stream_);  // only ever used there (its value is irrelevant)
-    watchdog_ = std::thread([this] { watch(); });
+    try {
+      api_ = make_cuda_nccl_api(device_, stream_);
+      guard_ = std::make_unique<NcclGuard>(api_, rank_, world_size_, "cuda:" + std::to_string(device_), options_.timeout);
+      barrier_buffer_ = zeros({1}, TensorOptions(kFloat32).device(Device(DeviceType::CUDA, device_)));
+      cuda::record_stream(barrier_buffer_, stream_);  // only ever used there (its value is irrelevant)
+    } catch (...) {
+      guard_.reset();
+      barrier_buffer_ = Tensor();
+      (void)cudaStreamDestroy(stream_);
+      throw;
+    }
   }
 
-  // Never throws: a destructor may run during unwinding. The order matters: stream_ is destroyed
-  // last, after everything recorded on it is finished, released, or forgotten by the allocator.
-  // (Before, it was destroyed first; freeing barrier_buffer_ and the tensors launch() recorded on
-  // it then recorded events on a dead stream, and their blocks were abandoned.)
+  // Never throws, and every wait in it is bounded by the timeout (the collectives in flight,
+  // finalize, the stream). The guard first finalizes and destroys NCCL's communicator, or aborts
+  // it; an unreported failure ends the job here (see below); the stream
+  // is destroyed last, after everything recorded on it has finished and the allocator has
+  // forgotten it (issue 19 item 1).
   ~NcclCommunicator() override {
-    stop_watchdog();
-    cudaSetDevice(device_);
-    // Our own collectives finish first (after an abort, ncclCommAbort has made them return).
-    (void)cudaStreamSynchronize(stream_);
-    if (!aborted_.exchange(true)) ncclCommDestroy(comm_);
-    in_flight_.clear();
-    try {
-      cuda::forget_stream(device_, stream_);  // tensors recorded on it may outlive us
-    } catch (...) {  // device_ is valid (checked at construction); nothing useful to do otherwise
+    guard_->shutdown();
+    if (started_ && guard_->state() == NcclGuard::State::Failed && !guard_->failure_reported()) {
+      // Nobody was told (no call after the failure), so nobody else will end the job: results
+      // computed since are garbage, and the peers may be waiting for this rank.
+      abort("rank " + std::to_string(rank_) + ": the NCCL communicator failed and no call reported it: " +
+            guard_->failure());
     }
-    barrier_buffer_ = Tensor();
-    (void)cudaStreamDestroy(stream_);
+    release_stream();
   }
+
+  NcclGuard& guard() { return *guard_; }
+  void mark_started() { started_ = true; }
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
@@ -157,31 +133,24 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   WorkHandle all_reduce_async(const Tensor& t, ReduceOp op) override {
     const std::string name = std::string("all_reduce(") + reduce_op_name(op) + ")";
     check_tensor(t, name);
-    const ncclRedOp_t nop = nccl_op(op, t.dtype(), name);
-    return launch(name, {t}, t.numel(), [&](cudaStream_t s) {
-      EMBER_CUDA_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                     nccl_type(t.dtype(), name), nop, comm_, s));
-    });
+    check_collective_op(name, op, t.dtype());
+    return launch(name, {t}, {NcclCall::Kind::AllReduce, t.data_ptr(), t.data_ptr(), count(t), t.dtype(), op, 0});
   }
 
   WorkHandle broadcast_async(const Tensor& t, int root) override {
     check_tensor(t, "broadcast");
     EMBER_CHECK(root >= 0 && root < world_size_, "broadcast: root ", root, " is not a rank (world size ",
                 world_size_, ")");
-    return launch("broadcast", {t}, t.numel(), [&](cudaStream_t s) {
-      EMBER_CUDA_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                     nccl_type(t.dtype(), "broadcast"), root, comm_, s));
-    });
+    return launch("broadcast", {t},
+                  {NcclCall::Kind::Broadcast, t.data_ptr(), t.data_ptr(), count(t), t.dtype(), ReduceOp::Sum, root});
   }
 
   WorkHandle all_gather_async(const Tensor& in, const Tensor& out) override {
     check_tensor(in, "all_gather (in)");
     check_tensor(out, "all_gather (out)");
     check_world_sized("all_gather", in, out, world_size_, /*out_is_larger=*/true);
-    return launch("all_gather", {in, out}, in.numel(), [&](cudaStream_t s) {
-      EMBER_CUDA_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
-                                     nccl_type(in.dtype(), "all_gather"), comm_, s));
-    });
+    return launch("all_gather", {in, out},
+                  {NcclCall::Kind::AllGather, in.data_ptr(), out.data_ptr(), count(in), in.dtype(), ReduceOp::Sum, 0});
   }
 
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
@@ -189,179 +158,138 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     check_tensor(in, name + " (in)");
     check_tensor(out, name + " (out)");
     check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
-    const ncclRedOp_t nop = nccl_op(op, in.dtype(), name);
-    return launch(name, {in, out}, out.numel(), [&](cudaStream_t s) {
-      EMBER_CUDA_CHECK(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
-                                         nccl_type(in.dtype(), name), nop, comm_, s));
-    });
+    check_collective_op(name, op, in.dtype());
+    return launch(name, {in, out},
+                  {NcclCall::Kind::ReduceScatter, in.data_ptr(), out.data_ptr(), count(out), in.dtype(), op, 0});
   }
 
-  // A one-element all-reduce that the host waits for, watching the deadline and NCCL's errors.
+  // A one-element all-reduce that the host waits for, within the timeout.
   void barrier() override {
-    std::shared_ptr<cuda::Event> done;
-    {
-      check_health();
-      cuda::DeviceGuard guard(device_);
-      std::lock_guard<std::mutex> lock(launch_mutex_);
-      EMBER_CUDA_CHECK(ncclAllReduce(barrier_buffer_.data_ptr(), barrier_buffer_.data_ptr(), 1, ncclFloat32,
-                                     ncclSum, comm_, stream_));
-      done = std::make_shared<cuda::Event>();
-      done->record(stream_);
-    }
-    const auto deadline = Clock::now() + options_.timeout;
-    auto pause = std::chrono::microseconds(1);
-    while (!done->query()) {
-      std::string error;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        check_health();  // the watchdog may have aborted the communicator meanwhile
-        error = async_error_locked();
-      }
-      if (!error.empty() || Clock::now() > deadline) {
-        const std::string msg =
-            error.empty() ? timeout_message("barrier") : error_message("barrier", "NCCL asynchronous error: " + error);
-        std::fprintf(stderr, "%s\n", msg.c_str());
-        std::fflush(stderr);
-        abort_nccl();
-        EMBER_FAIL(msg);
-      }
-      if (pause < std::chrono::microseconds(1000)) pause *= 2;
-      std::this_thread::sleep_for(pause);
-    }
+    guard_->check_usable();
+    cuda::DeviceGuard guard(device_);
+    const NcclCall call{NcclCall::Kind::AllReduce, barrier_buffer_.data_ptr(), barrier_buffer_.data_ptr(), 1,
+                        kFloat32, ReduceOp::Sum, 0};
+    guard_->wait_host("barrier", guard_->launch("barrier", call));
   }
 
+  // From the caller's thread (run_guarded): NCCL first, so its kernels return, then the job.
   [[noreturn]] void abort(const std::string& reason) override {
+    guard_->fail(reason, /*print=*/false);
+    if (bootstrap_) bootstrap_->abort(reason);  // prints it; MPI_Abort: every process of the job
     std::fprintf(stderr, "%s\n", reason.c_str());
     std::fflush(stderr);
-    abort_nccl();
-    if (bootstrap_) bootstrap_->abort(reason);  // MPI_Abort: every process of the job
-    std::abort();                               // one process: it is the whole job
+    std::abort();  // one process: it is the whole job (a launcher ends the other ranks)
   }
 
  private:
+  static size_t count(const Tensor& t) { return static_cast<size_t>(t.numel()); }
+
   void check_tensor(const Tensor& t, const std::string& op) const {
     EMBER_CHECK(t.device().is_cuda() && t.device().index == device_, op, ": this NCCL communicator (rank ", rank_,
                 ") takes tensors on cuda:", device_, ", got one on ", t.device());
     EMBER_CHECK(t.is_contiguous(), op, ": the tensor must be contiguous (shape ", t.shape(),
                 "); call .contiguous() and copy the result back");
-    nccl_type(t.dtype(), op);
   }
 
-  // Orders the NCCL stream after the compute stream, runs `call` on it, records `done`, and hands
-  // the collective to the watchdog. `count` is the per-rank element count: 0 launches nothing
-  // (every rank has the same count, so every rank skips alike).
-  template <typename Call>
-  WorkHandle launch(const std::string& op, const std::vector<Tensor>& tensors, int64_t count, Call&& call) {
-    check_health();
-    auto health = [self = shared_from_this()] { self->check_health(); };
-    if (count == 0) return std::make_shared<NcclWork>(nullptr, device_, std::move(health));
+  // Orders the NCCL stream after the compute stream, then hands the collective to the guard
+  // (watched from before its enqueue). A count of 0 launches nothing (every rank has the same
+  // count, so every rank skips alike). Two threads may launch at once: each collective still
+  // follows its own `ready` wait on the NCCL stream, and the guard enqueues one at a time.
+  WorkHandle launch(const std::string& op, const std::vector<Tensor>& tensors, const NcclCall& call) {
+    guard_->check_usable();
+    if (call.count == 0) return std::make_shared<NcclWork>(shared_from_this(), nullptr);
     cuda::DeviceGuard guard(device_);
-    std::lock_guard<std::mutex> lock(launch_mutex_);
     // Before anything is queued: it throws for memory the caching allocator does not own.
     for (const Tensor& t : tensors) cuda::record_stream(t, stream_);
     cuda::Event ready;
     ready.record(cuda::compute_stream(device_));
     ready.wait(stream_);
-    call(stream_);
-    auto done = std::make_shared<cuda::Event>();
-    done->record(stream_);
-    {
-      std::lock_guard<std::mutex> watch_lock(mutex_);
-      in_flight_.push_back({op, done, Clock::now() + options_.timeout});
+    auto done = std::static_pointer_cast<CudaNcclEvent>(guard_->launch(op, call));  // the real api's events
+    return std::make_shared<NcclWork>(shared_from_this(), std::move(done));
+  }
+
+  // The NCCL stream is destroyed only once it is idle (its collectives finished, or returned after
+  // the abort), checked with an event polled for at most the timeout. Otherwise it is left alive,
+  // with what was recorded on it: destroying a busy stream would hand its memory to new tensors
+  // while kernels may still write there.
+  void release_stream() noexcept {
+    bool idle = false;
+    try {
+      std::shared_ptr<NcclEvent> drained = api_->record_event();
+      const auto deadline = Clock::now() + options_.timeout;
+      while (!(idle = drained->query()) && Clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } catch (const std::exception& e) {  // a sticky CUDA error: nothing on this device can be trusted
+      std::fprintf(stderr, "rank %d: the NCCL stream of cuda:%d: %s\n", rank_, device_, e.what());
     }
-    return std::make_shared<NcclWork>(std::move(done), device_, std::move(health));
-  }
-
-  void check_health() const {
-    EMBER_CHECK(!aborted_, "NCCL communicator (rank ", rank_, ", cuda:", device_,
-                ") is unusable: it was aborted after a collective failed or timed out");
-  }
-
-  // NCCL's asynchronous error as text, or "" if none. Caller holds mutex_ (so the communicator
-  // cannot be aborted, and freed, during the query).
-  std::string async_error_locked() {
-    ncclResult_t result = ncclSuccess;
-    const ncclResult_t rc = ncclCommGetAsyncError(comm_, &result);
-    if (rc != ncclSuccess) return ncclGetErrorString(rc);
-    // ncclInProgress only means non-blocking work is still being set up, which is not an error.
-    if (result != ncclSuccess && result != ncclInProgress) return ncclGetErrorString(result);
-    return "";
-  }
-
-  std::string timeout_message(const std::string& op) const {
-    return detail::str_cat(op, " timed out on rank ", rank_, " (cuda:", device_, ") after ", options_.timeout.count(),
-                           " ms (CommunicatorOptions::timeout): a peer rank has not called the same collective "
-                           "(it failed, hangs, or called collectives in another order or with other sizes); "
-                           "aborting the NCCL communicator");
-  }
-  std::string error_message(const std::string& op, const std::string& error) const {
-    return detail::str_cat(op, " failed on rank ", rank_, " (cuda:", device_, "): ", error,
-                           "; aborting the NCCL communicator");
-  }
-
-  void abort_nccl() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!aborted_.exchange(true)) ncclCommAbort(comm_);  // its kernels return; the comm is freed
-  }
-
-  // The watchdog thread: drops finished collectives, and kills the job when one is overdue, NCCL
-  // reports an error, or CUDA fails while checking, so no rank hangs in a stream waiting for a
-  // peer that is gone. check_collectives never throws (distributed/watchdog.h).
-  void watch() {
-    cudaSetDevice(device_);  // events and NCCL queries from this thread use cuda:device_
-    const auto period = std::clamp(options_.timeout / 10, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stopping_) {
-      wake_.wait_for(lock, period);
-      if (stopping_ || aborted_) break;
-      const WatchdogVerdict verdict =
-          check_collectives(in_flight_, Clock::now(), [this] { return async_error_locked(); });
-      if (verdict.healthy()) continue;
-      const std::string reason = verdict.kind == WatchdogVerdict::Kind::TimedOut
-                                     ? timeout_message(verdict.op)
-                                     : error_message(verdict.op, verdict.error);
-      lock.unlock();
-      abort(reason + " and the job");
+    if (!idle) {
+      std::fprintf(stderr, "rank %d: the NCCL stream of cuda:%d is still busy after %lld ms; it is left alive\n", rank_,
+                   device_, static_cast<long long>(options_.timeout.count()));
+      return;
     }
-  }
-
-  void stop_watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+    cudaSetDevice(device_);
+    try {
+      cuda::forget_stream(device_, stream_);  // tensors recorded on it may outlive us
+    } catch (...) {  // device_ is valid (checked at construction); nothing useful to do otherwise
     }
-    wake_.notify_all();
-    watchdog_.join();
+    barrier_buffer_ = Tensor();
+    guard_.reset();
+    api_.reset();
+    (void)cudaStreamDestroy(stream_);
   }
 
-  ncclComm_t comm_;
   int rank_;
   int world_size_;
   int device_;
   CommunicatorOptions options_;
   std::shared_ptr<Communicator> bootstrap_;
   cudaStream_t stream_ = nullptr;
+  std::shared_ptr<NcclApi> api_;  // on stream_
+  std::unique_ptr<NcclGuard> guard_;
   Tensor barrier_buffer_;
-  std::atomic<bool> aborted_{false};
-  // One collective enqueued at a time, in call order. Not mutex_: enqueueing can block (NCCL
-  // connects to peers lazily, at the first collective), and the watchdog must stay free to act.
-  std::mutex launch_mutex_;
-
-  // Shared with the watchdog thread.
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<InFlight> in_flight_;  // in launch order, so the oldest is at the front
-  bool stopping_ = false;
-  std::thread watchdog_;
+  bool started_ = false;  // handed out by a factory (a failed init is reported by the factory's throw)
 };
 
-void check_device(int device, const char* fn) {
-  const int n = cuda::device_count();
-  EMBER_CHECK(device >= 0 && device < n, fn, ": cuda:", device, " does not exist (", n,
-              " GPUs visible); one process per GPU, so run at most that many ranks per node");
+void NcclWork::wait() {
+  owner_->guard().check_usable();  // a communicator that failed must not hand out a garbage result silently
+  if (!done_) return;
+  const int device = owner_->device().index;
+  cuda::DeviceGuard guard(device);
+  done_->event.wait(cuda::compute_stream(device));
+}
+
+bool NcclWork::is_completed() {
+  owner_->guard().check_usable();
+  return !done_ || done_->query();
+}
+
+// Makes one communicator and initialises it (nonblocking, polled under the timeout).
+std::shared_ptr<Communicator> start_communicator(int rank, int world_size, int device, const NcclUniqueId& id,
+                                                 const CommunicatorOptions& options,
+                                                 std::shared_ptr<Communicator> bootstrap) {
+  auto comm = std::make_shared<NcclCommunicator>(rank, world_size, device, options, std::move(bootstrap));
+  comm->guard().init(id);  // throws after aborting: `comm` is then destroyed with nothing left to free
+  comm->mark_started();
+  return comm;
 }
 
 }  // namespace
+
+std::string make_nccl_unique_id() {
+  ncclUniqueId id;
+  EMBER_CUDA_CHECK(ncclGetUniqueId(&id));
+  return std::string(reinterpret_cast<const char*>(&id), sizeof(id));
+}
+
+std::shared_ptr<Communicator> make_nccl_communicator(int rank, int world_size, int device,
+                                                     const std::string& unique_id,
+                                                     const CommunicatorOptions& options) {
+  const NcclUniqueId id = unique_id_from_bytes(unique_id, "make_nccl_communicator");
+  EMBER_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "make_nccl_communicator: rank ", rank,
+              " is not in [0, world size ", world_size, ")");
+  check_device(device, "make_nccl_communicator");
+  return start_communicator(rank, world_size, device, id, options, nullptr);
+}
 
 std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& options) {
   const int launched = launched_world_size();
@@ -381,7 +309,7 @@ std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& 
   check_same_on_all_ranks(*bootstrap, "world size, device type and NCCL version",
                           {world, static_cast<int64_t>(DeviceType::CUDA), version});
   // Each rank checks its GPU; agreeing on the outcome keeps a rank without one from leaving the
-  // others waiting in ncclCommInitRank.
+  // others waiting in their NCCL init (until its timeout).
   const bool device_ok = device >= 0 && device < cuda::device_count();
   Tensor ok = from_vector<int64_t>({device_ok ? 0 : 1}, {1});
   bootstrap->all_reduce(ok, ReduceOp::Sum);
@@ -390,20 +318,15 @@ std::shared_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& 
               " rank(s) have no GPU for their local rank (this rank uses cuda:", device, ")");
 
   // Rank 0 makes the id NCCL's ranks find each other with; MPI carries it to the others.
-  ncclUniqueId id;
-  std::memset(&id, 0, sizeof(id));
-  if (rank == 0) EMBER_CUDA_CHECK(ncclGetUniqueId(&id));
-  Tensor id_bytes = empty({static_cast<int64_t>(sizeof(id))}, TensorOptions(kUInt8));
-  std::memcpy(id_bytes.data_ptr(), &id, sizeof(id));
-  bootstrap->broadcast(id_bytes, 0);
-  std::memcpy(&id, id_bytes.data_ptr(), sizeof(id));
-
-  ncclComm_t comm = nullptr;
-  {
-    cuda::DeviceGuard guard(device);
-    EMBER_CUDA_CHECK(ncclCommInitRank(&comm, world, id, rank));
+  Tensor id_bytes = zeros({static_cast<int64_t>(kNcclUniqueIdBytes)}, TensorOptions(kUInt8));
+  if (rank == 0) {
+    const std::string id = make_nccl_unique_id();
+    std::memcpy(id_bytes.data_ptr(), id.data(), id.size());
   }
-  return std::make_shared<NcclCommunicator>(comm, rank, world, device, options, std::move(bootstrap));
+  bootstrap->broadcast(id_bytes, 0);
+  NcclUniqueId id;
+  std::memcpy(id.data(), id_bytes.data_ptr(), id.size());
+  return start_communicator(rank, world, device, id, options, std::move(bootstrap));
 }
 
 std::vector<std::shared_ptr<Communicator>> make_nccl_communicators(const std::vector<int>& devices,
@@ -413,11 +336,36 @@ std::vector<std::shared_ptr<Communicator>> make_nccl_communicators(const std::ve
               "make_nccl_communicators: a device is listed twice (one communicator per GPU)");
   for (int d : devices) check_device(d, "make_nccl_communicators");
   const int n = static_cast<int>(devices.size());
-  std::vector<ncclComm_t> comms(n, nullptr);
-  EMBER_CUDA_CHECK(ncclCommInitAll(comms.data(), n, devices.data()));
+  const NcclUniqueId id = unique_id_from_bytes(make_nccl_unique_id(), "make_nccl_communicators");
+  std::vector<std::shared_ptr<NcclCommunicator>> comms;
+  for (int i = 0; i < n; ++i) comms.push_back(std::make_shared<NcclCommunicator>(i, n, devices[i], options, nullptr));
+  // One thread starts every rank's init, so they go in one group (NCCL's rule for a thread that
+  // drives several GPUs); with nonblocking communicators ncclGroupEnd returns ncclInProgress and
+  // each init is then polled by its own guard.
+  EMBER_CUDA_CHECK(ncclGroupStart());
+  try {
+    for (auto& c : comms) c->guard().start_init(id);
+  } catch (...) {
+    (void)ncclGroupEnd();
+    throw;  // the communicators are destroyed: each guard aborts its own
+  }
+  const ncclResult_t group = ncclGroupEnd();
+  EMBER_CHECK(group == ncclSuccess || group == ncclInProgress, "make_nccl_communicators: ncclGroupEnd: ",
+              ncclGetErrorString(group));
+  try {
+    for (auto& c : comms) c->guard().finish_init();
+  } catch (const std::exception& e) {
+    // Abort every rank now: a rank whose init did finish would otherwise try to finalize with
+    // peers that are gone, and wait out its timeout first.
+    for (auto& c : comms) c->guard().fail(std::string("make_nccl_communicators: another rank's init failed: ") + e.what(),
+                                          /*print=*/false);
+    throw;
+  }
   std::vector<std::shared_ptr<Communicator>> result;
-  for (int i = 0; i < n; ++i)
-    result.push_back(std::make_shared<NcclCommunicator>(comms[i], i, n, devices[i], options, nullptr));
+  for (auto& c : comms) {
+    c->mark_started();
+    result.push_back(c);
+  }
   return result;
 }
 

@@ -29,8 +29,8 @@
 namespace ember::distributed {
 
 // How an NCCL communicator is made from a unique id (rank 0 makes the id, the store carries it).
-// The NCCL code (nccl_communicator.h) provides both; until it does, init_process_group names what
-// is missing instead of guessing.
+// Left empty, init_process_group uses nccl_communicator.h's make_nccl_unique_id and
+// make_nccl_communicator; tests set them to drive the exchange without a GPU.
 struct NcclFromStore {
   std::function<std::string()> new_unique_id;  // 128 bytes (ncclGetUniqueId)
   std::function<std::shared_ptr<Communicator>(int rank, int world_size, int device, const std::string& unique_id,

@@ -1,4 +1,4 @@
-// The NCCL watchdog's check of the collectives in flight (distributed/nccl_communicator.cpp), as
+// The NCCL watchdog's check of the collectives in flight (distributed/nccl_guard.cpp), as
 // plain host code so that it is tested on the CPU with fake events (tests/test_nccl_watchdog.cpp).
 //
 // Why it must never throw: it runs on the watchdog thread, which has nobody to catch for it. An
@@ -26,12 +26,14 @@ struct WatchdogVerdict {
 // Drops the finished collectives from the front of `in_flight` (oldest first; each entry has `op`,
 // `done` with done->query(), and `deadline`), then judges the oldest one left: Failed when
 // async_error() returns a message or a query throws, TimedOut when it is past its deadline.
+// An entry whose `done` is null is still being enqueued (NcclGuard::launch registers it first):
+// it is not finished, and times out like any other.
 template <typename Entry, typename AsyncError>
 WatchdogVerdict check_collectives(std::deque<Entry>& in_flight, std::chrono::steady_clock::time_point now,
                                   AsyncError&& async_error) {
   using Kind = WatchdogVerdict::Kind;
   try {
-    while (!in_flight.empty() && in_flight.front().done->query()) in_flight.pop_front();
+    while (!in_flight.empty() && in_flight.front().done && in_flight.front().done->query()) in_flight.pop_front();
     if (in_flight.empty()) return {};  // nothing outstanding: nothing can hang
     const Entry& oldest = in_flight.front();
     if (std::string error = async_error(); !error.empty())

@@ -12,7 +12,7 @@
 #   mnist_lenet      90 s    LeNet, one epoch, ember then PyTorch on the same GPU: the first verdict
 #   mnist_rest      120 s    mlp and cnn, the same way
 #   ops              90 s    op benchmarks: ember (cudnn benchmark on) then PyTorch (cudnn.benchmark)
-#   nccl             30 s    the NCCL communicator tests, world size 1
+#   nccl             30 s    NCCL on one GPU: init, collectives, finalize+destroy; init timeout+abort
 #
 # A stage starts only when what is left covers its minimum; otherwise it is skipped with a line
 # saying so, and stays pending. `--resume` (same warm machine) runs the pending stages only, with
@@ -430,10 +430,15 @@ fi
 
 if ! stage_done nccl && begin nccl; then
   if [[ -x "$(bin ember_dist_tests)" ]]; then
-    if timeout "$(limit_for nccl)" "$(bin ember_dist_tests)" --gtest_filter='NcclComm*' --gtest_brief=1; then
-      stage nccl ok "world size 1"
+    # NCCL_DEBUG=WARN: NCCL says why, should an init or a collective fail.
+    if NCCL_DEBUG=WARN timeout "$(limit_for nccl)" "$(bin ember_dist_tests)" --gtest_filter='NcclComm*' \
+      --gtest_brief=1 >"$OUTDIR/nccl.log" 2>&1; then
+      tail -n 5 "$OUTDIR/nccl.log"
+      stage nccl ok "world size 1: init, collectives, finalize+destroy; init timeout then abort"
     else
-      stage nccl fail "rc $? (124 = out of time)"
+      rc=$?
+      tail -n 40 "$OUTDIR/nccl.log"
+      stage nccl fail "rc $rc (124 = out of time); nccl.log"
     fi
   else
     stage nccl skipped "ember_dist_tests not built (no MPI here?)"

@@ -86,3 +86,15 @@ TEST(NcclWatchdog, AStickyCudaErrorInAQueryIsAFailureNotAnException) {
   EXPECT_EQ(v.kind, WatchdogVerdict::Kind::Failed);
   EXPECT_EQ(v.op, "all_gather");
 }
+
+// NcclGuard::launch registers a collective before enqueueing it (done is null until then): it is
+// not finished, blocks the ones behind it from being dropped, and times out like any other.
+TEST(NcclWatchdog, ACollectiveStillBeingEnqueuedIsWatched) {
+  std::deque<Entry> in_flight{entry("broadcast", true), {"all_reduce(sum)", nullptr, kLater}, entry("all_gather", true)};
+  EXPECT_TRUE(check_collectives(in_flight, kNow, no_error).healthy());
+  ASSERT_EQ(in_flight.size(), 2u);
+  EXPECT_EQ(in_flight.front().op, "all_reduce(sum)");
+  const WatchdogVerdict v = check_collectives(in_flight, kLater + std::chrono::seconds(1), no_error);
+  EXPECT_EQ(v.kind, WatchdogVerdict::Kind::TimedOut);
+  EXPECT_EQ(v.op, "all_reduce(sum)");
+}

@@ -5,7 +5,9 @@
 // the Work handles. Several GPUs in one process, or one per MPI rank, check real reductions.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,6 +31,9 @@ const Device kCuda0(DeviceType::CUDA, 0);
 TEST(NcclComm, BuiltWithoutCudaSaysSo) {
   expect_error([] { distributed::make_nccl_communicator(); }, {"make_nccl_communicator", "built without CUDA"});
   expect_error([] { distributed::make_nccl_communicators({0}); }, {"make_nccl_communicators", "built without CUDA"});
+  expect_error([] { distributed::make_nccl_unique_id(); }, {"make_nccl_unique_id", "built without CUDA"});
+  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::string(128, '\0')); },
+               {"make_nccl_communicator", "built without CUDA"});
 }
 #endif
 
@@ -167,6 +172,50 @@ TEST(NcclComm, OneGpuPerMpiRankReduces) {
   for (int r = 0; r < comm->world_size(); ++r) want = want + rank_input(r, 65537, kFloat64, kCPU);
   expect_close(t.to(kCPU), want / static_cast<double>(comm->world_size()), 1e-15, 0);
   comm->barrier();
+}
+
+// The factory a launcher uses (a TCP store carries the id): checked before any GPU is touched.
+TEST(NcclComm, UniqueIdOfTheWrongSizeIsRejected) {
+#ifndef EMBER_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA";
+#endif
+  expect_error([] { distributed::make_nccl_communicator(0, 1, 0, std::string(3, 'x')); },
+               {"make_nccl_communicator", "3 bytes, expected 128", "make_nccl_unique_id"});
+  expect_error([] { distributed::make_nccl_communicator(2, 2, 0, std::string(128, '\0')); },
+               {"make_nccl_communicator", "rank 2", "world size 2"});
+}
+
+// World size 1 through the id factory: nonblocking init, a collective, the barrier, and (at the
+// end of the scope) finalize then destroy, all within a timeout short enough for the GPU check.
+TEST(NcclComm, UniqueIdFactoryWorldSizeOne) {
+  EMBER_REQUIRE_NCCL_GPUS(1);
+  const std::string id = distributed::make_nccl_unique_id();
+  EXPECT_EQ(id.size(), distributed::kNcclUniqueIdBytes);
+  distributed::CommunicatorOptions options;
+  options.timeout = std::chrono::seconds(20);
+  std::shared_ptr<Communicator> comm = distributed::make_nccl_communicator(0, 1, 0, id, options);
+  EXPECT_EQ(comm->world_size(), 1);
+  Tensor t = rank_input(0, 1000, kFloat32, kCuda0);
+  comm->all_reduce(t, ReduceOp::Sum);
+  expect_close(t.to(kCPU), rank_input(0, 1000, kFloat32, kCPU), 0, 0);
+  comm->barrier();
+}
+
+// The abort path on one GPU: a world of 2 whose rank 1 never comes. The nonblocking init is polled
+// until the timeout, then aborted, and the error names the rank and the timeout; the GPU is then
+// free for a new communicator.
+TEST(NcclComm, InitWithAPeerThatNeverComesTimesOutAndAborts) {
+  EMBER_REQUIRE_NCCL_GPUS(1);
+  distributed::CommunicatorOptions options;
+  options.timeout = std::chrono::seconds(3);
+  const auto start = std::chrono::steady_clock::now();
+  expect_error([&] { distributed::make_nccl_communicator(0, 2, 0, distributed::make_nccl_unique_id(), options); },
+               {"NCCL communicator init timed out on rank 0 of 2 (cuda:0) after 3000 ms", "aborted"});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  std::shared_ptr<Communicator> comm = distributed::make_nccl_communicators({0}, options).front();
+  Tensor t = rank_input(0, 7, kFloat32, kCuda0);
+  comm->broadcast(t, 0);
+  expect_close(t.to(kCPU), rank_input(0, 7, kFloat32, kCPU), 0, 0);
 }
 
 }  // namespace

@@ -82,10 +82,12 @@ struct OffsetCalc {
   IntDivider divider[kMaxDims] = {};
 
   EMBER_HD void get(int64_t i, int64_t (&off)[N]) const {
-    if (narrow) {
-      get_narrow(static_cast<uint32_t>(i), off);
-      return;
-    }
+    if (narrow) get_narrow(static_cast<uint32_t>(i), off);
+    else get_wide(i, off);
+  }
+
+  // The two paths, for kernels that choose one at compile time (cuda/reduce_index.h).
+  EMBER_HD void get_wide(int64_t i, int64_t (&off)[N]) const {
     for (size_t k = 0; k < N; ++k) off[k] = 0;
     for (int d = ndim - 1; d >= 0; --d) {
       const int64_t idx = i % size[d];

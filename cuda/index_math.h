@@ -123,6 +123,25 @@ void use_32bit_if_it_fits(OffsetCalc<N>& oc) {
   oc.narrow = true;
 }
 
+// i / d for the flat indices i < n of a kernel, by a divisor d > 0 fixed at launch: IntDivider
+// math when n fits in 32 bits, 64-bit division otherwise (as OffsetCalc, one uniform branch).
+// For kernels that split a flat index into (row, column) of an [n / d, d] view.
+struct IndexDivider {
+  bool narrow = false;
+  int64_t divisor = 1;
+  IntDivider divider;
+
+  IndexDivider() = default;
+  IndexDivider(int64_t d, int64_t n) : divisor(d) {
+    narrow = d > 0 && count_fits_32bit(d) && count_fits_32bit(n);
+    if (narrow) divider = IntDivider(static_cast<uint32_t>(d));
+  }
+
+  EMBER_HD int64_t div(int64_t i) const {
+    return narrow ? static_cast<int64_t>(divider.div(static_cast<uint32_t>(i))) : i / divisor;
+  }
+};
+
 // Coordinates (plane, row, column) of flat index i in contiguous [planes, rows, cols] maps, as the
 // pooling kernels need them for their outputs and inputs.
 struct PlaneIndexer {

@@ -192,6 +192,21 @@ TEST(IndexMath, PlaneIndexerSplitsLikeDivisionAndModulo) {
   EXPECT_EQ(c, 65534);
 }
 
+TEST(IndexMath, IndexDividerIs32BitUpTo2To31Minus1AndExactEitherSide) {
+  const int64_t max = kMax32BitIndex;
+  for (int64_t d : {int64_t{1}, int64_t{3}, int64_t{10}, int64_t{784}, int64_t{65537}, max}) {
+    const IndexDivider small(d, max);  // indices below 2^31 - 1: the 32-bit path
+    EXPECT_TRUE(small.narrow) << d;
+    for (int64_t i : {int64_t{0}, int64_t{1}, d - 1, d, d + 1, max - d, max - 1, max})
+      if (i >= 0) ASSERT_EQ(small.div(i), i / d) << i << " / " << d;
+    const IndexDivider big(d, max + 1);  // 2^31 indices: 64-bit
+    EXPECT_FALSE(big.narrow) << d;
+    for (int64_t i : {max, max + 1, (int64_t{1} << 32) + 5, (int64_t{1} << 40) + 3})
+      ASSERT_EQ(big.div(i), i / d) << i << " / " << d;
+  }
+  EXPECT_FALSE(IndexDivider(max + 1, 10).narrow) << "a divisor of 2^31";
+}
+
 // ---------------------------------------------------------------- reductions (cuda/reduce_index.h)
 
 namespace {

@@ -73,12 +73,14 @@ stage_done() { [[ -f "$STATE" ]] && grep -qx "$1" "$STATE"; }
 # The stages this call will try, in order: all of them, or with --resume the ones still pending
 # (probe always: it sets up the library paths). Carried binaries need no build, and bring no
 # ember_dist_tests for the nccl stage.
-carried() { [[ -x "$CARRIED_BIN/ember_tests" ]]; }
+# has_carried NAME: carry/bin holds binary NAME, gzipped (make_carry.sh --binaries) or not.
+has_carried() { [[ -x "$CARRIED_BIN/$1" || -f "$CARRIED_BIN/$1.gz" ]]; }
+carried() { has_carried ember_tests; }
 planned_stages() {
   local s
   for s in "${STAGES[@]}"; do
     [[ "$s" == build ]] && carried && continue
-    [[ "$s" == nccl ]] && carried && [[ ! -x "$CARRIED_BIN/ember_dist_tests" ]] && continue
+    [[ "$s" == nccl ]] && carried && ! has_carried ember_dist_tests && continue
     if ((RESUME)) && [[ "$s" != probe ]]; then
       [[ "$s" == build ]] && continue  # --resume never configures or builds
       stage_done "$s" && continue
@@ -93,7 +95,7 @@ print_plan() {
   echo "gpu_check plan (budget $BUDGET s, $RESERVE s kept for the table$( ((RESUME)) && echo ', --resume'))"
   if carried; then
     echo "  binaries: carried in $CARRIED_BIN ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null || echo 'no BUILT file')):" \
-      "no configure or build$([[ -x "$CARRIED_BIN/ember_dist_tests" ]] || echo ', no nccl stage (ember_dist_tests not carried)')"
+      "no configure or build$(has_carried ember_dist_tests || echo ', no nccl stage (ember_dist_tests not carried)')"
   else
     echo "  binaries: built here (the build stage), into $BUILD"
   fi
@@ -323,10 +325,19 @@ fi
 done_stage probe
 
 # ---------------------------------------------------------------------------------------------
-# The binaries: carried ones (built on the CPU machine for sm_90, stripped, with the non-CUDA
-# libraries they need in carry/bin/lib), or this build folder's.
+# The binaries: carried ones (built on the CPU machine for sm_90, stripped and gzipped, with the
+# non-CUDA libraries they need in carry/bin/lib; unpacked into the build folder), or this build
+# folder's.
 if carried; then
   BIN="$CARRIED_BIN"
+  if [[ -f "$CARRIED_BIN/ember_tests.gz" ]]; then
+    BIN="$BUILD/carried-bin"
+    mkdir -p "$BIN"
+    for gz in "$CARRIED_BIN"/*.gz; do
+      exe="$BIN/$(basename "$gz" .gz)"
+      [[ -x "$exe" ]] || { gzip -dc "$gz" >"$exe.part" && chmod +x "$exe.part" && mv "$exe.part" "$exe"; }
+    done
+  fi
   export LD_LIBRARY_PATH="$CARRIED_BIN/lib:$LD_LIBRARY_PATH"
   export EMBER_TEST_DATA_DIR="$ROOT/tests/data"  # the binaries were built in another folder (tests/data_dir.h)
   say "build: not needed, using the binaries carried in carry/bin ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null))"

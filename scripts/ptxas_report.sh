@@ -24,9 +24,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 for f in "${files[@]}"; do
-  # The flags of cuda/CMakeLists.txt (Release), plus cuDNN/NCCL headers beside the toolkit.
+  # The flags of cuda/CMakeLists.txt (Release); -cubin compiles the device code only (what ptxas
+  # reports on), skipping the host compile that -c would add.
   "$NVCC" -I"$ROOT" -O3 -DNDEBUG "--generate-code=arch=compute_$ARCH,code=sm_$ARCH" --expt-relaxed-constexpr \
-    -diag-suppress=186,173 -std=c++20 -x cu -Xptxas -v -c "$f" -o "$tmp/out.o" 2>"$tmp/log" ||
+    -diag-suppress=186,173 -std=c++20 -x cu -Xptxas -v -cubin "$f" -o "$tmp/out.cubin" 2>"$tmp/log" ||
     { cat "$tmp/log" >&2; echo "ptxas_report.sh: $f failed to compile" >&2; exit 1; }
   # ptxas prints, per kernel: "Compiling entry function 'NAME'", "N bytes stack frame, S bytes
   # spill stores, L bytes spill loads", "Used R registers, ...". Device functions that are not

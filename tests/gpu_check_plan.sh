@@ -33,12 +33,12 @@ n_small=$(check_plan 200 --budget 200)
 ((n_small < n_default)) || fail "a 200 s budget should plan fewer stages than 540 s ($n_small vs $n_default)"
 grep -qE '^ +[0-9]+\. build ' <<<"$PLAN_TEXT" || fail "the default plan (no carried binaries) has no build stage"
 
-# Carried binaries: a stand-in carry/ with an executable bin/ember_tests (never run by --dry-run).
+# Carried binaries: a stand-in carry/ with bin/ember_tests.gz, as make_carry.sh --binaries leaves
+# it (never unpacked or run by --dry-run).
 carry=$(mktemp -d)
 trap 'rm -rf "$carry"' EXIT
 mkdir -p "$carry/bin"
-printf '#!/bin/sh\nexit 1\n' >"$carry/bin/ember_tests"
-chmod +x "$carry/bin/ember_tests"
+printf '#!/bin/sh\nexit 1\n' | gzip >"$carry/bin/ember_tests.gz"
 echo "sm_90, stand-in" >"$carry/bin/BUILT"
 n_carried=$(check_plan 540 --carry "$carry")
 CARRIED_TEXT=$(bash "$script" --dry-run --carry "$carry")

@@ -198,7 +198,9 @@ TEST(IndexMath, IndexDividerIs32BitUpTo2To31Minus1AndExactEitherSide) {
     const IndexDivider small(d, max);  // indices below 2^31 - 1: the 32-bit path
     EXPECT_TRUE(small.narrow) << d;
     for (int64_t i : {int64_t{0}, int64_t{1}, d - 1, d, d + 1, max - d, max - 1, max})
-      if (i >= 0) ASSERT_EQ(small.div(i), i / d) << i << " / " << d;
+      if (i >= 0) {
+        ASSERT_EQ(small.div(i), i / d) << i << " / " << d;
+      }
     const IndexDivider big(d, max + 1);  // 2^31 indices: 64-bit
     EXPECT_FALSE(big.narrow) << d;
     for (int64_t i : {max, max + 1, (int64_t{1} << 32) + 5, (int64_t{1} << 40) + 3})
@@ -239,9 +241,10 @@ void expect_paths_agree(const Layout& L, const ReduceIndex& ix, std::vector<int6
     int64_t ref, unused;
     ember::reduction::offsets_of(L.red, L.nred, j, ref, unused);
     ASSERT_EQ(reduced_offset<false>(ix, j), ref) << what << " reduced element " << j;
-    if (ix.narrow)
+    if (ix.narrow) {
       ASSERT_EQ(static_cast<int64_t>(reduced_offset<true>(ix, static_cast<uint32_t>(j))), ref)
           << what << " reduced element " << j << " (32-bit)";
+    }
   }
 }
 

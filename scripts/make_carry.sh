@@ -113,7 +113,7 @@ if ((BINARIES)); then
   fi
   cmake -S "$ROOT" -B "$BUILD_CARRY" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON -DEMBER_NATIVE=OFF \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBER_BUILD_BENCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON \
-    -DEMBER_BLAS_LIBRARY=EMBER_BLAS_LIBRARY-NOTFOUND -DEMBER_ONEDNN=OFF "${launcher[@]}" >/dev/null
+    -DEMBER_OPENBLAS=OFF -DEMBER_ONEDNN=OFF "${launcher[@]}" >/dev/null
   targets=(ember_tests ember_mnist ember_gpu_ops)
   nice -n 19 cmake --build "$BUILD_CARRY" -j"$(nproc)" --target "${targets[@]}"
   mkdir -p "$CARRY/bin/lib"

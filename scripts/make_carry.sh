@@ -15,7 +15,7 @@
 #   carry/mnist/*.gz                  the four IDX files, gzipped (53 MB -> 11 MB)
 #   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops for sm_90, stripped
 #                                     and gzipped (*.gz: each holds the whole CUDA backend, so
-#                                     together they are about 50 MB unpacked), plus the non-system,
+#                                     together 47 MB stripped, 11 MB gzipped), plus the non-system,
 #                                     non-CUDA libraries they load (carry/bin/lib); gpu_check.sh
 #                                     unpacks them and skips its configure and build stage (up to
 #                                     300 s of GPU time) and its nccl stage (no ember_dist_tests).

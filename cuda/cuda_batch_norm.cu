@@ -114,17 +114,20 @@ namespace {
 
 // Per channel c (one block each, looping over channels past the grid):
 //   grad_bias[c] = sum(g),  grad_weight[c] = sum(g * (x - mean)) * invstd
-// over the N*S values of the channel, accumulated in double. Either output may be null.
+// over the N*S values of the channel, accumulated in double. Either output may be null. by_S
+// divides by S (32-bit when N * S fits).
 template <typename T>
-__global__ void batch_norm_param_grads_kernel(int64_t N, int64_t C, int64_t S, const T* g, const T* x,
-                                              const T* mean, const T* invstd, T* grad_weight, T* grad_bias) {
+__global__ void batch_norm_param_grads_kernel(int64_t N, int64_t C, int64_t S, IndexDivider by_S, const T* g,
+                                              const T* x, const T* mean, const T* invstd, T* grad_weight,
+                                              T* grad_bias) {
   __shared__ double sum_g[kThreads], sum_gd[kThreads];
   const int64_t count = N * S;
   for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
     const double m = mean[c];
     double sg = 0, sgd = 0;
     for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
-      const int64_t at = ((j / S) * C + c) * S + j % S;
+      const int64_t n = by_S.div(j);
+      const int64_t at = (n * C + c) * S + (j - n * S);
       const double gv = g[at];
       sg += gv;
       sgd += gv * (static_cast<double>(x[at]) - m);
@@ -147,12 +150,13 @@ __global__ void batch_norm_param_grads_kernel(int64_t N, int64_t C, int64_t S, c
   }
 }
 
-// dx = weight * invstd * g with the statistics held constant.
+// dx = weight * invstd * g with the statistics held constant. by_S and by_C divide by S and C
+// (32-bit when n fits).
 template <typename T>
-__global__ void batch_norm_constant_stats_grad_kernel(int64_t n, int64_t C, int64_t S, const T* g, const T* weight,
-                                                      const T* invstd, T* grad_in) {
+__global__ void batch_norm_constant_stats_grad_kernel(int64_t n, int64_t C, IndexDivider by_S, IndexDivider by_C,
+                                                      const T* g, const T* weight, const T* invstd, T* grad_in) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t c = (i / S) % C;
+    const int64_t nc = by_S.div(i), c = nc - by_C.div(nc) * C;
     const double k = static_cast<double>(invstd[c]) * (weight ? static_cast<double>(weight[c]) : 1.0);
     grad_in[i] = static_cast<T>(k) * g[i];
   });
@@ -198,14 +202,15 @@ void CudaBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, 
     if (grad_weight.defined() || grad_bias.defined()) {
       const int blocks = static_cast<int>(std::min<int64_t>(C, kMaxBlocks));
       batch_norm_param_grads_kernel<<<blocks, kThreads, 0, stream>>>(
-          N, C, S, grad_out.data<T>(), in.data<T>(), save_mean.data<T>(), save_invstd.data<T>(),
+          N, C, S, IndexDivider(S, N * S), grad_out.data<T>(), in.data<T>(), save_mean.data<T>(), save_invstd.data<T>(),
           data_or_null<T>(grad_weight), data_or_null<T>(grad_bias));
       EMBER_CUDA_CHECK_LAUNCH();
     }
     if (grad_in.defined()) {  // here the statistics are constants (training is false)
       const int64_t n = in.numel();
       batch_norm_constant_stats_grad_kernel<<<num_blocks(n), kThreads, 0, stream>>>(
-          n, C, S, grad_out.data<T>(), data_or_null<T>(weight), save_invstd.data<T>(), grad_in.data<T>());
+          n, C, IndexDivider(S, n), IndexDivider(C, n), grad_out.data<T>(), data_or_null<T>(weight),
+          save_invstd.data<T>(), grad_in.data<T>());
       EMBER_CUDA_CHECK_LAUNCH();
     }
   });

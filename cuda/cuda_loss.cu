@@ -100,13 +100,13 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, cons
 namespace {
 
 // One thread per logit: grad_logits[r, c] from the row's saved max and log-sum. grad_loss has stride gl_stride
-// (0 when it is the broadcast gradient of a mean or sum).
+// (0 when it is the broadcast gradient of a mean or sum). by_C divides by C (32-bit when N * C fits).
 template <typename T>
 __global__ void cross_entropy_backward_kernel(const T* grad_loss, int64_t gl_stride, const T* x, const int64_t* target,
-                                              const T* row_stats, T* gx, int64_t N, int64_t C, int64_t ignore_index,
-                                              T keep, T smooth) {
+                                              const T* row_stats, T* gx, int64_t N, int64_t C, IndexDivider by_C,
+                                              int64_t ignore_index, T keep, T smooth) {
   grid_stride(N * C, [&](int64_t i) {
-    const int64_t r = i / C, c = i - r * C;
+    const int64_t r = by_C.div(i), c = i - r * C;
     const int64_t t = target[r];
     if (t == ignore_index) {
       gx[i] = 0;
@@ -131,7 +131,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& 
     const T keep = static_cast<T>(1 - label_smoothing), smooth = static_cast<T>(label_smoothing / C);
     cross_entropy_backward_kernel<<<num_blocks(N * C), kThreads, 0, compute_stream(index_)>>>(
         grad_loss.data<T>(), grad_loss.stride(0), logits.data<T>(), target.data<int64_t>(), row_stats.data<T>(),
-        grad_logits.data<T>(), N, C, ignore_index, keep, smooth);
+        grad_logits.data<T>(), N, C, IndexDivider(C, N * C), ignore_index, keep, smooth);
     EMBER_CUDA_CHECK_LAUNCH();
   });
 }

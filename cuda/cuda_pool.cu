@@ -105,7 +105,9 @@ void CudaBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& 
 template <typename T>
 __global__ void max_pool2d_backward_kernel(int64_t n, const T* gy, const int64_t* indices, T* gx, PoolShape p) {
   grid_stride(n, [&](int64_t i) {
-    const int64_t plane = i / (p.OH * p.OW), at = indices[i];
+    int64_t plane, oh, ow;
+    p.outputs.split(i, plane, oh, ow);
+    const int64_t at = indices[i];
     if (at >= 0 && at < p.H * p.W) atomicAdd(gx + plane * p.H * p.W + at, gy[i]);
   });
 }

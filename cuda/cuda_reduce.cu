@@ -35,6 +35,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/loops.cuh"
+#include "cuda/reduce_index.h"
 
 namespace ember::cuda {
 
@@ -116,11 +117,13 @@ struct CombineOp {
 
 // One launch's reduction: the layout plan L (core/reduce_math.h: M outputs of N reduced elements
 // over kept dims L.kept and reduced dims L.red), split into `splits` chunks of `chunk` elements
-// along blockIdx.y. Passed to the kernel by value.
+// along blockIdx.y, and the index math that walks it (cuda/reduce_index.h: 32-bit when it fits,
+// set by run()). Passed to the kernel by value.
 struct Plan {
   reduction::Layout L;
   int64_t count = 1;  // elements per output in the whole reduction (what a mean divides by)
   int64_t splits = 1, chunk = 1;
+  ReduceIndex index;
 };
 
 Plan make_plan(const Tensor& in, const Tensor& out, uint32_t mask) {
@@ -130,19 +133,10 @@ Plan make_plan(const Tensor& in, const Tensor& out, uint32_t mask) {
   return p;
 }
 
-// The plan that combines the partial results of `p`: partials[m * p.splits + k] for output m
-// (m the flat index over p's kept dims) and split k, reduced in row mode into the same outputs.
+// The plan that combines the partial results of `p` (cuda/reduce_index.h: partials_layout).
 Plan partials_plan(const Plan& p) {
   Plan q = p;
-  int64_t stride = p.splits;  // the partials are [kept..., splits], contiguous
-  for (int d = p.L.nkept - 1; d >= 0; --d) {
-    q.L.kept[d].in = stride;
-    stride *= p.L.kept[d].size;
-  }
-  q.L.nred = 1;
-  q.L.red[0] = {p.splits, 1, 0};
-  q.L.N = p.splits;
-  q.L.rows = true;
+  q.L = partials_layout(p.L, p.splits);
   return q;
 }
 
@@ -176,17 +170,6 @@ dim3 configure(Plan& p, int64_t busy) {
 
 // ---------------------------------------------------------------- the kernel
 
-// Input offset of reduced flat index j (reduction::offsets_of without the output side).
-__device__ __forceinline__ int64_t reduced_offset(const reduction::Dim* r, int nd, int64_t j) {
-  if (nd == 1) return j * r[0].in;  // the common case: no division
-  int64_t off = 0;
-  for (int d = nd - 1; d >= 0; --d) {
-    off += (j % r[d].size) * r[d].in;
-    j /= r[d].size;
-  }
-  return off;
-}
-
 // Column mode: combines the Accs of the blockDim.y lanes of each output (threadIdx.x) through
 // shared memory (kThreads Accs); the result is valid in the lanes with threadIdx.y == 0.
 template <typename R, typename Acc>
@@ -206,10 +189,11 @@ __device__ Acc column_combine(Acc acc, Acc* smem) {
 
 // One pass of plan p. kPartials: `in` holds the Accs of an earlier pass (partials_plan) instead of
 // input elements. With p.splits > 1 the results are partials[m * p.splits + blockIdx.y]; otherwise
-// the outputs.
-template <typename R, bool kPartials, typename In, typename O>
+// the outputs. kNarrow: p.index.narrow, the 32-bit index math (the host chose it).
+template <typename R, bool kPartials, bool kNarrow, typename In, typename O>
 __global__ void __launch_bounds__(kThreads) reduce_kernel(const In* in, O* out, typename R::Acc* partials, Plan p) {
   using Acc = typename R::Acc;
+  using Index = ReduceIndexType<kNarrow>;  // reduced indices: N fits in it
   __shared__ alignas(16) unsigned char smem_bytes[kThreads * sizeof(Acc)];
   Acc* smem = reinterpret_cast<Acc*>(smem_bytes);
   const reduction::Layout& L = p.L;
@@ -217,8 +201,8 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const In* in, O* out, 
   const int lanes = L.rows ? blockDim.x : blockDim.y;
   const int slot = L.rows ? threadIdx.y : threadIdx.x;
   const int slots = L.rows ? blockDim.y : blockDim.x;
-  const int64_t begin = static_cast<int64_t>(blockIdx.y) * p.chunk;
-  const int64_t end = begin + p.chunk < L.N ? begin + p.chunk : L.N;
+  const Index begin = static_cast<Index>(blockIdx.y * p.chunk);
+  const Index end = static_cast<Index>(begin + p.chunk < L.N ? begin + p.chunk : L.N);
   // Every thread runs the same iterations (the combines below synchronise the block).
   for (int64_t first = static_cast<int64_t>(blockIdx.x) * slots; first < L.M;
        first += static_cast<int64_t>(gridDim.x) * slots) {
@@ -227,9 +211,11 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const In* in, O* out, 
     int64_t out_off = 0;
     if (m < L.M) {
       int64_t in_off;
-      reduction::offsets_of(L.kept, L.nkept, m, in_off, out_off);
-      for (int64_t j = begin + lane; j < end; j += lanes) {
-        const In x = in[in_off + reduced_offset(L.red, L.nred, j)];
+      output_offsets<kNarrow>(p.index, m, in_off, out_off);
+      const In* row = in + in_off;
+      // j + lanes stays below 2^32 on the narrow path (N <= 2^31 - 1): no wrap-around.
+      for (Index j = begin + lane; j < end; j += lanes) {
+        const In x = row[reduced_offset<kNarrow>(p.index, j)];
         if constexpr (kPartials) acc = R::combine(acc, x);
         else acc = R::combine(acc, R::load(x, j));
       }
@@ -242,17 +228,26 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const In* in, O* out, 
   }
 }
 
+// Launches one pass of plan p on the index path the host chose for it.
+template <typename R, bool kPartials, typename In, typename O>
+void launch(const Plan& p, dim3 grid, dim3 block, const In* in, O* out, typename R::Acc* partials,
+            cudaStream_t stream) {
+  if (p.index.narrow) reduce_kernel<R, kPartials, true><<<grid, block, 0, stream>>>(in, out, partials, p);
+  else reduce_kernel<R, kPartials, false><<<grid, block, 0, stream>>>(in, out, partials, p);
+  EMBER_CUDA_CHECK_LAUNCH();
+}
+
 // Runs plan p over `in` (input elements, or the Accs of an earlier pass when kPartials) into out.
 template <typename R, bool kPartials, typename In, typename O>
 void run(Plan p, const In* in, O* out, Device device, cudaStream_t stream) {
   using Acc = typename R::Acc;
   const dim3 block = configure(p, busy_blocks(device.index));
+  p.index = make_reduce_index(p.L);
   const int64_t slots = p.L.rows ? block.y : block.x;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((p.L.M + slots - 1) / slots, kMaxBlocks)),
                   static_cast<unsigned>(p.splits));
   if (p.splits == 1) {
-    reduce_kernel<R, kPartials><<<grid, block, 0, stream>>>(in, out, static_cast<Acc*>(nullptr), p);
-    EMBER_CUDA_CHECK_LAUNCH();
+    launch<R, kPartials>(p, grid, block, in, out, static_cast<Acc*>(nullptr), stream);
     return;
   }
   // Scratch from the (stream-ordered) allocator; freed when this function returns, after both
@@ -260,8 +255,7 @@ void run(Plan p, const In* in, O* out, Device device, cudaStream_t stream) {
   const int64_t scratch_bytes = p.L.M * p.splits * static_cast<int64_t>(sizeof(Acc));
   const Tensor scratch = empty({scratch_bytes}, TensorOptions(kUInt8).device(device));
   Acc* partials = reinterpret_cast<Acc*>(scratch.data_ptr());
-  reduce_kernel<R, kPartials><<<grid, block, 0, stream>>>(in, out, partials, p);
-  EMBER_CUDA_CHECK_LAUNCH();
+  launch<R, kPartials>(p, grid, block, in, out, partials, stream);
   run<R, true>(partials_plan(p), static_cast<const Acc*>(partials), out, device, stream);
 }
 

@@ -82,10 +82,12 @@ struct OffsetCalc {
   IntDivider divider[kMaxDims] = {};
 
   EMBER_HD void get(int64_t i, int64_t (&off)[N]) const {
-    if (narrow) {
-      get_narrow(static_cast<uint32_t>(i), off);
-      return;
-    }
+    if (narrow) get_narrow(static_cast<uint32_t>(i), off);
+    else get_wide(i, off);
+  }
+
+  // The two paths, for kernels that choose one at compile time (cuda/reduce_index.h).
+  EMBER_HD void get_wide(int64_t i, int64_t (&off)[N]) const {
     for (size_t k = 0; k < N; ++k) off[k] = 0;
     for (int d = ndim - 1; d >= 0; --d) {
       const int64_t idx = i % size[d];
@@ -120,6 +122,25 @@ void use_32bit_if_it_fits(OffsetCalc<N>& oc) {
   for (int d = 0; d < oc.ndim; ++d) oc.divider[d] = IntDivider(static_cast<uint32_t>(oc.size[d]));
   oc.narrow = true;
 }
+
+// i / d for the flat indices i < n of a kernel, by a divisor d > 0 fixed at launch: IntDivider
+// math when n fits in 32 bits, 64-bit division otherwise (as OffsetCalc, one uniform branch).
+// For kernels that split a flat index into (row, column) of an [n / d, d] view.
+struct IndexDivider {
+  bool narrow = false;
+  int64_t divisor = 1;
+  IntDivider divider;
+
+  IndexDivider() = default;
+  IndexDivider(int64_t d, int64_t n) : divisor(d) {
+    narrow = d > 0 && count_fits_32bit(d) && count_fits_32bit(n);
+    if (narrow) divider = IntDivider(static_cast<uint32_t>(d));
+  }
+
+  EMBER_HD int64_t div(int64_t i) const {
+    return narrow ? static_cast<int64_t>(divider.div(static_cast<uint32_t>(i))) : i / divisor;
+  }
+};
 
 // Coordinates (plane, row, column) of flat index i in contiguous [planes, rows, cols] maps, as the
 // pooling kernels need them for their outputs and inputs.

@@ -13,6 +13,7 @@
 #   mnist_rest      120 s    mlp and cnn, the same way
 #   ops              90 s    op benchmarks: ember (cudnn benchmark on) then PyTorch (cudnn.benchmark)
 #   nccl             30 s    NCCL on one GPU: init, collectives, finalize+destroy; init timeout+abort
+#                            (not with carried binaries: ember_dist_tests is not carried)
 #
 # A stage starts only when what is left covers its minimum; otherwise it is skipped with a line
 # saying so, and stays pending. `--resume` (same warm machine) runs the pending stages only, with
@@ -31,6 +32,7 @@
 #                   needs no GPU and no build; exits 1 if even the first stage cannot fit
 #   --out DIR       table and logs (default: $OUT if set, else out/gpu_check)
 #   --build DIR     build folder (default: build-gpucheck)
+#   --carry DIR     what make_carry.sh made (default: carry/ of this checkout)
 #   --jobs N        build parallelism (default: all cores)
 #
 # Nothing here has run on a GPU yet: the first lent GPU will be its first test.
@@ -39,7 +41,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 START=$(date +%s)
-BUDGET=540 RESUME=0 PLAN_ONLY=0 JOBS="$(nproc)" BUILD=build-gpucheck OUTDIR="${OUT:-}"
+BUDGET=540 RESUME=0 PLAN_ONLY=0 JOBS="$(nproc)" BUILD=build-gpucheck OUTDIR="${OUT:-}" CARRY="$ROOT/carry"
 while (($#)); do
   case "$1" in
     --budget) BUDGET="$2"; shift ;;
@@ -48,7 +50,8 @@ while (($#)); do
     --out) OUTDIR="$2"; shift ;;
     --build) BUILD="$2"; shift ;;
     --jobs) JOBS="$2"; shift ;;
-    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
+    --carry) CARRY="$2"; shift ;;
+    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -61,18 +64,23 @@ RESERVE=15  # kept back at every point for the final table
 STAGES=(probe build parity mnist_lenet mnist_rest ops nccl)
 declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30)
 declare -A MINIMUM=([probe]=20 [build]=120 [parity]=30 [mnist_lenet]=40 [mnist_rest]=40 [ops]=30 [nccl]=15)
-CARRY="$ROOT/carry"
+CARRY="$(cd "$CARRY" 2>/dev/null && pwd || echo "$CARRY")"
 PREFIX="$CARRY/prefix"
 STATE="$BUILD/gpu_check.done"  # stages finished by earlier calls (for --resume)
 CARRIED_BIN="$CARRY/bin"
 
 stage_done() { [[ -f "$STATE" ]] && grep -qx "$1" "$STATE"; }
 # The stages this call will try, in order: all of them, or with --resume the ones still pending
-# (probe always: it sets up the library paths). Build is not needed with carried binaries.
+# (probe always: it sets up the library paths). Carried binaries need no build, and bring no
+# ember_dist_tests for the nccl stage.
+# has_carried NAME: carry/bin holds binary NAME, gzipped (make_carry.sh --binaries) or not.
+has_carried() { [[ -x "$CARRIED_BIN/$1" || -f "$CARRIED_BIN/$1.gz" ]]; }
+carried() { has_carried ember_tests; }
 planned_stages() {
   local s
   for s in "${STAGES[@]}"; do
-    [[ "$s" == build && -x "$CARRIED_BIN/ember_tests" ]] && continue
+    [[ "$s" == build ]] && carried && continue
+    [[ "$s" == nccl ]] && carried && ! has_carried ember_dist_tests && continue
     if ((RESUME)) && [[ "$s" != probe ]]; then
       [[ "$s" == build ]] && continue  # --resume never configures or builds
       stage_done "$s" && continue
@@ -85,6 +93,12 @@ planned_stages() {
 print_plan() {
   local n=0 worst=$RESERVE s deferred=()
   echo "gpu_check plan (budget $BUDGET s, $RESERVE s kept for the table$( ((RESUME)) && echo ', --resume'))"
+  if carried; then
+    echo "  binaries: carried in $CARRIED_BIN ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null || echo 'no BUILT file')):" \
+      "no configure or build$(has_carried ember_dist_tests || echo ', no nccl stage (ember_dist_tests not carried)')"
+  else
+    echo "  binaries: built here (the build stage), into $BUILD"
+  fi
   for s in $(planned_stages); do
     if ((${#deferred[@]} == 0 && worst + WORST[$s] <= BUDGET)); then
       n=$((n + 1)) worst=$((worst + WORST[$s]))
@@ -295,7 +309,7 @@ if ((${#missing[@]})); then stage libs fail "not found: ${missing[*]}"; else sta
 
 say "probe: carry/ (headers, libraries, MNIST, maybe binaries) from the CPU machine"
 cat "$CARRY/MANIFEST" 2>/dev/null
-[[ -d "$PREFIX/include" || -x "$CARRIED_BIN/ember_tests" ]] ||
+[[ -d "$PREFIX/include" ]] || carried ||
   finish 1 "carry/ not found: run bash scripts/make_carry.sh on the CPU machine and carry it"
 mkdir -p data/mnist
 for gz in "$CARRY"/mnist/*.gz; do
@@ -311,11 +325,21 @@ fi
 done_stage probe
 
 # ---------------------------------------------------------------------------------------------
-# The binaries: carried ones (built on the CPU machine for sm_90, stripped, with the non-CUDA
-# libraries they need in carry/bin/lib), or this build folder's.
-if [[ -x "$CARRIED_BIN/ember_tests" ]]; then
+# The binaries: carried ones (built on the CPU machine for sm_90, stripped and gzipped, with the
+# non-CUDA libraries they need in carry/bin/lib; unpacked into the build folder), or this build
+# folder's.
+if carried; then
   BIN="$CARRIED_BIN"
+  if [[ -f "$CARRIED_BIN/ember_tests.gz" ]]; then
+    BIN="$BUILD/carried-bin"
+    mkdir -p "$BIN"
+    for gz in "$CARRIED_BIN"/*.gz; do
+      exe="$BIN/$(basename "$gz" .gz)"
+      [[ -x "$exe" ]] || { gzip -dc "$gz" >"$exe.part" && chmod +x "$exe.part" && mv "$exe.part" "$exe"; }
+    done
+  fi
   export LD_LIBRARY_PATH="$CARRIED_BIN/lib:$LD_LIBRARY_PATH"
+  export EMBER_TEST_DATA_DIR="$ROOT/tests/data"  # the binaries were built in another folder (tests/data_dir.h)
   say "build: not needed, using the binaries carried in carry/bin ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null))"
   stage build ok "carried binaries"
   done_stage build
@@ -441,7 +465,7 @@ if ! stage_done nccl && begin nccl; then
       stage nccl fail "rc $rc (124 = out of time); nccl.log"
     fi
   else
-    stage nccl skipped "ember_dist_tests not built (no MPI here?)"
+    stage nccl skipped "ember_dist_tests not built (no MPI here?) or not carried"
   fi
   done_stage nccl
 fi

@@ -2,7 +2,9 @@
 # ctest gpu_check_plan: `scripts/gpu_check.sh --dry-run` (no GPU, no build) must end with the line
 # "plan: N stages, worst case W s, budget 540 s" for the default budget, with W <= 540, and the
 # first verdict (the CUDA parity tests and one MNIST model against PyTorch) inside that plan; a
-# smaller budget must shrink the plan, not overrun it.
+# smaller budget must shrink the plan, not overrun it. With binaries carried from the CPU machine
+# (make_carry.sh --binaries; a stand-in carry/bin here) the plan has no build stage and, in the
+# default budget, every stage but nccl (ember_dist_tests is not carried).
 set -euo pipefail
 script=$1
 fail() { echo "gpu_check_plan: $*" >&2; exit 1; }
@@ -29,4 +31,21 @@ for s in parity mnist_lenet; do
 done
 n_small=$(check_plan 200 --budget 200)
 ((n_small < n_default)) || fail "a 200 s budget should plan fewer stages than 540 s ($n_small vs $n_default)"
-echo "gpu_check_plan: ok ($n_default stages in 540 s, $n_small in 200 s)"
+grep -qE '^ +[0-9]+\. build ' <<<"$PLAN_TEXT" || fail "the default plan (no carried binaries) has no build stage"
+
+# Carried binaries: a stand-in carry/ with bin/ember_tests.gz, as make_carry.sh --binaries leaves
+# it (never unpacked or run by --dry-run).
+carry=$(mktemp -d)
+trap 'rm -rf "$carry"' EXIT
+mkdir -p "$carry/bin"
+printf '#!/bin/sh\nexit 1\n' | gzip >"$carry/bin/ember_tests.gz"
+echo "sm_90, stand-in" >"$carry/bin/BUILT"
+n_carried=$(check_plan 540 --carry "$carry")
+CARRIED_TEXT=$(bash "$script" --dry-run --carry "$carry")
+grep -q '^  binaries: carried in .*no configure or build' <<<"$CARRIED_TEXT" || fail "the carried plan does not say so"
+grep -qE '^ +[0-9]+\. (build|nccl) ' <<<"$CARRIED_TEXT" && fail "the carried plan has a build or nccl stage"
+for s in probe parity mnist_lenet mnist_rest ops; do
+  grep -qE "^ +[0-9]+\. $s " <<<"$CARRIED_TEXT" || fail "the carried plan leaves out $s in the default budget"
+done
+((n_carried > n_default)) || fail "carried binaries should leave room for more stages ($n_carried vs $n_default)"
+echo "gpu_check_plan: ok ($n_default stages in 540 s, $n_small in 200 s, $n_carried with carried binaries)"

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "tests/data_dir.h"
+
 namespace ember::test {
 
 const json& load_reference(const std::string& file, const std::string& script) {
@@ -15,7 +17,7 @@ const json& load_reference(const std::string& file, const std::string& script) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(file);
   if (it != cache.end()) return it->second;
-  const std::string path = std::string(EMBER_TEST_DATA_DIR) + "/" + file;
+  const std::string path = data_dir() + "/" + file;
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open " + path + " (regenerate it with " + script + ")");
   return cache.emplace(file, json::parse(in)).first->second;

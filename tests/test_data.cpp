@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "data/data.h"
+#include "tests/data_dir.h"
 #include "tests/test_util.h"
 
 namespace ember {
@@ -235,7 +236,7 @@ TEST(DataMNIST, LabelOutOfRange) {
 
 // The real files, when scripts/fetch_mnist.sh has been run (skipped otherwise).
 TEST(DataMNIST, RealDataWhenPresent) {
-  const std::string root = std::string(EMBER_TEST_DATA_DIR) + "/../../data/mnist";
+  const std::string root = ember::test::data_dir() + "/../../data/mnist";
   if (!fs::exists(root + "/t10k-labels-idx1-ubyte")) GTEST_SKIP() << "no " << root << " (bash scripts/fetch_mnist.sh)";
   data::MNIST train(root, true), test(root, false);
   EXPECT_EQ(train.size(), 60000);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tests/data_dir.h"
 #include "tests/fuzz/fuzz_targets.h"
 
 using namespace ember;
@@ -16,7 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kCorpus = fs::path(EMBER_TEST_DATA_DIR) / ".." / "fuzz" / "corpus";
+const fs::path kCorpus = fs::path(ember::test::data_dir()) / ".." / "fuzz" / "corpus";
 
 std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

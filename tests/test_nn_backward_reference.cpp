@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/ember.h"
+#include "tests/data_dir.h"
 #include "tests/reference_util.h"
 #include "tests/test_util.h"
 
@@ -76,7 +77,7 @@ const std::map<std::string, CaseFn>& ember_cases() {
   return kCases;
 }
 
-bool have_file() { return std::filesystem::exists(std::string(EMBER_TEST_DATA_DIR) + "/" + kFile); }
+bool have_file() { return std::filesystem::exists(ember::test::data_dir() + "/" + kFile); }
 const json& reference() { return test::load_reference(kFile, kScript); }
 
 constexpr Tolerance kFloat64Tol{1e-10, 1e-12};

@@ -11,6 +11,7 @@
 #include "core/ember.h"
 #include "nn/checkpoint.h"
 #include "optim/optim.h"
+#include "tests/data_dir.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -20,7 +21,7 @@ namespace {
 
 const json& reference() {
   static const json ref = [] {
-    std::ifstream f(EMBER_TEST_DATA_DIR "/reference_optim.json");
+    std::ifstream f(ember::test::data_dir() + "/reference_optim.json");
     EXPECT_TRUE(f.good())
         << "missing tests/data/reference_optim.json: run /usr/bin/python3 scripts/make_reference_optim.py";
     return json::parse(f);

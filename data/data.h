@@ -7,4 +7,5 @@
 #include "data/dataset.h"
 #include "data/image_dataset.h"
 #include "data/mnist.h"
+#include "data/subset.h"
 #include "data/transforms.h"

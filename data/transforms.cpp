@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 
 #include "core/error.h"
 
@@ -24,6 +25,12 @@ uint32_t SampleRng::next_u32() {
     used_ = 0;
   }
   return block_.v[used_++];
+}
+
+float SampleRng::normal() {
+  // Box-Muller: 1 - u is in (0, 1], so the log is finite.
+  const double u1 = 1.0 - static_cast<double>(uniform()), u2 = static_cast<double>(uniform());
+  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));
 }
 
 namespace {
@@ -121,6 +128,82 @@ void RandomHorizontalFlip::apply(float* sample, const Shape& shape, SampleRng& r
   if (!(rng.uniform() < p_)) return;
   const Planes p = planes_of(shape);
   for (int64_t r = 0; r < p.count * p.height; ++r) std::reverse(sample + r * p.width, sample + (r + 1) * p.width);
+}
+
+// ---- Cutout ----
+
+Cutout::Cutout(int64_t length, int64_t n_holes) : length_(length), n_holes_(n_holes) {
+  EMBER_CHECK(length > 0, "Cutout: length must be positive, got ", length);
+  EMBER_CHECK(n_holes >= 0, "Cutout: n_holes must be non-negative, got ", n_holes);
+}
+
+void Cutout::apply(float* sample, const Shape& shape, SampleRng& rng) const {
+  const Planes p = planes_of(shape);
+  const int64_t H = p.height, W = p.width;
+  for (int64_t hole = 0; hole < n_holes_; ++hole) {
+    const int64_t cy = rng.uniform_int(H), cx = rng.uniform_int(W);
+    const int64_t y0 = std::clamp<int64_t>(cy - length_ / 2, 0, H), y1 = std::clamp<int64_t>(cy - length_ / 2 + length_, 0, H);
+    const int64_t x0 = std::clamp<int64_t>(cx - length_ / 2, 0, W), x1 = std::clamp<int64_t>(cx - length_ / 2 + length_, 0, W);
+    for (int64_t c = 0; c < p.count; ++c)
+      for (int64_t y = y0; y < y1; ++y) std::fill(sample + (c * H + y) * W + x0, sample + (c * H + y) * W + x1, 0.0f);
+  }
+}
+
+// ---- RandomErasing ----
+
+RandomErasing::RandomErasing(RandomErasingOptions options) : options_(std::move(options)) {
+  const auto& o = options_;
+  EMBER_CHECK(o.p >= 0 && o.p <= 1, "RandomErasing: probability p must be in [0, 1], got ", o.p);
+  EMBER_CHECK(o.scale_min >= 0 && o.scale_max <= 1 && o.scale_min <= o.scale_max,
+              "RandomErasing: scale must be (min, max) with 0 <= min <= max <= 1, got (", o.scale_min, ", ",
+              o.scale_max, ")");
+  EMBER_CHECK(o.ratio_min > 0 && o.ratio_min <= o.ratio_max && std::isfinite(o.ratio_max),
+              "RandomErasing: ratio must be (min, max) with 0 < min <= max, got (", o.ratio_min, ", ", o.ratio_max, ")");
+  EMBER_CHECK(o.random_value || !o.value.empty(), "RandomErasing: value is empty; give one fill value, one per ",
+              "channel, or set random_value");
+}
+
+void RandomErasing::check(const Shape& shape) const {
+  Transform::check(shape);
+  const int64_t channels = planes_of(shape).count;
+  EMBER_CHECK(options_.random_value || options_.value.size() == 1 || static_cast<int64_t>(options_.value.size()) == channels,
+              "RandomErasing: has ", options_.value.size(), " fill values but samples ", shape, " have ", channels,
+              " channels (give one value, or one per channel)");
+}
+
+void RandomErasing::apply(float* sample, const Shape& shape, SampleRng& rng) const {
+  const auto& o = options_;
+  if (!(rng.uniform() < o.p)) return;
+  const Planes p = planes_of(shape);
+  const int64_t H = p.height, W = p.width;
+  const double area = static_cast<double>(H * W);
+  const double log_lo = std::log(o.ratio_min), log_hi = std::log(o.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    // torchvision's order: area fraction, then log aspect ratio; a rectangle that does not fit costs
+    // only these two draws.
+    const double erase_area = area * rng.uniform(o.scale_min, o.scale_max);
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    // Python's round() rounds half to even; nearbyint does too in the default rounding mode.
+    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area * aspect)));
+    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area / aspect)));
+    if (!(h < H && w < W)) continue;
+    // Then, as in torchvision: the noise (if any), then the top-left corner.
+    std::vector<float> noise;  // the one allocation a transform makes, and only for random_value
+    if (o.random_value) {
+      noise.resize(p.count * h * w);
+      for (float& v : noise) v = rng.normal();
+    }
+    const int64_t top = rng.uniform_int(H - h + 1), left = rng.uniform_int(W - w + 1);
+    for (int64_t c = 0; c < p.count; ++c) {
+      const float fill = o.random_value ? 0.0f : o.value[o.value.size() == 1 ? 0 : c];
+      for (int64_t y = 0; y < h; ++y) {
+        float* row = sample + (c * H + top + y) * W + left;
+        if (o.random_value) std::copy_n(noise.data() + (c * h + y) * w, w, row);
+        else std::fill(row, row + w, fill);
+      }
+    }
+    return;
+  }
 }
 
 }  // namespace ember::data

@@ -33,6 +33,10 @@ class SampleRng {
   }
   // Uniform float in [0, 1).
   float uniform() { return uniform_float(next_u32()); }
+  // Uniform double in [lo, hi), from one float draw (24 random bits are plenty for augmentation).
+  double uniform(double lo, double hi) { return lo + (hi - lo) * static_cast<double>(uniform()); }
+  // A standard normal (Box-Muller on two draws).
+  float normal();
 
  private:
   uint64_t key_;
@@ -46,6 +50,7 @@ class SampleRng {
 uint64_t derive_key(uint64_t seed, uint64_t epoch, uint32_t stream);
 inline constexpr uint32_t kShuffleStream = 1;
 inline constexpr uint32_t kAugmentStream = 2;
+inline constexpr uint32_t kSplitStream = 3;  // data::random_split's permutation
 
 class Transform {
  public:
@@ -96,6 +101,47 @@ class RandomHorizontalFlip : public Transform {
 
  private:
   float p_;
+};
+
+// Cutout (DeVries & Taylor, 2017): sets a square of side `length` at a uniformly random centre to
+// 0 in every channel, `n_holes` times. The square is clipped at the border, so a centre near an edge
+// erases less — the paper's choice, which keeps every centre equally likely. Put it after Normalize
+// (as the paper does) so 0 is the mean colour. Draws, per hole: the centre row, then the column.
+// The square covers rows [cy - length/2, cy - length/2 + length) (for an even length exactly the
+// reference code's [cy - length/2, cy + length/2)).
+class Cutout : public Transform {
+ public:
+  explicit Cutout(int64_t length, int64_t n_holes = 1);
+  void apply(float* sample, const Shape& shape, SampleRng& rng) const override;
+  std::string name() const override { return "Cutout"; }
+
+ private:
+  int64_t length_, n_holes_;
+};
+
+// torchvision.transforms.RandomErasing (Zhong et al., 2017), with its sampling order: with
+// probability p, try up to 10 times to draw a rectangle with area in scale * H * W and aspect ratio
+// h / w log-uniform in ratio; the first one that fits inside the image is filled with `value` (one
+// value, or one per channel) or, with random_value, with N(0, 1) noise. If none of the 10 fits, the
+// image is left unchanged (as torchvision's is). Like torchvision, h and w round half to even.
+struct RandomErasingOptions {
+  double p = 0.5;
+  double scale_min = 0.02, scale_max = 0.33;  // erased area as a fraction of the image
+  double ratio_min = 0.3, ratio_max = 3.3;    // aspect ratio h / w
+  std::vector<float> value = {0.0f};          // one fill value, or one per channel
+  bool random_value = false;                  // torchvision's value="random": per-pixel N(0, 1)
+};
+
+class RandomErasing : public Transform {
+ public:
+  explicit RandomErasing(RandomErasingOptions options = {});
+  void check(const Shape& shape) const override;
+  void apply(float* sample, const Shape& shape, SampleRng& rng) const override;
+  std::string name() const override { return "RandomErasing"; }
+  const RandomErasingOptions& options() const { return options_; }
+
+ private:
+  RandomErasingOptions options_;
 };
 
 }  // namespace ember::data

@@ -2,8 +2,12 @@
 // the learning rates agree to the last bit or two with torch.optim.lr_scheduler.
 #include "optim/lr_scheduler.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <set>
 
 namespace ember::optim {
 
@@ -13,8 +17,14 @@ using detail::parse_int;
 
 // ---------------- LRScheduler ----------------
 
-LRScheduler::LRScheduler(Optimizer& optimizer, const char* name)
-    : optimizer_(optimizer), name_(name), base_lrs_(group_lrs()) {}
+LRScheduler::LRScheduler(Optimizer& optimizer, const char* name) : optimizer_(optimizer), name_(name) {
+  // PyTorch's group.setdefault("initial_lr", group["lr"]): the first scheduler made on a group fixes
+  // its initial lr, and every scheduler's base lr is that, not the lr an earlier scheduler left.
+  for (ParamGroup& g : optimizer_.param_groups()) {
+    if (!g.initial_lr()) g.set_initial_lr(g.options().get_lr());
+    base_lrs_.push_back(*g.initial_lr());
+  }
+}
 
 std::vector<double> LRScheduler::group_lrs() const {
   std::vector<double> lrs;
@@ -27,15 +37,29 @@ void LRScheduler::initial_step() {
   step();
 }
 
-void LRScheduler::step() {
+void LRScheduler::set_lrs(const std::vector<double>& lrs) {
   auto& groups = optimizer_.param_groups();
-  EMBER_CHECK(groups.size() == base_lrs_.size(), name_, ": the scheduler was made for ", base_lrs_.size(),
-              " parameter groups but the optimizer now has ", groups.size());
-  ++step_count_;
-  ++last_epoch_;
-  const std::vector<double> lrs = get_lr();
   for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(lrs[g]);
   last_lr_ = lrs;
+}
+
+void LRScheduler::step() {
+  const size_t ngroups = optimizer_.param_groups().size();
+  EMBER_CHECK(ngroups == base_lrs_.size(), name_, ": the scheduler was made for ", base_lrs_.size(),
+              " parameter groups but the optimizer now has ", ngroups);
+  ++step_count_;
+  ++last_epoch_;
+  set_lrs(get_lr());
+}
+
+void LRScheduler::step_to(int64_t epoch) {
+  const size_t ngroups = optimizer_.param_groups().size();
+  EMBER_CHECK(ngroups == base_lrs_.size(), name_, ": the scheduler was made for ", base_lrs_.size(),
+              " parameter groups but the optimizer now has ", ngroups);
+  ++step_count_;
+  last_epoch_ = epoch;
+  std::optional<std::vector<double>> closed = closed_form_lr();
+  set_lrs(closed ? *closed : get_lr());
 }
 
 StateDict LRScheduler::state_dict() const {
@@ -90,6 +114,57 @@ std::vector<double> StepLR::get_lr() {
   return lrs;
 }
 
+std::optional<std::vector<double>> StepLR::closed_form_lr() const {
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, static_cast<double>(last_epoch_ / step_size_)));
+  return lrs;
+}
+
+// ---------------- MultiStepLR ----------------
+
+namespace {
+
+std::string join_ints(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+}  // namespace
+
+MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, double gamma)
+    : LRScheduler(optimizer, "MultiStepLR"), milestones_(std::move(milestones)), gamma_(gamma) {
+  for (int64_t m : milestones_) EMBER_CHECK(m >= 0, "MultiStepLR: milestones must be non-negative epochs, got ", m);
+  EMBER_CHECK(std::isfinite(gamma), "MultiStepLR: gamma must be finite, got ", gamma);
+  std::sort(milestones_.begin(), milestones_.end());
+  initial_step();
+}
+
+std::vector<double> MultiStepLR::get_lr() {
+  std::vector<double> lrs = group_lrs();
+  const auto hits = std::count(milestones_.begin(), milestones_.end(), last_epoch_);
+  if (hits == 0) return lrs;
+  for (double& lr : lrs) lr = lr * std::pow(gamma_, static_cast<double>(hits));
+  return lrs;
+}
+
+std::optional<std::vector<double>> MultiStepLR::closed_form_lr() const {
+  // gamma to the number of milestones already passed (bisect_right).
+  const auto passed = std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin();
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, static_cast<double>(passed)));
+  return lrs;
+}
+
+void MultiStepLR::save_extra(StateDict& sd) const { sd.metadata["milestones"] = join_ints(milestones_); }
+
+void MultiStepLR::load_extra(const StateDict& sd) {
+  auto it = sd.metadata.find("milestones");
+  EMBER_CHECK(it != sd.metadata.end(), "MultiStepLR: load_state_dict: the state dict has no 'milestones' entry");
+  EMBER_CHECK(it->second == join_ints(milestones_), "MultiStepLR: load_state_dict: the state dict is for milestones [",
+              it->second, "], this scheduler has [", join_ints(milestones_), "]");
+}
+
 // ---------------- CosineAnnealingLR ----------------
 
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, int64_t T_max, double eta_min)
@@ -112,6 +187,13 @@ std::vector<double> CosineAnnealingLR::get_lr() {
   // Recursive form: scale the current lr's distance above eta_min by the ratio of consecutive cosines.
   const double ratio = (1 + std::cos(pi * e / T)) / (1 + std::cos(pi * (e - 1) / T));
   for (double& lr : lrs) lr = ratio * (lr - eta_min_) + eta_min_;
+  return lrs;
+}
+
+std::optional<std::vector<double>> CosineAnnealingLR::closed_form_lr() const {
+  const double c = std::cos(std::numbers::pi * static_cast<double>(last_epoch_) / static_cast<double>(T_max_));
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(eta_min_ + (base - eta_min_) * (1 + c) / 2);
   return lrs;
 }
 
@@ -140,6 +222,14 @@ std::vector<double> LinearLR::get_lr() {
   const double d = end_factor_ - start_factor_;
   const double scale = 1. + d / (total_iters_ * start_factor_ + (last_epoch_ - 1) * d);
   for (double& lr : lrs) lr *= scale;
+  return lrs;
+}
+
+std::optional<std::vector<double>> LinearLR::closed_form_lr() const {
+  const double done = static_cast<double>(std::min(total_iters_, last_epoch_));
+  std::vector<double> lrs;
+  for (double base : base_lrs_)
+    lrs.push_back(base * (start_factor_ + (end_factor_ - start_factor_) * done / static_cast<double>(total_iters_)));
   return lrs;
 }
 
@@ -185,6 +275,7 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& options)
     b.max_momentum = o.max_momentum();
     bounds_.push_back(b);
     base_lrs_.push_back(b.lr[kInitial]);
+    optimizer.param_groups()[g].set_initial_lr(b.lr[kInitial]);  // PyTorch sets group["initial_lr"] too
     if (!momentum_name_.empty())
       optimizer.param_groups()[g].options().set_hyper_parameter(momentum_name_, b.max_momentum);
   }
@@ -253,6 +344,182 @@ void OneCycleLR::load_extra(const StateDict& sd) {
     bounds[g].max_momentum = parse_double(sd.metadata, "max_momentum." + n, w);
   }
   bounds_ = std::move(bounds);
+}
+
+// ---------------- SequentialLR ----------------
+
+SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRScheduler>> schedulers,
+                           std::vector<int64_t> milestones)
+    : LRScheduler(optimizer, "SequentialLR"), schedulers_(std::move(schedulers)), milestones_(std::move(milestones)) {
+  EMBER_CHECK(!schedulers_.empty(), "SequentialLR: got no schedulers");
+  EMBER_CHECK(milestones_.size() + 1 == schedulers_.size(), "SequentialLR: expects one milestone fewer than ",
+              "schedulers, got ", schedulers_.size(), " schedulers and ", milestones_.size(), " milestones");
+  std::set<const LRScheduler*> seen;
+  for (size_t i = 0; i < schedulers_.size(); ++i) {
+    const LRScheduler* s = schedulers_[i].get();
+    EMBER_CHECK(s != nullptr, "SequentialLR: scheduler ", i, " is null");
+    EMBER_CHECK(&s->optimizer_ == &optimizer_, "SequentialLR: scheduler ", i, " (", s->name(),
+                ") belongs to a different optimizer than the one passed in");
+    // A nested SequentialLR cannot be restarted at a milestone (PyTorch's cannot either).
+    EMBER_CHECK(dynamic_cast<const SequentialLR*>(s) == nullptr, "SequentialLR: scheduler ", i,
+                " is itself a SequentialLR; list its schedulers directly instead");
+    EMBER_CHECK(seen.insert(s).second, "SequentialLR: scheduler ", i, " (", s->name(), ") is listed twice");
+  }
+  // Milestones are searched with bisect, so they must increase; a milestone at epoch 0 would never
+  // be "reached" (step() starts at epoch 1), so it is an error rather than a silent skip.
+  for (size_t i = 0; i < milestones_.size(); ++i)
+    EMBER_CHECK(milestones_[i] > (i ? milestones_[i - 1] : 0), "SequentialLR: milestones must be positive and ",
+                "strictly increasing, got [", join_ints(milestones_), "]");
+
+  // Undo what the schedulers' constructors did: back to each group's initial lr, every scheduler one
+  // epoch earlier, and only the first one's initial step taken again.
+  auto& groups = optimizer_.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(base_lrs_[g]);
+  for (auto& s : schedulers_) --s->last_epoch_;
+  schedulers_[0]->initial_step();
+  last_epoch_ = 0;
+  step_count_ = 1;
+  last_lr_ = schedulers_[0]->get_last_lr();
+}
+
+void SequentialLR::step() {
+  ++step_count_;
+  ++last_epoch_;
+  // bisect_right: the scheduler whose stretch holds this epoch.
+  const size_t idx = std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin();
+  LRScheduler& s = *schedulers_[idx];
+  if (idx > 0 && milestones_[idx - 1] == last_epoch_) s.step_to(0);  // its first epoch: restart it
+  else s.step();
+  last_lr_ = s.get_last_lr();
+}
+
+void SequentialLR::save_extra(StateDict& sd) const {
+  sd.metadata["milestones"] = join_ints(milestones_);
+  for (size_t i = 0; i < schedulers_.size(); ++i) sd.merge("schedulers." + std::to_string(i), schedulers_[i]->state_dict());
+}
+
+void SequentialLR::load_extra(const StateDict& sd) {
+  const char* w = "SequentialLR: load_state_dict";
+  auto it = sd.metadata.find("milestones");
+  EMBER_CHECK(it != sd.metadata.end(), w, ": the state dict has no 'milestones' entry");
+  EMBER_CHECK(it->second == join_ints(milestones_), w, ": the state dict is for milestones [", it->second,
+              "], this scheduler has [", join_ints(milestones_), "]");
+  EMBER_CHECK(!sd.metadata.count("schedulers." + std::to_string(schedulers_.size()) + ".scheduler"), w,
+              ": the state dict has more schedulers than the ", schedulers_.size(), " of this one");
+  // All or nothing: if scheduler i refuses its state, put back the ones before it.
+  std::vector<StateDict> before;
+  for (const auto& s : schedulers_) before.push_back(s->state_dict());
+  size_t i = 0;
+  try {
+    for (; i < schedulers_.size(); ++i) schedulers_[i]->load_state_dict(sd.sub("schedulers." + std::to_string(i)));
+  } catch (...) {
+    for (size_t j = 0; j < i; ++j) schedulers_[j]->load_state_dict(before[j]);
+    throw;
+  }
+}
+
+// ---------------- ReduceLROnPlateau ----------------
+
+ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const ReduceLROnPlateauOptions& options)
+    : optimizer_(optimizer), options_(options) {
+  const auto& o = options_;
+  const size_t ngroups = optimizer.param_groups().size();
+  EMBER_CHECK(o.factor() >= 0 && o.factor() < 1, "ReduceLROnPlateau: factor must be in [0, 1), got ", o.factor());
+  EMBER_CHECK(o.patience() >= 0, "ReduceLROnPlateau: patience must be non-negative, got ", o.patience());
+  EMBER_CHECK(o.cooldown() >= 0, "ReduceLROnPlateau: cooldown must be non-negative, got ", o.cooldown());
+  EMBER_CHECK(o.threshold() >= 0 && std::isfinite(o.threshold()),
+              "ReduceLROnPlateau: threshold must be finite and non-negative, got ", o.threshold());
+  EMBER_CHECK(o.eps() >= 0, "ReduceLROnPlateau: eps must be non-negative, got ", o.eps());
+  EMBER_CHECK(o.min_lrs().size() == 1 || o.min_lrs().size() == ngroups, "ReduceLROnPlateau: expected 1 or ", ngroups,
+              " min_lrs (one per parameter group), got ", o.min_lrs().size());
+  for (double m : o.min_lrs())
+    EMBER_CHECK(m >= 0 && std::isfinite(m), "ReduceLROnPlateau: min_lr must be finite and non-negative, got ", m);
+  min_lrs_ = o.min_lrs().size() == 1 ? std::vector<double>(ngroups, o.min_lrs()[0]) : o.min_lrs();
+  best_ = o.mode() == PlateauMode::Min ? std::numeric_limits<double>::infinity()
+                                       : -std::numeric_limits<double>::infinity();
+  for (const ParamGroup& g : optimizer_.param_groups()) last_lr_.push_back(g.options().get_lr());
+}
+
+bool ReduceLROnPlateau::is_better(double a, double best) const {
+  const double t = options_.threshold();
+  if (options_.mode() == PlateauMode::Min)
+    return options_.threshold_mode() == ThresholdMode::Rel ? a < best * (1. - t) : a < best - t;
+  return options_.threshold_mode() == ThresholdMode::Rel ? a > best * (t + 1.) : a > best + t;
+}
+
+void ReduceLROnPlateau::step(double metric) {
+  auto& groups = optimizer_.param_groups();
+  EMBER_CHECK(groups.size() == min_lrs_.size(), "ReduceLROnPlateau: the scheduler was made for ", min_lrs_.size(),
+              " parameter groups but the optimizer now has ", groups.size());
+  ++last_epoch_;
+  if (is_better(metric, best_)) {
+    best_ = metric;
+    num_bad_epochs_ = 0;
+  } else {
+    ++num_bad_epochs_;
+  }
+  if (in_cooldown()) {
+    --cooldown_counter_;
+    num_bad_epochs_ = 0;  // bad epochs during the cooldown do not count
+  }
+  if (num_bad_epochs_ > options_.patience()) {
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const double old_lr = groups[g].options().get_lr();
+      const double new_lr = std::max(old_lr * options_.factor(), min_lrs_[g]);
+      if (old_lr - new_lr > options_.eps()) groups[g].options().set_lr(new_lr);
+    }
+    cooldown_counter_ = options_.cooldown();
+    num_bad_epochs_ = 0;
+  }
+  last_lr_.clear();
+  for (const ParamGroup& g : groups) last_lr_.push_back(g.options().get_lr());
+}
+
+namespace {
+const char* mode_name(PlateauMode m) { return m == PlateauMode::Min ? "min" : "max"; }
+}  // namespace
+
+StateDict ReduceLROnPlateau::state_dict() const {
+  StateDict sd;
+  sd.metadata["scheduler"] = "ReduceLROnPlateau";
+  sd.metadata["mode"] = mode_name(options_.mode());
+  sd.metadata["last_epoch"] = std::to_string(last_epoch_);
+  sd.metadata["best"] = format_double(best_);  // "inf" / "-inf" until the first step
+  sd.metadata["num_bad_epochs"] = std::to_string(num_bad_epochs_);
+  sd.metadata["cooldown_counter"] = std::to_string(cooldown_counter_);
+  for (size_t g = 0; g < last_lr_.size(); ++g) sd.metadata["last_lr." + std::to_string(g)] = format_double(last_lr_[g]);
+  return sd;
+}
+
+void ReduceLROnPlateau::load_state_dict(const StateDict& sd) {
+  const char* w = "ReduceLROnPlateau: load_state_dict";
+  auto type = sd.metadata.find("scheduler");
+  EMBER_CHECK(type != sd.metadata.end(), w, ": the state dict has no 'scheduler' entry (is it a scheduler's?)");
+  EMBER_CHECK(type->second == "ReduceLROnPlateau", w, ": the state dict is from a ", type->second,
+              " scheduler, this one is ReduceLROnPlateau");
+  auto mode = sd.metadata.find("mode");
+  EMBER_CHECK(mode != sd.metadata.end(), w, ": the state dict has no 'mode' entry");
+  EMBER_CHECK(mode->second == mode_name(options_.mode()), w, ": the state dict is for mode '", mode->second,
+              "', this scheduler's is '", mode_name(options_.mode()), "'");
+  // "best" may be infinite (nothing seen yet), which parse_double refuses; never NaN.
+  auto b = sd.metadata.find("best");
+  EMBER_CHECK(b != sd.metadata.end(), w, ": the state dict has no 'best' entry");
+  double best = 0;
+  auto [end, ec] = std::from_chars(b->second.data(), b->second.data() + b->second.size(), best);
+  EMBER_CHECK(ec == std::errc() && end == b->second.data() + b->second.size() && !std::isnan(best), w,
+              ": entry 'best' = '", b->second, "' is not a number");
+  const int64_t last_epoch = parse_int(sd.metadata, "last_epoch", w);
+  const int64_t bad = parse_int(sd.metadata, "num_bad_epochs", w);
+  const int64_t cooldown = parse_int(sd.metadata, "cooldown_counter", w);
+  std::vector<double> last_lr;
+  for (size_t g = 0; g < min_lrs_.size(); ++g) last_lr.push_back(parse_double(sd.metadata, "last_lr." + std::to_string(g), w));
+  EMBER_CHECK(!sd.metadata.count("last_lr." + std::to_string(min_lrs_.size())), w,
+              ": the state dict has more parameter groups than the ", min_lrs_.size(), " of this scheduler");
+  last_epoch_ = last_epoch;
+  best_ = best;
+  num_bad_epochs_ = bad;
+  cooldown_counter_ = cooldown;
+  last_lr_ = std::move(last_lr);
 }
 
 }  // namespace ember::optim

@@ -52,8 +52,18 @@ Optimizer::Optimizer(std::unique_ptr<OptimizerOptions> defaults, std::vector<Par
   defaults_->validate();
   EMBER_CHECK(!groups.empty(), name(), ": got no parameter groups");
   for (ParamGroup& g : groups) {
-    if (g.has_options()) add_param_group(std::move(g.params_), *g.options_);
-    else add_param_group(std::move(g.params_));
+    if (g.has_options()) {
+      add_param_group(std::move(g.params_), *g.options_);
+    } else if (!g.overrides_.empty()) {
+      // PyTorch's group dict: the defaults, with the keys the group names replaced.
+      std::unique_ptr<OptimizerOptions> options = defaults_->clone();
+      for (const auto& [key, value] : g.overrides_)
+        EMBER_CHECK(options->set_hyper_parameter(key, value), name(), ": parameter group ", groups_.size(),
+                    " overrides '", key, "', which is not a ", name(), " hyper-parameter");
+      add_param_group(std::move(g.params_), *options);
+    } else {
+      add_param_group(std::move(g.params_));
+    }
   }
 }
 

@@ -71,13 +71,24 @@ class OptimizerOptions {
 };
 
 // Some parameters and the options that apply to them. A group made without options takes the
-// optimizer's defaults when it is added.
+// optimizer's defaults when it is added. A group made with overrides takes the defaults with the
+// named hyper-parameters changed, like a PyTorch group dict that names only some keys:
+//
+//   optim::SGD opt({optim::ParamGroup(weights, {{"weight_decay", 5e-4}}),
+//                   optim::ParamGroup(biases, {{"weight_decay", 0.0}})},
+//                  optim::SGDOptions(0.1).momentum(0.9));   // both groups: lr 0.1, momentum 0.9
 class ParamGroup {
  public:
   explicit ParamGroup(std::vector<Tensor> params) : params_(std::move(params)) {}
   ParamGroup(std::vector<Tensor> params, const OptimizerOptions& options)
       : params_(std::move(params)), options_(options.clone()) {}
-  ParamGroup(const ParamGroup& o) : params_(o.params_), options_(o.options_ ? o.options_->clone() : nullptr) {}
+  ParamGroup(std::vector<Tensor> params, std::map<std::string, double> overrides)
+      : params_(std::move(params)), overrides_(std::move(overrides)) {}
+  ParamGroup(const ParamGroup& o)
+      : params_(o.params_),
+        options_(o.options_ ? o.options_->clone() : nullptr),
+        overrides_(o.overrides_),
+        initial_lr_(o.initial_lr_) {}
   ParamGroup& operator=(const ParamGroup& o) {
     if (this != &o) *this = ParamGroup(o);
     return *this;
@@ -89,11 +100,23 @@ class ParamGroup {
   bool has_options() const { return options_ != nullptr; }
   OptimizerOptions& options();
   const OptimizerOptions& options() const;
+  // Hyper-parameters this group sets over the optimizer's defaults (empty once it is added: they
+  // are folded into options() then).
+  const std::map<std::string, double>& overrides() const { return overrides_; }
+
+  // The lr this group had when the first LR scheduler was attached to it (PyTorch's
+  // group["initial_lr"]). Every scheduler takes it as its base lr, so schedulers made one after
+  // another on one optimizer (as SequentialLR's are) agree on where the schedule starts even though
+  // each constructor already changed the lr. Unset until a scheduler is made.
+  std::optional<double> initial_lr() const { return initial_lr_; }
+  void set_initial_lr(double lr) { initial_lr_ = lr; }
 
  private:
   friend class Optimizer;
   std::vector<Tensor> params_;
   std::unique_ptr<OptimizerOptions> options_;
+  std::map<std::string, double> overrides_;
+  std::optional<double> initial_lr_;
 };
 
 // The state an optimizer keeps for one parameter (momentum buffer, moment estimates, step count).

@@ -17,6 +17,15 @@ tests/test_optim.cpp replays every case with ember and compares.
     groups of different learning rates; the file holds get_last_lr() right after construction and
     after each step (and the momentum / beta1 of each group, which OneCycleLR cycles).
   * "clip": clip_grad_norm_ on fixed gradients: the returned total norm and the gradients after.
+  * "recipe_schedulers": MultiStepLR and SequentialLR (warm-up then cosine, and three schedulers in a
+    row) on the same two-group rig as "schedulers"; "spec" says how to build each one (nested for
+    SequentialLR). tests/test_lr_scheduler_recipes.cpp replays them.
+  * "plateau": ReduceLROnPlateau fed a fixed metric sequence: the lrs, best, num_bad_epochs and
+    cooldown_counter after each step.
+  * "ema": torch.optim.swa_utils.AveragedModel with the EMA avg_fn (decay * avg + (1 - decay) * p)
+    over a Linear(3, 2) + BatchNorm1d(2) whose state is set to fixed values before each update; the
+    buffers are copied after each update (ember's rule). The averaged state after every update.
+    tests/test_ema.cpp replays them.
 
 The script is deterministic (values come from fixed formulas, not a random generator) and floats are
 written with repr (shortest round-trip form), so re-running it writes an identical file.
@@ -25,10 +34,13 @@ written with repr (shortest round-trip form), so re-running it writes an identic
 import json
 import math
 import os
+import warnings
 
 import torch
 
 torch.set_default_dtype(torch.float64)
+# SequentialLR restarts a scheduler with the deprecated step(0) itself; its warning is not ours.
+warnings.filterwarnings("ignore", message="The epoch parameter")
 
 SHAPES = [[2, 3], [4]]
 STEPS = 5
@@ -160,6 +172,108 @@ def schedulers():
     ]
 
 
+def build_scheduler(opt, spec):
+    """A scheduler from a JSON-able spec: {"type": ..., "args": {...}} (SequentialLR nests specs)."""
+    S = torch.optim.lr_scheduler
+    t, a = spec["type"], spec["args"]
+    if t == "SequentialLR":
+        subs = [build_scheduler(opt, sub) for sub in a["schedulers"]]
+        return S.SequentialLR(opt, schedulers=subs, milestones=a["milestones"])
+    return getattr(S, t)(opt, **a)
+
+
+def recipe_schedulers():
+    specs = [
+        ("multi_step", {"type": "MultiStepLR", "args": {"milestones": [2, 5, 5, 8], "gamma": 0.5}}, 10),
+        ("multi_step_unsorted", {"type": "MultiStepLR", "args": {"milestones": [6, 3], "gamma": 0.1}}, 8),
+        ("warmup_cosine",
+         {"type": "SequentialLR", "args": {
+             "schedulers": [{"type": "LinearLR", "args": {"start_factor": 0.1, "end_factor": 1.0, "total_iters": 5}},
+                            {"type": "CosineAnnealingLR", "args": {"T_max": 10, "eta_min": 0.0001}}],
+             "milestones": [5]}}, 18),
+        ("sequential_three",
+         {"type": "SequentialLR", "args": {
+             "schedulers": [{"type": "LinearLR", "args": {"start_factor": 0.5, "end_factor": 1.0, "total_iters": 2}},
+                            {"type": "StepLR", "args": {"step_size": 2, "gamma": 0.5}},
+                            {"type": "MultiStepLR", "args": {"milestones": [1, 3], "gamma": 0.1}}],
+             "milestones": [3, 7]}}, 12),
+    ]
+    return [dict(scheduler_case(name, lambda o, spec=spec: build_scheduler(o, spec), steps), spec=spec)
+            for name, spec, steps in specs]
+
+
+def plateau_cases():
+    S = torch.optim.lr_scheduler
+    cases = [
+        ("min_rel", {"mode": "min", "factor": 0.5, "patience": 2},
+         [1.0, 0.9, 0.9, 0.8999, 0.91, 0.95, 0.5, 0.49996, 0.49999, 0.6, 0.7, 0.8, 0.4, 0.45, 0.46, 0.47]),
+        ("max_abs_cooldown_min_lr",
+         {"mode": "max", "factor": 0.1, "patience": 1, "threshold": 0.01, "threshold_mode": "abs", "cooldown": 2,
+          "min_lr": [0.0005, 0.002]},
+         [0.1, 0.2, 0.205, 0.21, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]),
+        ("min_abs_patience0", {"mode": "min", "factor": 0.3, "patience": 0, "threshold": 0.05,
+                               "threshold_mode": "abs"},
+         [2.0, 1.9, 1.96, 1.5, 1.5, 1.0, 0.99]),
+        ("max_rel_eps", {"mode": "max", "factor": 0.1, "patience": 0, "threshold": 0.1, "threshold_mode": "rel",
+                         "min_lr": [0.1 - 5e-9, 0.001]},
+         [1.0, 1.05, 1.2, 1.0, 1.0, 1.0]),
+    ]
+    out = []
+    for name, args, metrics in cases:
+        a = torch.zeros(2, requires_grad=True)
+        b = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.05}], lr=0.1, momentum=0.9)
+        sched = S.ReduceLROnPlateau(opt, **args)
+        steps = []
+        for m in metrics:
+            opt.step()
+            sched.step(m)
+            steps.append({"lrs": [g["lr"] for g in opt.param_groups], "best": sched.best,
+                          "num_bad_epochs": sched.num_bad_epochs, "cooldown_counter": sched.cooldown_counter})
+        out.append({"name": name, "args": args, "metrics": metrics, "steps": steps})
+    return out
+
+
+def ema_model_state(model, k):
+    """Sets every parameter and buffer of the model to fixed values for update k."""
+    with torch.no_grad():
+        for j, (name, t) in enumerate(model.state_dict().items()):
+            if t.dtype == torch.int64:
+                t.fill_(3 * k + j)
+            else:
+                n = t.numel()
+                values = [math.sin(0.7 * i + 1.3 * k + 0.4 * j) + (1.5 if "running_var" in name else 0.0)
+                          for i in range(n)]
+                t.copy_(torch.tensor(values).reshape(t.shape))
+
+
+def ema_cases():
+    out = []
+    for name, decay, warmup, updates in [("decay_0.9", 0.9, False, 6), ("decay_0.99_warmup", 0.99, True, 6)]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+        ema_model_state(model, 0)
+
+        def ema_avg(avg, p, n, decay=decay, warmup=warmup):
+            d = min(decay, (1 + float(n)) / (10 + float(n))) if warmup else decay
+            return d * avg + (1 - d) * p
+
+        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg)
+        states, averaged = [], []
+        for k in range(1, updates + 1):
+            ema_model_state(model, k)
+            ema.update_parameters(model)
+            with torch.no_grad():  # ember's rule: buffers are copied, not averaged
+                for b_ema, b in zip(ema.module.buffers(), model.buffers()):
+                    b_ema.copy_(b)
+            states.append({n: flat(t) for n, t in model.state_dict().items()})
+            averaged.append({n: flat(t) for n, t in ema.module.state_dict().items()})
+        out.append({"name": name, "decay": decay, "warmup": warmup,
+                    "shapes": {n: list(t.shape) for n, t in model.state_dict().items()},
+                    "states": states, "averaged": averaged})
+    return out
+
+
 def clip_cases():
     grads = [torch.tensor([[0.5, -1.5, 2.0], [3.0, -0.25, 1.0]]), torch.tensor([-2.0, 0.75, 4.0, -1.0])]
     cases = []
@@ -187,6 +301,9 @@ def main():
         "optimizers": [run_optimizer(*cfg) for cfg in OPTIMIZERS],
         "schedulers": schedulers(),
         "clip": clip_cases(),
+        "recipe_schedulers": recipe_schedulers(),
+        "plateau": plateau_cases(),
+        "ema": ema_cases(),
     }
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "reference_optim.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -50,6 +50,11 @@ void add_training_options(CLI::App& app, TrainConfig& c, const std::string& batc
       ->check(CLI::Range(int64_t{1}, kMaxMetricsEvery))
       ->needs(metrics);
   app.add_option("--limit", c.limit, "train on the first N training samples only")->check(CLI::NonNegativeNumber);
+  // A time-sliced job: the run ends after N epochs as if it had been stopped there, while the
+  // learning-rate schedule still spans --epochs; --resume (same flags) then continues it exactly.
+  app.add_option("--stop-after", c.stop_after, "end this run after N epochs (the schedule still spans --epochs; "
+                                               "continue with --resume)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--json", c.json, "print a one-line JSON summary at the end (used by bench/)");
 }
 

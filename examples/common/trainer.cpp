@@ -137,7 +137,8 @@ TrainResult train(TrainingRun& run) {
     return wall_offset + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
   };
   auto current_lr = [&] { return run.optimizer.param_groups().front().options().get_lr(); };
-  for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
+  const int end_epoch = c.stop_after > 0 ? std::min(c.epochs, start_epoch + c.stop_after) : c.epochs;
+  for (int epoch = start_epoch; epoch < end_epoch; ++epoch) {
     Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(c.epochs), run.train_size);
     // Running sums stay on the device; they are read only when the display refreshes.
     Tensor loss_sum = zeros({}, TensorOptions(kFloat32).device(device));
@@ -212,6 +213,9 @@ TrainResult train(TrainingRun& run) {
     }
     if (!c.checkpoint.empty()) save_checkpoint(run, epoch + 1);
   }
+  if (end_epoch < c.epochs)
+    spdlog::info("--stop-after {}: stopping after epoch {} of {}{}", c.stop_after, end_epoch, c.epochs,
+                 c.checkpoint.empty() ? " (no --checkpoint: nothing to resume from)" : "; continue with --resume " + c.checkpoint);
   return result;
 }
 

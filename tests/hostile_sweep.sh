@@ -86,8 +86,9 @@ if [[ $mode == cifar10 ]]; then
   "$synth" --out "$dir/c" --train 80 --test 20 --seed 2 >/dev/null || { echo "make_synthetic_cifar10 failed"; exit 1; }
   flags=(--model resnet8 --threads 1 --workers 0 --limit 64)
   base=("${flags[@]}" --data "$dir/c" --batch-size 16)
+  nomodel=(--threads 1 --workers 0 --limit 64 --data "$dir/c" --batch-size 16)
   # ---- flags ----
-  expect_error model-unknown "model: resnet21 not in" "${base[@]}" --model resnet21
+  expect_error model-unknown "model: resnet21 not in" "${nomodel[@]}" --model resnet21
   expect_error schedule-unknown "schedule: linear not in" "${base[@]}" --schedule linear
   expect_error ema-above-1 "ema: Value 1.5 not in range" "${base[@]}" --ema 1.5
   expect_error cutout-too-large "cutout: Value 40 not in range" "${base[@]}" --cutout 40
@@ -99,24 +100,24 @@ if [[ $mode == cifar10 ]]; then
     --batch-size 128
   expect_error metrics-every-alone "metrics-every requires --metrics" "${base[@]}" --metrics-every 5
   expect_error lr-diverges "diverged.*epoch 1 by step" "${base[@]}" --lr 1e300
-  expect_error synthetic-train-4 "train: Value 4 not in range" "$synth" --out "$dir/x" --train 4
+  bin=$synth expect_error synthetic-train-4 "train: Value 4 not in range" --out "$dir/x" --train 4
   # ---- the data folder ----
   expect_error data-missing "CIFAR-10 file $dir/nope/data_batch_1.bin not found.*scripts/fetch_cifar10.sh.*make_synthetic_cifar10" \
-    "${base[@]}" --data "$dir/nope"
+    "${flags[@]}" --batch-size 16 --data "$dir/nope"
   for bad in truncated extra label empty; do mkdir -p "$dir/$bad" && cp "$dir"/c/*.bin "$dir/$bad/"; done
   head -c 5000 "$dir/c/data_batch_2.bin" >"$dir/truncated/data_batch_2.bin"
-  expect_error batch-truncated "data_batch_2.bin is truncated: 5000 bytes is not a whole number of 3073-byte records" \
+  expect_error batch-truncated "data_batch_2.bin' is truncated: 5000 bytes is not a whole number of 3073-byte records" \
     "${flags[@]}" --batch-size 16 --data "$dir/truncated"
   printf 'x' >>"$dir/extra/test_batch.bin"
-  expect_error batch-extra-byte "test_batch.bin is truncated: 61461 bytes" "${flags[@]}" --batch-size 16 --data "$dir/extra"
+  expect_error batch-extra-byte "test_batch.bin' is truncated: 61461 bytes.*record 20 at byte offset 61460 has only 1" "${flags[@]}" --batch-size 16 --data "$dir/extra"
   printf '\x0c' | dd of="$dir/label/data_batch_1.bin" bs=1 seek=3073 conv=notrunc status=none
   expect_error label-12 "label 12 of record 1 \(byte offset 3073\) is out of range \[0, 9\]" "${flags[@]}" \
     --batch-size 16 --data "$dir/label"
   : >"$dir/empty/data_batch_5.bin"
-  expect_error batch-empty "data_batch_5.bin is empty" "${flags[@]}" --batch-size 16 --data "$dir/empty"
+  expect_error batch-empty "data_batch_5.bin' is empty" "${flags[@]}" --batch-size 16 --data "$dir/empty"
   # ---- checkpoints and metrics ----
   expect_ok checkpoint "${base[@]}" --checkpoint "$dir/r8.safetensors" --metrics "$dir/m.csv"
-  expect_error resume-other-model "holds a 'resnet8' model, not 'resnet20'" "${base[@]}" --model resnet20 \
+  expect_error resume-other-model "holds a 'resnet8' model, not 'resnet20'" "${nomodel[@]}" --model resnet20 \
     --resume "$dir/r8.safetensors"
   head -c 100 "$dir/r8.safetensors" >"$dir/r8t.safetensors"
   expect_error resume-truncated "r8t.safetensors" "${base[@]}" --resume "$dir/r8t.safetensors"

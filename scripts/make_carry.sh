@@ -13,7 +13,8 @@
 #   carry/prefix/share/{eigen3/cmake,cmake/nlohmann_json,cmake/CLI11}
 #   carry/prefix/lib/x86_64-linux-gnu/{libgtest*.a,libgmock*.a,libspdlog.so*,libfmt.so*,cmake/{GTest,spdlog,fmt}}
 #   carry/mnist/*.gz                  the four IDX files, gzipped (53 MB -> 11 MB)
-#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops for sm_90, stripped,
+#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops, ember_cifar10 and
+#                                     make_synthetic_cifar10 for sm_90, stripped,
 #                                     plus the non-system, non-CUDA libraries they load
 #                                     (carry/bin/lib); gpu_check.sh then skips its configure and
 #                                     build stage (up to 300 s of GPU time) and its nccl stage
@@ -103,10 +104,11 @@ if ((BINARIES)); then
   cmake -S "$ROOT" -B "$BUILD_CARRY" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON -DEMBER_NATIVE=OFF \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBER_BUILD_BENCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON \
     -DEMBER_BLAS_LIBRARY=EMBER_BLAS_LIBRARY-NOTFOUND >/dev/null
-  targets=(ember_tests ember_mnist ember_gpu_ops)
+  targets=(ember_tests ember_mnist ember_gpu_ops ember_cifar10 make_synthetic_cifar10)
   nice -n 19 cmake --build "$BUILD_CARRY" -j"$(nproc)" --target "${targets[@]}"
   mkdir -p "$CARRY/bin/lib"
-  for t in tests/ember_tests examples/ember_mnist bench/ember_gpu_ops; do
+  for t in tests/ember_tests examples/ember_mnist bench/ember_gpu_ops examples/ember_cifar10 \
+    examples/make_synthetic_cifar10; do
     strip -o "$CARRY/bin/$(basename "$t")" "$BUILD_CARRY/$t"
   done
   # The libraries they load that the GPU machine may lack (spdlog, fmt, ...).

@@ -12,9 +12,10 @@
 // horizontal and a vertical sine with the class's own frequencies (cycles per image, 1-4); an image
 // takes its class's pattern at a random phase (so a crop or a flip of one is still its class), jitters
 // the colour, and adds Gaussian noise. Colours are shared by pairs of classes, so a network must see
-// the grating as well as the colour: ResNet-20 learns it to well above chance (10%) in one epoch of
-// 10000 images, yet not to 100% at once. Everything comes from one seeded generator (a 64-bit
-// Mersenne Twister with hand-written uniform and Gaussian draws, identical on every platform).
+// the grating as well as the colour. It is easy on purpose: ResNet-20 reached 99% test accuracy after
+// one epoch of 10000 images (resnet8 about 40% after 1280): it shows that a pipeline learns, not how
+// good a model is. Everything comes from one seeded generator (a 64-bit Mersenne Twister with
+// hand-written uniform and Gaussian draws, identical on every platform).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>

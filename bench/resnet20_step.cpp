@@ -2,12 +2,14 @@
 // step as the libtorch anchor bench/libtorch/resnet20_step.cpp, so bench/run_cpu_bench.sh can put
 // the two side by side.
 //
-// Network (He et al. 2016, CIFAR-10): conv 3->16 3x3 + BN + ReLU; three stages of three basic
-// blocks (nn::ResidualBlock: conv-BN-ReLU-conv-BN + shortcut, ReLU) with 16, 32, 64 channels, the
-// first block of stages 2 and 3 with stride 2 and a 1x1 conv + BN projection shortcut; global
-// average pool; fc 64->10. Step: forward on a random batch [B,3,32,32] with random labels of 10
-// classes, cross-entropy, backward, SGD (lr 0.1, momentum 0.9), zero_grad. The batch stays the
-// same for every step: the data pipeline is not what this times.
+// Network: the model zoo's nn::models::resnet20() (nn/models/resnet.h; He et al. 2016, CIFAR-10):
+// conv 3->16 3x3 + BN + ReLU; three stages of three basic blocks (nn::ResidualBlock:
+// conv-BN-ReLU-conv-BN + shortcut, ReLU) with 16, 32, 64 channels, the first block of stages 2 and 3
+// with stride 2 and a 1x1 conv + BN projection shortcut; global average pool; fc 64->10. The
+// libtorch anchor and bench/resnet20_pytorch.py build the same network with the same module names.
+// Step: forward on a random batch [B,3,32,32] with random labels of 10 classes, cross-entropy,
+// backward, SGD (lr 0.1, momentum 0.9), zero_grad. The batch stays the same for every step: the
+// data pipeline is not what this times.
 //
 //   build/bench/ember_resnet20_step [--batch 128] [--threads 2] [--warmup 5] [--steps 20]
 //
@@ -20,28 +22,11 @@
 
 #include "bench/bench_report.h"
 #include "core/ember.h"
+#include "nn/models/resnet.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
 
 using namespace ember;
-
-namespace {
-
-std::shared_ptr<nn::Sequential> make_stage(int64_t in, int64_t out, int64_t stride) {
-  return std::make_shared<nn::Sequential>(std::make_shared<nn::ResidualBlock>(in, out, stride),
-                                          std::make_shared<nn::ResidualBlock>(out, out),
-                                          std::make_shared<nn::ResidualBlock>(out, out));
-}
-
-std::shared_ptr<nn::Sequential> make_resnet20() {
-  using namespace nn;
-  return std::make_shared<Sequential>(
-      std::make_shared<Conv2d>(3, 16, 3, Conv2dOptions{.padding = 1, .bias = false}), std::make_shared<BatchNorm2d>(16),
-      std::make_shared<ReLU>(), make_stage(16, 16, 1), make_stage(16, 32, 2), make_stage(32, 64, 2),
-      std::make_shared<AdaptiveAvgPool2d>(1), std::make_shared<Flatten>(), std::make_shared<Linear>(64, 10));
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   int64_t batch = 128;
@@ -56,7 +41,7 @@ int main(int argc, char** argv) {
   try {
     set_num_threads(threads);
     manual_seed(1);
-    auto model = make_resnet20();
+    auto model = nn::models::resnet20();
     optim::SGD optimizer(model->parameters(), optim::SGDOptions(0.1).momentum(0.9));
     const Tensor x = randn({batch, 3, 32, 32});
     const Tensor y = randint(0, 10, {batch});

@@ -10,7 +10,8 @@
 #             another build folder than build/)
 #   libtorch  build-libtorch/libtorch_mnist or libtorch_resnet20 (bench/libtorch/, the C++ anchor,
 #             built here against Debian's libtorch 1.13)
-#   pytorch   bench/mnist_pytorch.py on Debian's python3-torch (MNIST only; --no-python skips it)
+#   pytorch   bench/mnist_pytorch.py or bench/resnet20_pytorch.py on Debian's python3-torch (eager
+#             mode; --no-python skips it)
 # each --runs times (default 3), all on the same thread count: OMP_NUM_THREADS and the program's own
 # thread setting (--threads, torch.set_num_threads). The anchors run with
 # LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp, so that whatever the system's
@@ -80,8 +81,8 @@ need() { echo "run_cpu_bench.sh: $1" >&2; exit 1; }
 [[ -f /usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake ]] || need "libtorch-dev missing: bash scripts/setup.sh --torch"
 if [[ " $models " =~ \ (mlp|lenet|cnn)\  ]]; then
   [[ -f data/mnist/train-images-idx3-ubyte ]] || need "data/mnist missing: bash scripts/fetch_mnist.sh"
-  if ((python)); then /usr/bin/python3 -c 'import torch' 2>/dev/null || need "python3-torch missing: bash scripts/setup.sh --torch (or --no-python)"; fi
 fi
+if ((python)); then /usr/bin/python3 -c 'import torch' 2>/dev/null || need "python3-torch missing: bash scripts/setup.sh --torch (or --no-python)"; fi
 
 # One benchmark at a time on this machine, whoever starts it.
 exec 9>/tmp/ember-bench.lock
@@ -115,6 +116,7 @@ commands_for() {
       local args="--batch $b --threads $threads --warmup $warmup --steps $steps"
       echo "ember|env OMP_NUM_THREADS=$threads $build_dir/bench/ember_resnet20_step $args"
       echo "libtorch|$anchor_env build-libtorch/libtorch_resnet20 $args"
+      ((python)) && echo "pytorch|$anchor_env /usr/bin/python3 bench/resnet20_pytorch.py $args"
     done
   else
     echo "ember|env OMP_NUM_THREADS=$threads $build_dir/examples/ember_mnist --model $m --epochs 1 --threads $threads --workers $workers --data data/mnist --json$limit_arg"

@@ -1,6 +1,7 @@
 #include "data/cifar10.h"
 
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -9,9 +10,6 @@
 #include "data/binary_file.h"
 
 namespace ember::data {
-
-const std::vector<float> CIFAR10::kMean = {0.4914f, 0.4822f, 0.4465f};
-const std::vector<float> CIFAR10::kStd = {0.2470f, 0.2435f, 0.2616f};
 
 namespace {
 
@@ -66,5 +64,10 @@ ImageDataset load_cifar10(const std::string& root, bool train) {
 }  // namespace
 
 CIFAR10::CIFAR10(const std::string& root, bool train) : ImageDataset(load_cifar10(root, train)) {}
+
+bool CIFAR10::is_synthetic(const std::string& root) {
+  std::error_code ec;  // an unreadable folder is reported when the batch files are opened
+  return std::filesystem::exists(std::filesystem::path(root) / kSyntheticMarker, ec);
+}
 
 }  // namespace ember::data

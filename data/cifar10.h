@@ -19,15 +19,23 @@ namespace ember::data {
 
 class CIFAR10 : public ImageDataset {
  public:
-  // Per-channel mean and standard deviation of the training pixels (scaled to [0, 1]):
-  // normalize(kMean, kStd).
-  static const std::vector<float> kMean;
-  static const std::vector<float> kStd;
+  // Per-channel (red, green, blue) mean and standard deviation of the 50000 training images'
+  // pixels scaled to [0, 1], the values torchvision's CIFAR recipes use: normalize(kMean, kStd), or
+  // data::Normalize(kMean, kStd) after a RandomCrop so the padding stays black.
+  static inline const std::vector<float> kMean = {0.4914f, 0.4822f, 0.4465f};
+  static inline const std::vector<float> kStd = {0.2470f, 0.2435f, 0.2616f};
+  // The label byte's meaning: kClassNames[label].
   static constexpr const char* kClassNames[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
                                                   "dog",      "frog",       "horse", "ship", "truck"};
 
   // Reads the training (train = true: data_batch_1..5.bin, in that order) or test split from `root`.
   explicit CIFAR10(const std::string& root, bool train = true);
+
+  // The file make_synthetic_cifar10 (examples/cifar10) writes beside the generated batch files.
+  static constexpr const char* kSyntheticMarker = "SYNTHETIC.txt";
+  // True when `root` holds that marker: the files are generated stand-ins, not CIFAR-10, and
+  // anything measured on them must say so.
+  static bool is_synthetic(const std::string& root);
 };
 
 }  // namespace ember::data

@@ -23,6 +23,8 @@ class MNIST : public ImageDataset {
   // Mean and standard deviation of the training pixels (scaled to [0, 1]): normalize({kMean}, {kStd}).
   static constexpr float kMean = 0.1307f;
   static constexpr float kStd = 0.3081f;
+  // The label's meaning: the digit itself.
+  static constexpr const char* kClassNames[10] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
 
   // Reads the training (train = true) or test split from `root`.
   explicit MNIST(const std::string& root, bool train = true);

@@ -2,7 +2,7 @@
 // torch.nn.parallel.DistributedDataParallel.
 //
 //   auto comm = distributed::make_mpi_communicator();          // one process per rank
-//   auto model = examples::make_mnist_model("cnn");
+//   auto model = nn::models::mnist_cnn();                     // nn/models/models.h
 //   auto ddp = std::make_shared<nn::DistributedDataParallel>(model, comm);
 //   optim::SGD opt(ddp->parameters(), 0.01);
 //   for (auto& batch : loader) {                               // each rank: its own shard

@@ -14,6 +14,9 @@
 #   ops              90 s    op benchmarks: ember (cudnn benchmark on) then PyTorch (cudnn.benchmark)
 #   nccl             30 s    NCCL on one GPU: init, collectives, finalize+destroy; init timeout+abort
 #                            (not with carried binaries: ember_dist_tests is not carried)
+#   cifar           120 s    ResNet-20 on synthetic CIFAR-10 (make_synthetic_cifar10, 5000 training
+#                            images: 40 steps of 128), one epoch with ember_cifar10 then the same
+#                            recipe in PyTorch eager (bench/cifar10_pytorch.py) on the same GPU
 #
 # A stage starts only when what is left covers its minimum; otherwise it is skipped with a line
 # saying so, and stays pending. `--resume` (same warm machine) runs the pending stages only, with
@@ -51,7 +54,7 @@ while (($#)); do
     --build) BUILD="$2"; shift ;;
     --jobs) JOBS="$2"; shift ;;
     --carry) CARRY="$2"; shift ;;
-    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,41' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -61,9 +64,10 @@ DEADLINE=$((START + BUDGET))
 RESERVE=15  # kept back at every point for the final table
 
 # Stages in priority order: name, worst case (its time limit) and minimum worth starting with.
-STAGES=(probe build parity mnist_lenet mnist_rest ops nccl)
-declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30)
-declare -A MINIMUM=([probe]=20 [build]=120 [parity]=30 [mnist_lenet]=40 [mnist_rest]=40 [ops]=30 [nccl]=15)
+STAGES=(probe build parity mnist_lenet mnist_rest ops nccl cifar)
+declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30 [cifar]=120)
+declare -A MINIMUM=([probe]=20 [build]=120 [parity]=30 [mnist_lenet]=40 [mnist_rest]=40 [ops]=30 [nccl]=15
+                    [cifar]=50)
 CARRY="$(cd "$CARRY" 2>/dev/null && pwd || echo "$CARRY")"
 PREFIX="$CARRY/prefix"
 STATE="$BUILD/gpu_check.done"  # stages finished by earlier calls (for --resume)
@@ -174,6 +178,8 @@ if em or pt:
     md += ["| network | ember s/epoch | PyTorch s/epoch | ratio | goal | | ember acc % | PyTorch acc % | acc | "
            "ember peak MiB | PyTorch peak MiB | mem | launches/step |", "|" + "---|" * 13]
     for m in ["mlp", "lenet", "cnn"]:
+        if m not in em and m not in pt:
+            continue
         e, p = em.get(m, {}), pt.get(m, {})
         es, ps = e.get("epoch_seconds"), p.get("epoch_seconds")
         ratio = es / ps if es and ps else None
@@ -185,6 +191,14 @@ if em or pt:
                   f"{f(pt_mb, '{:.0f}')} | {verdict(None if em_mb is None or pt_mb is None else em_mb <= pt_mb)} | "
                   f"{f(e.get('launches_per_step'), '{:.1f}')} |")
     md.append("")
+if "resnet20" in em or "resnet20" in pt:
+    e, p = em.get("resnet20", {}), pt.get("resnet20", {})
+    es, ps = e.get("epoch_seconds"), p.get("epoch_seconds")
+    md += ["| ResNet-20, synthetic CIFAR-10, 40 steps | ember s | PyTorch s | ratio | ember acc % | PyTorch acc % | "
+           "ember peak MiB | PyTorch peak MiB |", "|" + "---|" * 8,
+           f"| one epoch of 5000 | {f(es)} | {f(ps)} | {f(es / ps if es and ps else None)} | "
+           f"{f(e.get('test_accuracy'))} | {f(p.get('test_accuracy'))} | {f(e.get('peak_device_mb'), '{:.0f}')} | "
+           f"{f(p.get('peak_device_mb'), '{:.0f}')} |", ""]
 ops = {}
 for r in rows:
     if r.get("kind") == "op":
@@ -338,7 +352,7 @@ if carried; then
       [[ -x "$exe" ]] || { gzip -dc "$gz" >"$exe.part" && chmod +x "$exe.part" && mv "$exe.part" "$exe"; }
     done
   fi
-  export LD_LIBRARY_PATH="$CARRIED_BIN/lib:$LD_LIBRARY_PATH"
+  export LD_LIBRARY_PATH="$CARRIED_BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export EMBER_TEST_DATA_DIR="$ROOT/tests/data"  # the binaries were built in another folder (tests/data_dir.h)
   say "build: not needed, using the binaries carried in carry/bin ($(cat "$CARRIED_BIN/BUILT" 2>/dev/null))"
   stage build ok "carried binaries"
@@ -350,7 +364,7 @@ fi
 bin() {  # bin NAME: the path of binary NAME (carried, or in the build folder)
   if [[ -n "$BIN" ]]; then echo "$BIN/$1"; return; fi
   case "$1" in
-    ember_tests) echo "$BIN_TESTS/$1" ;; ember_mnist) echo "$BIN_EXAMPLES/$1" ;;
+    ember_tests) echo "$BIN_TESTS/$1" ;; ember_mnist | ember_cifar10 | make_synthetic_cifar10) echo "$BIN_EXAMPLES/$1" ;;
     ember_gpu_ops) echo "$BIN_BENCH/$1" ;; ember_dist_tests) echo "$BIN_DIST/$1" ;;
   esac
 }
@@ -377,7 +391,7 @@ if [[ -z "$BIN" ]] && ((!RESUME)) && begin build; then
   grep -E '^(Eigen3|nlohmann_json|GTest|CLI11|spdlog|fmt)_DIR:' "$BUILD/CMakeCache.txt"
   # Only what the later stages run; -k 0 builds every target it can, so one broken file still
   # leaves the other binaries to run.
-  targets=(ember_tests ember_mnist)
+  targets=(ember_tests ember_mnist ember_cifar10 make_synthetic_cifar10)
   grep -q 'ember_gpu_ops' "$BUILD/build.ninja" 2>/dev/null && targets+=(ember_gpu_ops)
   grep -q 'ember_dist_tests' "$BUILD/build.ninja" 2>/dev/null && targets+=(ember_dist_tests)
   if timeout "$(limit_for build)" cmake --build "$BUILD" -j"$JOBS" --target "${targets[@]}" -- -k 0; then
@@ -468,6 +482,24 @@ if ! stage_done nccl && begin nccl; then
     stage nccl skipped "ember_dist_tests not built (no MPI here?) or not carried"
   fi
   done_stage nccl
+fi
+
+if ! stage_done cifar && begin cifar; then
+  # Bounded: 5000 images at batch 128 = 40 steps of ResNet-20 (one epoch), then the test pass over 1000.
+  if [[ -x "$(bin ember_cifar10)" && -x "$(bin make_synthetic_cifar10)" ]]; then
+    "$(bin make_synthetic_cifar10)" --out data/cifar10-synthetic --train 5000 --test 1000 --seed 1
+    half=$(( ($(limit_for cifar) + 1) / 2 ))
+    echo "--- ember resnet20 (synthetic CIFAR-10)"
+    run_json ember_cifar10 "$half" "$(bin ember_cifar10)" --device cuda --model resnet20 --epochs 1 --limit 5000 \
+      --workers 4 --data data/cifar10-synthetic --json
+    echo "--- pytorch resnet20 (synthetic CIFAR-10)"
+    run_json pytorch_cifar10 "$(limit_for cifar)" "$PY" bench/cifar10_pytorch.py --device cuda --model resnet20 \
+      --epochs 1 --limit 5000 --data data/cifar10-synthetic
+  else
+    stage cifar skipped "ember_cifar10 or make_synthetic_cifar10 not built (or not carried)"
+  fi
+  table >/dev/null
+  done_stage cifar
 fi
 
 nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,power.draw --format=csv 2>/dev/null

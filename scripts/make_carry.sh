@@ -13,9 +13,9 @@
 #   carry/prefix/share/{eigen3/cmake,cmake/nlohmann_json,cmake/CLI11}
 #   carry/prefix/lib/x86_64-linux-gnu/{libgtest*.a,libgmock*.a,libspdlog.so*,libfmt.so*,cmake/{GTest,spdlog,fmt}}
 #   carry/mnist/*.gz                  the four IDX files, gzipped (53 MB -> 11 MB)
-#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops for sm_90, stripped
-#                                     and gzipped (*.gz: each holds the whole CUDA backend, so
-#                                     together 47 MB stripped, 11 MB gzipped), plus the non-system,
+#   carry/bin/ (with --binaries)      ember_tests, ember_mnist, ember_gpu_ops, ember_cifar10 and
+#                                     make_synthetic_cifar10 for sm_90, stripped and gzipped (*.gz:
+#                                     each holds the whole CUDA backend), plus the non-system,
 #                                     non-CUDA libraries they load (carry/bin/lib); gpu_check.sh
 #                                     unpacks them and skips its configure and build stage (up to
 #                                     300 s of GPU time) and its nccl stage (no ember_dist_tests).
@@ -114,10 +114,11 @@ if ((BINARIES)); then
   cmake -S "$ROOT" -B "$BUILD_CARRY" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON -DEMBER_NATIVE=OFF \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DEMBER_BUILD_BENCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON \
     -DEMBER_OPENBLAS=OFF -DEMBER_ONEDNN=OFF "${launcher[@]}" >/dev/null
-  targets=(ember_tests ember_mnist ember_gpu_ops)
+  targets=(ember_tests ember_mnist ember_gpu_ops ember_cifar10 make_synthetic_cifar10)
   nice -n 19 cmake --build "$BUILD_CARRY" -j"$(nproc)" --target "${targets[@]}"
   mkdir -p "$CARRY/bin/lib"
-  for t in tests/ember_tests examples/ember_mnist bench/ember_gpu_ops; do
+  for t in tests/ember_tests examples/ember_mnist bench/ember_gpu_ops examples/ember_cifar10 \
+    examples/make_synthetic_cifar10; do
     strip -o "$CARRY/bin/$(basename "$t")" "$BUILD_CARRY/$t"
   done
   # The libraries they load that the GPU machine may lack (spdlog, fmt, OpenMP's libgomp, which

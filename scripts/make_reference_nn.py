@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 import make_reference as ref  # noqa: E402  (input makers, run_case, tensor_json)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "reference_nn.json")
@@ -130,24 +131,8 @@ case("mse_loss_none", "F.mse_loss(x0, x1, reduction='none')", [uni([3, 4]), uni(
 # ---------------------------------------------------------------- module checks
 
 
-class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock (written out: torchvision is not installed here)."""
-
-    def __init__(self, inplanes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+# torchvision's BasicBlock, as the benchmark anchor writes it out (torchvision is not installed here).
+from resnet20_pytorch import BasicBlock  # noqa: E402
 
 
 def small_resnet():

@@ -2,8 +2,9 @@
 """Pictures of ember runs: training curves, scaling charts and benchmark plots.
 
   scripts/plot.py metrics RUN.csv [RUN2.csv ...] -o curves.png
-      examples/mnist's --metrics CSV (schema: examples/mnist/metrics_csv.h): loss per step and per
-      epoch, test accuracy and learning rate against optimizer steps, one colour per run.
+      ember_mnist's and ember_cifar10's --metrics CSV (schema: examples/common/metrics_csv.h): loss
+      per step and per epoch, test accuracy and learning rate against optimizer steps, one colour
+      per run ("(synthetic data)" in the legend of a run on generated data).
   scripts/plot.py scaling SCALING.json -o scaling.png
       ember_scaling --json: weak and strong efficiency and the step-time breakdown (compute,
       exposed communication) against ranks; measured points marked, the alpha-beta model's
@@ -69,12 +70,18 @@ def number(text, where, allow_empty=False):
 
 
 def read_metrics(path):
-    """The rows of one metrics CSV as dicts of numbers (None for empty cells), kind kept as text."""
+    """The rows of one metrics CSV as dicts of numbers (None for empty cells), kind kept as text, and
+    the comment lines ('# ...') before the header: ember_cifar10 writes '# synthetic ...' there when it
+    trained on generated data, and the legend says so."""
     text = read_text(path)
-    if not text.strip():
+    lines = text.splitlines()
+    comments = []
+    while lines and lines[0].startswith("#"):
+        comments.append(lines.pop(0)[1:].strip())
+    if not "".join(lines).strip():
         raise InputError(f"{path}: empty file (expected the header {','.join(METRICS_COLUMNS)})")
     try:
-        rows = list(csv.reader(text.splitlines()))
+        rows = list(csv.reader(lines))
     except csv.Error as e:
         raise InputError(f"{path}: not a valid CSV file ({e})")
     header = rows[0]
@@ -86,7 +93,7 @@ def read_metrics(path):
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     out = []
-    for line_no, cells in enumerate(rows[1:], start=2):
+    for line_no, cells in enumerate(rows[1:], start=2 + len(comments)):
         if not cells:
             continue
         where = f"{path} line {line_no}"
@@ -106,7 +113,7 @@ def read_metrics(path):
         out.append(parsed)
     if not out:
         raise InputError(f"{path}: no rows after the header")
-    return out
+    return out, comments
 
 
 def read_json(path):
@@ -151,8 +158,10 @@ def plot_metrics(paths, out):
     runs = [(p, read_metrics(p)) for p in paths]  # every file checked before anything is drawn
     fig, (ax_loss, ax_acc, ax_lr) = new_figure("metrics", 3)
     colors = ["C%d" % i for i in range(10)]
-    for i, (path, rows) in enumerate(runs):
+    for i, (path, (rows, comments)) in enumerate(runs):
         name, color = os.path.basename(path), colors[i % len(colors)]
+        if any("synthetic" in c for c in comments):
+            name += " (synthetic data)"
         steps = [r for r in rows if r["kind"] == "step"]
         epochs = [r for r in rows if r["kind"] == "epoch"]
         x = lambda rs: [r["step"] for r in rs]  # noqa: E731

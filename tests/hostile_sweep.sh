@@ -5,15 +5,25 @@
 # in a clear message and a non-zero exit (or, where the input is legitimate, a correct result):
 # never a signal, a hang, or exit 0 with garbage. Issue 12, items 5-9.
 # Usage: hostile_sweep.sh <path to ember_mnist>
+#        hostile_sweep.sh --cifar10 <path to ember_cifar10> <path to make_synthetic_cifar10>
+#          (examples/cifar10: its own flags, CIFAR-10 batch files truncated, of the wrong size, with
+#          bad labels, missing; a checkpoint of another model; a metrics file of other data)
 set -uo pipefail
+mode=mnist
+if [[ ${1:-} == --cifar10 ]]; then
+  mode=cifar10
+  shift
+fi
 bin=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-python3 "$(dirname "$0")/make_fake_mnist.py" "$dir" 128 32
 limit=30  # seconds per case; each takes well under one on fake data
 failures=0
-flags=(--model mlp --threads 1 --workers 0 --limit 64)  # small and quick
-base=("${flags[@]}" --data "$dir" --batch-size 32)
+if [[ $mode == mnist ]]; then
+  python3 "$(dirname "$0")/make_fake_mnist.py" "$dir" 128 32
+  flags=(--model mlp --threads 1 --workers 0 --limit 64)  # small and quick
+  base=("${flags[@]}" --data "$dir" --batch-size 32)
+fi
 
 fail() {
   echo "FAIL [$name]: $*"
@@ -70,6 +80,57 @@ text += " " * ((8 - len(text) % 8) % 8)
 open(dst, "wb").write(struct.pack("<Q", len(text)) + text.encode() + blob)
 PY
 }
+
+if [[ $mode == cifar10 ]]; then
+  synth=$2
+  "$synth" --out "$dir/c" --train 80 --test 20 --seed 2 >/dev/null || { echo "make_synthetic_cifar10 failed"; exit 1; }
+  flags=(--model resnet8 --threads 1 --workers 0 --limit 64)
+  base=("${flags[@]}" --data "$dir/c" --batch-size 16)
+  nomodel=(--threads 1 --workers 0 --limit 64 --data "$dir/c" --batch-size 16)
+  # ---- flags ----
+  expect_error model-unknown "model: resnet21 not in" "${nomodel[@]}" --model resnet21
+  expect_error schedule-unknown "schedule: linear not in" "${base[@]}" --schedule linear
+  expect_error ema-above-1 "ema: Value 1.5 not in range" "${base[@]}" --ema 1.5
+  expect_error cutout-too-large "cutout: Value 40 not in range" "${base[@]}" --cutout 40
+  expect_error warmup-negative "warmup-epochs: Value -1 not in range" "${base[@]}" --warmup-epochs -1
+  expect_error label-smoothing-2 "label-smoothing: Value 2 not in range" "${base[@]}" --label-smoothing 2
+  expect_error weight-decay-nan "weight-decay.*not a finite" "${base[@]}" --weight-decay nan
+  expect_error val-split-all "--val-split 64 leaves no training images of the 64" "${base[@]}" --val-split 64
+  expect_error batch-too-large "--batch-size 128 is larger than the 64 training samples" "${flags[@]}" --data "$dir/c" \
+    --batch-size 128
+  expect_error metrics-every-alone "metrics-every requires --metrics" "${base[@]}" --metrics-every 5
+  expect_error lr-diverges "diverged.*epoch 1 by step" "${base[@]}" --lr 1e300
+  bin=$synth expect_error synthetic-train-4 "train: Value 4 not in range" --out "$dir/x" --train 4
+  # ---- the data folder ----
+  expect_error data-missing "CIFAR-10 file $dir/nope/data_batch_1.bin not found.*scripts/fetch_cifar10.sh.*make_synthetic_cifar10" \
+    "${flags[@]}" --batch-size 16 --data "$dir/nope"
+  for bad in truncated extra label empty; do mkdir -p "$dir/$bad" && cp "$dir"/c/*.bin "$dir/$bad/"; done
+  head -c 5000 "$dir/c/data_batch_2.bin" >"$dir/truncated/data_batch_2.bin"
+  expect_error batch-truncated "data_batch_2.bin' is truncated: 5000 bytes is not a whole number of 3073-byte records" \
+    "${flags[@]}" --batch-size 16 --data "$dir/truncated"
+  printf 'x' >>"$dir/extra/test_batch.bin"
+  expect_error batch-extra-byte "test_batch.bin' is truncated: 61461 bytes.*record 20 at byte offset 61460 has only 1" "${flags[@]}" --batch-size 16 --data "$dir/extra"
+  printf '\x0c' | dd of="$dir/label/data_batch_1.bin" bs=1 seek=3073 conv=notrunc status=none
+  expect_error label-12 "label 12 of record 1 \(byte offset 3073\) is out of range \[0, 9\]" "${flags[@]}" \
+    --batch-size 16 --data "$dir/label"
+  : >"$dir/empty/data_batch_5.bin"
+  expect_error batch-empty "data_batch_5.bin' is empty" "${flags[@]}" --batch-size 16 --data "$dir/empty"
+  # ---- checkpoints and metrics ----
+  expect_ok checkpoint "${base[@]}" --checkpoint "$dir/r8.safetensors" --metrics "$dir/m.csv"
+  expect_error resume-other-model "holds a 'resnet8' model, not 'resnet20'" "${nomodel[@]}" --model resnet20 \
+    --resume "$dir/r8.safetensors"
+  head -c 100 "$dir/r8.safetensors" >"$dir/r8t.safetensors"
+  expect_error resume-truncated "r8t.safetensors" "${base[@]}" --resume "$dir/r8t.safetensors"
+  # The metrics file of a synthetic run is not continued by a run on other data (the same batch
+  # files without the marker), so real and synthetic rows never share a file.
+  cp "$dir"/c/*.bin "$dir/truncated/"
+  expect_error metrics-other-data "m.csv was written for other data" "${flags[@]}" --batch-size 16 --data "$dir/truncated" \
+    --metrics "$dir/m.csv"
+  expect_error metrics-dev-full "metrics.*/dev/full" "${base[@]}" --metrics /dev/full
+  echo "---- $failures failure(s)"
+  ((failures == 0))
+  exit
+fi
 
 # ---- bad flags (item 7, item 9) ----
 expect_error seed-negative "seed" "${base[@]}" --seed -1

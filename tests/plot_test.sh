@@ -6,6 +6,7 @@
 # expected number of plotted series (plot.py gives each one an id "series-...").
 #
 #   plot_test.sh metrics <ember_mnist>                 2 epochs --limit, --metrics-every, fake MNIST
+#   plot_test.sh cifar10 <ember_cifar10> <make_synthetic_cifar10>   the same on synthetic CIFAR-10
 #   plot_test.sh scaling [LAUNCHER ARGS...] <ember_scaling>   a 2-rank run (1 without MPI) with --json
 #   plot_test.sh bench                                 bench/cpu_bench_report.py --json on generated rows
 #   plot_test.sh errors                                malformed inputs: one line, the file, exit 1 or 2
@@ -16,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 plot="$root/scripts/plot.py"
 py=/usr/bin/python3
-what=${1:?usage: plot_test.sh metrics|scaling|bench|errors ...}
+what=${1:?usage: plot_test.sh metrics|cifar10|scaling|bench|errors ...}
 shift
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -105,6 +106,18 @@ metrics)
   # per run: loss per step, train and test loss per epoch, test accuracy, learning rate
   draw metrics 1300x400 5 "$dir/run.csv"
   draw metrics 1300x400 10 "$dir/run.csv" "$dir/run2.csv"
+  ;;
+cifar10)
+  bin=${1:?ember_cifar10} synth=${2:?make_synthetic_cifar10}
+  "$synth" --out "$dir/data" --train 200 --test 50 >/dev/null
+  # 2 epochs of 128 samples at batch 32: 4 steps an epoch, a step row every 2 steps.
+  "$bin" --model resnet8 --epochs 2 --limit 128 --batch-size 32 --threads 1 --workers 0 --data "$dir/data" \
+    --metrics "$dir/cifar.csv" --metrics-every 2 >"$dir/log" 2>&1 || { cat "$dir/log"; exit 1; }
+  head -n 1 "$dir/cifar.csv" | grep -q '^# synthetic' || { echo "no synthetic comment line"; head -2 "$dir/cifar.csv"; exit 1; }
+  kinds=$(grep -v '^#' "$dir/cifar.csv" | cut -d, -f1-3 | tr '\n' ' ')
+  want="kind,epoch,step step,1,2 step,1,4 epoch,1,4 step,2,6 step,2,8 epoch,2,8 "
+  [[ $kinds == "$want" ]] || { echo "rows (kind,epoch,step): $kinds"; echo "expected: $want"; exit 1; }
+  draw metrics 1300x400 5 "$dir/cifar.csv"
   ;;
 scaling)
   (($# >= 1)) || { echo "usage: plot_test.sh scaling [LAUNCHER ARGS...] <ember_scaling>"; exit 2; }

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "examples/mnist/models.h"  // the example's own networks are what is checked
+#include "nn/models/models.h"  // the zoo's networks, which examples/mnist trains
 #include "nn/nn.h"
 #include "tests/reference_util.h"
 #include "tests/test_util.h"
@@ -282,8 +282,8 @@ TEST(NnReferenceModules, NestedSequentialNamesMatchPyTorch) {
 TEST(NnReferenceModules, SmallResNetNamesMatchPyTorch) {
   expect_names_match(*small_resnet(), module_ref("small_resnet"));
 }
-TEST(NnReferenceModules, LeNetParameterCount) { expect_names_match(*examples::make_mnist_model("lenet"), module_ref("lenet")); }
-TEST(NnReferenceModules, CnnParameterCount) { expect_names_match(*examples::make_mnist_model("cnn"), module_ref("cnn")); }
+TEST(NnReferenceModules, LeNetParameterCount) { expect_names_match(*nn::models::lenet(), module_ref("lenet")); }
+TEST(NnReferenceModules, CnnParameterCount) { expect_names_match(*nn::models::mnist_cnn(), module_ref("cnn")); }
 
 namespace {
 

@@ -1,7 +1,8 @@
 // libtorch_resnet20: the libtorch C++ anchor of bench/resnet20_step.cpp — the same CIFAR ResNet-20
 // and the same training step, timed the same way.
 //
-// Network: conv 3->16 3x3 pad 1 (no bias) + BN + ReLU; three stages of three basic blocks
+// Network: ember's nn::models::resnet20() (nn/models/resnet.h), with the same module names (conv1,
+// bn1, layer1.0.conv1, ..., layer2.0.downsample.0, fc): conv 3->16 3x3 pad 1 (no bias) + BN + ReLU; three stages of three basic blocks
 // (conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU) with 16, 32, 64 channels, the first block of stages
 // 2 and 3 with stride 2 and a 1x1 stride-2 conv + BN projection shortcut; global average pool;
 // fc 64->10. Step: forward on a fixed random batch [B,3,32,32] with random labels of 10 classes,
@@ -53,31 +54,30 @@ struct BasicBlockImpl : nn::Module {
 };
 TORCH_MODULE(BasicBlock);
 
-// libtorch cannot nest an nn::Sequential in another (its forward is a template), so the network is
-// a module of its own with the nine blocks in a list.
+// The stem, three stages (layer1..layer3, each an nn::Sequential of basic blocks), the head.
 struct ResNet20Impl : nn::Module {
   ResNet20Impl()
-      : stem(register_module("conv1", conv(3, 16, 3, 1))),
-        stem_bn(register_module("bn1", nn::BatchNorm2d(16))),
-        fc(register_module("fc", nn::Linear(64, 10))) {
+      : conv1(register_module("conv1", conv(3, 16, 3, 1))), bn1(register_module("bn1", nn::BatchNorm2d(16))) {
     const int64_t stages[][3] = {{16, 16, 1}, {16, 32, 2}, {32, 64, 2}};  // in, out, stride of the first block
-    int index = 0;
-    for (const auto& s : stages)
-      for (int b = 0; b < 3; ++b)
-        blocks.push_back(register_module("block" + std::to_string(index++),
-                                         BasicBlock(b == 0 ? s[0] : s[1], s[1], b == 0 ? s[2] : 1)));
+    int index = 1;
+    for (const auto& s : stages) {
+      nn::Sequential stage;
+      for (int b = 0; b < 3; ++b) stage->push_back(BasicBlock(b == 0 ? s[0] : s[1], s[1], b == 0 ? s[2] : 1));
+      layers.push_back(register_module("layer" + std::to_string(index++), stage));
+    }
+    fc = register_module("fc", nn::Linear(64, 10));
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor out = torch::relu(stem_bn(stem(x)));
-    for (auto& block : blocks) out = block(out);
+    torch::Tensor out = torch::relu(bn1(conv1(x)));
+    for (auto& stage : layers) out = stage->forward(out);
     return fc(torch::adaptive_avg_pool2d(out, {1, 1}).flatten(1));
   }
 
-  nn::Conv2d stem;
-  nn::BatchNorm2d stem_bn;
-  nn::Linear fc;
-  std::vector<BasicBlock> blocks;
+  nn::Conv2d conv1;
+  nn::BatchNorm2d bn1;
+  std::vector<nn::Sequential> layers;
+  nn::Linear fc{nullptr};
 };
 TORCH_MODULE(ResNet20);
 

@@ -34,9 +34,9 @@
 #include "distributed/nccl_communicator.h"
 #include "distributed/gloo_communicator.h"
 #include "distributed/process_group.h"
-#include "examples/mnist/models.h"
 #include "examples/scaling/local_communicator.h"
 #include "nn/checkpoint.h"
+#include "nn/models/models.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
 
@@ -148,7 +148,7 @@ int train(const Config& c, distributed::Communicator& comm, std::shared_ptr<dist
   if (c.limit > 0 && c.limit < train_set->size()) train_data = std::make_shared<data::Prefix>(train_set, c.limit);
 
   manual_seed(c.seed);  // the same start everywhere; DDP broadcasts rank 0's anyway
-  auto model = examples::make_mnist_model(c.model);
+  auto model = nn::models::create(c.model);
   model->to(device);
   auto ddp =
       std::make_shared<nn::DistributedDataParallel>(model, comm_ptr, nn::DDPOptions().bucket_cap(c.bucket_cap_mb));

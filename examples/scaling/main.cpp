@@ -48,9 +48,9 @@
 #include "distributed/handshake.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"
-#include "examples/mnist/models.h"
 #include "examples/scaling/local_communicator.h"
 #include "examples/scaling/scaling_model.h"
+#include "nn/models/models.h"
 #include "nn/nn.h"
 #include "optim/sgd.h"
 
@@ -81,19 +81,9 @@ struct Config {
   std::string json;  // --json FILE
 };
 
-// A small CIFAR-10 ResNet (3 stages of one BasicBlock each: 16, 32, 64 channels).
-std::shared_ptr<nn::Module> make_resnet() {
-  using namespace nn;
-  return std::make_shared<Sequential>(
-      std::make_shared<Conv2d>(3, 16, 3, Conv2dOptions{.padding = 1, .bias = false}), std::make_shared<BatchNorm2d>(16),
-      std::make_shared<ReLU>(), std::make_shared<ResidualBlock>(16, 16), std::make_shared<ResidualBlock>(16, 32, 2),
-      std::make_shared<ResidualBlock>(32, 64, 2), std::make_shared<AdaptiveAvgPool2d>(1), std::make_shared<Flatten>(),
-      std::make_shared<Linear>(64, 10));
-}
-
 std::shared_ptr<nn::Module> make_model(const std::string& name) {
-  if (name == "resnet") return make_resnet();
-  return examples::make_mnist_model(name);
+  if (name == "resnet") return nn::models::resnet8();  // 3 stages of one basic block: 16, 32, 64 channels
+  return nn::models::create(name);
 }
 Shape sample_shape(const std::string& model) { return model == "resnet" ? Shape{3, 32, 32} : Shape{1, 28, 28}; }
 

@@ -1,6 +1,8 @@
-// The metrics CSV of examples/mnist (--metrics FILE, --metrics-every N): one schema, two kinds of
-// row, so that one file holds a whole run and scripts/plot.py reads it without guessing.
+// The metrics CSV of the training examples, ember_mnist and ember_cifar10 (--metrics FILE,
+// --metrics-every N): one schema, two kinds of row, so that one file holds a whole run and
+// scripts/plot.py reads it without guessing.
 //
+//   # synthetic CIFAR-10 data ...      optional comment lines before the header (see start_metrics)
 //   kind,epoch,step,loss,lr,samples_per_second,wall_seconds,epoch_seconds,train_loss,train_accuracy,test_loss,test_accuracy
 //
 // kind=step — every N optimizer steps (--metrics-every N; none without it):
@@ -46,13 +48,16 @@ void append_text(const std::string& path, const std::string& text);
 
 // Creates the CSV with its header at start-up (an unwritable path fails before training); an
 // existing file must start with this schema's header (an older file is an error, not a mixed file).
-void start_metrics(const std::string& path);
+// A non-empty `comment` is written as a line "# <comment>" before the header (ember_cifar10 marks a
+// run on synthetic data so); an existing file must carry the same comment lines, so the rows of a
+// run on real data and of one on synthetic data never end up in one file.
+void start_metrics(const std::string& path, const std::string& comment = "");
 
 // Appends one row.
 void write_metrics_row(const std::string& path, const MetricsRow& row);
 
 // On resume: drops the rows of epochs after `checkpoint_epoch` and any torn row (rewritten
-// atomically, by rename). Returns the wall_seconds of the last epoch row kept (0 if none), from
+// atomically, by rename; the comment lines and the header stay). Returns the wall_seconds of the last epoch row kept (0 if none), from
 // which the resumed run's wall clock continues.
 double truncate_metrics(const std::string& path, int64_t checkpoint_epoch);
 

@@ -1,4 +1,4 @@
-#include "examples/mnist/metrics_csv.h"
+#include "examples/common/metrics_csv.h"
 
 #include <spdlog/spdlog.h>
 
@@ -72,24 +72,29 @@ void append_text(const std::string& path, const std::string& text) {
   EMBER_CHECK(!out.fail(), "--metrics: closing ", path, " failed: ", std::strerror(errno));
 }
 
-void start_metrics(const std::string& path) {
+void start_metrics(const std::string& path, const std::string& comment) {
+  const std::string preamble = comment.empty() ? "" : "# " + comment + "\n";
   std::error_code ec;
   const bool exists = std::filesystem::exists(path, ec);
   EMBER_CHECK(!ec, "--metrics: ", path, " cannot be examined: ", ec.message());
-  std::string first;
+  std::string first, comments, line;
   // Only a regular file has a header to check: /dev/full reads zeros forever and a FIFO blocks
   // (the write below reports what is wrong with those).
   if (exists && std::filesystem::is_regular_file(path, ec)) {
     std::ifstream in(path);
-    std::getline(in, first);
+    while (std::getline(in, line) && !line.empty() && line[0] == '#') comments += line + '\n';
+    first = line;
   }
-  if (!first.empty()) {
+  if (!first.empty() || !comments.empty()) {
     EMBER_CHECK(first == kMetricsHeader, "--metrics: ", path, " starts with the header '", first,
                 "', not this version's '", kMetricsHeader, "'; write the metrics to a new file");
+    EMBER_CHECK(comments == preamble, "--metrics: ", path, " was written for other data (its comment lines are '",
+                comments.empty() ? "" : comments.substr(0, comments.size() - 1), "', this run's are '",
+                comment.empty() ? "" : "# " + comment, "'); write the metrics to a new file");
     append_text(path, "");  // still writable?
     return;
   }
-  append_text(path, std::string(kMetricsHeader) + '\n');
+  append_text(path, preamble + kMetricsHeader + '\n');
 }
 
 void write_metrics_row(const std::string& path, const MetricsRow& r) {
@@ -111,9 +116,10 @@ double truncate_metrics(const std::string& path, int64_t checkpoint_epoch) {
   std::string kept, line, kind;
   bool dropped = false;
   double last_wall = 0;
-  for (bool first = true; std::getline(in, line); first = false) {
-    if (first) {  // the header stays; a different one is refused by start_metrics afterwards
+  for (bool header = true; std::getline(in, line);) {
+    if (header) {  // comment lines and the header stay; a different header is refused by start_metrics
       kept += line + '\n';
+      header = !line.empty() && line[0] == '#';
       continue;
     }
     int64_t epoch = 0;

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <limits>
 #include <filesystem>
+#include <optional>
 
 #include "core/ember.h"
 #include "data/data.h"
@@ -52,7 +53,17 @@ struct Config {
   int64_t limit = 0;  // train on the first N samples only (smoke tests)
   int64_t metrics_every = 0;  // --metrics-every: a step row every N optimizer steps (0: none)
   bool json = false;
+  std::string amp = "none";  // --amp: none | bf16 | fp16
 };
+
+// ---- --amp (mixed precision, issue 15) ----
+// The forward and the loss run under autocast (core/autocast.h): convolutions and linear layers in
+// the 16-bit dtype, the loss in float32; the parameters and the optimizer stay float32. fp16 also
+// scales the loss (optim::GradScaler), which bf16 does not need.
+void enter_amp(const Config& c, std::optional<AutocastGuard>& region) {
+  if (c.amp != "none") region.emplace(c.amp == "bf16" ? kBFloat16 : kFloat16);
+}
+// ---- end --amp ----
 
 // The benchmark settings (bench/mnist_pytorch.py uses the same): batch size, learning rate, optimizer.
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const std::vector<Tensor>& params) {
@@ -111,7 +122,7 @@ int load_checkpoint_epoch(const optim::StateDict& all, const std::string& path) 
 }
 
 // Loads model and optimizer state from a checkpoint; returns the epoch it was written after.
-int resume_from(const Config& c, nn::Module& model, optim::Optimizer& optimizer) {
+int resume_from(const Config& c, nn::Module& model, optim::Optimizer& optimizer, optim::GradScaler& scaler) {
   auto ckpt = nn::load_safetensors(c.resume);
   nn::check_finite(ckpt.tensors, "--resume: " + c.resume);
   optim::StateDict all{ckpt.tensors, ckpt.metadata};
@@ -121,14 +132,18 @@ int resume_from(const Config& c, nn::Module& model, optim::Optimizer& optimizer)
   const int epoch = load_checkpoint_epoch(all, c.resume);
   model.load_state_dict(nn::NamedTensors(all.sub("model").tensors));
   optimizer.load_state_dict(all.sub("optimizer"));
+  if (scaler.is_enabled() && all.metadata.count("scaler.scale")) scaler.load_state_dict(all.sub("scaler"));  // --amp fp16
   return epoch;
 }
 
 // Test-set accuracy and mean loss, without recording a graph. At the training batch size: the
 // activations then fit in what training already holds (a batch of 1000 raised the cnn's peak RSS
 // from ~300 MB to ~700 MB), and the convolution plans made for training are reused.
-std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& test, Device device, int64_t batch_size) {
+std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& test, Device device, int64_t batch_size,
+                                   const Config& c) {
   NoGradGuard no_grad;
+  std::optional<AutocastGuard> amp;  // --amp: the test pass runs as training does
+  enter_amp(c, amp);
   model.eval();
   data::DataLoader loader(test, data::DataLoaderOptions().batch_size(batch_size));
   Tensor loss_sum = zeros({}, TensorOptions(kFloat32).device(device)), correct = zeros({}, TensorOptions(kInt64).device(device));
@@ -179,6 +194,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, kMaxMetricsEvery))
       ->needs(metrics);
   app.add_option("--limit", c.limit, "train on the first N training samples only")->check(CLI::NonNegativeNumber);
+  app.add_option("--amp", c.amp, "mixed precision: none | bf16 | fp16 (autocast; fp16 also scales the loss)")
+      ->check(CLI::IsMember({"none", "bf16", "fp16"}));
   app.add_flag("--json", c.json, "print a one-line JSON summary at the end (used by bench/)");
   CLI11_PARSE(app, argc, argv);
   apply_defaults(c);
@@ -203,6 +220,7 @@ int main(int argc, char** argv) {
     auto model = examples::make_mnist_model(c.model);
     model->to(device);
     auto optimizer = make_optimizer(c, model->parameters());
+    optim::GradScaler scaler(optim::GradScalerOptions().enabled(c.amp == "fp16"));  // --amp fp16; else a pass-through
     data::DataLoader loader(train_data, data::DataLoaderOptions()
                                             .batch_size(c.batch_size)
                                             .shuffle()
@@ -213,7 +231,7 @@ int main(int argc, char** argv) {
     int start_epoch = 0;
     double wall_offset = 0;  // the metrics' wall clock continues from the resumed run's last epoch row
     if (!c.resume.empty()) {
-      start_epoch = resume_from(c, *model, *optimizer);
+      start_epoch = resume_from(c, *model, *optimizer, scaler);
       spdlog::info("resumed from {} after epoch {}", c.resume, start_epoch);
       if (!c.metrics.empty()) wall_offset = examples::truncate_metrics(c.metrics, start_epoch);
     }
@@ -223,7 +241,7 @@ int main(int argc, char** argv) {
       // rather than the 0 of an epoch that never ran.
       spdlog::info("the checkpoint is already at epoch {} of --epochs {}: nothing to train, evaluating it",
                    start_epoch, c.epochs);
-      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size);
+      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size, c);
     }
     loader.set_epoch(start_epoch);
     spdlog::info("model {} ({} parameters), {} training samples, batch {}, device {}, {} threads", c.model,
@@ -252,10 +270,16 @@ int main(int argc, char** argv) {
       for (auto& batch : loader) {
         Tensor x = batch.data.to(device), y = batch.target.to(device);
         optimizer->zero_grad();
-        Tensor logits = model->forward(x);
-        Tensor loss = F::cross_entropy(logits, y);
-        loss.backward();
-        optimizer->step();
+        Tensor logits, loss;
+        {
+          std::optional<AutocastGuard> amp;  // --amp: forward and loss under autocast
+          enter_amp(c, amp);
+          logits = model->forward(x);
+          loss = F::cross_entropy(logits, y);
+        }
+        scaler.scale(loss).backward();  // without --amp fp16: loss.backward(), optimizer->step()
+        scaler.step(*optimizer);
+        scaler.update();
         {
           NoGradGuard no_grad;
           loss_sum = loss_sum + loss.detach() * static_cast<double>(batch.size());
@@ -294,7 +318,7 @@ int main(int argc, char** argv) {
       launches_per_step = static_cast<double>(backend(device).kernel_launches() - launches_before) /
                           static_cast<double>(std::max<int64_t>(steps, 1));
       progress.finish(train_loss, train_acc);
-      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size);
+      std::tie(test_loss, test_acc) = evaluate(*model, test_set, device, c.batch_size, c);
       spdlog::info("epoch {}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | {:.2f} s, {:.0f} samples/s",
                    epoch + 1, train_loss, 100 * train_acc, test_loss, 100 * test_acc, last_epoch_seconds,
                    seen / last_epoch_seconds);
@@ -312,6 +336,7 @@ int main(int argc, char** argv) {
         optim::StateDict all;
         all.merge("model", optim::StateDict{nn::TensorMap(model->state_dict()), {}});
         all.merge("optimizer", optimizer->state_dict());
+        if (scaler.is_enabled()) all.merge("scaler", scaler.state_dict());  // --amp fp16
         all.metadata["epoch"] = std::to_string(epoch + 1);
         all.metadata["model"] = c.model;
         nn::save_safetensors(c.checkpoint, all.tensors, all.metadata);

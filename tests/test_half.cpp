@@ -173,6 +173,27 @@ TEST(HalfTensor, ElementwiseIsFloat32MathRoundedOnce) {
   }
 }
 
+// Reductions accumulate in float32 and round the result once; argmax/argmin index the stored values.
+TEST(HalfTensor, ReductionsAccumulateInFloat32) {
+  for (DType t : {kBFloat16, kFloat16}) {
+    SCOPED_TRACE(dtype_name(t));
+    // 4096 ones: a 16-bit running sum would stop at 256 (bf16) or 2048 (fp16); float32 counts them all.
+    Tensor s = ones({4096}, t).sum();
+    EXPECT_EQ(s.dtype(), t);
+    EXPECT_EQ(s.item(), 4096.0);
+    EXPECT_EQ(ones({4096}, t).mean().item(), 1.0);
+    Tensor x = test::rand_f64({5, 7}, -3, 3, 11).to(t);
+    Tensor xr = x.to(kFloat32);
+    EXPECT_EQ(argmax(x, 1).to_vector<int64_t>(), argmax(xr, 1).to_vector<int64_t>());
+    EXPECT_EQ(argmin(x, 0).to_vector<int64_t>(), argmin(xr, 0).to_vector<int64_t>());
+    EXPECT_EQ(x.max().item(), xr.max().item());
+    EXPECT_EQ(x.min({1}).to(kFloat32).to_vector<float>(), xr.min({1}).to_vector<float>());
+    Tensor p = x.softmax(1);
+    EXPECT_EQ(p.dtype(), t);
+    EXPECT_EQ(p.to(kFloat32).to_vector<float>(), xr.softmax(1).to(t).to(kFloat32).to_vector<float>());
+  }
+}
+
 TEST(HalfTensor, CastGradientsComeBackInTheSourceDtype) {
   Tensor x = test::rand_f64({4, 3}).to(kFloat32).requires_grad_();
   Tensor y = (x.to(kBFloat16) * 3.0).sum();

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/anomaly.h"
+#include "core/autocast.h"
 #include "core/profiler.h"
 
 namespace ember {
@@ -202,6 +203,9 @@ void finish_leaf(Task& task, TensorImpl* leaf, const Tensor& g) {
 // detached unless create_graph.
 void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_grads, bool keep_graph, Task& task,
              const char* api) {
+  // Backward formulas run in the dtypes their forward saw: autocast's casts are off here (they are
+  // recorded as Tensor::to nodes in the graph instead).
+  AutocastGuard no_autocast(autocast::dtype(), /*enabled=*/false);
   // 1. Discovery (iterative DFS): every node reachable from the roots, and for each node and leaf
   //    how many edges point to it. A node runs, and a leaf is finished (its hooks fire), once all
   //    of its consumers have sent their gradients.

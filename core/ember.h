@@ -2,6 +2,7 @@
 #pragma once
 
 #include "core/anomaly.h"
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/custom_function.h"

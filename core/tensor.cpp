@@ -117,7 +117,7 @@ Tensor Tensor::detach() const {
 double Tensor::item() const {
   EMBER_CHECK(numel() == 1, "item: expected a tensor with one element, got shape ", shape());
   Tensor host = to(kCPU).detach();
-  return EMBER_DISPATCH_ALL(dtype(), "item", [&]<typename T>() { return static_cast<double>(*host.data<T>()); });
+  return EMBER_DISPATCH_ALL_AND_HALF(dtype(), "item", [&]<typename T>() { return static_cast<double>(*host.data<T>()); });
 }
 
 template <typename T>
@@ -131,6 +131,8 @@ template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+template std::vector<bfloat16> Tensor::to_vector<bfloat16>() const;
+template std::vector<float16> Tensor::to_vector<float16>() const;
 
 // ---------------- printing ----------------
 

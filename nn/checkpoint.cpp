@@ -43,12 +43,13 @@ const char* dtype_tag(DType t) {
     case DType::Float64: return "F64";
     case DType::Int64: return "I64";
     case DType::UInt8: return "U8";
-    default: return nullptr;
+    case DType::BFloat16: return "BF16";
+    case DType::Float16: return "F16";
   }
 }
 
 bool dtype_from_tag(const std::string& tag, DType* out) {
-  for (DType t : {kFloat32, kFloat64, kInt64, kUInt8})
+  for (DType t : {kFloat32, kFloat64, kInt64, kUInt8, kBFloat16, kFloat16})
     if (tag == dtype_tag(t)) {
       *out = t;
       return true;
@@ -210,7 +211,7 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
                 "': '__metadata__' is reserved for the metadata and cannot name a tensor");
     EMBER_CHECK(t.defined(), "save_safetensors: '", path, "': tensor '", name, "' is undefined");
     EMBER_CHECK(dtype_tag(t.dtype()) != nullptr, "save_safetensors: '", path, "': tensor '", name, "' has dtype ",
-                dtype_name(t.dtype()), ", which cannot be saved (supported: float32, float64, int64, uint8)");
+                dtype_name(t.dtype()), ", which cannot be saved (supported: float32, float64, int64, uint8, bfloat16, float16)");
     entries.push_back({&name, &t, static_cast<uint64_t>(t.numel()) * t.element_size()});
   }
   // Like the Python package: larger elements first (then by name), so with the 8-byte-aligned header
@@ -314,7 +315,7 @@ TensorInfo parse_entry(const std::string& name, const json& v, uint64_t data_len
   auto dt = v.find("dtype");
   EMBER_CHECK(dt != v.end() && dt->is_string(), where, ": missing or non-string \"dtype\"");
   EMBER_CHECK(dtype_from_tag(dt->get<std::string>(), &info.dtype), where, ": unsupported dtype \"",
-              dt->get<std::string>(), "\" (ember reads F32, F64, I64 and U8)");
+              dt->get<std::string>(), "\" (ember reads F32, F64, I64, U8, BF16 and F16)");
 
   auto sh = v.find("shape");
   EMBER_CHECK(sh != v.end() && sh->is_array(), where, ": missing or non-array \"shape\"");

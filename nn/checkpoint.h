@@ -8,7 +8,8 @@
 //                ..., "__metadata__": {"<key>": "<string value>", ...}}, padded with spaces
 //   the rest     the tensors' raw little-endian bytes, row-major; [begin, end) is relative to here
 //
-// Supported dtypes: F32, F64, I64, U8 (ember's float32, float64, int64, uint8).
+// Supported dtypes: F32, F64, I64, U8, BF16, F16 (ember's float32, float64, int64, uint8, bfloat16,
+// float16).
 //
 //   nn::save_safetensors("model.safetensors", {{"fc.weight", w}, {"fc.bias", b}}, {{"epoch", "3"}});
 //   auto ckpt = nn::load_safetensors("model.safetensors");  // ckpt.tensors.at("fc.weight"), ckpt.metadata

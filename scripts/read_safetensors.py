@@ -11,6 +11,16 @@ import array, json, struct, sys
 TYPECODES = {"F32": "f", "F64": "d", "I64": "q", "U8": "B"}  # safetensors dtype -> array typecode
 
 
+def half_values(dtype, raw):
+    """BF16 / F16 data as Python floats: F16 through struct's IEEE half ('e'); BF16 is the top half
+    of a float32, so its 16 bits shifted up are that float's bits."""
+    n = len(raw) // 2
+    if dtype == "F16":
+        return list(struct.unpack(f"<{n}e", raw))
+    bits = struct.unpack(f"<{n}H", raw)
+    return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *(b << 16 for b in bits))))
+
+
 def read(path):
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
@@ -20,6 +30,9 @@ def read(path):
     tensors = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
+        if info["dtype"] in ("BF16", "F16"):
+            tensors[name] = (info["dtype"], info["shape"], half_values(info["dtype"], data[begin:end]))
+            continue
         values = array.array(TYPECODES[info["dtype"]], data[begin:end])
         if sys.byteorder == "big":
             values.byteswap()

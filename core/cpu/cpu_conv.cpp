@@ -24,6 +24,7 @@
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/onednn_conv.h"
 #include "core/cpu/parallel.h"
 #include "core/ops.h"
@@ -153,6 +154,12 @@ int batch_threads(int64_t N) {
 
 void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                         int64_t groups) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &out})) {
+    Float32Operands f;
+    conv2d(f.in(in), f.in(weight), f.in(bias), f.out(out), w, groups);
+    return f.finish();
+  }
   const ConvGeometry g = geometry(in.shape(), out, w, groups);
   if (out.numel() == 0) return;
   if (onednn_conv2d(in, weight, bias, out, w, groups)) return;  // float32 with oneDNN built in
@@ -189,6 +196,12 @@ void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bi
 
 void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
                                  const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    conv2d_backward(f.in(grad_out), f.in(in), f.in(weight), f.out(grad_in), f.out(grad_weight), f.out(grad_bias), w, groups);
+    return f.finish();
+  }
   // `in` is only there for the weight gradient; the input's shape may come from grad_in instead
   // (with neither, only the bias gradient is asked for, which needs no input geometry).
   const Shape in_shape = in.defined()        ? in.shape()

@@ -54,8 +54,8 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
     return;
   }
   StridedLoop<2> loop({&dst, &src});
-  EMBER_DISPATCH_ALL(dst.dtype(), "copy", [&]<typename O>() {
-    EMBER_DISPATCH_ALL(src.dtype(), "copy", [&]<typename I>() {
+  EMBER_DISPATCH_ALL_AND_HALF(dst.dtype(), "copy", [&]<typename O>() {
+    EMBER_DISPATCH_ALL_AND_HALF(src.dtype(), "copy", [&]<typename I>() {
       loop.run([](char** p, const int64_t* s, int64_t n) { map1<O, I>(p, s, n, [](I x) { return x; }); });
     });
   });
@@ -66,7 +66,7 @@ void CpuBackend::copy_to_host(const Tensor& src, void* host) { std::memcpy(host,
 
 void CpuBackend::fill(const Tensor& out, double value) {
   StridedLoop<1> loop({&out});
-  EMBER_DISPATCH_ALL(out.dtype(), "fill", [&]<typename T>() {
+  EMBER_DISPATCH_ALL_AND_HALF(out.dtype(), "fill", [&]<typename T>() {
     const T v = static_cast<T>(value);
     loop.run([v](char** p, const int64_t* s, int64_t n) {
       if (s[0] == sizeof(T)) {
@@ -80,7 +80,7 @@ void CpuBackend::fill(const Tensor& out, double value) {
 }
 
 void CpuBackend::arange(const Tensor& out, double start, double step) {
-  EMBER_DISPATCH_ALL(out.dtype(), "arange", [&]<typename T>() {
+  EMBER_DISPATCH_ALL_AND_HALF(out.dtype(), "arange", [&]<typename T>() {
     T* o = out.data<T>();
     parallel_for(out.numel(), kGrainSize, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) o[i] = static_cast<T>(start + step * static_cast<double>(i));
@@ -90,7 +90,7 @@ void CpuBackend::arange(const Tensor& out, double start, double step) {
 
 // Element i uses Philox counter (offset + i): the result does not depend on the thread count.
 void CpuBackend::random(RandomOp op, const Tensor& out, PhiloxState st, double a, double b) {
-  EMBER_DISPATCH_ALL(out.dtype(), "random", [&]<typename T>() {
+  EMBER_DISPATCH_ALL_AND_HALF(out.dtype(), "random", [&]<typename T>() {
     T* o = out.data<T>();
     parallel_for(out.numel(), 4096, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
@@ -119,10 +119,13 @@ void CpuBackend::random(RandomOp op, const Tensor& out, PhiloxState st, double a
 void CpuBackend::unary(UnaryOp op, const Tensor& in, const Tensor& out, Scalars sc) {
   StridedLoop<2> loop({&out, &in});
   const bool cmp = unary_is_comparison(op);
-  EMBER_DISPATCH_ALL(in.dtype(), "unary", [&]<typename T>() {
-    const T a = static_cast<T>(sc.a), b = static_cast<T>(sc.b);
+  // T is the storage type; the math runs in C = opmath_t<T> (float for the 16-bit types), and
+  // map1 rounds the result back to T.
+  EMBER_DISPATCH_ALL_AND_HALF(in.dtype(), "unary", [&]<typename T>() {
+    using C = opmath_t<T>;
+    const C a = static_cast<C>(sc.a), b = static_cast<C>(sc.b);
     visit_unary(op, [&](auto f) {
-      auto g = [f, a, b](T x) { return f(x, a, b); };
+      auto g = [f, a, b](T x) { return f(static_cast<C>(x), a, b); };
       if (cmp) loop.run([g](char** p, const int64_t* s, int64_t n) { map1<uint8_t, T>(p, s, n, g); });
       else loop.run([g](char** p, const int64_t* s, int64_t n) { map1<T, T>(p, s, n, g); });
     });
@@ -132,9 +135,10 @@ void CpuBackend::unary(UnaryOp op, const Tensor& in, const Tensor& out, Scalars 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   StridedLoop<3> loop({&out, &a, &b});
   const bool cmp = binary_is_comparison(op);
-  EMBER_DISPATCH_ALL(a.dtype(), "binary", [&]<typename T>() {
+  EMBER_DISPATCH_ALL_AND_HALF(a.dtype(), "binary", [&]<typename T>() {
+    using C = opmath_t<T>;  // as in unary: compute in float for the 16-bit types
     visit_binary(op, [&](auto f) {
-      auto g = [f](T x, T y) { return f(x, y); };
+      auto g = [f](T x, T y) { return f(static_cast<C>(x), static_cast<C>(y)); };
       if (cmp) loop.run([g](char** p, const int64_t* s, int64_t n) { map2<uint8_t, T>(p, s, n, g); });
       else loop.run([g](char** p, const int64_t* s, int64_t n) { map2<T, T>(p, s, n, g); });
     });
@@ -143,7 +147,7 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Ten
 
 void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
   StridedLoop<4> loop({&out, &cond, &a, &b});
-  EMBER_DISPATCH_ALL(out.dtype(), "where", [&]<typename T>() {
+  EMBER_DISPATCH_ALL_AND_HALF(out.dtype(), "where", [&]<typename T>() {
     loop.run([](char** p, const int64_t* s, int64_t n) {
       for (int64_t i = 0; i < n; ++i)
         *reinterpret_cast<T*>(p[0] + i * s[0]) = *reinterpret_cast<const uint8_t*>(p[1] + i * s[1])

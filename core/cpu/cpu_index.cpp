@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/strided_loop.h"
 
 namespace ember {
@@ -109,6 +110,12 @@ void scatter_add_loop(const Tensor& out, const Tensor& idx, const Tensor& src, i
 
 // out = in with dim replaced by index: out[.., k, ..] = in[.., index[k], ..].
 void CpuBackend::index_select(const Tensor& in, int dim, const Tensor& index, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    index_select(f.in(in), dim, index, f.out(out));
+    return f.finish();
+  }
   const int64_t k_count = index.numel();
   if (out.numel() == 0) return;
   const int64_t esize = static_cast<int64_t>(in.element_size());
@@ -142,6 +149,12 @@ void CpuBackend::index_select(const Tensor& in, int dim, const Tensor& index, co
 // out[.., index[k], ..] += src[.., k, ..]. Threads split the coordinates other than dim (for an
 // embedding gradient: the D columns); each walks k serially, so repeated indices never race.
 void CpuBackend::index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&out, &src})) {
+    Float32Operands f;
+    index_add(f.out(out), dim, index, f.in(src));
+    return f.finish();
+  }
   if (src.numel() == 0) return;
   const Shape loop_shape = with_dim(src.shape(), dim, 1);
   const Tensor out_r = restride(out, loop_shape, out.strides());
@@ -156,6 +169,12 @@ void CpuBackend::index_add(const Tensor& out, int dim, const Tensor& index, cons
 
 // out[x] = in[x with x[dim] = index[x]], over index's shape (PyTorch's gather).
 void CpuBackend::gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    gather(f.in(in), dim, index, f.out(out));
+    return f.finish();
+  }
   if (out.numel() == 0) return;
   const Tensor in_r = restride(in, index.shape(), with_dim(in.strides(), dim, 0));
   EMBER_DISPATCH_ALL(in.dtype(), "gather", [&]<typename T>() {
@@ -165,6 +184,12 @@ void CpuBackend::gather(const Tensor& in, int dim, const Tensor& index, const Te
 
 // out[x with x[dim] = index[x]] += src[x], over index's shape (PyTorch's scatter_add).
 void CpuBackend::scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&out, &src})) {
+    Float32Operands f;
+    scatter_add(f.out(out), dim, index, f.in(src));
+    return f.finish();
+  }
   if (index.numel() == 0) return;
   const Shape loop_shape = with_dim(index.shape(), dim, 1);
   const Tensor out_r = restride(out, loop_shape, out.strides());

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 #include "core/cross_entropy_row.h"
 
@@ -15,6 +16,12 @@ namespace ember {
 
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                                int64_t ignore_index, double label_smoothing) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&logits, &loss, &row_stats})) {
+    Float32Operands f;
+    cross_entropy(f.in(logits), target, f.out(loss), f.out(row_stats), ignore_index, label_smoothing);
+    return f.finish();
+  }
   const int64_t N = logits.size(0), C = logits.size(1);
   // A bad target is reported after the parallel loop (an exception must not leave an OpenMP region).
   std::atomic<int64_t> bad_row{-1};
@@ -59,6 +66,12 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
 void CpuBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
                                         const Tensor& row_stats, const Tensor& grad_logits, int64_t ignore_index,
                                         double label_smoothing) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_loss, &logits, &row_stats, &grad_logits})) {
+    Float32Operands f;
+    cross_entropy_backward(f.in(grad_loss), f.in(logits), target, f.in(row_stats), f.out(grad_logits), ignore_index, label_smoothing);
+    return f.finish();
+  }
   const int64_t N = logits.size(0), C = logits.size(1);
   EMBER_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
     const T *x = logits.data<T>(), *stats = row_stats.data<T>();

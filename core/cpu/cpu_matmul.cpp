@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 
 #if EMBER_HAVE_ONEDNN
@@ -248,6 +249,12 @@ constexpr int64_t kGemmGrain = 1 << 18;
 }  // namespace
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&a, &b, &out})) {
+    Float32Operands f;
+    matmul(f.in(a), f.in(b), f.out(out));
+    return f.finish();
+  }
   const int64_t batch = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   if (out.numel() == 0) return;
   if (K == 0) {  // an empty sum: zeros

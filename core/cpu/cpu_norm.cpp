@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 
 namespace ember {
@@ -32,6 +33,13 @@ const T* ptr_or_null(const Tensor& t) {
 void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                             const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
                             const Tensor& save_invstd, bool training, double momentum, double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
+    Float32Operands f;
+    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
+               f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
     const T* x = in.data<T>();
@@ -87,7 +95,14 @@ void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor
 void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                      const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
                                      const Tensor& grad_weight, const Tensor& grad_bias, bool training,
-                                     double /*eps*/) {  // the saved invstd already holds it
+                                     double eps) {  // the saved invstd already holds eps: unused below
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &save_mean, &save_invstd, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    batch_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(save_mean), f.in(save_invstd), f.out(grad_in),
+                        f.out(grad_weight), f.out(grad_bias), training, eps);
+    return f.finish();
+  }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
     const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);
@@ -130,6 +145,12 @@ void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, c
 
 void CpuBackend::layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
                             const Tensor& mean, const Tensor& rstd, double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &out, &mean, &rstd})) {
+    Float32Operands f;
+    layer_norm(f.in(in), f.in(weight), f.in(bias), f.out(out), f.out(mean), f.out(rstd), eps);
+    return f.finish();
+  }
   const int64_t M = in.size(0), N = in.size(1);
   EMBER_DISPATCH_FLOAT(in.dtype(), "layer_norm", [&]<typename T>() {
     const T *x = in.data<T>(), *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
@@ -162,6 +183,13 @@ void CpuBackend::layer_norm(const Tensor& in, const Tensor& weight, const Tensor
 void CpuBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,
                                      const Tensor& rstd, const Tensor& grad_in, const Tensor& grad_weight,
                                      const Tensor& grad_bias) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &mean, &rstd, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    layer_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(mean), f.in(rstd), f.out(grad_in), f.out(grad_weight),
+                        f.out(grad_bias));
+    return f.finish();
+  }
   const int64_t M = in.size(0), N = in.size(1);
   EMBER_DISPATCH_FLOAT(in.dtype(), "layer_norm_backward", [&]<typename T>() {
     const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);

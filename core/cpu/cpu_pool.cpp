@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 #include "core/pool_math.h"
 
@@ -101,6 +102,12 @@ void max_pool_plane(const T* x, T* y, int64_t* idx, const Planes& p, const Windo
 }  // namespace
 
 void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    max_pool2d(f.in(in), f.out(out), indices, w);
+    return f.finish();
+  }
   const Planes p = planes(in, out);
   EMBER_DISPATCH_FLOAT(in.dtype(), "max_pool2d", [&]<typename T>() {
     const T* x = in.data<T>();
@@ -114,6 +121,12 @@ void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& i
 }
 
 void CpuBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    max_pool2d_backward(f.in(grad_out), indices, f.out(grad_in));
+    return f.finish();
+  }
   const Planes p = planes(grad_in, grad_out);
   fill(grad_in, 0.0);
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "max_pool2d_backward", [&]<typename T>() {
@@ -131,6 +144,12 @@ void CpuBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indic
 }
 
 void CpuBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    avg_pool2d(f.in(in), f.out(out), w, count_include_pad);
+    return f.finish();
+  }
   const Planes p = planes(in, out);
   EMBER_DISPATCH_FLOAT(in.dtype(), "avg_pool2d", [&]<typename T>() {
     const T* x = in.data<T>();
@@ -157,6 +176,12 @@ void CpuBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, boo
 
 void CpuBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w,
                                      bool count_include_pad) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    avg_pool2d_backward(f.in(grad_out), f.out(grad_in), w, count_include_pad);
+    return f.finish();
+  }
   const Planes p = planes(grad_in, grad_out);
   fill(grad_in, 0.0);
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "avg_pool2d_backward", [&]<typename T>() {
@@ -182,6 +207,12 @@ void CpuBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_
 }
 
 void CpuBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    adaptive_avg_pool2d(f.in(in), f.out(out));
+    return f.finish();
+  }
   const Planes p = planes(in, out);
   EMBER_DISPATCH_FLOAT(in.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
     const T* x = in.data<T>();
@@ -206,6 +237,12 @@ void CpuBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
 }
 
 void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    adaptive_avg_pool2d_backward(f.in(grad_out), f.out(grad_in));
+    return f.finish();
+  }
   const Planes p = planes(grad_in, grad_out);
   fill(grad_in, 0.0);
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 #include "core/reduce_math.h"
 
@@ -505,6 +506,12 @@ void run_reduction(const Layout& L, const Tensor& in, const Tensor& out) {
 }  // namespace
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32_t dims) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    reduce(op, f.in(in), f.out(out), dims);
+    return f.finish();
+  }
   const Layout L = reduction::plan(in, out, dims);
   if (L.M == 0) return;
   if (L.N == 0) {  // an empty reduction: only sum (0) and mean (0/0) have a value; the ops reject the others

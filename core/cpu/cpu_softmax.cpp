@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
 #include "core/softmax_math.h"
 
@@ -311,6 +312,12 @@ void with_log(bool log, F&& f) {
 }  // namespace
 
 void CpuBackend::softmax(const Tensor& in, const Tensor& out, int dim, bool log) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    softmax(f.in(in), f.out(out), dim, log);
+    return f.finish();
+  }
   const RowLayout<2> L({&in, &out}, dim);
   EMBER_DISPATCH_FLOAT(in.dtype(), log ? "log_softmax" : "softmax", [&]<typename T>() {
     const T* x = static_cast<const T*>(in.data_ptr());
@@ -334,6 +341,12 @@ void CpuBackend::softmax(const Tensor& in, const Tensor& out, int dim, bool log)
 }
 
 void CpuBackend::softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad, &out, &grad_in})) {
+    Float32Operands f;
+    softmax_backward(f.in(grad), f.in(out), f.out(grad_in), dim, log);
+    return f.finish();
+  }
   // Operand order: g, y, gi. The layout choice follows y (the saved output, usually contiguous);
   // g may be anything, e.g. an expanded gradient with stride 0 from a sum.
   const RowLayout<3> L({&grad, &out, &grad_in}, dim);

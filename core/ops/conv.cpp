@@ -9,6 +9,7 @@
 // An ordinary backward (grad mode off) does not call them: the kernels (core/cpu/cpu_conv.cpp on
 // the CPU) compute all three gradients in one pass over the batch, asking only for the ones that
 // are needed (a first layer's input never is).
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/profiler.h"
 #include "core/kernels/conv_kernels.h"
@@ -57,8 +58,11 @@ void check_grad_output(const char* op, const Tensor& grad_output, const Shape& w
 
 }  // namespace
 
-Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
+Tensor conv2d(const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in, Size2 stride, Size2 padding,
               Size2 dilation, int64_t groups) {
+  // Autocast's lower-precision list (core/autocast.h): a no-op unless a guard is active.
+  const Tensor input = autocast::to_lower(input_in), weight = autocast::to_lower(weight_in),
+               bias = autocast::to_lower(bias_in);
   EMBER_OP_SCOPE("conv2d", input, weight, bias);
   EMBER_CHECK(input.defined() && weight.defined(), "conv2d: undefined input or weight");
   EMBER_CHECK(input.dim() == 3 || input.dim() == 4, "conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ",

@@ -90,6 +90,8 @@ template Tensor from_vector(const std::vector<float>&, const Shape&, TensorOptio
 template Tensor from_vector(const std::vector<double>&, const Shape&, TensorOptions);
 template Tensor from_vector(const std::vector<int64_t>&, const Shape&, TensorOptions);
 template Tensor from_vector(const std::vector<uint8_t>&, const Shape&, TensorOptions);
+template Tensor from_vector(const std::vector<bfloat16>&, const Shape&, TensorOptions);
+template Tensor from_vector(const std::vector<float16>&, const Shape&, TensorOptions);
 
 Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device, std::function<void(void*)> deleter) {
   const int64_t nbytes = checked_nbytes(shape, static_cast<int64_t>(dtype_size(dtype)), "from_blob");

@@ -7,6 +7,7 @@
 // PyTorch (so a batch where every target is ignored has a NaN mean).
 #include <limits>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/kernels/loss_kernels.h"
 #include "core/backend.h"
@@ -66,7 +67,8 @@ Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ig
 
 }  // namespace
 
-Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& o) {
+Tensor cross_entropy(const Tensor& input_in, const Tensor& target, const CrossEntropyOptions& o) {
+  const Tensor input = autocast::to_float32(input_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("cross_entropy", input, target);
   check_target("cross_entropy", input, target);
   EMBER_CHECK(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0,
@@ -93,7 +95,8 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
   return reduce_loss(per, o.reduction, ne(target, static_cast<double>(o.ignore_index)));
 }
 
-Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossOptions& o) {
+Tensor nll_loss(const Tensor& input_in, const Tensor& target, const NllLossOptions& o) {
+  const Tensor input = autocast::to_float32(input_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("nll_loss", input, target);
   check_target("nll_loss", input, target);
   EMBER_CHECK(input.dim() <= 2, "nll_loss: expected input [N, C] or [C], got ", input.shape());
@@ -116,7 +119,9 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossOptions&
   return reduce_loss(per, o.reduction, valid.reshape(target.shape()));
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+Tensor mse_loss(const Tensor& input_in, const Tensor& target_in, Reduction reduction) {
+  // Autocast's float32 list (core/autocast.h): a no-op unless a guard is active.
+  const Tensor input = autocast::to_float32(input_in), target = autocast::to_float32(target_in);
   EMBER_OP_SCOPE("mse_loss", input, target);
   EMBER_CHECK(input.defined() && target.defined(), "mse_loss: undefined input or target");
   EMBER_CHECK(input.shape() == target.shape(), "mse_loss: input ", input.shape(), " and target ", target.shape(),

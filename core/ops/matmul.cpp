@@ -12,6 +12,7 @@
 // (reshape) backward.
 #include <algorithm>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -137,7 +138,9 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  // Autocast's lower-precision list (core/autocast.h): a no-op unless a guard is active.
+  const Tensor a = autocast::to_lower(a_in), b = autocast::to_lower(b_in);
   EMBER_OP_SCOPE("matmul", a, b);
   check_args(a, b);
   if (a.dim() == 1 && b.dim() == 1) return matmul_nd(a.unsqueeze(0), b.unsqueeze(1)).reshape(Shape{});
@@ -155,7 +158,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 //   dx = g · W      dW = gᵀ · x      db = sum of g over the rows
 // with the transposes read in place by the GEMM.
 
-Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+Tensor linear(const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in) {
+  // Autocast's lower-precision list (core/autocast.h): a no-op unless a guard is active.
+  const Tensor input = autocast::to_lower(input_in), weight = autocast::to_lower(weight_in),
+               bias = autocast::to_lower(bias_in);
   EMBER_OP_SCOPE("linear", input, weight, bias);
   EMBER_CHECK(input.defined() && weight.defined(), "linear: undefined input or weight");
   EMBER_CHECK(weight.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got ", weight.shape());

@@ -8,6 +8,7 @@
 // statistics from the input with ops, so the second derivative flows through them; the test
 // NormBackward.FusedMatchesComposite checks the two bodies agree in float64. The kernels see the
 // input as [N, C, S] (batch norm) or [rows, features] (layer norm), free views of a contiguous tensor.
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/profiler.h"
 #include "core/kernels/norm_kernels.h"
@@ -87,8 +88,9 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_fused(const Tensor& g, co
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+Tensor batch_norm(const Tensor& input_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  const Tensor input = autocast::to_float32(input_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("batch_norm", input, running_mean, running_var, weight, bias);
   EMBER_CHECK(input.defined(), "batch_norm: undefined input");
   EMBER_CHECK(input.dim() >= 2, "batch_norm: expected an input [N, C, *] with at least 2 dims, got ", input.shape());
@@ -143,8 +145,9 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
   return out;
 }
 
-Tensor layer_norm(const Tensor& input, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
+Tensor layer_norm(const Tensor& input_in, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
+  const Tensor input = autocast::to_float32(input_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("layer_norm", input, weight, bias);
   EMBER_CHECK(input.defined(), "layer_norm: undefined input");
   EMBER_CHECK(is_floating(input.dtype()), "layer_norm: expected a floating-point input, got ",

@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -128,7 +129,8 @@ Tensor arg_extremum(ReduceOp op, const char* name, const Tensor& a, int64_t dim,
 
 }  // namespace
 
-Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+Tensor sum(const Tensor& a_in, const std::vector<int64_t>& dims, bool keepdim) {
+  const Tensor a = autocast::to_float32(a_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("sum", a);
   const uint32_t mask = reduce_mask("sum", a, dims);
   // uint8 sums into int64 (like PyTorch) so that counting a mask cannot overflow: core/reduce_math.h.
@@ -142,7 +144,8 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return out;
 }
 
-Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+Tensor mean(const Tensor& a_in, const std::vector<int64_t>& dims, bool keepdim) {
+  const Tensor a = autocast::to_float32(a_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE("mean", a);
   require_float("mean", a);
   const uint32_t mask = reduce_mask("mean", a, dims);

@@ -3,6 +3,7 @@
 //   softmax:      y = exp(x - max) / sum(exp(x - max))    dx = y * (g - sum(g * y))
 //   log_softmax:  y = x - max - log(sum(exp(x - max)))    dx = g - exp(y) * sum(g)
 // Both backward formulas need only the output y, which is what we save.
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/ops.h"
@@ -12,7 +13,8 @@ namespace ember {
 
 namespace {
 
-Tensor softmax_impl(const char* name, const Tensor& a, int64_t dim, bool log) {
+Tensor softmax_impl(const char* name, const Tensor& a_in, int64_t dim, bool log) {
+  const Tensor a = autocast::to_float32(a_in);  // autocast's float32 list (core/autocast.h)
   EMBER_OP_SCOPE(name, a);
   EMBER_CHECK(a.defined(), name, ": undefined tensor argument");
   EMBER_CHECK(is_floating(a.dtype()), name, ": expected a floating-point tensor, got ", dtype_name(a.dtype()),

@@ -55,6 +55,8 @@ void add_training_options(CLI::App& app, TrainConfig& c, const std::string& batc
   app.add_option("--stop-after", c.stop_after, "end this run after N epochs (the schedule still spans --epochs; "
                                                "continue with --resume)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--amp", c.amp, "mixed precision: none | bf16 | fp16 (autocast; fp16 also scales the loss)")
+      ->check(CLI::IsMember({"none", "bf16", "fp16"}));
   app.add_flag("--json", c.json, "print a one-line JSON summary at the end (used by bench/)");
 }
 

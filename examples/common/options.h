@@ -24,10 +24,11 @@ struct TrainConfig {
   int64_t metrics_every = 0;  // --metrics-every: a step row every N optimizer steps (0: none)
   int stop_after = 0;         // --stop-after: end this run after N epochs (0: run to --epochs)
   bool json = false;
+  std::string amp = "none";   // --amp: none | bf16 | fp16 (mixed precision, core/autocast.h)
 };
 
 // Adds --epochs, --batch-size, --lr, --device, --workers, --seed, --threads, --data, --checkpoint,
-// --resume, --metrics, --metrics-every, --limit, --stop-after and --json, with their bounds (a value outside is a
+// --resume, --metrics, --metrics-every, --limit, --stop-after, --amp and --json, with their bounds (a value outside is a
 // CLI11 error naming the flag). The help of the three whose defaults differ comes from the caller.
 void add_training_options(CLI::App& app, TrainConfig& c, const std::string& batch_size_help,
                           const std::string& lr_help, const std::string& data_help);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include "examples/common/metrics_csv.h"
 #include "examples/common/progress.h"
@@ -37,8 +38,22 @@ int load_checkpoint_epoch(const optim::StateDict& all, const std::string& path) 
   return static_cast<int>(epoch);
 }
 
+// --amp (mixed precision): the forward, the loss and the test pass run under autocast
+// (core/autocast.h): convolutions and linear layers in the 16-bit dtype, the loss in float32; the
+// parameters and the optimizer stay float32. fp16 also scales the loss (optim::GradScaler, made in
+// train()), which bf16 does not need.
+void enter_amp(const TrainConfig& c, std::optional<AutocastGuard>& region) {
+  if (c.amp != "none") region.emplace(c.amp == "bf16" ? kBFloat16 : kFloat16);
+}
+
+std::pair<double, double> evaluate_amp(TrainingRun& run) {
+  std::optional<AutocastGuard> amp;
+  enter_amp(run.config, amp);
+  return run.evaluate();
+}
+
 // Loads model, optimizer and the hooks' state from a checkpoint; returns the epoch it was written after.
-int resume_from(TrainingRun& run) {
+int resume_from(TrainingRun& run, optim::GradScaler& scaler) {
   const std::string& path = run.config.resume;
   auto ckpt = nn::load_safetensors(path);
   nn::check_finite(ckpt.tensors, "--resume: " + path);
@@ -50,14 +65,16 @@ int resume_from(TrainingRun& run) {
   run.model.load_state_dict(nn::NamedTensors(all.sub("model").tensors));
   run.optimizer.load_state_dict(all.sub("optimizer"));
   if (run.load_state) run.load_state(all);
+  if (scaler.is_enabled() && all.metadata.count("scaler.scale")) scaler.load_state_dict(all.sub("scaler"));  // --amp fp16
   return epoch;
 }
 
-void save_checkpoint(TrainingRun& run, int epoch) {
+void save_checkpoint(TrainingRun& run, int epoch, optim::GradScaler& scaler) {
   optim::StateDict all;
   all.merge("model", optim::StateDict{nn::TensorMap(run.model.state_dict()), {}});
   all.merge("optimizer", run.optimizer.state_dict());
   if (run.save_state) run.save_state(all);
+  if (scaler.is_enabled()) all.merge("scaler", scaler.state_dict());  // --amp fp16
   all.metadata["epoch"] = std::to_string(epoch);
   all.metadata["model"] = run.config.model;
   nn::save_safetensors(run.config.checkpoint, all.tensors, all.metadata);
@@ -110,11 +127,12 @@ TrainResult train(TrainingRun& run) {
   auto loss_fn = run.loss ? run.loss : [](const Tensor& logits, const Tensor& y) { return F::cross_entropy(logits, y); };
   const std::string note = run.data_note.empty() ? "" : " [" + run.data_note + "]";
   TrainResult result;
+  optim::GradScaler scaler(optim::GradScalerOptions().enabled(c.amp == "fp16"));  // otherwise a pass-through
 
   int start_epoch = 0;
   double wall_offset = 0;  // the metrics' wall clock continues from the resumed run's last epoch row
   if (!c.resume.empty()) {
-    start_epoch = resume_from(run);
+    start_epoch = resume_from(run, scaler);
     spdlog::info("resumed from {} after epoch {}", c.resume, start_epoch);
     if (!c.metrics.empty()) wall_offset = truncate_metrics(c.metrics, start_epoch);
   }
@@ -124,7 +142,7 @@ TrainResult train(TrainingRun& run) {
     // rather than the 0 of an epoch that never ran.
     spdlog::info("the checkpoint is already at epoch {} of --epochs {}: nothing to train, evaluating it",
                  start_epoch, c.epochs);
-    std::tie(result.test_loss, result.test_accuracy) = run.evaluate();
+    std::tie(result.test_loss, result.test_accuracy) = evaluate_amp(run);
   }
   run.loader.set_epoch(start_epoch);
   spdlog::info("model {} ({} parameters), {} training samples, batch {}, device {}, {} threads{}", c.model,
@@ -152,10 +170,16 @@ TrainResult train(TrainingRun& run) {
     for (auto& batch : run.loader) {
       Tensor x = batch.data.to(device), y = batch.target.to(device);
       run.optimizer.zero_grad();
-      Tensor logits = run.model.forward(x);
-      Tensor loss = loss_fn(logits, y);
-      loss.backward();
-      run.optimizer.step();
+      Tensor logits, loss;
+      {
+        std::optional<AutocastGuard> amp;  // --amp: forward and loss under autocast, backward outside
+        enter_amp(c, amp);
+        logits = run.model.forward(x);
+        loss = loss_fn(logits, y);
+      }
+      scaler.scale(loss).backward();  // without --amp fp16: loss.backward() and optimizer.step()
+      scaler.step(run.optimizer);
+      scaler.update();
       if (run.after_step) run.after_step();
       {
         NoGradGuard no_grad;
@@ -196,7 +220,7 @@ TrainResult train(TrainingRun& run) {
     result.launches_per_step = static_cast<double>(backend(device).kernel_launches() - launches_before) /
                                static_cast<double>(std::max<int64_t>(steps, 1));
     progress.finish(result.train_loss, result.train_accuracy);
-    std::tie(result.test_loss, result.test_accuracy) = run.evaluate();
+    std::tie(result.test_loss, result.test_accuracy) = evaluate_amp(run);
     spdlog::info("epoch {}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | {:.2f} s, {:.0f} samples/s{}",
                  epoch + 1, result.train_loss, 100 * result.train_accuracy, result.test_loss,
                  100 * result.test_accuracy, result.epoch_seconds, seen / result.epoch_seconds, note);
@@ -211,7 +235,7 @@ TrainResult train(TrainingRun& run) {
                      .test_accuracy = result.test_accuracy};
       write_metrics_row(c.metrics, row);
     }
-    if (!c.checkpoint.empty()) save_checkpoint(run, epoch + 1);
+    if (!c.checkpoint.empty()) save_checkpoint(run, epoch + 1, scaler);
   }
   if (end_epoch < c.epochs)
     spdlog::info("--stop-after {}: stopping after epoch {} of {}{}", c.stop_after, end_epoch, c.epochs,
@@ -226,7 +250,8 @@ void print_summary(const TrainConfig& c, const TrainResult& r, Device device, co
   nlohmann::json j = {{"framework", "ember"},           {"model", c.model},
                       {"threads", get_num_threads()},   {"epoch_seconds", r.epoch_seconds},
                       {"test_accuracy", 100 * r.test_accuracy}, {"train_loss", r.train_loss},
-                      {"peak_rss_mb", peak_rss_mb()},   {"device", device.str()}};
+                      {"peak_rss_mb", peak_rss_mb()},   {"device", device.str()},
+                      {"amp", c.amp}};
   if (device.is_cuda()) {
     // Peak of the bytes handed to tensors over the whole run (training and test), the
     // counterpart of torch.cuda.max_memory_allocated; reserved includes the allocator's cache.

@@ -46,6 +46,7 @@ const char* dtype_tag(DType t) {
     case DType::BFloat16: return "BF16";
     case DType::Float16: return "F16";
   }
+  EMBER_FAIL("safetensors: no tag for dtype ", static_cast<int>(t));  // not reached: every DType is listed
 }
 
 bool dtype_from_tag(const std::string& tag, DType* out) {

@@ -90,8 +90,11 @@ TEST(CutoutTransform, FullSquareInsideAndSeveralHoles) {
   data::SampleRng r1(9, 0, 3), r3(9, 0, 3);
   data::Cutout(3, 1).apply(one.data(), {8, 8}, r1);
   data::Cutout(3, 3).apply(three.data(), {8, 8}, r3);
-  for (size_t i = 0; i < 64; ++i)
-    if (one[i] == 0.0f) EXPECT_EQ(three[i], 0.0f) << "the first hole is drawn first in both";
+  for (size_t i = 0; i < 64; ++i) {
+    if (one[i] == 0.0f) {
+      EXPECT_EQ(three[i], 0.0f) << "the first hole is drawn first in both";
+    }
+  }
 }
 
 TEST(CutoutTransform, Errors) {

@@ -109,7 +109,7 @@ Tensor max_pool2d_backward(const Tensor& grad_output, const Tensor& indices, con
   check_pool_grad(op, grad_output, input_shape, indices.shape());
   EMBER_CHECK(indices.device() == grad_output.device(), op, ": indices are on ", indices.device(),
               " but grad_output is on ", grad_output.device());
-  for (size_t d = 0; d + 2 < input_shape.size(); ++d)
+  for (int d = 0; d + 2 < input_shape.size(); ++d)
     EMBER_CHECK(input_shape[d] == grad_output.size(d), op, ": grad_output ", grad_output.shape(),
                 " and input shape ", input_shape, " differ in their batch / channel dims");
 

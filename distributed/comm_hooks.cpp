@@ -6,7 +6,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
-#include "distributed/half_bits.h"
+#include "core/half.h"
 
 namespace ember::distributed {
 
@@ -30,7 +30,7 @@ WorkHandle compressed_hook(Communicator& comm, const GradBucket& bucket, const c
   const Tensor& buffer = bucket.buffer;
   EMBER_CHECK(buffer.dtype() == kFloat32 && buffer.device().is_cpu() && buffer.is_contiguous(), name,
               ": takes a contiguous float32 CPU bucket, got ", dtype_name(buffer.dtype()), " on ", buffer.device(),
-              " (core has no float16/bfloat16 casts on devices yet)");
+              " (core has no float16/bfloat16 kernels on CUDA yet)");
   const int64_t n = buffer.numel();
   const int world = comm.world_size();
   // 16-bit patterns in a byte tensor: every communicator moves uint8, and an all-gather only moves.
@@ -61,11 +61,11 @@ WorkHandle compressed_hook(Communicator& comm, const GradBucket& bucket, const c
 }  // namespace
 
 WorkHandle bf16_compress_hook(Communicator& comm, const GradBucket& bucket) {
-  return compressed_hook(comm, bucket, "bf16_compress_hook", float_to_bf16_bits, bf16_bits_to_float);
+  return compressed_hook(comm, bucket, "bf16_compress_hook", half_bits::float_to_bfloat16, half_bits::bfloat16_to_float);
 }
 
 WorkHandle fp16_compress_hook(Communicator& comm, const GradBucket& bucket) {
-  return compressed_hook(comm, bucket, "fp16_compress_hook", float_to_fp16_bits, fp16_bits_to_float);
+  return compressed_hook(comm, bucket, "fp16_compress_hook", half_bits::float_to_float16, half_bits::float16_to_float);
 }
 
 }  // namespace ember::distributed

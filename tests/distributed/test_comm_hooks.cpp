@@ -11,7 +11,7 @@
 #include "core/ember.h"
 #include "distributed/comm_hooks.h"
 #include "distributed/ddp.h"
-#include "distributed/half_bits.h"
+#include "core/half.h"
 #include "nn/nn.h"
 #include "tests/distributed/ddp_test_util.h"
 
@@ -22,41 +22,41 @@ using namespace ember::test::ddp;
 using distributed::Communicator;
 
 TEST(HalfBits, Bfloat16RoundsToNearestEven) {
-  using distributed::float_to_bf16_bits;
-  EXPECT_EQ(float_to_bf16_bits(1.0f), 0x3F80);
-  EXPECT_EQ(float_to_bf16_bits(-2.0f), 0xC000);
-  EXPECT_EQ(float_to_bf16_bits(1.0f + 0x1p-8f), 0x3F80);        // tie, kept part even: down
-  EXPECT_EQ(float_to_bf16_bits(1.0f + 3 * 0x1p-8f), 0x3F82);    // tie, kept part odd: up to even
-  EXPECT_EQ(float_to_bf16_bits(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);  // just past the tie: up
-  EXPECT_EQ(float_to_bf16_bits(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
-  EXPECT_EQ(float_to_bf16_bits(std::numeric_limits<float>::infinity()), 0x7F80);
-  EXPECT_TRUE(std::isnan(distributed::bf16_bits_to_float(float_to_bf16_bits(std::nanf("")))));
-  EXPECT_EQ(distributed::bf16_bits_to_float(0x4049), 3.140625f);
+  using half_bits::float_to_bfloat16;
+  EXPECT_EQ(float_to_bfloat16(1.0f), 0x3F80);
+  EXPECT_EQ(float_to_bfloat16(-2.0f), 0xC000);
+  EXPECT_EQ(float_to_bfloat16(1.0f + 0x1p-8f), 0x3F80);        // tie, kept part even: down
+  EXPECT_EQ(float_to_bfloat16(1.0f + 3 * 0x1p-8f), 0x3F82);    // tie, kept part odd: up to even
+  EXPECT_EQ(float_to_bfloat16(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);  // just past the tie: up
+  EXPECT_EQ(float_to_bfloat16(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
+  EXPECT_EQ(float_to_bfloat16(std::numeric_limits<float>::infinity()), 0x7F80);
+  EXPECT_TRUE(std::isnan(half_bits::bfloat16_to_float(float_to_bfloat16(std::nanf("")))));
+  EXPECT_EQ(half_bits::bfloat16_to_float(0x4049), 3.140625f);
 }
 
 TEST(HalfBits, Float16RoundsToNearestEven) {
-  using distributed::float_to_fp16_bits;
-  using distributed::fp16_bits_to_float;
-  EXPECT_EQ(float_to_fp16_bits(1.0f), 0x3C00);
-  EXPECT_EQ(float_to_fp16_bits(-0.0f), 0x8000);
-  EXPECT_EQ(float_to_fp16_bits(65504.0f), 0x7BFF);               // the largest float16
-  EXPECT_EQ(float_to_fp16_bits(65519.0f), 0x7BFF);               // below the tie: stays finite
-  EXPECT_EQ(float_to_fp16_bits(65520.0f), 0x7C00);               // the tie rounds to even: inf
-  EXPECT_EQ(float_to_fp16_bits(1.0f + 0x1p-11f), 0x3C00);        // tie: down to even
-  EXPECT_EQ(float_to_fp16_bits(1.0f + 3 * 0x1p-11f), 0x3C02);    // tie: up to even
-  EXPECT_EQ(float_to_fp16_bits(0x1p-14f), 0x0400);               // smallest normal
-  EXPECT_EQ(float_to_fp16_bits(0x1p-24f), 0x0001);               // smallest subnormal
-  EXPECT_EQ(float_to_fp16_bits(0x1p-25f), 0x0000);               // its half: a tie, to even (zero)
-  EXPECT_EQ(float_to_fp16_bits(0x1.8p-25f), 0x0001);             // past the half: up
-  EXPECT_EQ(float_to_fp16_bits(3 * 0x1p-25f), 0x0002);           // 1.5 units: tie, to even (2)
-  EXPECT_EQ(float_to_fp16_bits(0x1p-14f - 0x1p-25f), 0x0400);    // rounds up into the normals
-  EXPECT_EQ(float_to_fp16_bits(std::numeric_limits<float>::infinity()), 0x7C00);
-  EXPECT_TRUE(std::isnan(fp16_bits_to_float(float_to_fp16_bits(std::nanf("")))));
+  using half_bits::float_to_float16;
+  using half_bits::float16_to_float;
+  EXPECT_EQ(float_to_float16(1.0f), 0x3C00);
+  EXPECT_EQ(float_to_float16(-0.0f), 0x8000);
+  EXPECT_EQ(float_to_float16(65504.0f), 0x7BFF);               // the largest float16
+  EXPECT_EQ(float_to_float16(65519.0f), 0x7BFF);               // below the tie: stays finite
+  EXPECT_EQ(float_to_float16(65520.0f), 0x7C00);               // the tie rounds to even: inf
+  EXPECT_EQ(float_to_float16(1.0f + 0x1p-11f), 0x3C00);        // tie: down to even
+  EXPECT_EQ(float_to_float16(1.0f + 3 * 0x1p-11f), 0x3C02);    // tie: up to even
+  EXPECT_EQ(float_to_float16(0x1p-14f), 0x0400);               // smallest normal
+  EXPECT_EQ(float_to_float16(0x1p-24f), 0x0001);               // smallest subnormal
+  EXPECT_EQ(float_to_float16(0x1p-25f), 0x0000);               // its half: a tie, to even (zero)
+  EXPECT_EQ(float_to_float16(0x1.8p-25f), 0x0001);             // past the half: up
+  EXPECT_EQ(float_to_float16(3 * 0x1p-25f), 0x0002);           // 1.5 units: tie, to even (2)
+  EXPECT_EQ(float_to_float16(0x1p-14f - 0x1p-25f), 0x0400);    // rounds up into the normals
+  EXPECT_EQ(float_to_float16(std::numeric_limits<float>::infinity()), 0x7C00);
+  EXPECT_TRUE(std::isnan(float16_to_float(float_to_float16(std::nanf("")))));
   // Every float16 survives a round trip through float32.
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const auto bits = static_cast<uint16_t>(h);
     if (((bits >> 10) & 0x1f) == 0x1f && (bits & 0x3ff)) continue;  // NaN payloads
-    ASSERT_EQ(float_to_fp16_bits(fp16_bits_to_float(bits)), bits) << std::hex << h;
+    ASSERT_EQ(float_to_float16(float16_to_float(bits)), bits) << std::hex << h;
   }
 }
 

@@ -6,12 +6,12 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/ember.h"
 #include "nn/nn.h"
 #include "optim/optim.h"
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -19,14 +19,10 @@ using json = nlohmann::json;
 
 namespace {
 
+// tests/data/reference_optim.json through the shared loader (tests/reference_util.h), which also
+// finds it beside carried binaries (EMBER_TEST_DATA_DIR at run time, tests/data_dir.h).
 const json& reference() {
-  static const json ref = [] {
-    std::ifstream f(EMBER_TEST_DATA_DIR "/reference_optim.json");
-    EXPECT_TRUE(f.good())
-        << "missing tests/data/reference_optim.json: run /usr/bin/python3 scripts/make_reference_optim.py";
-    return json::parse(f);
-  }();
-  return ref;
+  return test::load_reference("reference_optim.json", "/usr/bin/python3 scripts/make_reference_optim.py");
 }
 
 // The reference's model: Linear(3, 2) then BatchNorm1d(2), float64.

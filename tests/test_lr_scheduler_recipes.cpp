@@ -6,13 +6,13 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/ember.h"
 #include "nn/checkpoint.h"
 #include "optim/optim.h"
+#include "tests/reference_util.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -20,14 +20,10 @@ using json = nlohmann::json;
 
 namespace {
 
+// tests/data/reference_optim.json through the shared loader (tests/reference_util.h), which also
+// finds it beside carried binaries (EMBER_TEST_DATA_DIR at run time, tests/data_dir.h).
 const json& reference() {
-  static const json ref = [] {
-    std::ifstream f(EMBER_TEST_DATA_DIR "/reference_optim.json");
-    EXPECT_TRUE(f.good())
-        << "missing tests/data/reference_optim.json: run /usr/bin/python3 scripts/make_reference_optim.py";
-    return json::parse(f);
-  }();
-  return ref;
+  return test::load_reference("reference_optim.json", "/usr/bin/python3 scripts/make_reference_optim.py");
 }
 
 std::string temp_path(const std::string& name) {

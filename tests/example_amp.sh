@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# ctest: --amp in the shared trainer (examples/common/trainer.cpp) end to end, on small generated
+# MNIST-format files: bf16 and fp16 runs train and report "amp" in --json; an fp16 run resumed from
+# its checkpoint reproduces the uninterrupted run's rows exactly (the GradScaler's state travels in
+# the checkpoint); a bad --amp value is refused naming the flag.
+# Usage: example_amp.sh <path to ember_mnist>
+set -euo pipefail
+bin=$1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+python3 "$(dirname "$0")/make_fake_mnist.py" "$dir" 256 64
+run() { "$bin" --model lenet --batch-size 32 --data "$dir" --threads 1 --workers 1 --json "$@" >"$dir/log" 2>&1 || { cat "$dir/log"; exit 1; }; }
+for amp in bf16 fp16; do
+  run --epochs 1 --amp "$amp"
+  grep -q "\"amp\":\"$amp\"" "$dir/log" || { echo "--amp $amp: no \"amp\":\"$amp\" in the --json line"; cat "$dir/log"; exit 1; }
+  acc=$(sed -n 's/.*"test_accuracy":\([0-9.eE+-]*\).*/\1/p' "$dir/log")
+  awk -v a="$acc" 'BEGIN { exit !(a == a + 0 && a >= 0 && a <= 100) }' || { echo "--amp $amp: bad test_accuracy '$acc'"; exit 1; }
+done
+run --epochs 2 --amp fp16 --metrics "$dir/full.csv"
+run --epochs 2 --stop-after 1 --amp fp16 --metrics "$dir/resumed.csv" --checkpoint "$dir/ckpt.safetensors"
+grep -q '"scaler.scale"' "$dir/ckpt.safetensors" || { echo "the fp16 checkpoint holds no GradScaler state"; exit 1; }
+run --epochs 2 --amp fp16 --metrics "$dir/resumed.csv" --resume "$dir/ckpt.safetensors"
+if ! diff <(cut -d, -f1-5,9-12 "$dir/full.csv") <(cut -d, -f1-5,9-12 "$dir/resumed.csv"); then
+  echo "--amp fp16: the resumed run diverged from the uninterrupted one"; exit 1
+fi
+if "$bin" --data "$dir" --amp fp8 >"$dir/err" 2>&1; then echo "--amp fp8 was accepted"; exit 1; fi
+grep -q -- "--amp" "$dir/err" || { echo "the --amp error does not name the flag:"; cat "$dir/err"; exit 1; }
+echo "amp: ok"

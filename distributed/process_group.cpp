@@ -175,7 +175,10 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
   bool agreed = false;  // check_agreement has run
   pg.backend = resolve_backend(o.backend, method, o.cuda, gloo_available(), MpiEnvironment::available());
 
-  if (method == InitMethod::Env || method == InitMethod::Slurm) {
+  // A world of one with no address to meet at (srun -n1, or WORLD_SIZE=1 without MASTER_ADDR) needs
+  // no rendezvous: it starts as a process started by hand does.
+  const bool alone = pg.launch.world_size == 1 && pg.launch.master_addr.empty();
+  if ((method == InitMethod::Env || method == InitMethod::Slurm) && !alone) {
     Rendezvous rv = rendezvous(pg.launch, o.rendezvous);
     pg.store = rv.store;
     pg.server = rv.server;
@@ -187,7 +190,7 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
     } else {
       pg.comm = make_nccl_over_store(pg, o);
     }
-  } else if (method == InitMethod::Mpi || (method == InitMethod::Single && pg.backend == "mpi")) {
+  } else if (method == InitMethod::Mpi || ((method == InitMethod::Single || alone) && pg.backend == "mpi")) {
     MpiEnvironment::init();
     auto mpi = make_mpi_communicator(o.comm);  // refuses a world size other than the launcher's
     pg.launch.rank = mpi->rank();
@@ -215,7 +218,7 @@ ProcessGroup init_process_group(const ProcessGroupOptions& o) {
       pg.comm = make_nccl_communicator(o.comm);
     }
   }
-  EMBER_CHECK(pg.comm->world_size() == pg.launch.world_size || method == InitMethod::Single, "init_process_group: the ",
+  EMBER_CHECK(pg.comm->world_size() == pg.launch.world_size || method == InitMethod::Single || alone, "init_process_group: the ",
               pg.backend, " communicator has ", pg.comm->world_size(), " ranks but the launch (", pg.launch.why,
               ") has ", pg.launch.world_size);
   check_world_size_matches_launch(pg.comm->world_size(), "init_process_group (" + pg.backend + ")");

@@ -264,13 +264,17 @@ struct TcpStoreServer::State {
 
   // Handles every complete frame in c.in. Returns false when the connection must be closed.
   bool drain_input(Connection& c) {
-    const uint32_t max_body = limits.max_message_bytes();
+    // Before its Hello a connection may send only a Hello (command, length, magic): otherwise a
+    // thousand silent connections could each pin a full-size message here for the hello window.
+    static const uint32_t kHelloBody =
+        static_cast<uint32_t>(store_wire::frame(store_wire::Hello, {store_wire::kStoreMagic}).size() - 4);
+    auto max_body_now = [&] { return c.greeted ? limits.max_message_bytes() : kHelloBody; };
     size_t used = 0;
     // One request at a time: none is read while the previous reply is waiting or unsent, so a
     // client that never reads its replies holds at most one of them here.
     while (!c.waiting && c.out.empty() && c.in.size() - used >= 4) {
       const uint32_t n = get_u32(c.in.data() + used);
-      if (n == 0 || n > max_body) return false;
+      if (n == 0 || n > max_body_now()) return false;
       if (c.in.size() - used - 4 < n) break;
       const bool was_set = c.in[used + 4] == store_wire::Set;
       if (!handle(c, std::string_view(c.in).substr(used + 4, n))) return false;
@@ -279,8 +283,8 @@ struct TcpStoreServer::State {
     }
     c.in.erase(0, used);
     if (used > 0 && !c.in.empty()) c.message_started = Clock::now();  // the next message's clock
-    if (c.in.size() >= 4 && get_u32(c.in.data()) > max_body) return false;
-    if (c.in.size() > 4 + size_t{max_body}) return false;  // more than one pending request
+    if (c.in.size() >= 4 && get_u32(c.in.data()) > max_body_now()) return false;
+    if (c.in.size() > 4 + size_t{max_body_now()}) return false;  // more than one pending request
     return true;
   }
 };

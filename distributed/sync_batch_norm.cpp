@@ -25,7 +25,13 @@ Tensor sync_batch_norm(const std::shared_ptr<Communicator>& comm, const Tensor& 
   EMBER_CHECK(input.device() == comm->device(), "sync_batch_norm: input is on ", input.device(), " but the ",
               comm->name(), " communicator works on ", comm->device());
   const int64_t N = input.size(0), C = input.size(1);
-  const Tensor x = input.reshape({N, C, -1});  // [N, C, S]
+  // S spelled out, not -1: a rank whose batch is empty (N = 0) still takes part in the all-reduces
+  // (its count is 0), and reshape cannot infer -1 next to a 0.
+  int64_t S = 1;
+  for (int d = 2; d < input.dim(); ++d) S *= input.size(d);
+  // Statistics in float32 for 16-bit inputs, as batch_norm under autocast (core/autocast.h): a
+  // bfloat16 count or sum of squares would round (4900 values count as 4896).
+  const Tensor x = (is_reduced_floating(input.dtype()) ? input.to(kFloat32) : input).reshape({N, C, S});  // [N, C, S]
   const Shape per_channel{1, C, 1};
 
   // Pass 1: global mean. The count rides along with the sums, so ranks may hold different N.
@@ -49,7 +55,7 @@ Tensor sync_batch_norm(const std::shared_ptr<Communicator>& comm, const Tensor& 
     Tensor(running_mean).mul_(1 - momentum).add_(mean.detach(), momentum);
     Tensor(running_var).mul_(1 - momentum).add_(var.detach() * (n / (n - 1)), momentum);
   }
-  return y.reshape(input.shape());
+  return y.reshape(input.shape());  // float32 for a 16-bit input, as batch_norm under autocast
 }
 
 SyncBatchNorm::SyncBatchNorm(int64_t num_features, std::shared_ptr<Communicator> comm, nn::BatchNormOptions options)

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -218,9 +219,12 @@ void flush_partial(Rank& r, int to_fd, std::string& partial) {
   partial.clear();
 }
 
-// Signals a rank's whole process group (it and anything it started).
+// Signals a rank's whole process group (it and anything it started), and the rank itself, in case
+// it left that group (a wrapper calling setsid): otherwise it would never be stopped.
 void signal_rank(const Rank& r, int sig) {
-  if (r.running) ::kill(-r.pid, sig);
+  if (!r.running) return;
+  ::kill(-r.pid, sig);
+  ::kill(r.pid, sig);
 }
 
 }  // namespace
@@ -270,11 +274,22 @@ int run_ranks(const LaunchOptions& o) {
       for (Rank& started : ranks) signal_rank(started, SIGKILL);
       return 2;
     }
+    const pid_t launcher_pid = ::getpid();
     const pid_t pid = ::fork();
     if (pid == 0) {
       // The rank: its own process group (so a failure stops everything it started), the
       // launcher's signal handlers undone, stdout and stderr into the pipes.
       ::setpgid(0, 0);
+      // Dies with the launcher: a SIGKILLed ember-run (OOM killer, a scheduler) must not leave ranks
+      // holding the GPU and the port. The check after catches a launcher that died before prctl.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != launcher_pid) _exit(1);
+      // No terminal input: a rank is a background process group, and reading the tty would stop it
+      // (SIGTTIN) without a word, hanging the job. Its stdin is /dev/null, as under a batch system.
+      if (const int null_fd = ::open("/dev/null", O_RDONLY); null_fd >= 0) {
+        ::dup2(null_fd, 0);
+        if (null_fd != 0) ::close(null_fd);
+      }
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);
       signal(SIGHUP, SIG_DFL);

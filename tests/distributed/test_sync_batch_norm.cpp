@@ -114,6 +114,38 @@ DDP_TEST(SyncBatchNormWithUnevenRowsUsesTheGlobalStatistics) {
   ember::test::expect_close(rv, rvr, 1e-5, 1e-6);
 }
 
+// A rank with an empty batch still takes part (its count is 0): no reshape error on it, no hang on
+// the others, and the statistics are those of the rows that exist. 4-D, so the spatial size matters.
+DDP_TEST(SyncBatchNormWithAnEmptyRankUsesTheOthersRows) {
+  const int W = comm->world_size(), r = comm->rank();
+  if (W < 2) GTEST_SKIP() << "needs a rank with rows beside the empty one (world size " << W << ")";
+  Generator g(7);
+  const int64_t per_rank = 3;  // rank 0 holds none, every other rank per_rank
+  Tensor x_all = randn({(W - 1) * per_rank, 2, 2, 3}, {}, &g);
+  const int64_t rows = r == 0 ? 0 : per_rank, start = r == 0 ? 0 : (r - 1) * per_rank;
+  Tensor rm = zeros({2}), rv = ones({2}), rmr = zeros({2}), rvr = ones({2});
+  Tensor out = distributed::sync_batch_norm(comm, x_all.narrow(0, start, rows), rm, rv, Tensor(), Tensor(), 0.1, 1e-5);
+  EXPECT_EQ(out.shape(), (Shape{rows, 2, 2, 3}));
+  Tensor ref = F::batch_norm(x_all, rmr, rvr, Tensor(), Tensor(), true, 0.1, 1e-5);
+  if (rows > 0) ember::test::expect_close(out, ref.narrow(0, start, rows), 1e-5, 1e-5);
+  ember::test::expect_close(rm, rmr, 1e-6, 1e-6);
+  ember::test::expect_close(rv, rvr, 1e-5, 1e-6);
+}
+
+// A bfloat16 input (autocast) is normalised with float32 statistics and gives float32, as
+// batch_norm under autocast does: the same numbers as float32 on the bf16-rounded input.
+DDP_TEST(SyncBatchNormOfBfloat16ComputesInFloat32) {
+  const int r = comm->rank();
+  Generator g(11 + r);
+  Tensor x16 = (randn({70, 4}, {}, &g) * 3.0).to(kBFloat16);
+  Tensor rm = zeros({4}), rv = ones({4}), rm32 = zeros({4}), rv32 = ones({4});
+  Tensor out = distributed::sync_batch_norm(comm, x16, rm, rv, Tensor(), Tensor(), 0.1, 1e-5);
+  Tensor ref = distributed::sync_batch_norm(comm, x16.to(kFloat32), rm32, rv32, Tensor(), Tensor(), 0.1, 1e-5);
+  EXPECT_EQ(out.dtype(), kFloat32);
+  ember::test::expect_close(out, ref, 0, 0);
+  ember::test::expect_close(rv, rv32, 0, 0);
+}
+
 // float64 finite differences, first and second order (the all-reduce is an identity in a world of
 // one, so this checks the normalisation formula and that its backward is differentiable again).
 TEST(SyncBatchNormGradcheck, Float64FirstAndSecondOrder) {

@@ -2,7 +2,10 @@
 // init_process_group (process_group.h): the environment is a map, the ranks are threads.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <map>
+#include <optional>
+#include <vector>
 #include <thread>
 
 #include "distributed/device_binding.h"
@@ -315,6 +318,45 @@ TEST(ProcessGroup, TimeoutsFromTheEnvironment) {
   EXPECT_EQ(o.store.timeout, 60000ms);
   expect_error([] { rendezvous_options_from_env(lookup({{"EMBER_STORE_TIMEOUT", "-1"}})); },
                {"EMBER_STORE_TIMEOUT='-1' is not a positive number of seconds"});
+}
+
+// Sets environment variables for one test and restores them after (init_process_group reads the
+// process's own environment).
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const Env& vars) {
+    for (const auto& [k, v] : vars) {
+      const char* old = std::getenv(k.c_str());
+      saved_.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
+      setenv(k.c_str(), v.c_str(), 1);
+    }
+  }
+  ~ScopedEnv() {
+    for (const auto& [k, v] : saved_) v ? setenv(k.c_str(), v->c_str(), 1) : unsetenv(k.c_str());
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+// A Slurm step of one task (srun -n1, or an sbatch script running the program directly) and
+// WORLD_SIZE=1 without MASTER_ADDR have no address to meet at: they start alone instead of
+// failing to bind an empty address.
+TEST(ProcessGroup, AWorldOfOneWithoutAnAddressStartsAlone) {
+  if (!gloo_available()) GTEST_SKIP() << "built without Gloo";
+  for (const Env& env : {Env{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}},
+                         Env{{"RANK", "0"}, {"WORLD_SIZE", "1"}}}) {
+    ScopedEnv scoped(env);
+    ProcessGroupOptions o;
+    o.backend = "gloo";
+    ProcessGroup pg = init_process_group(o);
+    ASSERT_NE(pg.comm, nullptr);
+    EXPECT_EQ(pg.comm->world_size(), 1);
+    EXPECT_EQ(pg.comm->rank(), 0);
+    Tensor t = from_vector<float>({1, 2, 3});
+    pg.comm->all_reduce(t, ReduceOp::Sum);
+    EXPECT_EQ(t.to_vector<float>(), (std::vector<float>{1, 2, 3}));
+  }
 }
 
 }  // namespace

@@ -115,6 +115,19 @@ TEST(StoreFuzz, HugeLengthsAreRefusedAtOnce) {
   expect_served(server.port(), "huge");
 }
 
+// Before its Hello a connection may announce nothing bigger than a Hello: a frame header claiming
+// more is refused at once, not buffered until the hello deadline (here far away: 30 s).
+TEST(StoreFuzz, NoBigFrameBeforeHello) {
+  StoreLimits l = small_limits();
+  l.hello_deadline = 30s;
+  TcpStoreServer server("127.0.0.1", 0, l);
+  RawSocket raw(server.port());
+  ASSERT_TRUE(raw.ok());
+  raw.send(u32(1000) + "x");
+  EXPECT_TRUE(raw.closed_by_peer(3000)) << "a 1000-byte frame before the hello was buffered";
+  expect_served(server.port(), "no-big-frame");
+}
+
 TEST(StoreFuzz, HalfMessagesThenSilenceAreDropped) {
   TcpStoreServer server("127.0.0.1", 0, small_limits());
   std::vector<RawSocket> silent;

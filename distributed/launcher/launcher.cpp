@@ -335,6 +335,15 @@ int run_ranks(const LaunchOptions& o) {
         " ranks (they share this machine's cores); set it to override");
 
   int failed_rank = -1, failed_status = 0, interrupted = 0;
+  // Every rank that fails within kFailureWindow of the first failure, before the others are
+  // stopped. Which rank caused a failure cannot be read from the order of exits: one throws, its
+  // peers lose their connections to it and may exit first (seen: the throwing rank's exit reaped
+  // after its peer's). So the others get that long to end on their own, and all that failed are
+  // named; the exit status is the first one's.
+  constexpr auto kFailureWindow = std::chrono::milliseconds(500);
+  std::vector<std::pair<int, int>> failures;  // rank, wait status
+  Clock::time_point stop_at = Clock::time_point::max();
+  bool stopped = false;
   Clock::time_point kill_at = Clock::time_point::max();
   bool killed = false;
   Clock::time_point all_exited_at = Clock::time_point::max();
@@ -398,12 +407,15 @@ int run_ranks(const LaunchOptions& o) {
         r.status = status;
         ::kill(-r.pid, SIGKILL);  // anything the rank left behind in its group
         const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (!ok && failed_rank < 0 && !interrupted) {
-          failed_rank = r.rank;
-          failed_status = status;
+        if (!ok && !stopped && !interrupted) {
+          if (failed_rank < 0) {
+            failed_rank = r.rank;
+            failed_status = status;
+            stop_at = Clock::now() + kFailureWindow;
+          }
+          failures.emplace_back(r.rank, status);
           say("rank " + std::to_string(r.rank) + " (pid " + std::to_string(pid) + ") failed with " + describe(status) +
               "; stopping the other ranks");
-          stop_all(SIGTERM);
         }
       }
     }
@@ -411,6 +423,10 @@ int run_ranks(const LaunchOptions& o) {
     for (const Rank& r : ranks) {
       any_running = any_running || r.running;
       any_pipe = any_pipe || r.out_fd >= 0 || r.err_fd >= 0;
+    }
+    if (failed_rank >= 0 && !stopped && (Clock::now() >= stop_at || !any_running)) {
+      stopped = true;
+      if (!interrupted) stop_all(SIGTERM);
     }
     if (!any_running) {
       if (all_exited_at == Clock::time_point::max()) all_exited_at = Clock::now();
@@ -429,7 +445,7 @@ int run_ranks(const LaunchOptions& o) {
   }
 
   if (failed_rank >= 0) {
-    say("failed: rank " + std::to_string(failed_rank) + " exited with " + describe(failed_status));
+    for (const auto& [rank, status] : failures) say("failed: rank " + std::to_string(rank) + " exited with " + describe(status));
     if (WIFEXITED(failed_status)) return WEXITSTATUS(failed_status);
     return 128 + WTERMSIG(failed_status);
   }

@@ -28,9 +28,12 @@ Tensor to_float32(const Tensor& t) {
 }  // namespace autocast
 
 AutocastGuard::AutocastGuard(DType dtype, bool enabled) : prev_enabled_(t_enabled), prev_dtype_(t_dtype) {
-  EMBER_CHECK(is_reduced_floating(dtype), "AutocastGuard: dtype must be bfloat16 or float16, got ", dtype_name(dtype));
+  // A disabled region takes any dtype (as PyTorch), so AutocastGuard g(config_dtype, config_enabled)
+  // works with float32 when mixed precision is off; it keeps the enclosing region's dtype.
+  EMBER_CHECK(!enabled || is_reduced_floating(dtype), "AutocastGuard: dtype must be bfloat16 or float16, got ",
+              dtype_name(dtype));
   t_enabled = enabled;
-  t_dtype = dtype;
+  if (enabled) t_dtype = dtype;
 }
 
 AutocastGuard::~AutocastGuard() {

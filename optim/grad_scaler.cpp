@@ -41,6 +41,11 @@ void GradScaler::unscale_(Optimizer& opt) {
     for (const Tensor& p : group.params()) {
       Tensor& g = p.mutable_grad();
       if (!g.defined()) continue;
+      // As PyTorch: unscaling a float16 gradient in place flushes the small ones to zero, and
+      // float16 weights would round most updates away; the recipe keeps parameters float32.
+      EMBER_CHECK(g.dtype() != kFloat16, "GradScaler::unscale_: a parameter ", p.shape(),
+                  " has a float16 gradient; keep the parameters float32 (master weights) and run the forward "
+                  "under AutocastGuard(kFloat16) instead of converting the model");
       g.mul_(inv);
       // sum(g * 0) is 0 for finite g and NaN as soon as one element is inf or NaN; adding it to the
       // flag keeps everything on the gradients' device, with no host read per tensor.
@@ -58,6 +63,10 @@ bool GradScaler::step(Optimizer& opt) {
   PerOptimizer& st = per_optimizer_[&opt];
   EMBER_CHECK(!st.stepped, "GradScaler::step: already called for this optimizer since the last update()");
   if (!st.unscaled) unscale_(opt);
+  // As PyTorch: a step with nothing checked (no parameter had a gradient) would count as a clean
+  // step towards growing the scale.
+  EMBER_CHECK(st.found_inf.defined(), "GradScaler::step: no parameter of this optimizer has a gradient, so no "
+              "inf/NaN check was recorded (did backward run on the scaled loss?)");
   st.stepped = true;
   st.found_inf_host = st.found_inf.defined() && std::isnan(st.found_inf.item());  // the one host sync
   if (st.found_inf_host) return false;
@@ -67,6 +76,10 @@ bool GradScaler::step(Optimizer& opt) {
 
 void GradScaler::update() {
   if (!enabled_) return;
+  // As PyTorch: update() without a step() or unscale_() since the last one (e.g. once per
+  // micro-batch under gradient accumulation) would grow the scale on steps that never happened.
+  EMBER_CHECK(!per_optimizer_.empty(), "GradScaler::update: no inf checks were recorded since the last update() "
+              "(call step(optimizer) first)");
   bool found_inf = false;
   for (const auto& [opt, st] : per_optimizer_) {
     // A flag that step() has not read yet (unscale_ without step) is read here.

@@ -23,6 +23,11 @@ run --epochs 2 --amp fp16 --metrics "$dir/resumed.csv" --resume "$dir/ckpt.safet
 if ! diff <(cut -d, -f1-5,9-12 "$dir/full.csv") <(cut -d, -f1-5,9-12 "$dir/resumed.csv"); then
   echo "--amp fp16: the resumed run diverged from the uninterrupted one"; exit 1
 fi
+# a resume under another --amp is refused naming both modes
+if "$bin" --model lenet --batch-size 32 --data "$dir" --threads 1 --epochs 3 --amp bf16 --resume "$dir/ckpt.safetensors" >"$dir/err" 2>&1; then
+  echo "a fp16 checkpoint resumed under --amp bf16"; exit 1
+fi
+grep -q "written with --amp fp16, this run has --amp bf16" "$dir/err" || { echo "the --amp mismatch error:"; cat "$dir/err"; exit 1; }
 if "$bin" --data "$dir" --amp fp8 >"$dir/err" 2>&1; then echo "--amp fp8 was accepted"; exit 1; fi
 grep -q -- "--amp" "$dir/err" || { echo "the --amp error does not name the flag:"; cat "$dir/err"; exit 1; }
 echo "amp: ok"

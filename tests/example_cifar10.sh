@@ -42,4 +42,10 @@ head -n 1 "$dir/full.csv" | grep -q '^# synthetic' || fail "the metrics CSV does
 # 128 training images at batch 32: 4 steps an epoch, a step row every 2 -> 4 step rows + 2 epoch rows
 [ "$(grep -c '^step,' "$dir/full.csv")" -eq 4 ] || fail "expected 4 step rows: $(cat "$dir/full.csv")"
 [ "$(grep -c '^epoch,' "$dir/full.csv")" -eq 2 ] || fail "expected 2 epoch rows: $(cat "$dir/full.csv")"
+# make_synthetic_cifar10 never writes over batch files it did not write (they may be CIFAR-10),
+# and writes its SYNTHETIC.txt marker before any batch file.
+mkdir -p "$dir/real" && : >"$dir/real/data_batch_1.bin"
+if "$synth" --out "$dir/real" --train 10 --test 10 >"$dir/err" 2>&1; then echo "overwrote unmarked batch files"; exit 1; fi
+grep -q "refusing to overwrite" "$dir/err" || { cat "$dir/err"; exit 1; }
+[ ! -s "$dir/real/data_batch_1.bin" ] || { echo "the unmarked batch file was changed"; exit 1; }
 echo "ok: --resume reproduces the uninterrupted run bit for bit (checkpoint bytes and metrics rows)"

@@ -90,7 +90,8 @@ if [[ $mode == cifar10 ]]; then
   # ---- flags ----
   expect_error model-unknown "model: resnet21 not in" "${nomodel[@]}" --model resnet21
   expect_error schedule-unknown "schedule: linear not in" "${base[@]}" --schedule linear
-  expect_error ema-above-1 "ema: Value 1.5 not in range" "${base[@]}" --ema 1.5
+  expect_error ema-above-1 "ema must be in .0, 1. .0: off., got" "${base[@]}" --ema 1.5
+  expect_error ema-of-1 "ema must be in .0, 1. .0: off., got" "${base[@]}" --ema 1
   expect_error cutout-too-large "cutout: Value 40 not in range" "${base[@]}" --cutout 40
   expect_error warmup-negative "warmup-epochs: Value -1 not in range" "${base[@]}" --warmup-epochs -1
   expect_error label-smoothing-2 "label-smoothing: Value 2 not in range" "${base[@]}" --label-smoothing 2

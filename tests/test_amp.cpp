@@ -193,6 +193,32 @@ TEST(GradScaler, ScalingKeepsSmallFloat16GradientsAlive) {
   EXPECT_NEAR(scaled_grad.select(0, 0).item(), 1e-8, 1e-10);
 }
 
+// PyTorch's three refusals: float16 gradients, update() with nothing recorded, a step with no
+// gradient to check. Each would otherwise train on silently with a wrong scale or lost updates.
+// A disabled region accepts any dtype, as PyTorch's does; an enabled one only the 16-bit types.
+TEST(Autocast, ADisabledGuardTakesAnyDtype) {
+  Tensor x = ones({2, 3}), w = ones({4, 3});
+  {
+    AutocastGuard off(kFloat32, /*enabled=*/false);
+    EXPECT_EQ(linear(x, w).dtype(), kFloat32);
+  }
+  expect_error([] { AutocastGuard on(kFloat32); }, {"AutocastGuard", "bfloat16 or float16", "float32"});
+}
+
+TEST(GradScaler, RefusesWhatPyTorchRefuses) {
+  Toy t;
+  optim::GradScaler scaler;
+  expect_error([&] { scaler.update(); }, {"GradScaler::update", "no inf checks"});
+  ASSERT_FALSE(t.w.grad().defined());  // no backward yet
+  expect_error([&] { scaler.step(t.opt); }, {"GradScaler::step", "no parameter of this optimizer has a gradient"});
+  Tensor w16 = ones({3}, TensorOptions(kFloat16)).requires_grad_();
+  optim::SGD opt16(std::vector<Tensor>{w16}, optim::SGDOptions(0.1));
+  optim::GradScaler scaler16;
+  scaler16.scale(w16.to(kFloat32).sum()).backward();
+  ASSERT_EQ(w16.grad().dtype(), kFloat16);
+  expect_error([&] { scaler16.unscale_(opt16); }, {"GradScaler::unscale_", "float16 gradient", "float32"});
+}
+
 TEST(GradScaler, StateDictRoundTripsThroughACheckpoint) {
   Toy t;
   optim::GradScaler a(optim::GradScalerOptions().init_scale(8).growth_interval(5));

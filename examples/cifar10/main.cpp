@@ -19,6 +19,7 @@
 // --json summary. A data folder made by make_synthetic_cifar10 carries a marker file; every epoch
 // line, the summary and the metrics CSV then say "synthetic".
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -91,7 +92,13 @@ int main(int argc, char** argv) {
   app.add_option("--cutout", cc.cutout, "Cutout square side in pixels (0: off; 16 is the paper's for CIFAR-10)")
       ->check(CLI::Range(int64_t{0}, int64_t{32}));
   app.add_option("--ema", cc.ema, "evaluate an exponential moving average of the weights with this decay (0: off)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Validator(
+          [](const std::string& v) -> std::string {
+            // 1 would freeze the average at the first step's weights and evaluate those.
+            const double d = std::strtod(v.c_str(), nullptr);
+            return d >= 0 && d < 1 ? std::string() : "--ema must be in [0, 1) (0: off), got " + v;
+          },
+          "[0, 1)"));
   app.add_option("--val-split", cc.val_split, "hold out N training images (seeded by --seed) as a validation set")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);

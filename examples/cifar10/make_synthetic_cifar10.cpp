@@ -139,6 +139,21 @@ int main(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     EMBER_CHECK(!ec, "make_synthetic_cifar10: cannot create the folder ", dir.string(), ": ", ec.message());
+    // Never over real data: a folder with batch files but no marker is (or may be) CIFAR-10.
+    const bool has_batches = std::filesystem::exists(dir / "data_batch_1.bin") || std::filesystem::exists(dir / "test_batch.bin");
+    EMBER_CHECK(!has_batches || std::filesystem::exists(dir / ember::data::CIFAR10::kSyntheticMarker),
+                "make_synthetic_cifar10: ", dir.string(), " already holds CIFAR-10 batch files not written by this tool "
+                "(no ", ember::data::CIFAR10::kSyntheticMarker, "): refusing to overwrite them; choose another --out");
+    char settings[160];
+    std::snprintf(settings, sizeof settings, "train %lld, test %lld, seed %llu, noise %g",
+                  static_cast<long long>(o.train), static_cast<long long>(o.test),
+                  static_cast<unsigned long long>(o.seed), o.noise);
+    // The marker first: a run killed (or a disk filled) half way leaves a folder that still says
+    // "synthetic", never one that passes for CIFAR-10.
+    write_file(dir / ember::data::CIFAR10::kSyntheticMarker,
+               "SYNTHETIC data written by make_synthetic_cifar10 (examples/cifar10/make_synthetic_cifar10.cpp), not CIFAR-10:\n"
+               "class patterns (colour + grating) under noise, in CIFAR-10's binary format; " +
+                   std::string(settings) + ".\nAccuracies measured on it say nothing about CIFAR-10.\n");
     Random rng(o.seed);
     const auto patterns = make_patterns(rng);
     for (int f = 0; f < 5; ++f) {
@@ -149,14 +164,6 @@ int main(int argc, char** argv) {
     std::string meta;
     for (const char* name : ember::data::CIFAR10::kClassNames) meta += std::string(name) + "\n";
     write_file(dir / "batches.meta.txt", meta + "\n");
-    char settings[160];
-    std::snprintf(settings, sizeof settings, "train %lld, test %lld, seed %llu, noise %g",
-                  static_cast<long long>(o.train), static_cast<long long>(o.test),
-                  static_cast<unsigned long long>(o.seed), o.noise);
-    write_file(dir / ember::data::CIFAR10::kSyntheticMarker,
-               "SYNTHETIC data written by make_synthetic_cifar10 (examples/cifar10/make_synthetic_cifar10.cpp), not CIFAR-10:\n"
-               "class patterns (colour + grating) under noise, in CIFAR-10's binary format; " +
-                   std::string(settings) + ".\nAccuracies measured on it say nothing about CIFAR-10.\n");
     std::printf("wrote synthetic CIFAR-10-format data to %s: %lld training and %lld test images (seed %llu)\n",
                 dir.string().c_str(), static_cast<long long>(o.train), static_cast<long long>(o.test),
                 static_cast<unsigned long long>(o.seed));

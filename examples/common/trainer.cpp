@@ -62,10 +62,16 @@ int resume_from(TrainingRun& run, optim::GradScaler& scaler) {
   EMBER_CHECK(kind != all.metadata.end() && kind->second == run.config.model, "--resume: ", path, " holds a '",
               kind != all.metadata.end() ? kind->second : "?", "' model, not '", run.config.model, "'");
   const int epoch = load_checkpoint_epoch(all, path);
+  // --amp changes the numbers (and fp16 carries a loss scale): a resume under another mode would
+  // not continue the same run. Checkpoints from before the key existed were float32 runs.
+  auto amp = all.metadata.find("amp");
+  const std::string written_amp = amp != all.metadata.end() ? amp->second : "none";
+  EMBER_CHECK(written_amp == run.config.amp, "--resume: ", path, " was written with --amp ", written_amp,
+              ", this run has --amp ", run.config.amp, ": resume with the same mode");
   run.model.load_state_dict(nn::NamedTensors(all.sub("model").tensors));
   run.optimizer.load_state_dict(all.sub("optimizer"));
   if (run.load_state) run.load_state(all);
-  if (scaler.is_enabled() && all.metadata.count("scaler.scale")) scaler.load_state_dict(all.sub("scaler"));  // --amp fp16
+  if (scaler.is_enabled()) scaler.load_state_dict(all.sub("scaler"));  // --amp fp16: its loss scale, required
   return epoch;
 }
 
@@ -76,6 +82,7 @@ void save_checkpoint(TrainingRun& run, int epoch, optim::GradScaler& scaler) {
   if (run.save_state) run.save_state(all);
   if (scaler.is_enabled()) all.merge("scaler", scaler.state_dict());  // --amp fp16
   all.metadata["epoch"] = std::to_string(epoch);
+  all.metadata["amp"] = run.config.amp;
   all.metadata["model"] = run.config.model;
   nn::save_safetensors(run.config.checkpoint, all.tensors, all.metadata);
 }

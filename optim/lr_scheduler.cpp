@@ -126,7 +126,10 @@ namespace {
 
 std::string join_ints(const std::vector<int64_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';  // not ("," + to_string(..)): GCC 12 warns -Wrestrict on that (a false positive)
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 

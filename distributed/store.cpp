@@ -344,6 +344,9 @@ void TcpStoreServer::run() {
   State& s = *state_;
   std::vector<pollfd> fds;
   std::vector<char> chunk(64 * 1024);
+  // Out of file descriptors (EMFILE/ENFILE), accept fails while the listening socket stays
+  // readable: polling it then would spin. It is left out of poll for a moment instead.
+  Clock::time_point accept_paused_until{};
   while (!s.stop) {
     // Deadlines: a connection that has not said hello, or has sent part of a message, in time.
     const auto now = Clock::now();
@@ -357,7 +360,7 @@ void TcpStoreServer::run() {
 
     fds.clear();
     fds.push_back({wake_pipe_[0], POLLIN, 0});
-    fds.push_back({listen_fd_, POLLIN, 0});
+    fds.push_back({Clock::now() < accept_paused_until ? -1 : listen_fd_, POLLIN, 0});  // -1: poll skips it
     for (auto& [fd, c] : s.connections)
       fds.push_back({fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
     // Wake at least every 100 ms to enforce the deadlines above.
@@ -366,12 +369,17 @@ void TcpStoreServer::run() {
       break;  // cannot happen with valid descriptors; never spin
     }
     if (fds[0].revents) break;  // the destructor's wake-up
+    const auto polled_at = Clock::now();  // connections accepted after this have no revents below
 
     if (fds[1].revents & POLLIN) {
       // Accept everything waiting, so nobody sits in the kernel's backlog unanswered.
       for (int accepted = 0; accepted < 256; ++accepted) {
         const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;
+        if (fd < 0) {
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            accept_paused_until = Clock::now() + std::chrono::milliseconds(100);
+          break;
+        }
         if (static_cast<int>(s.connections.size()) >= s.limits.max_connections) {
           // Full: make room by evicting the oldest connection that never said hello; if every
           // connection is a real client, the newcomer is turned away (it retries or times out).
@@ -400,6 +408,9 @@ void TcpStoreServer::run() {
       auto it = s.connections.find(fd);
       if (it == s.connections.end()) continue;  // closed while handling another connection
       Connection& c = it->second;
+      // A descriptor evicted above and reused by a connection accepted since the poll: these
+      // revents were the old socket's.
+      if (c.opened >= polled_at) continue;
       bool close_it = false, for_a_limit = false;
       if (fds[i].revents & (POLLERR | POLLNVAL)) close_it = true;
       if (!close_it && (fds[i].revents & (POLLIN | POLLHUP))) {

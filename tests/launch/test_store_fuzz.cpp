@@ -4,6 +4,15 @@
 // server starved by the attacker.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <memory>
 #include <random>
 #include <thread>
 #include <vector>
@@ -126,6 +135,48 @@ TEST(StoreFuzz, NoBigFrameBeforeHello) {
   raw.send(u32(1000) + "x");
   EXPECT_TRUE(raw.closed_by_peer(3000)) << "a 1000-byte frame before the hello was buffered";
   expect_served(server.port(), "no-big-frame");
+}
+
+// Out of file descriptors, accept() fails while the listening socket stays readable: the server
+// must not spin on it (measured as this process's CPU time while idle), and must serve again once
+// descriptors are free.
+TEST(StoreFuzz, RunningOutOfDescriptorsDoesNotSpin) {
+  TcpStoreServer server("127.0.0.1", 0, small_limits());
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int probe = ::dup(0);  // the lowest free descriptor: about how many are open
+  ASSERT_GE(probe, 0);
+  ::close(probe);
+  // Clients in a child process (its own descriptors), connecting while this process, the
+  // server's, has almost none left: their connections wait in the backlog, unacceptable.
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(probe + 2);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  const int port = server.port();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    setrlimit(RLIMIT_NOFILE, &old);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 32; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      if (fd >= 0) (void)::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    }
+    ::sleep(2);
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  std::this_thread::sleep_for(300ms);  // the connections are in; the server has taken what it could
+  const std::clock_t before = std::clock();
+  std::this_thread::sleep_for(500ms);
+  const double cpu_seconds = static_cast<double>(std::clock() - before) / CLOCKS_PER_SEC;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_LT(cpu_seconds, 0.25) << "the server spun while out of descriptors";
+  expect_served(server.port(), "after-emfile");
 }
 
 TEST(StoreFuzz, HalfMessagesThenSilenceAreDropped) {

@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <thread>
@@ -268,7 +270,11 @@ Rendezvous rendezvous(const LaunchInfo& info, const RendezvousOptions& options) 
   r.info = info;
   if (info.rank == 0) {
     try {
-      r.server = std::make_shared<TcpStoreServer>(info.master_addr, info.master_port, options.limits);
+      // Every rank keeps a connection: room for all of them beside the default's margin (a world
+      // of thousands also needs rank 0's RLIMIT_NOFILE raised, as PyTorch's TCPStore does).
+      StoreLimits limits = options.limits;
+      limits.max_connections = std::max(limits.max_connections, info.world_size + 64);
+      r.server = std::make_shared<TcpStoreServer>(info.master_addr, info.master_port, limits);
     } catch (const std::exception& e) {
       EMBER_FAIL("rendezvous (", who, "): rank 0 cannot start the store on MASTER_ADDR:MASTER_PORT = ", where, ": ",
                  e.what());
@@ -297,7 +303,15 @@ Rendezvous rendezvous(const LaunchInfo& info, const RendezvousOptions& options) 
   std::vector<std::string> keys;
   for (int i = 0; i < info.world_size; ++i) keys.push_back("rendezvous/rank/" + std::to_string(i));
   try {
-    r.store->wait(keys, options.join_timeout);
+    // In chunks: one request may name at most StoreLimits::max_keys_per_call keys (1024 by
+    // default), and a world can be larger. One deadline for all of them.
+    const auto deadline = std::chrono::steady_clock::now() + options.join_timeout;
+    const size_t kChunk = std::clamp<size_t>(options.limits.max_keys_per_call, 1, 512);
+    for (size_t first = 0; first < keys.size(); first += kChunk) {
+      const std::vector<std::string> chunk(keys.begin() + first, keys.begin() + std::min(keys.size(), first + kChunk));
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      r.store->wait(chunk, std::max(left, std::chrono::milliseconds(1)));
+    }
   } catch (const std::exception& e) {
     std::string missing;
     try {

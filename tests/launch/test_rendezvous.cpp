@@ -179,6 +179,23 @@ TEST(Rendezvous, ThreeRanksMeetThroughRankZerosStore) {
   });
 }
 
+// A world larger than one request's key limit and the server's connection limit still meets: the
+// ranks wait in chunks, and rank 0's server makes room for every rank (here: limits of 3 keys, the
+// fewest compare_set needs, and 1 connection, 5 ranks; by default 1024 of each, so this is what a
+// job of thousands needs).
+TEST(Rendezvous, AWorldLargerThanTheStoreLimitsMeets) {
+  const int port = unused_port();
+  RendezvousOptions o;
+  o.limits.max_keys_per_call = 3;
+  o.limits.max_connections = 1;
+  run_ranks(5, [&](int r) {
+    Rendezvous rv = rendezvous(env_rank(r, 5, port), o);
+    rv.store->add("done", 1);
+    if (r == 0)
+      while (rv.store->add("done", 0) < 5) std::this_thread::sleep_for(10ms);
+  });
+}
+
 TEST(Rendezvous, NoStoreReachableFailsFastNamingTheAddressAndRank) {
   const int port = unused_port();
   RendezvousOptions o;

@@ -71,7 +71,8 @@ void Optimizer::add_param_group(std::vector<Tensor> params) { add_param_group(st
 
 void Optimizer::add_param_group(std::vector<Tensor> params, const OptimizerOptions& options) {
   const size_t g = groups_.size();
-  EMBER_CHECK(typeid(options) == typeid(*defaults_), name(), ": parameter group ", g, " has options for ",
+  const OptimizerOptions& defaults = *defaults_;  // a plain reference: typeid of *ptr is an evaluated expression
+  EMBER_CHECK(typeid(options) == typeid(defaults), name(), ": parameter group ", g, " has options for ",
               options.optimizer_name(), "; this optimizer is ", name());
   options.validate();
   EMBER_CHECK(!params.empty(), name(), ": parameter group ", g, " is empty (got an empty parameter list)");

@@ -17,7 +17,9 @@
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
 // Eigen's packet transposes into the GEMM; silence it for this file only.
+#if defined(__GNUC__) && !defined(__clang__)  // clang has no such warning and would warn about the name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>

@@ -69,11 +69,39 @@ configure_and_build() {  # configure_and_build BUILD_DIR [-S SOURCE_DIR] CMAKE_A
 ctest_labels=()
 if ((fast)); then ctest_labels=(-L '^unit$'); fi
 
+# CI keeps only the tail of this script's output, so a failing ctest phase is repeated in the
+# summary: the names of its failed tests and the last lines each one printed.
+failed_tests=()
+run_ctest() {  # run_ctest BUILD_DIR
+  local dir=$1
+  ctest --test-dir "$dir" --output-on-failure -j "$ctest_jobs" "${ctest_labels[@]}" && return 0
+  local status=$? list="$dir/Testing/Temporary/LastTestsFailed.log" name
+  if [[ -f "$list" ]]; then
+    while IFS= read -r name; do failed_tests+=("$dir ${name#*:}"); done <"$list"
+  fi
+  return $status
+}
+
+# failed_test_tails: for each failed test, the last 30 lines of its output from ctest's LastTest.log.
+failed_test_tails() {
+  local entry dir name
+  for entry in "${failed_tests[@]}"; do
+    dir=${entry%% *} name=${entry#* }
+    echo "---- $dir: $name (last lines of its output)"
+    awk -v name="$name" '
+      $0 ~ "^[0-9]+/[0-9]+ Test: " name "$" { keep = 1; n = 0; next }
+      keep && /^[0-9]+\/[0-9]+ Testing: / { keep = 0 }
+      keep { lines[n++ % 30] = $0 }
+      END { start = n > 30 ? n - 30 : 0; for (i = start; i < n; i++) print lines[i % 30] }
+    ' "$dir/Testing/Temporary/LastTest.log" 2>/dev/null
+  done
+}
+
 build_and_test() {  # build_and_test PHASE_PREFIX BUILD_DIR CMAKE_ARGS...
   local prefix=$1 dir=$2
   shift 2
   run_phase "${prefix}build" configure_and_build "$dir" "$@" &&
-    run_phase "${prefix}test" ctest --test-dir "$dir" --output-on-failure -j "$ctest_jobs" "${ctest_labels[@]}"
+    run_phase "${prefix}test" run_ctest "$dir"
 }
 
 run_phase setup bash scripts/setup.sh || { echo "setup failed: cannot build" >&2; exit 1; }
@@ -124,6 +152,10 @@ else
 fi
 
 echo "==== summary"
+if ((${#failed_tests[@]} > 0)); then
+  failed_test_tails
+  printf 'failed test: %s\n' "${failed_tests[@]}"
+fi
 printf '%s\n' "${timings[@]}"
 if ((${#failed[@]} > 0)); then
   echo "FAILED phases: ${failed[*]}"

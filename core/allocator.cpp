@@ -118,8 +118,11 @@ class CpuAllocator final : public Allocator {
 }  // namespace
 
 static CpuAllocator& cpu_allocator_impl() {
-  static CpuAllocator a;  // never destroyed before tensors in other statics: function-local, constructed first
-  return a;
+  // Never destroyed: a tensor can be released after main() returns, by a static constructed
+  // before the allocator or by a thread still running (a communicator's worker, a user's thread);
+  // a destroyed allocator would be a use-after-destruction there. Reachable, so not a leak report.
+  static CpuAllocator* a = new CpuAllocator;
+  return *a;
 }
 
 Allocator& cpu_allocator() { return cpu_allocator_impl(); }

@@ -306,6 +306,10 @@ class GlooCommunicator final : public Communicator {
           broken_ = error;
         }
       }
+      // The collective's closure holds references to the caller's tensors: drop them before the
+      // caller can see the work done. Otherwise a caller that waits, drops its tensors and leaves
+      // main() races this thread, which could free a tensor after the CPU allocator is gone.
+      task.fn = nullptr;
       {
         std::lock_guard<std::mutex> lock(task.state->mutex);
         task.state->done = true;

@@ -3,6 +3,7 @@
 // multiples of 0.5 small enough that every sum is exact, so results must match bit for bit.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "core/ember.h"
@@ -131,6 +132,27 @@ TEST_P(Gloo, AsyncWorkCompletesInOrderAndWaitsInAnyOrder) {
       works[k]->wait();
       EXPECT_TRUE(works[k]->is_completed());
       EXPECT_EQ(ts[k].to_vector<float>()[999], static_cast<float>(world * (world - 1) / 2 + world * k));
+    }
+  });
+}
+
+// Once wait() returns, the communicator holds no reference to the tensor: dropping the caller's
+// last reference frees it at once. (The worker used to release its closure after signalling done,
+// so a rank leaving main() right after wait() raced it: UBSan saw a tensor freed through an
+// allocator already destroyed.)
+TEST_P(Gloo, WaitedWorkHoldsNoReferenceToItsTensor) {
+  EMBER_REQUIRE_GLOO();
+  const int world = GetParam();
+  run_world(world, [&](Communicator& comm) {
+    for (int round = 0; round < 50; ++round) {
+      std::vector<float> data(64, 1.0f);
+      std::atomic<bool> freed{false};
+      Tensor t = from_blob(data.data(), {64}, kFloat32, kCPU, [&](void*) { freed = true; });
+      auto work = comm.all_reduce_async(t, ReduceOp::Sum);
+      work->wait();
+      t = Tensor();
+      ASSERT_TRUE(freed.load()) << "round " << round << ": the worker still held the tensor after wait()";
+      EXPECT_EQ(data[0], static_cast<float>(world));
     }
   });
 }

@@ -10,6 +10,9 @@
 //     running = (1 - momentum) * running + momentum * batch;
 //   - the running statistics may be null (both at once): then they are not updated.
 // The scale, bias, mean and variance tensors have the data's dtype for float and double.
+// bfloat16 and float16 run the float32 path on widened copies (core/cpu/float32_operands.h), as
+// on the CPU; cuDNN's own 16-bit batch norm (16-bit data, float32 scale, bias and statistics) is
+// not used yet. Under autocast batch norm gets float32 inputs anyway (core/autocast.h).
 //
 // What needs our own kernels:
 //   - inference: cuDNN normalises with the running statistics but writes no save_mean /
@@ -23,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/cpu/float32_operands.h"
 #include "core/ops.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cudnn_descriptors.h"
@@ -75,6 +79,13 @@ __global__ void running_stats_kernel(int64_t C, const T* running_mean, const T* 
 void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                              const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
                              const Tensor& save_invstd, bool training, double momentum, double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
+    Float32Operands f;
+    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
+               f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   // As the op checks: the unbiased variance of a single value is undefined.
@@ -173,6 +184,13 @@ void CudaBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, 
                                       const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
                                       const Tensor& grad_weight, const Tensor& grad_bias, bool training,
                                       double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &save_mean, &save_invstd, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    batch_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(save_mean), f.in(save_invstd), f.out(grad_in),
+                        f.out(grad_weight), f.out(grad_bias), training, eps);
+    return f.finish();
+  }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   DeviceGuard guard(index_);

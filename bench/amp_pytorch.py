@@ -40,14 +40,16 @@ def main():
     sys.path.insert(0, HERE)  # cifar10_pytorch.py imports resnet20_pytorch from its folder
     sys.argv = [script] + a.args
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), torch.autocast(device, dtype=torch.bfloat16):
-        runpy.run_path(script, run_name="__main__")
-    for line in out.getvalue().splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
-            row["amp"] = a.amp
-            line = json.dumps(row)
-        print(line)
+    try:
+        with contextlib.redirect_stdout(out), torch.autocast(device, dtype=torch.bfloat16):
+            runpy.run_path(script, run_name="__main__")
+    finally:  # also when the script exits (--help, a bad flag): its output is not lost
+        for line in out.getvalue().splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                row["amp"] = a.amp
+                line = json.dumps(row)
+            print(line)
 
 
 if __name__ == "__main__":

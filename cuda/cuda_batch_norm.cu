@@ -10,9 +10,11 @@
 //     running = (1 - momentum) * running + momentum * batch;
 //   - the running statistics may be null (both at once): then they are not updated.
 // The scale, bias, mean and variance tensors have the data's dtype for float and double.
-// bfloat16 and float16 run the float32 path on widened copies (core/cpu/float32_operands.h), as
-// on the CPU; cuDNN's own 16-bit batch norm (16-bit data, float32 scale, bias and statistics) is
-// not used yet. Under autocast batch norm gets float32 inputs anyway (core/autocast.h).
+// float16 forward: cuDNN's half configuration, 16-bit x and y with float32 scale, bias and
+// statistics (only those C-value tensors are widened). bfloat16, whose support in cuDNN's legacy
+// batch-norm API varies by version, and every 16-bit backward run the float32 path on widened
+// copies (core/cpu/float32_operands.h), as on the CPU. Under autocast batch norm gets float32
+// inputs anyway (core/autocast.h).
 //
 // What needs our own kernels:
 //   - inference: cuDNN normalises with the running statistics but writes no save_mean /
@@ -76,16 +78,15 @@ __global__ void running_stats_kernel(int64_t C, const T* running_mean, const T* 
 
 }  // namespace
 
-void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                             const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
-                             const Tensor& save_invstd, bool training, double momentum, double eps) {
-  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
-  if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
-    Float32Operands f;
-    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
-               f.out(save_invstd), training, momentum, eps);
-    return f.finish();
-  }
+namespace {
+
+// The forward on cuDNN for float32/float64 data, and for float16 data with float32 per-channel
+// tensors (weight, bias, running and saved statistics: the parameter type cuDNN derives for half
+// data). T is the per-channel tensors' type, which also types cuDNN's alpha / beta.
+void batch_norm_forward(int device, const Tensor& in, const Tensor& weight, const Tensor& bias,
+                        const Tensor& running_mean, const Tensor& running_var, const Tensor& out,
+                        const Tensor& save_mean, const Tensor& save_invstd, bool training, double momentum,
+                        double eps) {
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   // As the op checks: the unbiased variance of a single value is undefined.
@@ -93,15 +94,16 @@ void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tenso
               in.shape());
   EMBER_CHECK(training || (running_mean.defined() && running_var.defined()),
               "batch_norm: normalising with running statistics needs running_mean and running_var");
-  DeviceGuard guard(index_);
-  cudaStream_t stream = compute_stream(index_);
-  cudnnHandle_t handle = cudnn_handle(index_);
-  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
+  DeviceGuard guard(device);
+  cudaStream_t stream = compute_stream(device);
+  cudnnHandle_t handle = cudnn_handle(device);
+  const DType param_dtype = in.dtype() == kFloat16 ? kFloat32 : in.dtype();
+  EMBER_DISPATCH_FLOAT(param_dtype, "batch_norm", [&]<typename T>() {
     const BatchNormDescriptors d(in, "batch_norm");
-    const Tensor identity = weight.defined() && bias.defined() ? Tensor() : identity_affine<T>(C, index_, stream);
+    const Tensor identity = weight.defined() && bias.defined() ? Tensor() : identity_affine<T>(C, device, stream);
     const void* scale = weight.defined() ? weight.data_ptr() : identity.data<T>();
     const void* shift = bias.defined() ? bias.data_ptr() : identity.data<T>() + C;
-    const T one = 1, zero = 0;  // cuDNN's alpha/beta: float for float data, double for double
+    const T one = 1, zero = 0;  // cuDNN's alpha/beta: float for float and half data, double for double
     if (training) {
       void* rm = running_mean.defined() ? running_mean.data_ptr() : nullptr;
       void* rv = running_var.defined() ? running_var.data_ptr() : nullptr;
@@ -119,6 +121,30 @@ void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tenso
       EMBER_CUDA_CHECK_LAUNCH();
     }
   });
+}
+
+}  // namespace
+
+void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                             const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                             const Tensor& save_invstd, bool training, double momentum, double eps) {
+  // float16 data goes to cuDNN as it is; only the per-channel tensors are widened to float32 (C
+  // values each), and rounded back into 16-bit ones afterwards.
+  if (in.dtype() == kFloat16 && out.dtype() == kFloat16) {
+    Float32Operands f;
+    batch_norm_forward(index_, in, f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), out,
+                       f.out(save_mean), f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
+  // bfloat16: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
+    Float32Operands f;
+    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
+               f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
+  batch_norm_forward(index_, in, weight, bias, running_mean, running_var, out, save_mean, save_invstd, training,
+                     momentum, eps);
 }
 
 namespace {

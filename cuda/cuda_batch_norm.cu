@@ -10,6 +10,11 @@
 //     running = (1 - momentum) * running + momentum * batch;
 //   - the running statistics may be null (both at once): then they are not updated.
 // The scale, bias, mean and variance tensors have the data's dtype for float and double.
+// float16 forward: cuDNN's half configuration, 16-bit x and y with float32 scale, bias and
+// statistics (only those C-value tensors are widened). bfloat16, whose support in cuDNN's legacy
+// batch-norm API varies by version, and every 16-bit backward run the float32 path on widened
+// copies (core/cpu/float32_operands.h), as on the CPU. Under autocast batch norm gets float32
+// inputs anyway (core/autocast.h).
 //
 // What needs our own kernels:
 //   - inference: cuDNN normalises with the running statistics but writes no save_mean /
@@ -23,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/cpu/float32_operands.h"
 #include "core/ops.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cudnn_descriptors.h"
@@ -72,9 +78,15 @@ __global__ void running_stats_kernel(int64_t C, const T* running_mean, const T* 
 
 }  // namespace
 
-void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                             const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
-                             const Tensor& save_invstd, bool training, double momentum, double eps) {
+namespace {
+
+// The forward on cuDNN for float32/float64 data, and for float16 data with float32 per-channel
+// tensors (weight, bias, running and saved statistics: the parameter type cuDNN derives for half
+// data). T is the per-channel tensors' type, which also types cuDNN's alpha / beta.
+void batch_norm_forward(int device, const Tensor& in, const Tensor& weight, const Tensor& bias,
+                        const Tensor& running_mean, const Tensor& running_var, const Tensor& out,
+                        const Tensor& save_mean, const Tensor& save_invstd, bool training, double momentum,
+                        double eps) {
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   // As the op checks: the unbiased variance of a single value is undefined.
@@ -82,15 +94,16 @@ void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tenso
               in.shape());
   EMBER_CHECK(training || (running_mean.defined() && running_var.defined()),
               "batch_norm: normalising with running statistics needs running_mean and running_var");
-  DeviceGuard guard(index_);
-  cudaStream_t stream = compute_stream(index_);
-  cudnnHandle_t handle = cudnn_handle(index_);
-  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
+  DeviceGuard guard(device);
+  cudaStream_t stream = compute_stream(device);
+  cudnnHandle_t handle = cudnn_handle(device);
+  const DType param_dtype = in.dtype() == kFloat16 ? kFloat32 : in.dtype();
+  EMBER_DISPATCH_FLOAT(param_dtype, "batch_norm", [&]<typename T>() {
     const BatchNormDescriptors d(in, "batch_norm");
-    const Tensor identity = weight.defined() && bias.defined() ? Tensor() : identity_affine<T>(C, index_, stream);
+    const Tensor identity = weight.defined() && bias.defined() ? Tensor() : identity_affine<T>(C, device, stream);
     const void* scale = weight.defined() ? weight.data_ptr() : identity.data<T>();
     const void* shift = bias.defined() ? bias.data_ptr() : identity.data<T>() + C;
-    const T one = 1, zero = 0;  // cuDNN's alpha/beta: float for float data, double for double
+    const T one = 1, zero = 0;  // cuDNN's alpha/beta: float for float and half data, double for double
     if (training) {
       void* rm = running_mean.defined() ? running_mean.data_ptr() : nullptr;
       void* rv = running_var.defined() ? running_var.data_ptr() : nullptr;
@@ -108,6 +121,30 @@ void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tenso
       EMBER_CUDA_CHECK_LAUNCH();
     }
   });
+}
+
+}  // namespace
+
+void CudaBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                             const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                             const Tensor& save_invstd, bool training, double momentum, double eps) {
+  // float16 data goes to cuDNN as it is; only the per-channel tensors are widened to float32 (C
+  // values each), and rounded back into 16-bit ones afterwards.
+  if (in.dtype() == kFloat16 && out.dtype() == kFloat16) {
+    Float32Operands f;
+    batch_norm_forward(index_, in, f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), out,
+                       f.out(save_mean), f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
+  // bfloat16: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
+    Float32Operands f;
+    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
+               f.out(save_invstd), training, momentum, eps);
+    return f.finish();
+  }
+  batch_norm_forward(index_, in, weight, bias, running_mean, running_var, out, save_mean, save_invstd, training,
+                     momentum, eps);
 }
 
 namespace {
@@ -173,6 +210,13 @@ void CudaBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, 
                                       const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
                                       const Tensor& grad_weight, const Tensor& grad_bias, bool training,
                                       double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &save_mean, &save_invstd, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    batch_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(save_mean), f.in(save_invstd), f.out(grad_in),
+                        f.out(grad_weight), f.out(grad_bias), training, eps);
+    return f.finish();
+  }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2);
   if (in.numel() == 0) return;
   DeviceGuard guard(index_);

@@ -14,6 +14,11 @@
 // allocated, falling back down the order on out-of-memory and remembering where it got to. The
 // policy is host code in cuda/algorithm_search.h, tested on the CPU.
 //
+// bfloat16 and float16: 16-bit tensor and filter descriptors with float32 accumulation (the
+// convolution descriptor's compute type, cuda/cudnn_descriptors.h) and cuDNN's default math, so
+// tensor cores run them; alpha / beta are float. Their bias add and bias gradient use ember's
+// elementwise and reduction kernels (add_bias_16bit, bias_grad_16bit below).
+//
 // TF32: for float32, the convolution's math type is CUDNN_FMA_MATH unless ember::allow_tf32() —
 // cuDNN's default math would otherwise let tensor cores round inputs to TF32 — and
 // CUDNN_DEFAULT_MATH when TF32 is allowed (PyTorch's rule). cuDNN reports the math type each
@@ -27,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "cuda/algorithm_search.h"
 #include "cuda/cuda_backend.h"
@@ -168,7 +174,8 @@ Tensor workspace(size_t bytes, int device) {
 void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 // The data of one pass: forward reads x, w and writes y; backward-data reads w, dy and writes dx;
-// backward-filter reads x, dy and writes dw. alpha / beta are float for float data, double for double.
+// backward-filter reads x, dy and writes dw. alpha / beta are double for double data, float for
+// the others (ScalingFactors, cuda/cudnn_descriptors.h).
 struct ConvOperands {
   const void* x = nullptr;
   const void* w = nullptr;
@@ -268,6 +275,22 @@ void zero(const Tensor& t, cudaStream_t stream) {
   if (t.defined() && t.nbytes() > 0) EMBER_CUDA_CHECK(cudaMemsetAsync(t.data_ptr(), 0, t.nbytes(), stream));
 }
 
+// The bias terms of bfloat16/float16 convolutions, with ember's own kernels rather than
+// cudnnAddTensor / cudnnConvolutionBackwardBias, whose 16-bit support differs between cuDNN
+// versions: out += bias broadcast over batch and positions (an elementwise add in float32 math),
+// and grad_bias = sum of grad_out over batch and positions (a reduction accumulating in float32).
+// Views only, no autograd: these run inside the kernel.
+void add_bias_16bit(const Tensor& out, const Tensor& bias) {
+  NoGradGuard no_grad;
+  const Tensor b = bias.view({1, out.size(1), 1, 1}).expand(out.shape());
+  backend_of(out).binary(BinaryOp::Add, out, b, out);
+}
+void bias_grad_16bit(const Tensor& grad_out, const Tensor& grad_bias) {
+  NoGradGuard no_grad;
+  constexpr uint32_t kBatchAndPositions = (1u << 0) | (1u << 2) | (1u << 3);  // dims N, H, W of NCHW
+  backend_of(grad_out).reduce(ReduceOp::Sum, grad_out, grad_bias.view({1, grad_out.size(1), 1, 1}), kBatchAndPositions);
+}
+
 }  // namespace
 
 size_t conv_algorithm_cache_size() { return algorithm_cache().size(); }
@@ -279,25 +302,26 @@ void CudaBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& b
   cudaStream_t stream = compute_stream(index_);
   cudnnHandle_t handle = cudnn_handle(index_);
   const DType dtype = in.dtype();
-  EMBER_DISPATCH_FLOAT(dtype, "conv2d", [&]<typename T>() {
-    const T one = 1, zero_scale = 0;  // cuDNN's alpha/beta: float for float data, double for double
-    if (in.numel() == 0 || weight.numel() == 0) {
-      // No input channels, or an input that is all padding: every output is an empty sum.
-      zero(out, stream);
-    } else {
-      ConvDescriptors d(dtype, in.shape(), weight.shape(), out.shape(), w, groups, "conv2d");
-      const ConvOperands o{.x = in.data_ptr(), .w = weight.data_ptr(), .result = out.data_ptr(), .alpha = &one,
-                           .beta = &zero_scale};
-      run_pass(ConvPass::Forward, index_, handle, d, dtype, in.shape(), weight.shape(), out.shape(), w, groups, o,
-               "conv2d");
-    }
-    if (bias.defined()) {  // out += bias [1, M, 1, 1], broadcast over batch and positions
-      const TensorDescriptor b(dtype, 1, out.size(1), 1, 1, "conv2d"),
-          y(dtype, out.size(0), out.size(1), out.size(2), out.size(3), "conv2d");
-      EMBER_CUDA_CHECK(cudnnAddTensor(handle, &one, b.get(), bias.data_ptr(), &one, y.get(), out.data_ptr()));
-      count_launch();
-    }
-  });
+  EMBER_CHECK(is_floating(dtype), "conv2d: expected a floating-point tensor on CUDA, got ", dtype_name(dtype));
+  const ScalingFactors scale(dtype);  // cuDNN's alpha / beta
+  if (in.numel() == 0 || weight.numel() == 0) {
+    // No input channels, or an input that is all padding: every output is an empty sum.
+    zero(out, stream);
+  } else {
+    ConvDescriptors d(dtype, in.shape(), weight.shape(), out.shape(), w, groups, "conv2d");
+    const ConvOperands o{.x = in.data_ptr(), .w = weight.data_ptr(), .result = out.data_ptr(), .alpha = scale.one(),
+                         .beta = scale.zero()};
+    run_pass(ConvPass::Forward, index_, handle, d, dtype, in.shape(), weight.shape(), out.shape(), w, groups, o,
+             "conv2d");
+  }
+  if (bias.defined() && is_reduced_floating(dtype)) {
+    add_bias_16bit(out, bias);
+  } else if (bias.defined()) {  // out += bias [1, M, 1, 1], broadcast over batch and positions
+    const TensorDescriptor b(dtype, 1, out.size(1), 1, 1, "conv2d"),
+        y(dtype, out.size(0), out.size(1), out.size(2), out.size(3), "conv2d");
+    EMBER_CUDA_CHECK(cudnnAddTensor(handle, scale.one(), b.get(), bias.data_ptr(), scale.one(), y.get(), out.data_ptr()));
+    count_launch();
+  }
 }
 
 void CudaBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
@@ -308,45 +332,46 @@ void CudaBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, cons
   cudnnHandle_t handle = cudnn_handle(index_);
   const DType dtype = grad_out.dtype();
   const char* op = "conv2d_backward";
-  EMBER_DISPATCH_FLOAT(dtype, op, [&]<typename T>() {
-    const T one = 1, zero_scale = 0;
-    if (grad_bias.defined()) {  // sum of grad_out over batch and positions, per output channel
-      if (grad_out.numel() == 0) {
-        zero(grad_bias, stream);
-      } else {
-        const TensorDescriptor dy(dtype, grad_out.size(0), grad_out.size(1), grad_out.size(2), grad_out.size(3), op),
-            db(dtype, 1, grad_out.size(1), 1, 1, op);
-        EMBER_CUDA_CHECK(
-            cudnnConvolutionBackwardBias(handle, &one, dy.get(), grad_out.data_ptr(), &zero_scale, db.get(),
-                                         grad_bias.data_ptr()));
-        count_launch();
-      }
+  EMBER_CHECK(is_floating(dtype), op, ": expected a floating-point tensor on CUDA, got ", dtype_name(dtype));
+  const ScalingFactors scale(dtype);  // cuDNN's alpha / beta
+  if (grad_bias.defined() && is_reduced_floating(dtype)) {
+    bias_grad_16bit(grad_out, grad_bias);
+  } else if (grad_bias.defined()) {  // sum of grad_out over batch and positions, per output channel
+    if (grad_out.numel() == 0) {
+      zero(grad_bias, stream);
+    } else {
+      const TensorDescriptor dy(dtype, grad_out.size(0), grad_out.size(1), grad_out.size(2), grad_out.size(3), op),
+          db(dtype, 1, grad_out.size(1), 1, 1, op);
+      EMBER_CUDA_CHECK(
+          cudnnConvolutionBackwardBias(handle, scale.one(), dy.get(), grad_out.data_ptr(), scale.zero(), db.get(),
+                                       grad_bias.data_ptr()));
+      count_launch();
     }
-    if (!grad_in.defined() && !grad_weight.defined()) return;
+  }
+  if (!grad_in.defined() && !grad_weight.defined()) return;
 
-    // `in` is only passed when the weight gradient is wanted; otherwise grad_in has its shape.
-    EMBER_CHECK(in.defined() || !grad_weight.defined(), op, ": the weight gradient needs the input");
-    const Shape in_shape = in.defined() ? in.shape() : grad_in.shape();
-    if (grad_out.numel() == 0 || in_shape.numel() == 0 || weight.numel() == 0) {
-      // Some sum is empty (no images, no positions, no channels): those gradients are zero.
-      zero(grad_in, stream);
-      zero(grad_weight, stream);
-      return;
-    }
-    ConvDescriptors d(dtype, in_shape, weight.shape(), grad_out.shape(), w, groups, op);
-    if (grad_in.defined()) {
-      const ConvOperands o{.w = weight.data_ptr(), .y = grad_out.data_ptr(), .result = grad_in.data_ptr(),
-                           .alpha = &one, .beta = &zero_scale};
-      run_pass(ConvPass::BackwardData, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
-               groups, o, op);
-    }
-    if (grad_weight.defined()) {
-      const ConvOperands o{.x = in.data_ptr(), .y = grad_out.data_ptr(), .result = grad_weight.data_ptr(),
-                           .alpha = &one, .beta = &zero_scale};
-      run_pass(ConvPass::BackwardFilter, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
-               groups, o, op);
-    }
-  });
+  // `in` is only passed when the weight gradient is wanted; otherwise grad_in has its shape.
+  EMBER_CHECK(in.defined() || !grad_weight.defined(), op, ": the weight gradient needs the input");
+  const Shape in_shape = in.defined() ? in.shape() : grad_in.shape();
+  if (grad_out.numel() == 0 || in_shape.numel() == 0 || weight.numel() == 0) {
+    // Some sum is empty (no images, no positions, no channels): those gradients are zero.
+    zero(grad_in, stream);
+    zero(grad_weight, stream);
+    return;
+  }
+  ConvDescriptors d(dtype, in_shape, weight.shape(), grad_out.shape(), w, groups, op);
+  if (grad_in.defined()) {
+    const ConvOperands o{.w = weight.data_ptr(), .y = grad_out.data_ptr(), .result = grad_in.data_ptr(),
+                         .alpha = scale.one(), .beta = scale.zero()};
+    run_pass(ConvPass::BackwardData, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
+             groups, o, op);
+  }
+  if (grad_weight.defined()) {
+    const ConvOperands o{.x = in.data_ptr(), .y = grad_out.data_ptr(), .result = grad_weight.data_ptr(),
+                         .alpha = scale.one(), .beta = scale.zero()};
+    run_pass(ConvPass::BackwardFilter, index_, handle, d, dtype, in_shape, weight.shape(), grad_out.shape(), w,
+             groups, o, op);
+  }
 }
 
 }  // namespace ember::cuda

@@ -17,6 +17,7 @@
 // synchronise), so the kernels check each one and stop with a device-side assert naming the op.
 #include <cstdio>
 
+#include "core/cpu/float32_operands.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/error.h"
 #include "cuda/loops.cuh"
@@ -184,6 +185,12 @@ Shape broadcast_index_strides(const Tensor& index, int ndim, int dim) {
 
 // out[.., k, ..] = in[.., index[k], ..]
 void CudaBackend::index_select(const Tensor& in, int dim, const Tensor& index, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    index_select(f.in(in), dim, index, f.out(out));
+    return f.finish();
+  }
   DeviceGuard guard(index_);
   launch_gather(IndexOp::IndexSelect, in, dim, index, broadcast_index_strides(index, out.dim(), dim), out,
                 compute_stream(index_));
@@ -191,6 +198,12 @@ void CudaBackend::index_select(const Tensor& in, int dim, const Tensor& index, c
 
 // out[.., index[k], ..] += src[.., k, ..]
 void CudaBackend::index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&out, &src})) {
+    Float32Operands f;
+    index_add(f.out(out), dim, index, f.in(src));
+    return f.finish();
+  }
   DeviceGuard guard(index_);
   launch_scatter_add(IndexOp::IndexAdd, out, dim, index, broadcast_index_strides(index, src.dim(), dim), src,
                      src.shape(), compute_stream(index_));
@@ -198,12 +211,24 @@ void CudaBackend::index_add(const Tensor& out, int dim, const Tensor& index, con
 
 // out[x] = in[x with x[dim] = index[x]], over index's shape
 void CudaBackend::gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    gather(f.in(in), dim, index, f.out(out));
+    return f.finish();
+  }
   DeviceGuard guard(index_);
   launch_gather(IndexOp::Gather, in, dim, index, index.strides(), out, compute_stream(index_));
 }
 
 // out[x with x[dim] = index[x]] += src[x], over index's shape
 void CudaBackend::scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&out, &src})) {
+    Float32Operands f;
+    scatter_add(f.out(out), dim, index, f.in(src));
+    return f.finish();
+  }
   DeviceGuard guard(index_);
   launch_scatter_add(IndexOp::ScatterAdd, out, dim, index, index.strides(), src, index.shape(),
                      compute_stream(index_));

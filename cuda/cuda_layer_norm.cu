@@ -11,6 +11,7 @@
 // kernel, so the result does not depend on timing.
 #include <algorithm>
 
+#include "core/cpu/float32_operands.h"
 #include "core/ops.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
@@ -80,6 +81,12 @@ __global__ void __launch_bounds__(kThreads) layer_norm_kernel(const T* x, const 
 
 void CudaBackend::layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
                              const Tensor& mean, const Tensor& rstd, double eps) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &weight, &bias, &out, &mean, &rstd})) {
+    Float32Operands f;
+    layer_norm(f.in(in), f.in(weight), f.in(bias), f.out(out), f.out(mean), f.out(rstd), eps);
+    return f.finish();
+  }
   const int64_t M = in.size(0), N = in.size(1);
   if (M == 0 || N == 0) return;
   DeviceGuard guard(index_);
@@ -186,6 +193,13 @@ __global__ void weight_bias_finish_kernel(const double* part_w, const double* pa
 void CudaBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                       const Tensor& mean, const Tensor& rstd, const Tensor& grad_in,
                                       const Tensor& grad_weight, const Tensor& grad_bias) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &in, &weight, &mean, &rstd, &grad_in, &grad_weight, &grad_bias})) {
+    Float32Operands f;
+    layer_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(mean), f.in(rstd), f.out(grad_in), f.out(grad_weight),
+                        f.out(grad_bias));
+    return f.finish();
+  }
   const int64_t M = in.size(0), N = in.size(1);
   if (N == 0) return;
   const bool weight_or_bias = grad_weight.defined() || grad_bias.defined();

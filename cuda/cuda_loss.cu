@@ -12,6 +12,7 @@
 // mean or sum of the losses is NaN), and the backward writes NaN gradients for that row.
 #include <limits>
 
+#include "core/cpu/float32_operands.h"
 #include "core/cross_entropy_row.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
@@ -24,10 +25,12 @@ namespace {
 
 constexpr int64_t kPerLane = 8;  // logits per lane before a row gets more lanes
 
+// ::exp, ::log: core/ops.h (included for the 16-bit path) declares ember::exp/log on tensors, which
+// would hide the global math functions from an unqualified call here.
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
+__device__ __forceinline__ double exp_(double x) { return ::exp(x); }
 __device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
+__device__ __forceinline__ double log_(double x) { return ::log(x); }
 
 // The CPU's running max of a row (xent::row_max, m starting at -inf): a NaN logit is skipped (it
 // reaches the loss through the sum of exps instead). The partial maxima the lanes combine are
@@ -84,6 +87,12 @@ __global__ void __launch_bounds__(kThreads)
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& loss, const Tensor& row_stats,
                                 int64_t ignore_index, double label_smoothing) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&logits, &loss, &row_stats})) {
+    Float32Operands f;
+    cross_entropy(f.in(logits), target, f.out(loss), f.out(row_stats), ignore_index, label_smoothing);
+    return f.finish();
+  }
   const int64_t N = logits.size(0), C = logits.size(1);
   if (N == 0) return;
   DeviceGuard guard(index_);
@@ -124,6 +133,12 @@ __global__ void cross_entropy_backward_kernel(const T* grad_loss, int64_t gl_str
 void CudaBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
                                          const Tensor& row_stats, const Tensor& grad_logits, int64_t ignore_index,
                                          double label_smoothing) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_loss, &logits, &row_stats, &grad_logits})) {
+    Float32Operands f;
+    cross_entropy_backward(f.in(grad_loss), f.in(logits), target, f.in(row_stats), f.out(grad_logits), ignore_index, label_smoothing);
+    return f.finish();
+  }
   const int64_t N = logits.size(0), C = logits.size(1);
   if (N * C == 0) return;
   DeviceGuard guard(index_);

@@ -12,13 +12,15 @@
 //
 // TF32: with ember::allow_tf32() float32 products may round their inputs to TF32 on tensor cores
 // (CUBLAS_COMPUTE_32F_FAST_TF32); otherwise they compute in full float32 (CUBLAS_COMPUTE_32F) and
-// agree with the CPU to float32 tolerances. The _64 entry points take 64-bit sizes and leading
-// dimensions, so no size limit needs checking here.
+// agree with the CPU to float32 tolerances. bfloat16 and float16 operands (CUDA_R_16BF /
+// CUDA_R_16F) always multiply on tensor cores with float32 accumulation (CUBLAS_COMPUTE_32F) and
+// round the result to the narrow type once, as PyTorch does; the CPU computes the same products in
+// float32 from the same narrow inputs, so the two agree to the narrow type's rounding (summation
+// order aside). The _64 entry points take 64-bit sizes and leading dimensions, so no size limit
+// needs checking here.
 #include <cublas_v2.h>
 
 #include "cuda/cublas_library.h"
-
-#include <type_traits>
 
 #include "core/backend.h"
 #include "cuda/cuda_backend.h"
@@ -39,6 +41,17 @@ struct GemmOperand {
   int64_t batch_stride = 0;
   Tensor keep_alive;  // the contiguous copy, in the rare case one was needed
 };
+
+// The cuBLAS element type of a matmul's operands and result (all three share one dtype).
+cudaDataType gemm_data_type(DType t) {
+  switch (t) {
+    case DType::Float32: return CUDA_R_32F;
+    case DType::Float64: return CUDA_R_64F;
+    case DType::BFloat16: return CUDA_R_16BF;
+    case DType::Float16: return CUDA_R_16F;
+    default: EMBER_FAIL("matmul: expected a floating-point tensor on CUDA, got ", dtype_name(t));
+  }
+}
 
 GemmOperand gemm_operand(const Tensor& t) {
   const int64_t rows = t.size(1), cols = t.size(2);
@@ -81,27 +94,30 @@ void CudaBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     EMBER_CUDA_CHECK(cudaMemsetAsync(out.data_ptr(), 0, out.nbytes(), stream));
     return;
   }
-  EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
-    const GemmOperand A = gemm_operand(a), B = gemm_operand(b);
-    constexpr bool kDouble = std::is_same_v<T, double>;
-    const cudaDataType type = kDouble ? CUDA_R_64F : CUDA_R_32F;
-    const cublasComputeType_t compute = kDouble       ? CUBLAS_COMPUTE_64F
-                                        : allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                       : CUBLAS_COMPUTE_32F;
-    const T alpha = 1, beta = 0;  // the scalars' type follows the compute type: float or double
-    cublasHandle_t handle = cublas_handle(index_);
-    // outᵀ [N, M] = bᵀ [N, K] · aᵀ [K, M]: b is cuBLAS's first operand, a its second.
-    if (batch == 1) {
-      EMBER_CUDA_CHECK(cublas().gemm_ex(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld, A.ptr, type, A.ld,
-                                        &beta, out.data_ptr(), type, N, compute, CUBLAS_GEMM_DEFAULT));
-    } else {
-      EMBER_CUDA_CHECK(cublas().gemm_strided_batched_ex(handle, B.op, A.op, N, M, K, &alpha, B.ptr, type, B.ld,
-                                                        B.batch_stride, A.ptr, type, A.ld, A.batch_stride, &beta,
-                                                        out.data_ptr(), type, N, M * N, batch, compute,
-                                                        CUBLAS_GEMM_DEFAULT));
-    }
-    count_launch();
-  });
+  const DType dtype = out.dtype();
+  const GemmOperand A = gemm_operand(a), B = gemm_operand(b);
+  const cudaDataType type = gemm_data_type(dtype);
+  const cublasComputeType_t compute = dtype == kFloat64                     ? CUBLAS_COMPUTE_64F
+                                      : dtype == kFloat32 && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                          : CUBLAS_COMPUTE_32F;
+  // alpha and beta have the compute type's scalar type: double for double, float for the others
+  // (the 16-bit types too: they compute in float32).
+  const double alpha64 = 1, beta64 = 0;
+  const float alpha32 = 1, beta32 = 0;
+  const void* alpha = dtype == kFloat64 ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta = dtype == kFloat64 ? static_cast<const void*>(&beta64) : &beta32;
+  cublasHandle_t handle = cublas_handle(index_);
+  // outᵀ [N, M] = bᵀ [N, K] · aᵀ [K, M]: b is cuBLAS's first operand, a its second.
+  if (batch == 1) {
+    EMBER_CUDA_CHECK(cublas().gemm_ex(handle, B.op, A.op, N, M, K, alpha, B.ptr, type, B.ld, A.ptr, type, A.ld, beta,
+                                      out.data_ptr(), type, N, compute, CUBLAS_GEMM_DEFAULT));
+  } else {
+    EMBER_CUDA_CHECK(cublas().gemm_strided_batched_ex(handle, B.op, A.op, N, M, K, alpha, B.ptr, type, B.ld,
+                                                      B.batch_stride, A.ptr, type, A.ld, A.batch_stride, beta,
+                                                      out.data_ptr(), type, N, M * N, batch, compute,
+                                                      CUBLAS_GEMM_DEFAULT));
+  }
+  count_launch();
 }
 
 }  // namespace ember::cuda

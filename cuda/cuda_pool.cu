@@ -23,6 +23,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/cpu/float32_operands.h"
 #include "core/backend.h"
 #include "core/pool_math.h"
 #include "cuda/cuda_backend.h"
@@ -89,6 +90,12 @@ __global__ void max_pool2d_kernel(int64_t n, const T* x, T* y, int64_t* indices,
 }
 
 void CudaBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    max_pool2d(f.in(in), f.out(out), indices, w);
+    return f.finish();
+  }
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
@@ -127,6 +134,12 @@ __global__ void max_pool2d_backward_ordered_kernel(const T* gy, const int64_t* i
 }
 
 void CudaBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    max_pool2d_backward(f.in(grad_out), indices, f.out(grad_in));
+    return f.finish();
+  }
   DeviceGuard guard(index_);
   cudaStream_t stream = compute_stream(index_);
   zero(grad_in, stream);
@@ -164,6 +177,12 @@ __global__ void avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShape p, Wind
 }
 
 void CudaBackend::avg_pool2d(const Tensor& in, const Tensor& out, Window2d w, bool count_include_pad) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    avg_pool2d(f.in(in), f.out(out), w, count_include_pad);
+    return f.finish();
+  }
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
@@ -200,6 +219,12 @@ __global__ void avg_pool2d_backward_kernel(int64_t n, const T* gy, T* gx, PoolSh
 
 void CudaBackend::avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in, Window2d w,
                                       bool count_include_pad) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    avg_pool2d_backward(f.in(grad_out), f.out(grad_in), w, count_include_pad);
+    return f.finish();
+  }
   const int64_t n = grad_in.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
@@ -229,6 +254,12 @@ __global__ void adaptive_avg_pool2d_kernel(int64_t n, const T* x, T* y, PoolShap
 }
 
 void CudaBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    adaptive_avg_pool2d(f.in(in), f.out(out));
+    return f.finish();
+  }
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);
@@ -263,6 +294,12 @@ __global__ void adaptive_avg_pool2d_backward_kernel(int64_t n, const T* gy, T* g
 }
 
 void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tensor& grad_in) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad_out, &grad_in})) {
+    Float32Operands f;
+    adaptive_avg_pool2d_backward(f.in(grad_out), f.out(grad_in));
+    return f.finish();
+  }
   const int64_t n = grad_in.numel();
   if (n == 0) return;
   DeviceGuard guard(index_);

@@ -29,6 +29,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/cpu/float32_operands.h"
 #include "core/ops.h"
 #include "core/reduce_math.h"
 #include "cuda/block_reduce.cuh"
@@ -267,6 +268,12 @@ void run_reduction(const Plan& p, const Tensor& in, const Tensor& out, cudaStrea
 }  // namespace
 
 void CudaBackend::reduce(ReduceOp op, const Tensor& in, const Tensor& out, uint32_t dims) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    reduce(op, f.in(in), f.out(out), dims);
+    return f.finish();
+  }
   const Plan p = make_plan(in, out, dims);
   if (p.L.M == 0) return;
   if (p.L.N == 0) {  // an empty reduction: only sum (0) and mean (0/0) have a value; the ops reject the others

@@ -16,6 +16,7 @@
 #include <array>
 #include <limits>
 
+#include "core/cpu/float32_operands.h"
 #include "core/softmax_math.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
@@ -30,7 +31,7 @@ constexpr int64_t kPerLane = 8;  // elements per lane before a row gets more lan
 constexpr int kColumnLanes = 4;  // lanes per row when neighbouring rows are neighbours in memory
 
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
+__device__ __forceinline__ double exp_(double x) { return ::exp(x); }  // ::exp: core/ops.h declares ember::exp
 
 // NaN-propagating max: a NaN anywhere in a row makes the whole row NaN, as in PyTorch.
 struct MaxNanOp {
@@ -125,6 +126,12 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const T* x, T* y, Row
 }  // namespace
 
 void CudaBackend::softmax(const Tensor& in, const Tensor& out, int dim, bool log) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&in, &out})) {
+    Float32Operands f;
+    softmax(f.in(in), f.out(out), dim, log);
+    return f.finish();
+  }
   if (out.numel() == 0) return;
   DeviceGuard guard(index_);
   const Rows<2> r = make_rows<2>({&in, &out}, dim);
@@ -169,6 +176,12 @@ __global__ void __launch_bounds__(kThreads) softmax_backward_kernel(const T* g, 
 }  // namespace
 
 void CudaBackend::softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+  if (has_reduced_floating({&grad, &out, &grad_in})) {
+    Float32Operands f;
+    softmax_backward(f.in(grad), f.in(out), f.out(grad_in), dim, log);
+    return f.finish();
+  }
   if (grad_in.numel() == 0) return;
   DeviceGuard guard(index_);
   const Rows<3> r = make_rows<3>({&grad, &out, &grad_in}, dim);

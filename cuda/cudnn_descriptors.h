@@ -27,13 +27,38 @@ namespace ember::cuda {
 // reuses its algorithm instead of choosing again.
 size_t conv_algorithm_cache_size();
 
+// The element type of a tensor or filter descriptor. The batch-norm kernels only ever see float32
+// and float64 (16-bit data reaches them as float32 copies, cuda_batch_norm.cu).
 inline cudnnDataType_t cudnn_data_type(DType t, const char* op) {
   switch (t) {
     case DType::Float32: return CUDNN_DATA_FLOAT;
     case DType::Float64: return CUDNN_DATA_DOUBLE;
-    default: EMBER_FAIL(op, ": expected a float32 or float64 tensor on CUDA, got ", dtype_name(t));
+    case DType::BFloat16: return CUDNN_DATA_BFLOAT16;
+    case DType::Float16: return CUDNN_DATA_HALF;
+    default: EMBER_FAIL(op, ": expected a floating-point tensor on CUDA, got ", dtype_name(t));
   }
 }
+
+// The type a convolution accumulates in: double for double data, float for float and for the 16-bit
+// types (cuDNN's "pseudo half" configurations: 16-bit data, float32 math, as PyTorch asks for).
+inline cudnnDataType_t cudnn_compute_type(DType t, const char* op) {
+  if (t == DType::Float64) return CUDNN_DATA_DOUBLE;
+  (void)cudnn_data_type(t, op);  // rejects a dtype cuDNN cannot take, with the same message
+  return CUDNN_DATA_FLOAT;
+}
+
+// cuDNN's alpha / beta scaling factors: double for double data, float for every other dtype.
+class ScalingFactors {
+ public:
+  explicit ScalingFactors(DType t) : double_(t == DType::Float64) {}
+  const void* one() const { return double_ ? static_cast<const void*>(&one64_) : &one32_; }
+  const void* zero() const { return double_ ? static_cast<const void*>(&zero64_) : &zero32_; }
+
+ private:
+  bool double_;
+  float one32_ = 1, zero32_ = 0;
+  double one64_ = 1, zero64_ = 0;
+};
 
 inline int to_cudnn_int(int64_t v, const char* op, const char* what) {
   EMBER_CHECK(v >= 0 && v <= INT_MAX, op, ": ", what, " = ", v, " does not fit cuDNN's 32-bit sizes");
@@ -83,7 +108,7 @@ class FilterDescriptor
 };
 
 // A 2-D cross-correlation (what deep learning calls convolution) with ember's Window2d geometry,
-// `groups` groups, accumulating in the data's own precision (float or double).
+// `groups` groups, accumulating in float for float and 16-bit data, in double for double.
 class ConvolutionDescriptor
     : public CudnnDescriptor<cudnnConvolutionDescriptor_t, &cudnnCreateConvolutionDescriptor,
                              &cudnnDestroyConvolutionDescriptor> {
@@ -92,7 +117,7 @@ class ConvolutionDescriptor
     EMBER_CUDA_CHECK(cudnnSetConvolution2dDescriptor(
         get(), to_cudnn_int(w.ph, op, "padding"), to_cudnn_int(w.pw, op, "padding"), to_cudnn_int(w.sh, op, "stride"),
         to_cudnn_int(w.sw, op, "stride"), to_cudnn_int(w.dh, op, "dilation"), to_cudnn_int(w.dw, op, "dilation"),
-        CUDNN_CROSS_CORRELATION, cudnn_data_type(t, op)));
+        CUDNN_CROSS_CORRELATION, cudnn_compute_type(t, op)));
     EMBER_CUDA_CHECK(cudnnSetConvolutionGroupCount(get(), to_cudnn_int(groups, op, "groups")));
   }
   void set_math_type(cudnnMathType_t m) { EMBER_CUDA_CHECK(cudnnSetConvolutionMathType(get(), m)); }

@@ -17,6 +17,10 @@
 #   cifar           120 s    ResNet-20 on synthetic CIFAR-10 (make_synthetic_cifar10, 5000 training
 #                            images: 40 steps of 128), one epoch with ember_cifar10 then the same
 #                            recipe in PyTorch eager (bench/cifar10_pytorch.py) on the same GPU
+#   amp             200 s    mixed precision: the bfloat16/float16 CUDA parity suites (CudaParityHalf*),
+#                            then the MNIST cnn and that ResNet-20 with --amp bf16, then PyTorch
+#                            autocast bf16 (bench/amp_pytorch.py) on the same GPU; PyTorch's runs are
+#                            skipped, saying so, when no PyTorch with CUDA is here
 #
 # A stage starts only when what is left covers its minimum; otherwise it is skipped with a line
 # saying so, and stays pending. `--resume` (same warm machine) runs the pending stages only, with
@@ -64,10 +68,11 @@ DEADLINE=$((START + BUDGET))
 RESERVE=15  # kept back at every point for the final table
 
 # Stages in priority order: name, worst case (its time limit) and minimum worth starting with.
-STAGES=(probe build parity mnist_lenet mnist_rest ops nccl cifar)
-declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30 [cifar]=120)
+STAGES=(probe build parity mnist_lenet mnist_rest ops nccl cifar amp)
+declare -A WORST=([probe]=20 [build]=300 [parity]=90 [mnist_lenet]=90 [mnist_rest]=120 [ops]=90 [nccl]=30 [cifar]=120
+                  [amp]=200)
 declare -A MINIMUM=([probe]=20 [build]=120 [parity]=30 [mnist_lenet]=40 [mnist_rest]=40 [ops]=30 [nccl]=15
-                    [cifar]=50)
+                    [cifar]=50 [amp]=60)
 CARRY="$(cd "$CARRY" 2>/dev/null && pwd || echo "$CARRY")"
 PREFIX="$CARRY/prefix"
 STATE="$BUILD/gpu_check.done"  # stages finished by earlier calls (for --resume)
@@ -166,8 +171,11 @@ if tests:
     md += [f"Tests: **{t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped** "
            f"(of {t['total']}; ctest rc {t['rc']})", ""]
 
+def run_key(r):  # "cnn", or "cnn amp bf16" for a mixed-precision run (its own rows, below)
+    amp = r.get("amp", "none")
+    return r["model"] if amp == "none" else f"{r['model']} amp {amp}"
 def runs(fw):
-    return {r["model"]: r for r in rows if r.get("framework") == fw and "model" in r and r.get("kind") != "op"}
+    return {run_key(r): r for r in rows if r.get("framework") == fw and "model" in r and r.get("kind") != "op"}
 em, pt = runs("ember"), runs("pytorch")
 goal = {"mlp": 0.5, "lenet": 0.5, "cnn": 0.33}
 def f(v, fmt="{:.2f}"):
@@ -199,6 +207,18 @@ if "resnet20" in em or "resnet20" in pt:
            f"| one epoch of 5000 | {f(es)} | {f(ps)} | {f(es / ps if es and ps else None)} | "
            f"{f(e.get('test_accuracy'))} | {f(p.get('test_accuracy'))} | {f(e.get('peak_device_mb'), '{:.0f}')} | "
            f"{f(p.get('peak_device_mb'), '{:.0f}')} |", ""]
+amp_rows = [k for k in ["cnn amp bf16", "resnet20 amp bf16"] if k in em or k in pt]
+if amp_rows:
+    md += ["| mixed precision (bf16 autocast) | ember s/epoch | PyTorch s/epoch | ratio | ember acc % | PyTorch acc % | "
+           "ember float32 s/epoch | ember peak MiB | PyTorch peak MiB |", "|" + "---|" * 9]
+    for k in amp_rows:
+        e, p = em.get(k, {}), pt.get(k, {})
+        es, ps = e.get("epoch_seconds"), p.get("epoch_seconds")
+        f32 = em.get(k.split()[0], {}).get("epoch_seconds")
+        md.append(f"| {k} | {f(es)} | {f(ps)} | {f(es / ps if es and ps else None)} | {f(e.get('test_accuracy'))} | "
+                  f"{f(p.get('test_accuracy'))} | {f(f32)} | {f(e.get('peak_device_mb'), '{:.0f}')} | "
+                  f"{f(p.get('peak_device_mb'), '{:.0f}')} |")
+    md.append("")
 ops = {}
 for r in rows:
     if r.get("kind") == "op":
@@ -427,7 +447,9 @@ mnist() {
 
 if ! stage_done parity && begin parity; then
   out="$OUTDIR/parity.log"
-  timeout "$(limit_for parity)" "$(bin ember_tests)" --gtest_filter='*Cuda*:*cuda*' --gtest_brief=1 >"$out" 2>&1
+  # The bfloat16/float16 parity suites (CudaParityHalf*) run in the amp stage, after the first verdict.
+  timeout "$(limit_for parity)" "$(bin ember_tests)" --gtest_filter='*Cuda*:*cuda*:-*CudaParityHalf*' --gtest_brief=1 \
+    >"$out" 2>&1
   rc=$?
   tail -n 40 "$out"
   passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$out" | grep -oE '[0-9]+$')
@@ -500,6 +522,57 @@ if ! stage_done cifar && begin cifar; then
   fi
   table >/dev/null
   done_stage cifar
+fi
+
+if ! stage_done amp && begin amp; then
+  # The 16-bit parity suites, then --amp bf16: the MNIST cnn (one epoch) and ResNet-20 on synthetic
+  # CIFAR-10 (5000 images, as the cifar stage), each with ember's autocast and then PyTorch's
+  # (bench/amp_pytorch.py runs the float32 benchmark scripts inside torch.autocast), on the same
+  # card. Each of the five runs gets a fifth of the stage's time; the table puts the training runs
+  # beside the float32 runs of earlier stages.
+  part=$(( ($(limit_for amp) + 4) / 5 ))
+  out="$OUTDIR/parity_half.log"
+  timeout "$part" "$(bin ember_tests)" --gtest_filter='*CudaParityHalf*' --gtest_brief=1 >"$out" 2>&1
+  rc=$?
+  tail -n 40 "$out"
+  passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$out" | grep -oE '[0-9]+$')
+  if ((rc == 0)); then stage parity_half ok "${passed:-0} passed (bfloat16 and float16 against the CPU)"
+  else stage parity_half fail "rc $rc (124 = out of time); failures in parity_half.log"; fi
+  if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+    has_torch=1
+  else
+    has_torch=0
+    say "amp: PyTorch with CUDA is not importable by $PY: its autocast runs are skipped"
+    stage pytorch_amp skipped "no PyTorch with CUDA for $PY"
+  fi
+  if [[ -x "$(bin ember_mnist)" ]]; then
+    echo "--- ember cnn --amp bf16"
+    run_json ember_cnn_amp "$part" "$(bin ember_mnist)" --device cuda --epochs 1 --model cnn --amp bf16 \
+      --data data/mnist --json
+  else
+    stage ember_cnn_amp skipped "ember_mnist not built (or not carried)"
+  fi
+  if ((has_torch)); then
+    echo "--- pytorch cnn, autocast bf16"
+    run_json pytorch_cnn_amp "$part" "$PY" bench/amp_pytorch.py --amp bf16 mnist --device cuda --model cnn \
+      --data data/mnist
+  fi
+  if [[ -x "$(bin ember_cifar10)" && -x "$(bin make_synthetic_cifar10)" ]]; then
+    [[ -f data/cifar10-synthetic/SYNTHETIC.txt ]] ||
+      "$(bin make_synthetic_cifar10)" --out data/cifar10-synthetic --train 5000 --test 1000 --seed 1
+    echo "--- ember resnet20 --amp bf16 (synthetic CIFAR-10)"
+    run_json ember_cifar10_amp "$part" "$(bin ember_cifar10)" --device cuda --model resnet20 --epochs 1 \
+      --limit 5000 --workers 4 --amp bf16 --data data/cifar10-synthetic --json
+    if ((has_torch)); then
+      echo "--- pytorch resnet20, autocast bf16 (synthetic CIFAR-10)"
+      run_json pytorch_cifar10_amp "$(limit_for amp)" "$PY" bench/amp_pytorch.py --amp bf16 cifar10 --device cuda \
+        --model resnet20 --epochs 1 --limit 5000 --data data/cifar10-synthetic
+    fi
+  else
+    stage ember_cifar10_amp skipped "ember_cifar10 or make_synthetic_cifar10 not built (or not carried)"
+  fi
+  table >/dev/null
+  done_stage amp
 fi
 
 nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,power.draw --format=csv 2>/dev/null

@@ -2,7 +2,7 @@
 # ctest: --amp in the shared trainer (examples/common/trainer.cpp) end to end, on small generated
 # MNIST-format files: bf16 and fp16 runs train and report "amp" in --json; an fp16 run resumed from
 # its checkpoint reproduces the uninterrupted run's rows exactly (the GradScaler's state travels in
-# the checkpoint); a bad --amp value is refused naming the flag.
+# the checkpoint); --amp bf16 goes with --device cuda; a bad --amp value is refused naming the flag.
 # Usage: example_amp.sh <path to ember_mnist>
 set -euo pipefail
 bin=$1
@@ -28,6 +28,14 @@ if "$bin" --model lenet --batch-size 32 --data "$dir" --threads 1 --epochs 3 --a
   echo "a fp16 checkpoint resumed under --amp bf16"; exit 1
 fi
 grep -q "written with --amp fp16, this run has --amp bf16" "$dir/err" || { echo "the --amp mismatch error:"; cat "$dir/err"; exit 1; }
+# --amp bf16 with --device cuda (scripts/gpu_check.sh's amp stage): on a GPU it trains and reports
+# bf16; without one the run stops for want of a device, not over the flags.
+if "$bin" --model lenet --batch-size 32 --data "$dir" --threads 1 --workers 1 --json --epochs 1 --amp bf16 \
+  --device cuda >"$dir/log" 2>&1; then
+  grep -q '"amp":"bf16"' "$dir/log" || { echo "--amp bf16 --device cuda: no \"amp\":\"bf16\""; cat "$dir/log"; exit 1; }
+else
+  grep -q "device cuda:0: not available" "$dir/log" || { echo "--amp bf16 --device cuda failed:"; cat "$dir/log"; exit 1; }
+fi
 if "$bin" --data "$dir" --amp fp8 >"$dir/err" 2>&1; then echo "--amp fp8 was accepted"; exit 1; fi
 grep -q -- "--amp" "$dir/err" || { echo "the --amp error does not name the flag:"; cat "$dir/err"; exit 1; }
 echo "amp: ok"

@@ -812,6 +812,138 @@ TEST_P(CudaParityLayers, MatchesTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Cases, CudaParityLayers, ::testing::ValuesIn(pointers_to(all_layer_cases())),
                          case_name<LayerCase>);
 
+// ---------------------------------------------------------------- bfloat16 and float16
+
+// Every op and layer case again in the two 16-bit dtypes: CUDA against the CPU in the same dtype,
+// from the same 16-bit inputs. Both backends widen to float32, compute and round back, so the
+// results differ by the last bits of float32 sums taken in other orders, and then by one rounding
+// of the narrow type (2^-8 relative for bfloat16, 2^-11 for float16), which a backward pass can
+// compound over a few ops. The CPU decides what a case supports: a case whose CPU run rejects the
+// dtype, or gives non-finite values (float16 overflows past 65504), is not compared in it. These
+// cases run only with a GPU (their CPU half is what the CPU's own half-precision tests cover).
+namespace {
+
+struct HalfTol {
+  DType dtype;
+  Tol tol;
+};
+// Unverified on a GPU (written without one): widen them only with a reason from a real run.
+constexpr HalfTol kHalfDtypes[] = {{kBFloat16, {2e-2, 2e-2}}, {kFloat16, {4e-3, 4e-3}}};
+
+// The looser of the 16-bit tolerance and the case's own float32 one (long sums keep their atol).
+Tol half_tol(Tol narrow, Tol case32) {
+  return {std::max(narrow.rtol, case32.rtol), std::max(narrow.atol, case32.atol)};
+}
+
+// Stores run()'s result in `out`; false (and the message in `why`) when it throws an ember::Error,
+// i.e. when the CPU rejects the case's dtype.
+template <typename Run, typename Result>
+bool cpu_supports(Run&& run, Result& out, std::string& why) {
+  try {
+    out = run();
+  } catch (const Error& e) {
+    why = e.what();
+    return false;
+  }
+  return true;
+}
+
+class CudaParityHalfOps : public ::testing::TestWithParam<const OpCase*> {};
+class CudaParityHalfLayers : public ::testing::TestWithParam<const LayerCase*> {};
+
+}  // namespace
+
+TEST_P(CudaParityHalfOps, MatchesTheCpuInTheSameDtype) {
+  EMBER_REQUIRE_GPU();
+  const OpCase& c = *GetParam();
+  for (const HalfTol& h : kHalfDtypes) {
+    SCOPED_TRACE(dtype_name(h.dtype));
+    OpRun cpu;
+    std::string why;
+    if (!cpu_supports([&] { return run_op(c, h.dtype, kCPU); }, cpu, why) || !nonfinite(cpu.out).empty()) continue;
+    expect_same_run(c, run_op(c, h.dtype, kCuda), cpu, half_tol(h.tol, c.tol32));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaParityHalfOps, ::testing::ValuesIn(pointers_to(all_op_cases())), case_name<OpCase>);
+
+TEST_P(CudaParityHalfLayers, MatchesTheCpuInTheSameDtype) {
+  EMBER_REQUIRE_GPU();
+  const LayerCase& c = *GetParam();
+  for (const HalfTol& h : kHalfDtypes) {
+    SCOPED_TRACE(dtype_name(h.dtype));
+    LayerRun cpu;
+    std::string why;
+    if (!cpu_supports([&] { return run_layer(c, h.dtype, kCPU); }, cpu, why) || !nonfinite(cpu.out).empty()) continue;
+    expect_same_run(c, run_layer(c, h.dtype, kCuda), cpu, half_tol(h.tol, c.tol32));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaParityHalfLayers, ::testing::ValuesIn(pointers_to(all_layer_cases())),
+                         case_name<LayerCase>);
+
+// The ops the narrow types exist for must run in them on the CPU, so the half suites above
+// compare them rather than skip them: elementwise math, matmul, reductions, softmax, conv2d.
+TEST(CudaParity, HalfSuitesCoverTheCoreOpsOnTheCpu) {
+  const std::vector<std::string> required = {"Linear", "Conv2d", "BatchNorm2d_train", "Sequential_cnn"};
+  for (const HalfTol& h : kHalfDtypes) {
+    for (const LayerCase& c : all_layer_cases()) {
+      if (std::find(required.begin(), required.end(), c.name) == required.end()) continue;
+      SCOPED_TRACE(c.name + " in " + dtype_name(h.dtype));
+      LayerRun cpu;
+      std::string why;
+      EXPECT_TRUE(cpu_supports([&] { return run_layer(c, h.dtype, kCPU); }, cpu, why)) << why;
+      EXPECT_EQ(nonfinite(cpu.out), "");
+      EXPECT_EQ(cpu.out.dtype(), h.dtype);
+    }
+  }
+}
+
+// Autocast on CUDA: a small cnn's forward and backward under AutocastGuard (conv and linear in the
+// 16-bit dtype, batch norm, softmax and the loss in float32) against the same on the CPU. The
+// parameters stay float32 on both devices, so their gradients are float32 and compared as such,
+// to the 16-bit tolerance (they flow back through 16-bit activations).
+TEST(CudaParity, AutocastCnnForwardAndBackwardMatchTheCpu) {
+  EMBER_REQUIRE_GPU();
+  using std::make_shared;
+  for (const HalfTol& h : kHalfDtypes) {
+    SCOPED_TRACE(dtype_name(h.dtype));
+    struct Run {
+      ModulePtr model;
+      Tensor loss;
+    };
+    auto run = [&](Device device) {
+      Generator g(3);
+      Run r;
+      r.model = make_shared<nn::Sequential>(
+          make_shared<nn::Conv2d>(1, 8, 3, nn::Conv2dOptions{.padding = 1}, &g), make_shared<nn::BatchNorm2d>(8),
+          make_shared<nn::ReLU>(), make_shared<nn::MaxPool2d>(2),
+          make_shared<nn::Conv2d>(8, 16, 3, nn::Conv2dOptions{.padding = 1}, &g), make_shared<nn::ReLU>(),
+          make_shared<nn::AdaptiveAvgPool2d>(1), make_shared<nn::Flatten>(), make_shared<nn::Linear>(16, 10, true, &g));
+      r.model->to(device);
+      Generator gx(4);
+      const Tensor x = uniform({8, 1, 12, 12}, -1, 1, kFloat32, &gx).to(device);
+      const Tensor y = from_vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7}).to(device);
+      {
+        AutocastGuard autocast(h.dtype);
+        const Tensor logits = r.model->forward(x);
+        EXPECT_EQ(logits.dtype(), h.dtype) << "the last linear runs in the 16-bit dtype";
+        r.loss = F::cross_entropy(logits, y);
+      }
+      EXPECT_EQ(r.loss.dtype(), kFloat32) << "the loss runs in float32";
+      r.loss.backward();
+      return r;
+    };
+    const Run cpu = run(kCPU), gpu = run(kCuda);
+    EXPECT_EQ(mismatch(gpu.loss, cpu.loss, h.tol), "") << "loss";
+    const nn::NamedTensors gp = gpu.model->named_parameters();
+    for (const auto& [name, p] : cpu.model->named_parameters()) {
+      EXPECT_EQ(p.grad().dtype(), kFloat32) << name;
+      EXPECT_EQ(mismatch(gp.at(name).grad(), p.grad(), h.tol), "") << "gradient of " << name;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- dropout and casting copies
 
 namespace {
@@ -867,8 +999,10 @@ TEST(CudaParity, DropoutMaskIsReproducibleMatchesTheCpuAndKeepsTheRightFraction)
 
 TEST(CudaParity, CastingCopiesMatchTheCpuForEveryDtypePairFromStridedSources) {
   EMBER_REQUIRE_GPU();
-  // The dtypes every kernel dispatches over (EMBER_DISPATCH_ALL in core/dtype.h).
-  const DType dtypes[] = {kFloat32, kFloat64, kInt64, kUInt8};
+  // The dtypes every kernel dispatches over (EMBER_DISPATCH_ALL_AND_HALF in core/dtype.h): casts to
+  // and from bfloat16 and float16 round to nearest even with core/half.h's one definition on both
+  // devices, so they too must match bit for bit.
+  const DType dtypes[] = {kFloat32, kFloat64, kInt64, kUInt8, kBFloat16, kFloat16};
   // Values with fractions (float -> integer truncates toward zero), in [0, 200) when uint8 is
   // involved (out-of-range casts to uint8 are undefined), else in [-100, 100).
   auto values = [](int64_t numel, bool unsigned_range) {

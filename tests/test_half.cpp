@@ -204,16 +204,22 @@ TEST(HalfTensor, CastGradientsComeBackInTheSourceDtype) {
   EXPECT_EQ(x.grad().to_vector<float>(), std::vector<float>(12, 3.0f));
 }
 
-// The CUDA backend has no 16-bit kernels yet: a 16-bit tensor can be moved to the GPU and back, but
-// an op on it fails with an error naming the kernel and the dtype (never a wrong result).
-TEST(CudaHalf, KernelsRejectSixteenBitDtypesByName) {
+// The CUDA backend computes on 16-bit tensors (cuda/, issue 15) as the CPU does: widen to float32,
+// compute, round back with core/half.h's one conversion. So casts both ways and elementwise results
+// are the CPU's bit for bit (the parity suites, tests/test_cuda_parity.cpp, cover every op).
+TEST(CudaHalf, SixteenBitTensorsComputeOnTheGpuBitForBitLikeTheCpu) {
   EMBER_REQUIRE_GPU();
   const Device gpu(DeviceType::CUDA, 0);
   for (DType t : {kBFloat16, kFloat16}) {
-    Tensor h = from_vector<float>({1.5f, -2.0f}, {2}).to(t);
-    Tensor g = h.to(gpu);
-    EXPECT_EQ(g.to(kCPU).to(kFloat32).to_vector<float>(), (std::vector<float>{1.5f, -2.0f}));  // bytes move as they are
-    expect_error([&] { (void)(g * g); }, {dtype_name(t), "not supported"});
-    expect_error([&] { (void)g.to(kFloat32); }, {"copy", dtype_name(t), "not supported"});
+    SCOPED_TRACE(dtype_name(t));
+    const Tensor h = from_vector<float>({1.5f, -2.0f, 0.1f, 3.3f, 1e-3f}, {5}).to(t);
+    const Tensor g = h.to(gpu);
+    EXPECT_EQ(g.dtype(), t);
+    EXPECT_EQ(g.to(kCPU).to(kFloat32).to_vector<float>(), h.to(kFloat32).to_vector<float>());  // bytes move as they are
+    EXPECT_EQ(g.to(kFloat32).to(kCPU).to_vector<float>(), h.to(kFloat32).to_vector<float>());  // cast on the GPU
+    const Tensor cpu = h * h + h;  // two kernels, each correctly rounded: exact on both devices
+    const Tensor dev = g * g + g;
+    EXPECT_EQ(dev.dtype(), t);
+    EXPECT_EQ(dev.to(kCPU).to(kFloat32).to_vector<float>(), cpu.to(kFloat32).to_vector<float>());
   }
 }

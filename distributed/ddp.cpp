@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "distributed/handshake.h"
+#include "nn/layers.h"
 
 namespace ember::nn {
 
@@ -197,8 +198,10 @@ class DistributedDataParallel::Reducer {
       if (options_.find_unused_parameters) {
         finish();
       } else {
-        EMBER_FAIL("DistributedDataParallel: the previous backward did not finish its gradient reduction: ",
-                   missing_names(), " got no gradient. Every parameter must take part in every synced backward; ",
+        EMBER_FAIL("DistributedDataParallel on rank ", comm_->rank(),
+                   ": expected to have finished reduction in the prior iteration before starting a new one: the ",
+                   "previous backward did not finish its gradient reduction: ", missing_names(),
+                   " got no gradient. Every parameter must take part in every synced backward; ",
                    "construct with DDPOptions().find_unused(true) if some parameters are legitimately unused");
       }
     }
@@ -231,7 +234,7 @@ class DistributedDataParallel::Reducer {
         if (u != i) mark_ready(u, params_[u].tensor.grad(), /*from_hook=*/false);
       unreachable_.clear();
     }
-    EMBER_CHECK(!params_[i].ready, "DistributedDataParallel: parameter '", params_[i].name,
+    EMBER_CHECK(!params_[i].ready, "DistributedDataParallel on rank ", comm_->rank(), ": parameter '", params_[i].name,
                 "' received a gradient twice in one synced backward (a second backward without a forward in ",
                 "between, or a parameter the forward's graph did not reach); call forward again before backward");
     mark_ready(i, grad, /*from_hook=*/true);
@@ -239,26 +242,37 @@ class DistributedDataParallel::Reducer {
 
   void finish() {
     if (!in_progress_) return;
-    EMBER_CHECK(options_.find_unused_parameters, "DistributedDataParallel::finish: ", missing_names(),
-                " got no gradient in this backward; construct with DDPOptions().find_unused(true) to reduce ",
-                "missing gradients as zeros");
+    EMBER_CHECK(options_.find_unused_parameters, "DistributedDataParallel::finish on rank ", comm_->rank(), ": ",
+                missing_names(), " got no gradient in this backward; construct with DDPOptions().find_unused(true) ",
+                "to reduce missing gradients as zeros");
+    complete_with_local_grads();
+  }
+
+  // Starts the reductions a backward left unstarted: every parameter whose hook did not fire takes
+  // part with its current local .grad (zeros if undefined). join() uses it to keep the ranks'
+  // collectives in step before it reports the missing gradients.
+  void complete_with_local_grads() {
+    if (!in_progress_) return;
     for (size_t i = 0; i < params_.size(); ++i)
       if (bucketed(static_cast<int64_t>(i)) && !params_[i].ready)
         mark_ready(static_cast<int64_t>(i), params_[i].tensor.grad(), /*from_hook=*/false);
   }
 
-  // join(): this rank has no data, the others train. It runs the same reductions as they do, in
-  // the same order, with zeros as its gradients; its own .grad tensors are left alone.
-  void shadow_step() {
+  // join(): this rank takes part in a step without gradients of its own. It runs the same
+  // reductions as the others, in the same order, contributing zeros from scratch buffers (as
+  // PyTorch's joined ranks do: Reducer::get_grad_buckets(return_zero_tensors=true)); the results
+  // are discarded. Neither the bucket buffers nor this rank's .grad tensors are touched: with
+  // gradient_as_bucket_view the .grad tensors ARE views into the bucket buffers, so zeroing those
+  // (as this once did) overwrote a joined rank's last gradients with the others' average.
+  // `joined`: counted as a joined step (false: a catch-up for a forward that had no backward).
+  void shadow_step(bool joined = true) {
     NoGradGuard no_grad;
     std::vector<WorkHandle> works;
-    for (size_t k = 0; k < buckets_.size(); ++k) {
-      buckets_[k].flat.zero_();
-      works.push_back(start_reduction(static_cast<int64_t>(k)));
-    }
+    for (size_t k = 0; k < buckets_.size(); ++k)
+      works.push_back(start_reduction(static_cast<int64_t>(k), zeros_like(buckets_[k].flat)));
     for (WorkHandle& w : works) w->wait();
     ++stats_.synced_steps;
-    ++stats_.joined_steps;
+    if (joined) ++stats_.joined_steps;
   }
 
   int no_sync_depth_ = 0;
@@ -289,11 +303,12 @@ class DistributedDataParallel::Reducer {
 
   Tensor slice(const Param& p) const { return buckets_[p.bucket].flat.narrow(0, p.offset, p.tensor.numel()); }
 
-  WorkHandle start_reduction(int64_t k) {
+  // Reduces bucket k's `buffer` (its flat buffer, or a shadow step's zeros of the same layout).
+  WorkHandle start_reduction(int64_t k, const Tensor& buffer) {
     Bucket& b = buckets_[k];
     ++b.reductions;
     ++stats_.all_reduces;
-    const distributed::GradBucket gb{k, b.flat, divisor_};
+    const distributed::GradBucket gb{k, buffer, divisor_};
     WorkHandle w = hook_ ? hook_(*comm_, gb) : distributed::allreduce_hook(*comm_, gb);
     EMBER_CHECK(w != nullptr, "DistributedDataParallel: the comm hook returned no Work for bucket ", k);
     return w;
@@ -326,7 +341,7 @@ class DistributedDataParallel::Reducer {
     while (next_launch_ < num_buckets() && buckets_[next_launch_].pending == 0) {
       Bucket& b = buckets_[next_launch_];
       b.timing.launch_s = now_s();
-      b.work = start_reduction(next_launch_);
+      b.work = start_reduction(next_launch_, b.flat);
       ++next_launch_;
       poll(b);  // a first MPI call right away: the collective's first messages go out now
     }
@@ -408,6 +423,7 @@ class DistributedDataParallel::Reducer {
     in_progress_ = false;
   }
 
+ public:
   std::string missing_names() const {
     std::string out;
     int shown = 0, missing = 0;
@@ -419,6 +435,8 @@ class DistributedDataParallel::Reducer {
     if (missing > shown) out += " and " + std::to_string(missing - shown) + " more";
     return out;
   }
+
+ private:
 
   std::shared_ptr<Communicator> comm_;
   DDPOptions options_;
@@ -490,13 +508,18 @@ void DistributedDataParallel::agree_before_step(int root) {
 }
 
 Tensor DistributedDataParallel::forward(const Tensor& input) {
-  reducer_->prepare_forward();
   int root = 0;
   if (joining_) {
+    const JoinMisuse misuse = settle_join_step();
+    reducer_->prepare_forward();
     const bool syncs = GradMode::is_enabled() && reducer_->no_sync_depth_ == 0;
-    const JoinRound round = join_round(/*active=*/true, syncs);
+    const JoinRound round = join_round(/*active=*/true, syncs, misuse);  // throws on every rank on misuse
     root = round.root;
     reducer_->set_divisor(join_divide_by_initial_world_size_ ? comm_->world_size() : round.active);
+    join_step_syncs_ = syncs;
+    join_step_synced_at_ = reducer_->stats().synced_steps;
+  } else {
+    reducer_->prepare_forward();
   }
   agree_before_step(root);
   Tensor out = model_->forward(input);
@@ -504,45 +527,117 @@ Tensor DistributedDataParallel::forward(const Tensor& input) {
   return out;
 }
 
-DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs) {
-  const int W = comm_->world_size();
-  Tensor flags = zeros({W + 1}, TensorOptions(kInt64));
+bool DistributedDataParallel::forward_communicates() const {
+  bool found = false;
+  model_->apply([&](Module& m) {
+    const auto* bn = dynamic_cast<const BatchNorm*>(&m);
+    if (bn != nullptr && bn->training_forward && bn->is_training()) found = true;
+  });
+  return found;
+}
+
+DistributedDataParallel::JoinMisuse DistributedDataParallel::settle_join_step() {
+  JoinMisuse misuse = JoinMisuse::None;
+  join_misuse_detail_.clear();
+  if (reducer_->in_progress()) {  // a backward ran, but some parameters got no gradient
+    if (!options_.find_unused_parameters) {
+      misuse = JoinMisuse::MissingGradients;
+      join_misuse_detail_ = reducer_->missing_names();
+    }
+    reducer_->complete_with_local_grads();
+  } else if (join_step_syncs_ && reducer_->num_buckets() > 0 &&
+             reducer_->stats().synced_steps == join_step_synced_at_) {
+    // The last forward promised a synced step, so the joined ranks reduced zeros for it: run the
+    // same reductions (with zeros) so this rank reaches the next round with them.
+    reducer_->shadow_step(/*joined=*/false);
+    misuse = JoinMisuse::NoBackward;
+  }
+  join_step_syncs_ = false;
+  return misuse;
+}
+
+namespace {
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+  return out;
+}
+}  // namespace
+
+DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs, JoinMisuse misuse) {
+  const int W = comm_->world_size(), me = comm_->rank();
+  // [0, W): who trains this step; [W, 2W): what went wrong on each rank (JoinMisuse); 2W: how many
+  // training ranks sync this step; 2W + 1: how many run collectives inside their forward.
+  Tensor flags = zeros({2 * W + 2}, TensorOptions(kInt64));
+  int64_t* f = flags.data<int64_t>();
+  f[W + me] = static_cast<int64_t>(misuse);
   if (active) {
-    flags.data<int64_t>()[comm_->rank()] = 1;
-    flags.data<int64_t>()[W] = syncs ? 1 : 0;
+    f[me] = 1;
+    f[2 * W] = syncs ? 1 : 0;
+    f[2 * W + 1] = forward_communicates() ? 1 : 0;
   }
   Tensor on_device = flags.to(comm_->device());
   comm_->all_reduce(on_device, ReduceOp::Sum);
   const std::vector<int64_t> v = on_device.to(kCPU).to_vector<int64_t>();
   JoinRound r;
   r.root = -1;
+  std::vector<int> training, joined, no_backward, missing_grads;
   for (int k = 0; k < W; ++k) {
-    r.active += static_cast<int>(v[k]);
-    if (v[k] > 0 && r.root < 0) r.root = k;
+    (v[k] > 0 ? training : joined).push_back(k);
+    if (v[W + k] == static_cast<int64_t>(JoinMisuse::NoBackward)) no_backward.push_back(k);
+    if (v[W + k] == static_cast<int64_t>(JoinMisuse::MissingGradients)) missing_grads.push_back(k);
   }
-  r.syncing = static_cast<int>(v[W]);
-  if (r.root < 0) r.root = 0;
+  r.active = static_cast<int>(training.size());
+  r.root = training.empty() ? 0 : training.front();
+  r.syncing = static_cast<int>(v[2 * W]);
+  const bool forward_collectives = v[2 * W + 1] > 0;
+
+  // Every rank holds the same vector, so every rank throws here together: none is left waiting.
+  // (The collectives of the faulty step were completed with zeros first; see settle_join_step.)
+  EMBER_CHECK(missing_grads.empty(), "DistributedDataParallel::join (seen on rank ", me, "): rank(s) ",
+              rank_list(missing_grads), " ran a backward in which some parameters got no gradient",
+              join_misuse_detail_.empty() ? std::string() : " (on this rank: " + join_misuse_detail_ + ")",
+              "; expected to have finished reduction in the prior iteration. Every parameter must take part in ",
+              "every synced backward; construct with DDPOptions().find_unused(true) if some are legitimately unused");
+  EMBER_CHECK(no_backward.empty(), "DistributedDataParallel::join (seen on rank ", me, "): rank(s) ",
+              rank_list(no_backward), " ran forward() with gradients enabled inside join() and no backward() ",
+              "before its next forward() or the end of its loop. Inside join() every such forward must be followed ",
+              "by backward (the ranks out of data reduce zeros for that step and wait for it); run evaluation ",
+              "forwards under NoGradGuard");
+  EMBER_CHECK(!forward_collectives || joined.empty(), "DistributedDataParallel::join (seen on rank ", me,
+              "): rank(s) ", rank_list(joined), " ran out of data while rank(s) ", rank_list(training),
+              " still train a model whose forward runs collectives (SyncBatchNorm layers in training mode). A ",
+              "joined rank cannot take part in them, so the ranks would disagree on the sequence of collectives ",
+              "(PyTorch's join() does not support SyncBatchNorm either). Give every rank the same number of steps ",
+              "(check_steps_per_epoch) or use BatchNorm inside join()");
   if (r.active > 0) join_last_root_ = r.root;
   return r;
 }
 
 void DistributedDataParallel::join(const std::function<void()>& loop, bool divide_by_initial_world_size) {
-  EMBER_CHECK(!joining_, "DistributedDataParallel::join: already inside join()");
+  EMBER_CHECK(!joining_, "DistributedDataParallel::join on rank ", comm_->rank(), ": already inside join()");
   joining_ = true;
   join_divide_by_initial_world_size_ = divide_by_initial_world_size;
   join_last_root_ = 0;
-  try {
-    loop();
-    reducer_->prepare_forward();  // the last step's reduction is complete (or is an error) before shadowing
-  } catch (...) {
-    // The other ranks wait in a collective this rank will not join; their timeout reports it.
-    joining_ = false;
-    reducer_->set_divisor(comm_->world_size());
-    throw;
-  }
-  // Out of data: shadow the others' steps until a round finds no rank training.
+  join_step_syncs_ = false;
+  // However join() ends (an error of the loop, or a misuse every rank reports), DDP leaves join mode.
+  struct LeaveJoin {
+    DistributedDataParallel& ddp;
+    ~LeaveJoin() {
+      ddp.joining_ = false;
+      ddp.join_step_syncs_ = false;
+      ddp.reducer_->set_divisor(ddp.comm_->world_size());
+    }
+  } leave{*this};
+  // An error thrown by the loop itself leaves the other ranks waiting in a collective this rank
+  // will not join; their timeout reports it.
+  loop();
+  // Out of data: shadow the others' steps until a round finds no rank training. The first round
+  // also reports a misuse of this rank's last step (its collectives are completed first).
+  JoinMisuse misuse = settle_join_step();
   while (true) {
-    const JoinRound round = join_round(/*active=*/false, /*syncs=*/false);
+    const JoinRound round = join_round(/*active=*/false, /*syncs=*/false, misuse);
+    misuse = JoinMisuse::None;
     if (round.active == 0) break;
     agree_before_step(round.root);
     if (round.syncing > 0) {
@@ -550,8 +645,6 @@ void DistributedDataParallel::join(const std::function<void()>& loop, bool divid
       reducer_->shadow_step();
     }
   }
-  joining_ = false;
-  reducer_->set_divisor(comm_->world_size());
   // A joined rank's optimizer stopped stepping: every rank takes the state of the rank that
   // trained longest.
   broadcast_coalesced(*comm_, model_->state_dict().values(), join_last_root_);

@@ -101,7 +101,7 @@ class DistributedDataParallel::Reducer {
                 options_.bucket_cap_mb);
     EMBER_CHECK(options_.first_bucket_mb >= 0, "DistributedDataParallel: first_bucket_mb must be >= 0, got ",
                 options_.first_bucket_mb);
-    for (const auto& [name, t] : named_params) params_.push_back(Param{name, t});
+    for (const auto& [name, t] : named_params) params_.push_back(Param{name, t, t.shape(), t.dtype(), t.device()});
     for (size_t i = 0; i < params_.size(); ++i) index_of_[params_[i].tensor.impl()] = static_cast<int64_t>(i);
     // The first guess at the order gradients become ready: reverse registration order.
     std::vector<int64_t> order;
@@ -192,6 +192,34 @@ class DistributedDataParallel::Reducer {
 
   // ---- per step ----
 
+  // The buckets and gradient hooks belong to the tensors the model held when DDP wrapped it. A
+  // parameter registered later would never be reduced (and the start-up handshake never compared
+  // it with the other ranks); one converted to another shape, dtype or device (model->to(...))
+  // no longer fits its bucket slot. Checked at every forward, on this rank.
+  void check_parameters_unchanged(const NamedTensors& now) const {
+    const std::string where = "DistributedDataParallel on rank " + std::to_string(comm_->rank()) + ": ";
+    const char* fix = "; DDP's buckets and gradient hooks were made for the model as it was wrapped: change the model "
+                      "before wrapping it, or wrap it again (on every rank)";
+    if (now.size() != params_.size()) {
+      std::unordered_set<std::string> wrapped;
+      for (const Param& p : params_) wrapped.insert(p.name);
+      std::string added;  // the first parameter DDP did not wrap, if one was added
+      for (const auto& [name, t] : now)
+        if (added.empty() && !wrapped.count(name)) added = " (the first new one: '" + name + "')";
+      EMBER_FAIL(where, "the model has ", now.size(), " parameters now but had ", params_.size(),
+                 " when DDP wrapped it", added, fix);
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Param& p = params_[i];
+      const auto& [name, t] = now[i];
+      EMBER_CHECK(name == p.name && t.is_same(p.tensor), where, "the model's parameter #", i, " is now '", name,
+                  "', a tensor DDP did not wrap (it wrapped '", p.name, "' there)", fix);
+      EMBER_CHECK(t.shape() == p.shape && t.dtype() == p.dtype && t.device() == p.device, where, "parameter '", name,
+                  "' is now ", t.shape(), " ", dtype_name(t.dtype()), " on ", t.device(), "; it was ", p.shape, " ",
+                  dtype_name(p.dtype), " on ", p.device, " when DDP wrapped it", fix);
+    }
+  }
+
   // Called by forward() before the model runs.
   void prepare_forward() {
     if (in_progress_) {
@@ -271,6 +299,10 @@ class DistributedDataParallel::Reducer {
     for (size_t k = 0; k < buckets_.size(); ++k)
       works.push_back(start_reduction(static_cast<int64_t>(k), zeros_like(buckets_[k].flat)));
     for (WorkHandle& w : works) w->wait();
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      stats_.last_step_reductions[k] = buckets_[k].reductions;
+      buckets_[k].reductions = 0;  // else the next real step would count these too
+    }
     ++stats_.synced_steps;
     if (joined) ++stats_.joined_steps;
   }
@@ -281,6 +313,9 @@ class DistributedDataParallel::Reducer {
   struct Param {
     std::string name;
     Tensor tensor;
+    Shape shape;  // as wrapped: the bucket layout was made for these
+    DType dtype;
+    Device device;
     int64_t bucket = -1;  // -1: does not require grad, not reduced
     int64_t offset = 0;   // element offset in the bucket's flat buffer
     bool ready = false;   // its gradient is in the bucket this step
@@ -508,6 +543,7 @@ void DistributedDataParallel::agree_before_step(int root) {
 }
 
 Tensor DistributedDataParallel::forward(const Tensor& input) {
+  reducer_->check_parameters_unchanged(model_->named_parameters());
   int root = 0;
   if (joining_) {
     const JoinMisuse misuse = settle_join_step();
@@ -601,9 +637,9 @@ DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool acti
               "every synced backward; construct with DDPOptions().find_unused(true) if some are legitimately unused");
   EMBER_CHECK(no_backward.empty(), "DistributedDataParallel::join (seen on rank ", me, "): rank(s) ",
               rank_list(no_backward), " ran forward() with gradients enabled inside join() and no backward() ",
-              "before its next forward() or the end of its loop. Inside join() every such forward must be followed ",
-              "by backward (the ranks out of data reduce zeros for that step and wait for it); run evaluation ",
-              "forwards under NoGradGuard");
+              "reaching its parameters before its next forward() or the end of its loop. Inside join() every ",
+              "such forward must be followed by backward (the ranks out of data reduce zeros for that step and ",
+              "wait for it); run evaluation forwards under NoGradGuard");
   EMBER_CHECK(!forward_collectives || joined.empty(), "DistributedDataParallel::join (seen on rank ", me,
               "): rank(s) ", rank_list(joined), " ran out of data while rank(s) ", rank_list(training),
               " still train a model whose forward runs collectives (SyncBatchNorm layers in training mode). A ",

@@ -97,7 +97,9 @@
 // The wrapper's parameters(), state_dict() and named_*() are the model's, with the model's own
 // names (no "module." prefix): a checkpoint from a DDP run loads into the plain model and back.
 // (The model's children and tensors are registered directly on the wrapper; do not register new
-// parameters on the model after wrapping it.)
+// parameters on the model after wrapping it, nor convert it with model->to(...): every forward()
+// checks that the model's parameters are still the tensors, shapes, dtypes and devices DDP wrapped,
+// and throws naming the rank and the parameter otherwise.)
 //
 // Devices: the model must live on comm->device(). On CUDA, wait() orders the compute stream after
 // the collective instead of blocking the host, so the copy-back is stream-ordered and the host

@@ -602,31 +602,31 @@ std::string rank_list(const std::vector<int>& ranks) {
 
 DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs, JoinMisuse misuse) {
   const int W = comm_->world_size(), me = comm_->rank();
-  // [0, W): who trains this step; [W, 2W): what went wrong on each rank (JoinMisuse); 2W: how many
-  // training ranks sync this step; 2W + 1: how many run collectives inside their forward.
-  Tensor flags = zeros({2 * W + 2}, TensorOptions(kInt64));
+  // [0, W): who trains this step; [W, 2W): what went wrong on each rank (JoinMisuse); [2W, 3W):
+  // whose forward runs collectives of its own; 3W: how many training ranks sync this step.
+  Tensor flags = zeros({3 * W + 1}, TensorOptions(kInt64));
   int64_t* f = flags.data<int64_t>();
   f[W + me] = static_cast<int64_t>(misuse);
   if (active) {
     f[me] = 1;
-    f[2 * W] = syncs ? 1 : 0;
-    f[2 * W + 1] = forward_communicates() ? 1 : 0;
+    f[2 * W + me] = forward_communicates() ? 1 : 0;
+    f[3 * W] = syncs ? 1 : 0;
   }
   Tensor on_device = flags.to(comm_->device());
   comm_->all_reduce(on_device, ReduceOp::Sum);
   const std::vector<int64_t> v = on_device.to(kCPU).to_vector<int64_t>();
   JoinRound r;
   r.root = -1;
-  std::vector<int> training, joined, no_backward, missing_grads;
+  std::vector<int> training, joined, no_backward, missing_grads, communicating, silent;
   for (int k = 0; k < W; ++k) {
     (v[k] > 0 ? training : joined).push_back(k);
+    if (v[k] > 0) (v[2 * W + k] > 0 ? communicating : silent).push_back(k);
     if (v[W + k] == static_cast<int64_t>(JoinMisuse::NoBackward)) no_backward.push_back(k);
     if (v[W + k] == static_cast<int64_t>(JoinMisuse::MissingGradients)) missing_grads.push_back(k);
   }
   r.active = static_cast<int>(training.size());
   r.root = training.empty() ? 0 : training.front();
-  r.syncing = static_cast<int>(v[2 * W]);
-  const bool forward_collectives = v[2 * W + 1] > 0;
+  r.syncing = static_cast<int>(v[3 * W]);
 
   // Every rank holds the same vector, so every rank throws here together: none is left waiting.
   // (The collectives of the faulty step were completed with zeros first; see settle_join_step.)
@@ -640,7 +640,11 @@ DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool acti
               "reaching its parameters before its next forward() or the end of its loop. Inside join() every ",
               "such forward must be followed by backward (the ranks out of data reduce zeros for that step and ",
               "wait for it); run evaluation forwards under NoGradGuard");
-  EMBER_CHECK(!forward_collectives || joined.empty(), "DistributedDataParallel::join (seen on rank ", me,
+  EMBER_CHECK(communicating.empty() || silent.empty(), "DistributedDataParallel::join (seen on rank ", me,
+              "): rank(s) ", rank_list(communicating), " run SyncBatchNorm layers in training mode (collectives ",
+              "inside forward) but rank(s) ", rank_list(silent), " do not (evaluation mode?): the ranks would ",
+              "disagree on the sequence of collectives. Put every rank in the same mode (ddp->train() / eval())");
+  EMBER_CHECK(communicating.empty() || joined.empty(), "DistributedDataParallel::join (seen on rank ", me,
               "): rank(s) ", rank_list(joined), " ran out of data while rank(s) ", rank_list(training),
               " still train a model whose forward runs collectives (SyncBatchNorm layers in training mode). A ",
               "joined rank cannot take part in them, so the ranks would disagree on the sequence of collectives ",

@@ -91,7 +91,8 @@
 //    forward or the end of the loop (the joined ranks reduce zeros for that step and wait for it);
 //  * a backward in which some parameter got no gradient (find_unused_parameters off);
 //  * a model whose forward runs collectives (SyncBatchNorm in training mode) once some rank has
-//    joined: the joined rank cannot take part in them. PyTorch documents SyncBatchNorm as
+//    joined: the joined rank cannot take part in them; likewise when only some training ranks run
+//    them (the others' SyncBatchNorm in evaluation mode). PyTorch documents SyncBatchNorm as
 //    unsupported inside join() (it hangs there); ember throws on every rank instead.
 //
 // The wrapper's parameters(), state_dict() and named_*() are the model's, with the model's own

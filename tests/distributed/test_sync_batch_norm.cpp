@@ -67,7 +67,8 @@ DDP_TEST(SyncBatchNormUnderDDPMatchesOneProcessOnTheGlobalBatch) {
 
 // Inside join(): with every rank training SyncBatchNorm works; once a rank runs out of data its
 // collectives could not be matched (the joined rank waits in DDP's join round), so every rank
-// throws at that round naming the joined and the training ranks, and the ranks stay in step.
+// throws at that round naming the joined and the training ranks, and the ranks stay in step. The
+// same when one rank's SyncBatchNorm is in evaluation mode (no collectives) and the others' not.
 // PyTorch documents SyncBatchNorm as unsupported in join() (there it hangs); ember is stricter.
 DDP_TEST(SyncBatchNormInsideJoinThrowsOnEveryRankOnceARankJoins) {
   const int W = comm->world_size(), r = comm->rank();
@@ -97,6 +98,19 @@ DDP_TEST(SyncBatchNormInsideJoinThrowsOnEveryRankOnceARankJoins) {
       {"DistributedDataParallel::join (seen on rank " + std::to_string(r) + "): rank(s) " + std::to_string(W - 1) +
            " ran out of data while rank(s) " + training + " still train a model whose forward runs collectives "
            "(SyncBatchNorm layers in training mode)"});
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the ranks are out of step after the error";
+  // Every rank trains, but rank 0 is in evaluation mode: only the others' forwards would all-reduce.
+  if (r == 0) ddp->eval();
+  std::string others;
+  for (int k = 1; k < W; ++k) others += (k > 1 ? ", " : "") + std::to_string(k);
+  ember::test::expect_error(
+      [&] {
+        ddp->join([&] { train(1); });
+        ADD_FAILURE() << "rank " << r << ": join() should have thrown";
+      },
+      {"): rank(s) " + others + " run SyncBatchNorm layers in training mode " +
+       "(collectives inside forward) but rank(s) 0 do not"});
+  ddp->train();
   EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the ranks are out of step after the error";
   // Without SyncBatchNorm's training forward (evaluation), uneven inputs inside join() work.
   ddp->eval();

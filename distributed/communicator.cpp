@@ -26,4 +26,14 @@ void check_world_sized(const std::string& op, const Tensor& in, const Tensor& ou
               small.numel() * world_size, " (in ", in.shape(), ", out ", out.shape(), ")");
 }
 
+std::string check_reduce_scatter_args(const Tensor& in, const Tensor& out, ReduceOp op, int world_size,
+                                      const TensorCheck& check_tensor) {
+  const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
+  check_tensor(in, name + " (in)");
+  check_tensor(out, name + " (out)");
+  check_world_sized(name, in, out, world_size, /*out_is_larger=*/false);
+  check_collective_op(name, op, in.dtype());
+  return name;
+}
+
 }  // namespace ember::distributed

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,16 @@ void check_collective_op(const std::string& collective, ReduceOp op, DType dtype
 // holds world_size times the elements of the smaller. `op` names the collective in the error.
 void check_world_sized(const std::string& op, const Tensor& in, const Tensor& out, int world_size,
                        bool out_is_larger);
+
+// A backend's own check of one tensor passed to a collective (device, contiguity, a dtype it can
+// send); `what` names the collective and the argument, e.g. "reduce_scatter(sum) (in)".
+using TensorCheck = std::function<void(const Tensor& t, const std::string& what)>;
+
+// Every implementation's argument checks of reduce_scatter, in one place: `check_tensor` on in and
+// out, then check_world_sized (in [world_size * n] -> out [n]) and check_collective_op. Returns
+// the collective's name for later messages, e.g. "reduce_scatter(sum)".
+std::string check_reduce_scatter_args(const Tensor& in, const Tensor& out, ReduceOp op, int world_size,
+                                      const TensorCheck& check_tensor);
 
 // A collective in flight.
 class Work {

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "distributed/handshake.h"
+#include "nn/layers.h"
 
 namespace ember::nn {
 
@@ -100,7 +101,7 @@ class DistributedDataParallel::Reducer {
                 options_.bucket_cap_mb);
     EMBER_CHECK(options_.first_bucket_mb >= 0, "DistributedDataParallel: first_bucket_mb must be >= 0, got ",
                 options_.first_bucket_mb);
-    for (const auto& [name, t] : named_params) params_.push_back(Param{name, t});
+    for (const auto& [name, t] : named_params) params_.push_back(Param{name, t, t.shape(), t.dtype(), t.device()});
     for (size_t i = 0; i < params_.size(); ++i) index_of_[params_[i].tensor.impl()] = static_cast<int64_t>(i);
     // The first guess at the order gradients become ready: reverse registration order.
     std::vector<int64_t> order;
@@ -191,14 +192,44 @@ class DistributedDataParallel::Reducer {
 
   // ---- per step ----
 
+  // The buckets and gradient hooks belong to the tensors the model held when DDP wrapped it. A
+  // parameter registered later would never be reduced (and the start-up handshake never compared
+  // it with the other ranks); one converted to another shape, dtype or device (model->to(...))
+  // no longer fits its bucket slot. Checked at every forward, on this rank.
+  void check_parameters_unchanged(const NamedTensors& now) const {
+    const std::string where = "DistributedDataParallel on rank " + std::to_string(comm_->rank()) + ": ";
+    const char* fix = "; DDP's buckets and gradient hooks were made for the model as it was wrapped: change the model "
+                      "before wrapping it, or wrap it again (on every rank)";
+    if (now.size() != params_.size()) {
+      std::unordered_set<std::string> wrapped;
+      for (const Param& p : params_) wrapped.insert(p.name);
+      std::string added;  // the first parameter DDP did not wrap, if one was added
+      for (const auto& [name, t] : now)
+        if (added.empty() && !wrapped.count(name)) added = " (the first new one: '" + name + "')";
+      EMBER_FAIL(where, "the model has ", now.size(), " parameters now but had ", params_.size(),
+                 " when DDP wrapped it", added, fix);
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Param& p = params_[i];
+      const auto& [name, t] = now[i];
+      EMBER_CHECK(name == p.name && t.is_same(p.tensor), where, "the model's parameter #", i, " is now '", name,
+                  "', a tensor DDP did not wrap (it wrapped '", p.name, "' there)", fix);
+      EMBER_CHECK(t.shape() == p.shape && t.dtype() == p.dtype && t.device() == p.device, where, "parameter '", name,
+                  "' is now ", t.shape(), " ", dtype_name(t.dtype()), " on ", t.device(), "; it was ", p.shape, " ",
+                  dtype_name(p.dtype), " on ", p.device, " when DDP wrapped it", fix);
+    }
+  }
+
   // Called by forward() before the model runs.
   void prepare_forward() {
     if (in_progress_) {
       if (options_.find_unused_parameters) {
         finish();
       } else {
-        EMBER_FAIL("DistributedDataParallel: the previous backward did not finish its gradient reduction: ",
-                   missing_names(), " got no gradient. Every parameter must take part in every synced backward; ",
+        EMBER_FAIL("DistributedDataParallel on rank ", comm_->rank(),
+                   ": expected to have finished reduction in the prior iteration before starting a new one: the ",
+                   "previous backward did not finish its gradient reduction: ", missing_names(),
+                   " got no gradient. Every parameter must take part in every synced backward; ",
                    "construct with DDPOptions().find_unused(true) if some parameters are legitimately unused");
       }
     }
@@ -231,7 +262,7 @@ class DistributedDataParallel::Reducer {
         if (u != i) mark_ready(u, params_[u].tensor.grad(), /*from_hook=*/false);
       unreachable_.clear();
     }
-    EMBER_CHECK(!params_[i].ready, "DistributedDataParallel: parameter '", params_[i].name,
+    EMBER_CHECK(!params_[i].ready, "DistributedDataParallel on rank ", comm_->rank(), ": parameter '", params_[i].name,
                 "' received a gradient twice in one synced backward (a second backward without a forward in ",
                 "between, or a parameter the forward's graph did not reach); call forward again before backward");
     mark_ready(i, grad, /*from_hook=*/true);
@@ -239,26 +270,41 @@ class DistributedDataParallel::Reducer {
 
   void finish() {
     if (!in_progress_) return;
-    EMBER_CHECK(options_.find_unused_parameters, "DistributedDataParallel::finish: ", missing_names(),
-                " got no gradient in this backward; construct with DDPOptions().find_unused(true) to reduce ",
-                "missing gradients as zeros");
+    EMBER_CHECK(options_.find_unused_parameters, "DistributedDataParallel::finish on rank ", comm_->rank(), ": ",
+                missing_names(), " got no gradient in this backward; construct with DDPOptions().find_unused(true) ",
+                "to reduce missing gradients as zeros");
+    complete_with_local_grads();
+  }
+
+  // Starts the reductions a backward left unstarted: every parameter whose hook did not fire takes
+  // part with its current local .grad (zeros if undefined). join() uses it to keep the ranks'
+  // collectives in step before it reports the missing gradients.
+  void complete_with_local_grads() {
+    if (!in_progress_) return;
     for (size_t i = 0; i < params_.size(); ++i)
       if (bucketed(static_cast<int64_t>(i)) && !params_[i].ready)
         mark_ready(static_cast<int64_t>(i), params_[i].tensor.grad(), /*from_hook=*/false);
   }
 
-  // join(): this rank has no data, the others train. It runs the same reductions as they do, in
-  // the same order, with zeros as its gradients; its own .grad tensors are left alone.
-  void shadow_step() {
+  // join(): this rank takes part in a step without gradients of its own. It runs the same
+  // reductions as the others, in the same order, contributing zeros from scratch buffers (as
+  // PyTorch's joined ranks do: Reducer::get_grad_buckets(return_zero_tensors=true)); the results
+  // are discarded. Neither the bucket buffers nor this rank's .grad tensors are touched: with
+  // gradient_as_bucket_view the .grad tensors ARE views into the bucket buffers, so zeroing those
+  // (as this once did) overwrote a joined rank's last gradients with the others' average.
+  // `joined`: counted as a joined step (false: a catch-up for a forward that had no backward).
+  void shadow_step(bool joined = true) {
     NoGradGuard no_grad;
     std::vector<WorkHandle> works;
-    for (size_t k = 0; k < buckets_.size(); ++k) {
-      buckets_[k].flat.zero_();
-      works.push_back(start_reduction(static_cast<int64_t>(k)));
-    }
+    for (size_t k = 0; k < buckets_.size(); ++k)
+      works.push_back(start_reduction(static_cast<int64_t>(k), zeros_like(buckets_[k].flat)));
     for (WorkHandle& w : works) w->wait();
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      stats_.last_step_reductions[k] = buckets_[k].reductions;
+      buckets_[k].reductions = 0;  // else the next real step would count these too
+    }
     ++stats_.synced_steps;
-    ++stats_.joined_steps;
+    if (joined) ++stats_.joined_steps;
   }
 
   int no_sync_depth_ = 0;
@@ -267,6 +313,9 @@ class DistributedDataParallel::Reducer {
   struct Param {
     std::string name;
     Tensor tensor;
+    Shape shape;  // as wrapped: the bucket layout was made for these
+    DType dtype;
+    Device device;
     int64_t bucket = -1;  // -1: does not require grad, not reduced
     int64_t offset = 0;   // element offset in the bucket's flat buffer
     bool ready = false;   // its gradient is in the bucket this step
@@ -289,11 +338,12 @@ class DistributedDataParallel::Reducer {
 
   Tensor slice(const Param& p) const { return buckets_[p.bucket].flat.narrow(0, p.offset, p.tensor.numel()); }
 
-  WorkHandle start_reduction(int64_t k) {
+  // Reduces bucket k's `buffer` (its flat buffer, or a shadow step's zeros of the same layout).
+  WorkHandle start_reduction(int64_t k, const Tensor& buffer) {
     Bucket& b = buckets_[k];
     ++b.reductions;
     ++stats_.all_reduces;
-    const distributed::GradBucket gb{k, b.flat, divisor_};
+    const distributed::GradBucket gb{k, buffer, divisor_};
     WorkHandle w = hook_ ? hook_(*comm_, gb) : distributed::allreduce_hook(*comm_, gb);
     EMBER_CHECK(w != nullptr, "DistributedDataParallel: the comm hook returned no Work for bucket ", k);
     return w;
@@ -326,7 +376,7 @@ class DistributedDataParallel::Reducer {
     while (next_launch_ < num_buckets() && buckets_[next_launch_].pending == 0) {
       Bucket& b = buckets_[next_launch_];
       b.timing.launch_s = now_s();
-      b.work = start_reduction(next_launch_);
+      b.work = start_reduction(next_launch_, b.flat);
       ++next_launch_;
       poll(b);  // a first MPI call right away: the collective's first messages go out now
     }
@@ -408,6 +458,7 @@ class DistributedDataParallel::Reducer {
     in_progress_ = false;
   }
 
+ public:
   std::string missing_names() const {
     std::string out;
     int shown = 0, missing = 0;
@@ -419,6 +470,8 @@ class DistributedDataParallel::Reducer {
     if (missing > shown) out += " and " + std::to_string(missing - shown) + " more";
     return out;
   }
+
+ private:
 
   std::shared_ptr<Communicator> comm_;
   DDPOptions options_;
@@ -490,13 +543,19 @@ void DistributedDataParallel::agree_before_step(int root) {
 }
 
 Tensor DistributedDataParallel::forward(const Tensor& input) {
-  reducer_->prepare_forward();
+  reducer_->check_parameters_unchanged(model_->named_parameters());
   int root = 0;
   if (joining_) {
+    const JoinMisuse misuse = settle_join_step();
+    reducer_->prepare_forward();
     const bool syncs = GradMode::is_enabled() && reducer_->no_sync_depth_ == 0;
-    const JoinRound round = join_round(/*active=*/true, syncs);
+    const JoinRound round = join_round(/*active=*/true, syncs, misuse);  // throws on every rank on misuse
     root = round.root;
     reducer_->set_divisor(join_divide_by_initial_world_size_ ? comm_->world_size() : round.active);
+    join_step_syncs_ = syncs;
+    join_step_synced_at_ = reducer_->stats().synced_steps;
+  } else {
+    reducer_->prepare_forward();
   }
   agree_before_step(root);
   Tensor out = model_->forward(input);
@@ -504,45 +563,121 @@ Tensor DistributedDataParallel::forward(const Tensor& input) {
   return out;
 }
 
-DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs) {
-  const int W = comm_->world_size();
-  Tensor flags = zeros({W + 1}, TensorOptions(kInt64));
+bool DistributedDataParallel::forward_communicates() const {
+  bool found = false;
+  model_->apply([&](Module& m) {
+    const auto* bn = dynamic_cast<const BatchNorm*>(&m);
+    if (bn != nullptr && bn->training_forward && bn->is_training()) found = true;
+  });
+  return found;
+}
+
+DistributedDataParallel::JoinMisuse DistributedDataParallel::settle_join_step() {
+  JoinMisuse misuse = JoinMisuse::None;
+  join_misuse_detail_.clear();
+  if (reducer_->in_progress()) {  // a backward ran, but some parameters got no gradient
+    if (!options_.find_unused_parameters) {
+      misuse = JoinMisuse::MissingGradients;
+      join_misuse_detail_ = reducer_->missing_names();
+    }
+    reducer_->complete_with_local_grads();
+  } else if (join_step_syncs_ && reducer_->num_buckets() > 0 &&
+             reducer_->stats().synced_steps == join_step_synced_at_) {
+    // The last forward promised a synced step, so the joined ranks reduced zeros for it: run the
+    // same reductions (with zeros) so this rank reaches the next round with them.
+    reducer_->shadow_step(/*joined=*/false);
+    misuse = JoinMisuse::NoBackward;
+  }
+  join_step_syncs_ = false;
+  return misuse;
+}
+
+namespace {
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+  return out;
+}
+}  // namespace
+
+DistributedDataParallel::JoinRound DistributedDataParallel::join_round(bool active, bool syncs, JoinMisuse misuse) {
+  const int W = comm_->world_size(), me = comm_->rank();
+  // [0, W): who trains this step; [W, 2W): what went wrong on each rank (JoinMisuse); [2W, 3W):
+  // whose forward runs collectives of its own; 3W: how many training ranks sync this step.
+  Tensor flags = zeros({3 * W + 1}, TensorOptions(kInt64));
+  int64_t* f = flags.data<int64_t>();
+  f[W + me] = static_cast<int64_t>(misuse);
   if (active) {
-    flags.data<int64_t>()[comm_->rank()] = 1;
-    flags.data<int64_t>()[W] = syncs ? 1 : 0;
+    f[me] = 1;
+    f[2 * W + me] = forward_communicates() ? 1 : 0;
+    f[3 * W] = syncs ? 1 : 0;
   }
   Tensor on_device = flags.to(comm_->device());
   comm_->all_reduce(on_device, ReduceOp::Sum);
   const std::vector<int64_t> v = on_device.to(kCPU).to_vector<int64_t>();
   JoinRound r;
   r.root = -1;
+  std::vector<int> training, joined, no_backward, missing_grads, communicating, silent;
   for (int k = 0; k < W; ++k) {
-    r.active += static_cast<int>(v[k]);
-    if (v[k] > 0 && r.root < 0) r.root = k;
+    (v[k] > 0 ? training : joined).push_back(k);
+    if (v[k] > 0) (v[2 * W + k] > 0 ? communicating : silent).push_back(k);
+    if (v[W + k] == static_cast<int64_t>(JoinMisuse::NoBackward)) no_backward.push_back(k);
+    if (v[W + k] == static_cast<int64_t>(JoinMisuse::MissingGradients)) missing_grads.push_back(k);
   }
-  r.syncing = static_cast<int>(v[W]);
-  if (r.root < 0) r.root = 0;
+  r.active = static_cast<int>(training.size());
+  r.root = training.empty() ? 0 : training.front();
+  r.syncing = static_cast<int>(v[3 * W]);
+
+  // Every rank holds the same vector, so every rank throws here together: none is left waiting.
+  // (The collectives of the faulty step were completed with zeros first; see settle_join_step.)
+  EMBER_CHECK(missing_grads.empty(), "DistributedDataParallel::join (seen on rank ", me, "): rank(s) ",
+              rank_list(missing_grads), " ran a backward in which some parameters got no gradient",
+              join_misuse_detail_.empty() ? std::string() : " (on this rank: " + join_misuse_detail_ + ")",
+              "; expected to have finished reduction in the prior iteration. Every parameter must take part in ",
+              "every synced backward; construct with DDPOptions().find_unused(true) if some are legitimately unused");
+  EMBER_CHECK(no_backward.empty(), "DistributedDataParallel::join (seen on rank ", me, "): rank(s) ",
+              rank_list(no_backward), " ran forward() with gradients enabled inside join() and no backward() ",
+              "reaching its parameters before its next forward() or the end of its loop. Inside join() every ",
+              "such forward must be followed by backward (the ranks out of data reduce zeros for that step and ",
+              "wait for it); run evaluation forwards under NoGradGuard");
+  EMBER_CHECK(communicating.empty() || silent.empty(), "DistributedDataParallel::join (seen on rank ", me,
+              "): rank(s) ", rank_list(communicating), " run SyncBatchNorm layers in training mode (collectives ",
+              "inside forward) but rank(s) ", rank_list(silent), " do not (evaluation mode?): the ranks would ",
+              "disagree on the sequence of collectives. Put every rank in the same mode (ddp->train() / eval())");
+  EMBER_CHECK(communicating.empty() || joined.empty(), "DistributedDataParallel::join (seen on rank ", me,
+              "): rank(s) ", rank_list(joined), " ran out of data while rank(s) ", rank_list(training),
+              " still train a model whose forward runs collectives (SyncBatchNorm layers in training mode). A ",
+              "joined rank cannot take part in them, so the ranks would disagree on the sequence of collectives ",
+              "(PyTorch's join() does not support SyncBatchNorm either). Give every rank the same number of steps ",
+              "(check_steps_per_epoch) or use BatchNorm inside join()");
   if (r.active > 0) join_last_root_ = r.root;
   return r;
 }
 
 void DistributedDataParallel::join(const std::function<void()>& loop, bool divide_by_initial_world_size) {
-  EMBER_CHECK(!joining_, "DistributedDataParallel::join: already inside join()");
+  EMBER_CHECK(!joining_, "DistributedDataParallel::join on rank ", comm_->rank(), ": already inside join()");
   joining_ = true;
   join_divide_by_initial_world_size_ = divide_by_initial_world_size;
   join_last_root_ = 0;
-  try {
-    loop();
-    reducer_->prepare_forward();  // the last step's reduction is complete (or is an error) before shadowing
-  } catch (...) {
-    // The other ranks wait in a collective this rank will not join; their timeout reports it.
-    joining_ = false;
-    reducer_->set_divisor(comm_->world_size());
-    throw;
-  }
-  // Out of data: shadow the others' steps until a round finds no rank training.
+  join_step_syncs_ = false;
+  // However join() ends (an error of the loop, or a misuse every rank reports), DDP leaves join mode.
+  struct LeaveJoin {
+    DistributedDataParallel& ddp;
+    ~LeaveJoin() {
+      ddp.joining_ = false;
+      ddp.join_step_syncs_ = false;
+      ddp.reducer_->set_divisor(ddp.comm_->world_size());
+    }
+  } leave{*this};
+  // An error thrown by the loop itself leaves the other ranks waiting in a collective this rank
+  // will not join; their timeout reports it.
+  loop();
+  // Out of data: shadow the others' steps until a round finds no rank training. The first round
+  // also reports a misuse of this rank's last step (its collectives are completed first).
+  JoinMisuse misuse = settle_join_step();
   while (true) {
-    const JoinRound round = join_round(/*active=*/false, /*syncs=*/false);
+    const JoinRound round = join_round(/*active=*/false, /*syncs=*/false, misuse);
+    misuse = JoinMisuse::None;
     if (round.active == 0) break;
     agree_before_step(round.root);
     if (round.syncing > 0) {
@@ -550,8 +685,6 @@ void DistributedDataParallel::join(const std::function<void()>& loop, bool divid
       reducer_->shadow_step();
     }
   }
-  joining_ = false;
-  reducer_->set_divisor(comm_->world_size());
   // A joined rank's optimizer stopped stepping: every rank takes the state of the rank that
   // trained longest.
   broadcast_coalesced(*comm_, model_->state_dict().values(), join_last_root_);

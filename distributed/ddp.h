@@ -76,13 +76,31 @@
 // zero gradients. The gradients are divided by the world size (divide_by_initial_world_size, the
 // default, as PyTorch) or by the number of ranks still training. When no rank is training, every
 // rank takes the parameters and buffers of the lowest rank that trained longest (a joined rank's
-// optimizer did not step). Inside join, every forward with grad mode on and outside no_sync must be
-// followed by a backward (a joined rank cannot know that a step will not reduce).
+// optimizer did not step).
+// What a joined rank's tensors hold, as with PyTorch's Join (its joined ranks reduce
+// Reducer::get_grad_buckets(return_zero_tensors=true), i.e. fresh zero buffers, and discard the
+// result; Join's post-hook then syncs the final model from the last rank to join):
+//  * its zero contributions come from scratch buffers: its .grad tensors (with
+//    gradient_as_bucket_view: views into its bucket buffers) keep the gradients of its own last
+//    step, and the shadowed averages are discarded;
+//  * its parameters do not follow the shadowed steps (it runs no optimizer step) until join() ends,
+//    when every rank takes the state of the rank that trained longest (its gradients stay local).
+// Misuse inside join() is reported on every rank at the next join round (each forward's first
+// collective), after the faulty step's reductions were completed with zeros, so no rank hangs:
+//  * a forward with grad mode on and outside no_sync must be followed by a backward before the next
+//    forward or the end of the loop (the joined ranks reduce zeros for that step and wait for it);
+//  * a backward in which some parameter got no gradient (find_unused_parameters off);
+//  * a model whose forward runs collectives (SyncBatchNorm in training mode) once some rank has
+//    joined: the joined rank cannot take part in them; likewise when only some training ranks run
+//    them (the others' SyncBatchNorm in evaluation mode). PyTorch documents SyncBatchNorm as
+//    unsupported inside join() (it hangs there); ember throws on every rank instead.
 //
 // The wrapper's parameters(), state_dict() and named_*() are the model's, with the model's own
 // names (no "module." prefix): a checkpoint from a DDP run loads into the plain model and back.
 // (The model's children and tensors are registered directly on the wrapper; do not register new
-// parameters on the model after wrapping it.)
+// parameters on the model after wrapping it, nor convert it with model->to(...): every forward()
+// checks that the model's parameters are still the tensors, shapes, dtypes and devices DDP wrapped,
+// and throws naming the rank and the parameter otherwise.)
 //
 // Devices: the model must live on comm->device(). On CUDA, wait() orders the compute stream after
 // the collective instead of blocking the host, so the copy-back is stream-ordered and the host
@@ -234,13 +252,28 @@ class DistributedDataParallel : public Module {
   bool join_divide_by_initial_world_size_ = true;
   int join_last_root_ = 0;  // the lowest rank still training in the last step anyone trained
 
-  // One join round: every rank says whether it trains this step and whether the step syncs.
+  // join(): whether the last forward inside it promised a synced step, and stats().synced_steps
+  // then (unchanged at the next forward: no backward ran).
+  bool join_step_syncs_ = false;
+  int64_t join_step_synced_at_ = 0;
+  std::string join_misuse_detail_;  // this rank's missing parameter names, for the error
+
+  // What a rank's last step inside join() did wrong; every rank reports it at the next round.
+  enum class JoinMisuse : int64_t { None = 0, NoBackward = 1, MissingGradients = 2 };
+  // Completes the reductions this rank's last step left unstarted (so every rank reaches the next
+  // round) and says what was wrong with it.
+  JoinMisuse settle_join_step();
+  // True when the model's forward runs collectives of its own (SyncBatchNorm in training mode).
+  bool forward_communicates() const;
+
+  // One join round: every rank says whether it trains this step, whether the step syncs, and
+  // whether its last step was misused; throws on every rank alike when a step cannot be shadowed.
   struct JoinRound {
     int active = 0;   // ranks still training
     int syncing = 0;  // of them, ranks whose step reduces gradients
     int root = 0;     // the lowest training rank: source of buffers and of the bucket order
   };
-  JoinRound join_round(bool active, bool syncs);
+  JoinRound join_round(bool active, bool syncs, JoinMisuse misuse);
   // The part of forward() before the model runs that every rank (training or joined) must do alike.
   void agree_before_step(int root);
 };

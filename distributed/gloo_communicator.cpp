@@ -201,11 +201,8 @@ class GlooCommunicator final : public Communicator {
   // Gloo has no reduce-scatter for arbitrary sizes: an all-reduce of a copy, then this rank's
   // slice (twice the traffic of a real one; DDP does not use it).
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
-    check_tensor(in, name + " (in)");
-    check_tensor(out, name + " (out)");
-    check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
-    check_collective_op(name, op, in.dtype());
+    const std::string name = check_reduce_scatter_args(
+        in, out, op, world_size_, [this](const Tensor& t, const std::string& what) { check_tensor(t, what); });
     return enqueue(name, [this, in, out, op, name] {
       dispatch(in.dtype(), name, [&](auto* type) {
         using T = std::remove_pointer_t<decltype(type)>;

@@ -403,10 +403,8 @@ class MpiCommunicator : public Communicator {
   }
 
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
-    check_tensor(in, (name + " (in)").c_str());
-    check_tensor(out, (name + " (out)").c_str());
-    check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
+    const std::string name = check_reduce_scatter_args(
+        in, out, op, world_size_, [this](const Tensor& t, const std::string& what) { check_tensor(t, what.c_str()); });
     MPI_Op mop = mpi_op(op, in.dtype(), name);
     std::function<void()> then;
     if (op == ReduceOp::Mean) then = [out, n = world_size_] { divide_in_place(out, n); };

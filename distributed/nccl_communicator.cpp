@@ -154,11 +154,8 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   }
 
   WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    const std::string name = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
-    check_tensor(in, name + " (in)");
-    check_tensor(out, name + " (out)");
-    check_world_sized(name, in, out, world_size_, /*out_is_larger=*/false);
-    check_collective_op(name, op, in.dtype());
+    const std::string name = check_reduce_scatter_args(
+        in, out, op, world_size_, [this](const Tensor& t, const std::string& what) { check_tensor(t, what); });
     return launch(name, {in, out},
                   {NcclCall::Kind::ReduceScatter, in.data_ptr(), out.data_ptr(), count(out), in.dtype(), op, 0});
   }

@@ -21,7 +21,8 @@
 // Evaluation uses the running statistics and communicates nothing.
 //
 // Collectives run inside forward and backward, so every rank must run the same forwards and
-// backwards (true under DDP). join() cannot shadow them: uneven inputs need equal step counts here.
+// backwards (true under DDP). join() cannot shadow them: uneven inputs need equal step counts here
+// (DDP::join throws on every rank once a rank runs out of data while a SyncBatchNorm trains).
 #pragma once
 
 #include <memory>

@@ -105,7 +105,7 @@ class FakeCommunicator : public distributed::Communicator {
     return done();
   }
   distributed::WorkHandle reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    distributed::check_collective_op(std::string("reduce_scatter(") + reduce_op_name(op) + ")", op, in.dtype());
+    distributed::check_reduce_scatter_args(in, out, op, world_size(), [](const Tensor&, const std::string&) {});
     world_->collective(rank_, {in, out}, [op](std::vector<std::vector<Tensor>>& s) {
       Tensor acc = s[0][0].clone();
       for (size_t r = 1; r < s.size(); ++r)

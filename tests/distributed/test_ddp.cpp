@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -234,14 +236,18 @@ DDP_TEST(BucketTimingsAreConsistent) {
 
 // Rank 0 has one step more than the others. Inside join() nothing times out, and every rank ends
 // with the parameters of one process that trains on the global batch of the ranks still training
-// (gradient scaled by active / divisor).
-void join_matches_reference(const std::shared_ptr<Communicator>& comm, bool divide_by_initial_world_size) {
+// (gradient scaled by active / divisor). Gradients end as PyTorch's Join leaves them: each rank's
+// .grad holds the averaged gradient of its own last step (a joined rank reduces zeros from scratch
+// buffers and discards the result), with or without gradient_as_bucket_view.
+void join_matches_reference(const std::shared_ptr<Communicator>& comm, bool divide_by_initial_world_size,
+                            bool bucket_view = false) {
   const int W = comm->world_size(), r = comm->rank();
   const int64_t B = 3;
   const int base_steps = 2, my_steps = base_steps + (r == 0 ? 1 : 0);
   auto model = make_mlp(100 + r);
   auto ref = make_mlp(100);
-  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0.0005));
+  auto ddp = std::make_shared<DistributedDataParallel>(
+      model, comm, DDPOptions().bucket_cap(0.0005).grad_as_bucket_view(bucket_view));
   optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.1));
   optim::SGD ref_opt(ref->parameters(), optim::SGDOptions(0.1));
   ddp->join(
@@ -257,6 +263,7 @@ void join_matches_reference(const std::shared_ptr<Communicator>& comm, bool divi
   EXPECT_EQ(ddp->stats().joined_steps, r == 0 ? 0 : 1);
   EXPECT_EQ(ddp->stats().synced_steps, base_steps + 1);
 
+  std::vector<std::vector<float>> ref_grads;  // per step
   for (int step = 0; step < base_steps + 1; ++step) {
     const int active = step < base_steps ? W : 1;
     const int divisor = divide_by_initial_world_size ? W : active;
@@ -264,19 +271,106 @@ void join_matches_reference(const std::shared_ptr<Communicator>& comm, bool divi
     ref->zero_grad();
     // The mean over the active ranks' rows (each rank B of them), times active / divisor.
     (loss_of(*ref, d.rows(0, active * B)) * (static_cast<double>(active) / divisor)).backward();
+    ref_grads.push_back(flatten_all(grads_of(*ref)));
     ref_opt.step();
   }
   EXPECT_LT(max_abs_diff(flatten_all(model->parameters()), flatten_all(ref->parameters())), 1e-5);
+  EXPECT_LT(max_abs_diff(flatten_all(grads_of(*model)), ref_grads[my_steps - 1]), 1e-6)
+      << "rank " << r << "'s gradients after join() are not those of its own last step (step " << my_steps - 1
+      << "): the shadowed reductions must not write into a joined rank's gradients";
   EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters()))) << "replicas differ after join";
   // Training goes on normally after join().
   Data d = global_batch(9, W * B);
   ddp->zero_grad();
   loss_of(*ddp, d.rows(r * B, B)).backward();
   EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model))));
+  EXPECT_EQ(ddp->stats().last_step_reductions, std::vector<int>(ddp->num_buckets(), 1))
+      << "rank " << r << ": a shadowed step's reductions were counted again in the next step";
 }
 
 DDP_TEST(JoinWithOneRankOneStepLongerDividesByTheWorldSize) { join_matches_reference(comm, true); }
 DDP_TEST(JoinWithOneRankOneStepLongerDividesByTheActiveRanks) { join_matches_reference(comm, false); }
+DDP_TEST(JoinWithBucketViewsKeepsTheJoinedRanksGradients) { join_matches_reference(comm, true, true); }
+DDP_TEST(JoinWithBucketViewsDividesByTheActiveRanks) { join_matches_reference(comm, false, true); }
+
+// ---------------- misuse inside join: every rank throws together, none hangs ----------------
+// Rank 0 has `rank0_steps` steps, the others one; `step(ddp, k)` runs rank 0's step k >= 1 (after
+// the others have joined). Every rank must throw an error containing `parts`, and the ranks must
+// still be in step afterwards (a collective and a normal DDP step work).
+void expect_join_misuse(const std::shared_ptr<Communicator>& comm, const std::shared_ptr<nn::Module>& model,
+                        DDPOptions options, int rank0_steps,
+                        const std::function<void(DistributedDataParallel&, int)>& misuse_step,
+                        const std::vector<std::string>& parts) {
+  const int W = comm->world_size(), r = comm->rank();
+  if (W == 1) return;  // nobody to join
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, options);
+  ember::test::expect_error(
+      [&] {
+        ddp->join([&] {
+          const int my_steps = r == 0 ? rank0_steps : 1;
+          for (int step = 0; step < my_steps; ++step) {
+            if (step == 0) {
+              Data d = global_batch(0, W * 2);
+              ddp->zero_grad();
+              loss_of(*ddp, d.rows(r * 2, 2)).backward();
+            } else {
+              misuse_step(*ddp, step);
+            }
+          }
+        });
+        ADD_FAILURE() << "rank " << r << ": join() should have thrown";
+      },
+      parts);
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the ranks are out of step after the error";
+  // DDP left join mode and trains normally.
+  Data d = global_batch(5, W * 2);
+  ddp->zero_grad();
+  loss_of(*ddp, d.rows(r * 2, 2)).backward();
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(grads_of(*model))));
+}
+
+DDP_TEST(JoinRejectsAForwardWithoutBackwardBeforeTheNextForward) {
+  // Rank 0's step 1 runs forward only (grad mode on), step 2's forward finds it.
+  expect_join_misuse(
+      comm, make_mlp(3), DDPOptions().bucket_cap(0.0005), 3,
+      [&](DistributedDataParallel& ddp, int step) {
+        Data d = global_batch(step, 2);
+        if (step == 1) {
+          ddp.forward(d.x);
+        } else {
+          loss_of(ddp, d).backward();
+        }
+      },
+      {"DistributedDataParallel::join (seen on rank " + std::to_string(comm->rank()) + "): rank(s) 0 ran forward() "
+       "with gradients enabled inside join() and no backward() reaching its parameters before its next forward() or "
+       "the end of its loop"});
+}
+
+DDP_TEST(JoinRejectsAForwardWithoutBackwardAtTheEndOfTheLoop) {
+  expect_join_misuse(
+      comm, make_mlp(3), DDPOptions(), 2,
+      [&](DistributedDataParallel& ddp, int step) { ddp.forward(global_batch(step, 2).x); },
+      {"rank(s) 0 ran forward() with gradients enabled inside join() and no backward()"});
+}
+
+DDP_TEST(JoinAllowsForwardsWithoutGradients) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = make_mlp(3);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+  ddp->join([&] {
+    for (int step = 0; step < (r == 0 ? 3 : 1); ++step) {
+      Data d = global_batch(step, W * 2);
+      {
+        NoGradGuard no_grad;  // an evaluation forward: no reduction is promised
+        ddp->forward(d.x);
+      }
+      ddp->zero_grad();
+      loss_of(*ddp, d.rows(r * 2, 2)).backward();
+    }
+  });
+  EXPECT_EQ(ddp->stats().synced_steps, 3);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters())));
+}
 
 // ---------------- gradient accumulation ----------------
 
@@ -347,6 +441,23 @@ DDP_TEST(FindUnusedParametersReducesMissingGradientsAsZeros) {
   }
 }
 
+// Inside join, rank 0's step 1 (the others have joined and wait in its reductions) leaves fc2
+// without a gradient: its reductions are completed with zeros and every rank reports rank 0.
+DDP_TEST(JoinRejectsABackwardWithMissingGradients) {
+  auto model = std::make_shared<TwoBranches>(4);
+  model->use_fc2 = true;
+  expect_join_misuse(
+      comm, model, DDPOptions().bucket_cap(0), 2,
+      [&](DistributedDataParallel& ddp, int step) {
+        model->use_fc2 = false;
+        Data d = global_batch(step, 2);
+        loss_of(ddp, d).backward();
+        model->use_fc2 = true;
+      },
+      {"rank(s) 0 ran a backward in which some parameters got no gradient",
+       comm->rank() == 0 ? "(on this rank: parameter(s) 'fc2.weight', 'fc2.bias')" : "prior iteration"});
+}
+
 DDP_TEST(UnusedParameterWithoutFindUnusedIsReportedAtTheNextForward) {
   const int W = comm->world_size(), r = comm->rank();
   auto model = std::make_shared<TwoBranches>(4);
@@ -362,8 +473,103 @@ DDP_TEST(UnusedParameterWithoutFindUnusedIsReportedAtTheNextForward) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("'fc2.weight'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("find_unused"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("DistributedDataParallel on rank " + std::to_string(r) +
+                       ": expected to have finished reduction in the prior iteration"),
+              std::string::npos)
+        << msg;
   }
   EXPECT_THROW(ddp->finish(), Error);
+}
+
+// ---------------- unusual models ----------------
+
+// A zero-size parameter (it still takes part in the graph) and a frozen one (requires_grad false,
+// never reduced): DDP trains like one process on the global batch, the zero-size bucket's
+// reduction included, and the frozen parameter keeps its value and gets no gradient.
+struct OddParams : nn::Module {
+  explicit OddParams(uint64_t seed) : Module("OddParams") {
+    Generator g(seed);
+    fc = register_module("fc", std::make_shared<nn::Linear>(6, 3, true, &g));
+    empty = register_parameter("empty", zeros({0, 3}));
+    frozen = register_parameter("frozen", randn({3}, {}, &g), /*requires_grad=*/false);
+  }
+  Tensor forward(const Tensor& x) override { return fc->forward(x) + empty.sum({0}) + frozen; }
+  std::shared_ptr<nn::Linear> fc;
+  Tensor empty, frozen;
+};
+
+DDP_TEST(ZeroSizeAndFrozenParametersTrainLikeOneProcess) {
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = std::make_shared<OddParams>(8);
+  auto ref = std::make_shared<OddParams>(8);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0));
+  const std::vector<float> frozen_before = model->frozen.to_vector<float>();
+  auto trainable = [](const std::vector<Tensor>& ps) {
+    std::vector<Tensor> out;
+    for (const Tensor& p : ps)
+      if (p.requires_grad()) out.push_back(p);
+    return out;
+  };
+  optim::SGD opt(trainable(ddp->parameters()), optim::SGDOptions(0.1));
+  optim::SGD ref_opt(trainable(ref->parameters()), optim::SGDOptions(0.1));
+  for (int step = 0; step < 3; ++step) {
+    Data d = global_batch(step, W * 2);
+    ddp->zero_grad();
+    loss_of(*ddp, d.rows(r * 2, 2)).backward();
+    ref->zero_grad();
+    loss_of(*ref, d).backward();
+    EXPECT_EQ(ddp->stats().synced_steps, step + 1) << "the zero-size parameter's bucket must not stall the step";
+    EXPECT_LT(max_abs_diff(flatten_all(grads_of(*model)), flatten_all(grads_of(*ref))), 1e-6);
+    opt.step();
+    ref_opt.step();
+  }
+  EXPECT_FALSE(model->frozen.grad().defined());
+  EXPECT_EQ(model->frozen.to_vector<float>(), frozen_before);
+  EXPECT_LT(max_abs_diff(flatten_all(model->parameters()), flatten_all(ref->parameters())), 1e-5);
+  EXPECT_TRUE(same_on_all_ranks(*comm, flatten_all(model->parameters())));
+}
+
+// Every rank changes its model after wrapping it (each rank throws on its own, so the ranks stay in
+// step): a parameter registered later would never be reduced, one converted to another dtype no
+// longer fits its bucket. The next forward says so, naming the rank and the parameter.
+DDP_TEST(AModelChangedAfterWrappingIsRejectedAtTheNextForward) {
+  const int r = comm->rank();
+  const std::string rank = "DistributedDataParallel on rank " + std::to_string(r) + ": ";
+  {
+    auto model = make_mlp(2);
+    auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+    model->register_parameter("extra", zeros({2}));
+    ember::test::expect_error([&] { ddp->forward(global_batch(0, 2).x); },
+                              {rank + "the model has 7 parameters now but had 6 when DDP wrapped it (the first new "
+                                      "one: 'extra')",
+                               "wrap it again"});
+  }
+  {
+    auto model = make_mlp(2);
+    auto ddp = std::make_shared<DistributedDataParallel>(model, comm);
+    model->to(kFloat64);
+    ember::test::expect_error([&] { ddp->forward(global_batch(0, 2).x.to(kFloat64)); },
+                              {rank + "parameter '0.weight' is now [16, 6] float64 on cpu; it was [16, 6] float32 on "
+                                      "cpu when DDP wrapped it"});
+  }
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f})) << "the ranks are out of step";
+}
+
+// A rank killed in the middle of a backward while the other waits in its bucket reductions: the
+// launcher must end the job, naming rank 1 (tests/launch/CMakeLists.txt runs it under ember-run).
+TEST(DDPFailure, DISABLED_RankKilledMidBackward) {
+  auto comm = mpi_world();
+  if (!comm) GTEST_SKIP() << "needs a launched world (ember-run or mpirun)";
+  const int W = comm->world_size(), r = comm->rank();
+  auto model = make_mlp(1);
+  auto ddp = std::make_shared<DistributedDataParallel>(model, comm, DDPOptions().bucket_cap(0));
+  // w1's gradient is the last to arrive: by then the other buckets are in flight.
+  model->parameters()[0].register_hook([r](const Tensor&) {
+    if (r == 1) std::raise(SIGKILL);
+  });
+  Data d = global_batch(0, W * 2);
+  loss_of(*ddp, d.rows(r * 2, 2)).backward();
+  ADD_FAILURE() << "rank " << r << ": backward returned although rank 1 was killed in it";
 }
 
 // ---------------- buffers and state ----------------

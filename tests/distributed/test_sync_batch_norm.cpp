@@ -65,6 +65,61 @@ DDP_TEST(SyncBatchNormUnderDDPMatchesOneProcessOnTheGlobalBatch) {
   ember::test::expect_close(model->forward(d.x), ref->forward(d.x), 1e-5, 1e-6);
 }
 
+// Inside join(): with every rank training SyncBatchNorm works; once a rank runs out of data its
+// collectives could not be matched (the joined rank waits in DDP's join round), so every rank
+// throws at that round naming the joined and the training ranks, and the ranks stay in step. The
+// same when one rank's SyncBatchNorm is in evaluation mode (no collectives) and the others' not.
+// PyTorch documents SyncBatchNorm as unsupported in join() (there it hangs); ember is stricter.
+DDP_TEST(SyncBatchNormInsideJoinThrowsOnEveryRankOnceARankJoins) {
+  const int W = comm->world_size(), r = comm->rank();
+  const int64_t B = 4;
+  auto model = make_bn_mlp(11);
+  distributed::convert_sync_batchnorm(*model, comm);
+  auto ddp = std::make_shared<nn::DistributedDataParallel>(model, comm);
+  optim::SGD opt(ddp->parameters(), optim::SGDOptions(0.1));
+  auto train = [&](int steps) {
+    for (int step = 0; step < steps; ++step) {
+      Data d = global_batch(step, W * B);
+      ddp->zero_grad();
+      F::cross_entropy(ddp->forward(d.rows(r * B, B).x), d.rows(r * B, B).y).backward();
+      opt.step();
+    }
+  };
+  ddp->join([&] { train(2); });  // even inputs: every SyncBatchNorm collective has its partners
+  EXPECT_EQ(ddp->stats().synced_steps, 2);
+  if (W == 1) return;
+  std::string training;  // every rank but the last trains one step longer
+  for (int k = 0; k + 1 < W; ++k) training += (k ? ", " : "") + std::to_string(k);
+  ember::test::expect_error(
+      [&] {
+        ddp->join([&] { train(r == W - 1 ? 1 : 2); });
+        ADD_FAILURE() << "rank " << r << ": join() should have thrown";
+      },
+      {"DistributedDataParallel::join (seen on rank " + std::to_string(r) + "): rank(s) " + std::to_string(W - 1) +
+           " ran out of data while rank(s) " + training + " still train a model whose forward runs collectives "
+           "(SyncBatchNorm layers in training mode)"});
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the ranks are out of step after the error";
+  // Every rank trains, but rank 0 is in evaluation mode: only the others' forwards would all-reduce.
+  if (r == 0) ddp->eval();
+  std::string others;
+  for (int k = 1; k < W; ++k) others += (k > 1 ? ", " : "") + std::to_string(k);
+  ember::test::expect_error(
+      [&] {
+        ddp->join([&] { train(1); });
+        ADD_FAILURE() << "rank " << r << ": join() should have thrown";
+      },
+      {"): rank(s) " + others + " run SyncBatchNorm layers in training mode " +
+       "(collectives inside forward) but rank(s) 0 do not"});
+  ddp->train();
+  EXPECT_TRUE(same_on_all_ranks(*comm, {1.0f, 2.0f})) << "the ranks are out of step after the error";
+  // Without SyncBatchNorm's training forward (evaluation), uneven inputs inside join() work.
+  ddp->eval();
+  ddp->join([&] {
+    NoGradGuard no_grad;
+    for (int step = 0; step < (r == 0 ? 2 : 1); ++step) ddp->forward(global_batch(step, B).x);
+  });
+}
+
 // The functional form on 4-D input [N, C, H, W], without DDP: the input gradient on each rank is
 // the global batch's for its rows, and the weight gradients summed over ranks are the global ones
 // (for a loss that sums over ranks: sum(out * G)).

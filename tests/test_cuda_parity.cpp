@@ -848,6 +848,19 @@ bool cpu_supports(Run&& run, Result& out, std::string& why) {
   return true;
 }
 
+// One case in each 16-bit dtype on CUDA against the CPU in the same dtype; a dtype the CPU rejects
+// for this case, or where its result is not finite, is not compared.
+template <class Run, class Case, class RunFn>
+void expect_half_parity(const Case& c, RunFn run) {
+  for (const HalfTol& h : kHalfDtypes) {
+    SCOPED_TRACE(dtype_name(h.dtype));
+    Run cpu;
+    std::string why;
+    if (!cpu_supports([&] { return run(c, h.dtype, kCPU); }, cpu, why) || !nonfinite(cpu.out).empty()) continue;
+    expect_same_run(c, run(c, h.dtype, kCuda), cpu, half_tol(h.tol, c.tol32));
+  }
+}
+
 class CudaParityHalfOps : public ::testing::TestWithParam<const OpCase*> {};
 class CudaParityHalfLayers : public ::testing::TestWithParam<const LayerCase*> {};
 
@@ -855,28 +868,15 @@ class CudaParityHalfLayers : public ::testing::TestWithParam<const LayerCase*> {
 
 TEST_P(CudaParityHalfOps, MatchesTheCpuInTheSameDtype) {
   EMBER_REQUIRE_GPU();
-  const OpCase& c = *GetParam();
-  for (const HalfTol& h : kHalfDtypes) {
-    SCOPED_TRACE(dtype_name(h.dtype));
-    OpRun cpu;
-    std::string why;
-    if (!cpu_supports([&] { return run_op(c, h.dtype, kCPU); }, cpu, why) || !nonfinite(cpu.out).empty()) continue;
-    expect_same_run(c, run_op(c, h.dtype, kCuda), cpu, half_tol(h.tol, c.tol32));
-  }
+  expect_half_parity<OpRun>(*GetParam(), [](const OpCase& c, DType t, Device d) { return run_op(c, t, d); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CudaParityHalfOps, ::testing::ValuesIn(pointers_to(all_op_cases())), case_name<OpCase>);
 
 TEST_P(CudaParityHalfLayers, MatchesTheCpuInTheSameDtype) {
   EMBER_REQUIRE_GPU();
-  const LayerCase& c = *GetParam();
-  for (const HalfTol& h : kHalfDtypes) {
-    SCOPED_TRACE(dtype_name(h.dtype));
-    LayerRun cpu;
-    std::string why;
-    if (!cpu_supports([&] { return run_layer(c, h.dtype, kCPU); }, cpu, why) || !nonfinite(cpu.out).empty()) continue;
-    expect_same_run(c, run_layer(c, h.dtype, kCuda), cpu, half_tol(h.tol, c.tol32));
-  }
+  expect_half_parity<LayerRun>(*GetParam(),
+                               [](const LayerCase& c, DType t, Device d) { return run_layer(c, t, d); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CudaParityHalfLayers, ::testing::ValuesIn(pointers_to(all_layer_cases())),

@@ -123,7 +123,8 @@ if ((BINARIES)); then
   done
   # The libraries they load that the GPU machine may lack (spdlog, fmt, OpenMP's libgomp, which
   # comes with g++ there but costs little to bring). glibc and libstdc++ are older here than there.
-  ldd "$CARRY"/bin/ember_* | awk '/=> \//{print $3}' | sort -u | while IFS= read -r lib; do
+  carried=("$CARRY"/bin/ember_* "$CARRY"/bin/make_synthetic_cifar10)
+  ldd "${carried[@]}" | awk '/=> \//{print $3}' | sort -u | while IFS= read -r lib; do
     case "$(basename "$lib")" in
       libc.so* | libm.so* | libstdc++.so* | libgcc_s.so* | ld-linux* | libpthread.so* | libdl.so* | \
         librt.so* | libcuda.so* | libcudart.so* | libcublas*.so* | libcudnn*.so* | libnccl.so*) ;;
@@ -132,10 +133,10 @@ if ((BINARIES)); then
   done
   # Anything they load from this machine that is neither copied nor on the list above would be
   # missing there: say so now rather than on the GPU machine.
-  ldd "$CARRY"/bin/ember_* | awk '/not found/{print}' | sort -u | sed 's/^/  not found here: /'
+  ldd "${carried[@]}" | awk '/not found/{print}' | sort -u | sed 's/^/  not found here: /'
   echo "  libraries carried: $(cd "$CARRY/bin/lib" && ls | tr '\n' ' ')"
   # Compressed: three copies of the CUDA backend's kernels would not fit beside MNIST otherwise.
-  for t in "$CARRY"/bin/ember_*; do
+  for t in "${carried[@]}"; do
     unpacked=$(stat -c %s "$t")
     gzip -9 -n "$t"
     echo "  $(basename "$t"): $unpacked bytes stripped, $(stat -c %s "$t.gz") gzipped"

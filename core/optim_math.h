@@ -20,14 +20,19 @@ struct SGDMath {
     return {T(s.lr), T(s.momentum), T(s.weight_decay), T(1 - s.dampening), s.nesterov, s.first};
   }
 
-  // buf is null when momentum == 0.
-  EMBER_HD void operator()(T& p, T g, T* buf) const {
+  // One element; buf is null when momentum == 0. The CUDA kernels call this.
+  EMBER_HD void operator()(T& p, T g, T* buf) const { apply(p, g, buf, wd != 0, buf != nullptr, nesterov, first); }
+
+  // The same step with the choices as arguments, so that a caller can fix them: the CPU loop
+  // (core/cpu/cpu_optim.cpp) passes compile-time constants, the branches fold away once this is
+  // inlined, and the loop vectorises.
+  EMBER_HD void apply(T& p, T g, T* buf, bool decay, bool momentum, bool nesterov_, bool first_) const {
     T d = g;
-    if (wd != 0) d = d + wd * p;
-    if (buf) {
-      const T b = first ? d : *buf * mom + keep * d;
+    if (decay) d = d + wd * p;
+    if (momentum) {
+      const T b = first_ ? d : *buf * mom + keep * d;
       *buf = b;
-      d = nesterov ? d + mom * b : b;
+      d = nesterov_ ? d + mom * b : b;
     }
     p = p - lr * d;
   }
@@ -44,17 +49,20 @@ struct AdamMath {
             !s.decoupled && s.weight_decay != 0, s.decoupled && s.weight_decay != 0};
   }
 
-  // vmax is null unless amsgrad.
-  EMBER_HD void operator()(T& p, T g, T& m, T& v, T* vmax) const {
+  // One element; vmax is null unless amsgrad. The CUDA kernels call this.
+  EMBER_HD void operator()(T& p, T g, T& m, T& v, T* vmax) const { apply(p, g, m, v, vmax, l2, decoupled, vmax != nullptr); }
+
+  // The same step with the choices as arguments (see SGDMath::apply).
+  EMBER_HD void apply(T& p, T g, T& m, T& v, T* vmax, bool l2_, bool decoupled_, bool amsgrad) const {
     T grad = g;
     T param = p;
-    if (l2) grad = grad + wd * param;
-    if (decoupled) param = param * decay;
+    if (l2_) grad = grad + wd * param;
+    if (decoupled_) param = param * decay;
     const T mi = m * b1 + one_b1 * grad;
     T vi = v * b2 + one_b2 * grad * grad;
     m = mi;
     v = vi;
-    if (vmax) {
+    if (amsgrad) {
       vi = *vmax > vi ? *vmax : vi;
       *vmax = vi;
     }

@@ -4,6 +4,7 @@
 // here, and the error message of every bad input. PyTorch's values are checked in test_nn_reference.cpp.
 #include <array>
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "nn/nn.h"
@@ -323,6 +324,28 @@ TEST_P(NnFunctional, BatchNormUpdatesRunningStatsOnlyWhenTraining) {
   Tensor y = F::batch_norm(x, rm, rv, Tensor(), Tensor(), /*training=*/false);
   test::expect_close(rm, rm_before, 0, 0);
   test::expect_close(y, (x - rm.view({1, 2, 1, 1})) / (rv.view({1, 2, 1, 1}) + 1e-5).sqrt(), 1e-12, 1e-12);
+}
+
+// One-pass statistics must not cancel: a channel whose mean is huge beside its spread (float64:
+// mean 1e8, spread 1e-2, where E[x^2] - E[x]^2 in double loses every digit of the variance;
+// float32: mean 1e4, spread 1e-2) still gets the variance of a float64 two-pass reference.
+TEST_P(NnFunctional, BatchNormStatisticsSurviveALargeMeanAndASmallSpread) {
+  for (const auto& [dtype, offset, rtol] : {std::tuple{kFloat64, 1e8, 1e-9}, std::tuple{kFloat32, 1e4, 1e-5}}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor x = (rand_f64({8, 3, 5, 7}, -1, 1, 11) * 1e-2 + offset).to(dtype).to(device());
+    const Tensor exact = x.to(kFloat64).to(kCPU);  // the input's values, exactly, in float64
+    const TensorOptions opts = TensorOptions(dtype).device(device());
+    Tensor rm = zeros({3}, opts), rv = zeros({3}, opts);
+    const Tensor y = F::batch_norm(x, rm, rv, Tensor(), Tensor(), /*training=*/true, /*momentum=*/1.0, /*eps=*/0.0);
+    const Tensor mean = exact.mean({0, 2, 3});
+    const Tensor centred = exact - mean.view({1, 3, 1, 1});
+    const Tensor var = (centred * centred).mean({0, 2, 3});  // two passes
+    test::expect_close(rm.to(kFloat64).to(kCPU), mean, rtol, 0);
+    test::expect_close(rv.to(kFloat64).to(kCPU), var * (280.0 / 279.0), rtol, 0);  // stored unbiased
+    // y = x * scale + shift, PyTorch's form, rounds at the size of x * scale (1e10 in float64 and
+    // 1e6 in float32, where it is useless): checked in float64 only.
+    if (dtype == kFloat64) test::expect_close(y.to(kCPU), centred / var.sqrt().view({1, 3, 1, 1}), 0, 1e-4);
+  }
 }
 
 TEST_P(NnFunctional, LayerNormGradcheck) {

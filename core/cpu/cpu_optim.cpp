@@ -1,5 +1,6 @@
 // CPU fused optimizer steps (OptimKernels::sgd_step / adam_step): one pass over each parameter's
-// contiguous memory that reads p, g and the state once and writes them once, with no temporaries.
+// contiguous memory that reads p, g and the state once and writes them once, with no temporaries,
+// in a vector loop with no branch left in it (each combination of options is its own loop).
 // The optimizers (optim/sgd.cpp, optim/adam.cpp) call these for every contiguous float parameter;
 // the arithmetic is PyTorch's _single_tensor_sgd / _single_tensor_adam, in the parameter's dtype.
 // The arithmetic itself is in core/optim_math.h, shared with cuda/cuda_optim.cu.
@@ -13,22 +14,58 @@ namespace ember {
 
 namespace {
 
+// Calls f.template operator()<b...>() with run-time booleans turned into template arguments: each
+// combination of an optimizer's options gets its own branch-free loop.
+template <bool... Fixed, typename F>
+void with_constants(F&& f) {
+  f.template operator()<Fixed...>();
+}
+template <bool... Fixed, typename F, typename... Rest>
+void with_constants(F&& f, bool next, Rest... rest) {
+  if (next) with_constants<Fixed..., true>(f, rest...);
+  else with_constants<Fixed..., false>(f, rest...);
+}
+
+// The element loops are plain function templates (GCC rejects `omp simd` inside the templated
+// lambdas of EMBER_DISPATCH_FLOAT). Iteration i touches element i only, so `omp simd` is safe.
+template <bool kDecay, bool kMomentum, bool kNesterov, bool kFirst, typename T>
+void sgd_range(const SGDMath<T>& math, T* p, const T* g, T* buf, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i)
+    math.apply(p[i], g[i], kMomentum ? buf + i : nullptr, kDecay, kMomentum, kNesterov, kFirst);
+}
+
+template <bool kL2, bool kDecoupled, bool kAmsgrad, typename T>
+void adam_range(const AdamMath<T>& math, T* p, const T* g, T* m, T* v, T* vmax, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i)
+    math.apply(p[i], g[i], m[i], v[i], kAmsgrad ? vmax + i : nullptr, kL2, kDecoupled, kAmsgrad);
+}
+
 // One pass over contiguous memory per parameter; buf is null when momentum == 0.
 template <typename T>
 void sgd_fused(T* p, const T* g, T* buf, int64_t n, const OptimKernels::SGDStep& s) {
   const SGDMath<T> math = SGDMath<T>::make(s);
-  parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) math(p[i], g[i], buf ? buf + i : nullptr);
-  });
+  with_constants(
+      [&]<bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>() {
+        parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
+          sgd_range<kDecay, kMomentum, kNesterov, kFirst>(math, p, g, buf, begin, end);
+        });
+      },
+      math.wd != 0, buf != nullptr, math.nesterov, math.first);
 }
 
 // vmax is null unless amsgrad.
 template <typename T>
 void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const OptimKernels::AdamStep& s) {
   const AdamMath<T> math = AdamMath<T>::make(s);
-  parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) math(p[i], g[i], m[i], v[i], vmax ? vmax + i : nullptr);
-  });
+  with_constants(
+      [&]<bool kL2, bool kDecoupled, bool kAmsgrad>() {
+        parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
+          adam_range<kL2, kDecoupled, kAmsgrad>(math, p, g, m, v, vmax, begin, end);
+        });
+      },
+      math.l2, math.decoupled, vmax != nullptr);
 }
 
 }  // namespace

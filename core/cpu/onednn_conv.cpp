@@ -157,18 +157,19 @@ class Call {
     }
   }
 
-  // An input: ember's NCHW tensor t, given to the primitive in layout `want` (copied when different).
-  void input(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
+  // An input: ember's NCHW tensor t, given to the primitive in layout `want` (copied when
+  // different). Returns the memory the primitive reads, which lives as long as this Call.
+  memory input(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
     memory user(plain, cpu_engine(), const_cast<float*>(t.data<float>()));
-    if (want == plain) {
-      args_[arg] = user;
-      return;
-    }
+    if (want == plain) return args_[arg] = user;
     scratch_.push_back(buffer(want.get_size()));
     memory blocked(want, cpu_engine(), scratch_.back().data<float>());
     dnnl::reorder(user, blocked).execute(stream_, user, blocked);
-    args_[arg] = blocked;
+    return args_[arg] = blocked;
   }
+
+  // An input another Call already put in the layout this primitive wants (that Call must still live).
+  void input(int arg, const memory& ready) { args_[arg] = ready; }
 
   // An output: the primitive writes layout `want`; t (NCHW) receives it after run().
   void output(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
@@ -238,9 +239,14 @@ bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tens
     // whose forward ran; a bias changes only the forward, so look the plan up without one.
     ConvPlan& p = plan_for(in_shape, weight.shape(), /*has_bias=*/false, w, groups);
     std::call_once(p.backward_made, [&] { make_backward(p); });
+    // Both gradients read grad_out; when both primitives want it in the same layout (they
+    // usually do), it is reordered once, by the data call, and the weights call reuses it.
+    std::optional<Call> data_call;
+    std::optional<memory> grad_out_ready;
     if (need_in) {
-      Call call(p.bwd_data_pd);
-      call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_data_pd.diff_dst_desc());
+      Call& call = data_call.emplace(p.bwd_data_pd);
+      const memory gy = call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_data_pd.diff_dst_desc());
+      if (gy.get_desc() == p.bwd_weights_pd.diff_dst_desc()) grad_out_ready = gy;
       call.input(DNNL_ARG_WEIGHTS, weight, p.weights_plain, p.bwd_data_pd.weights_desc());
       call.output(DNNL_ARG_DIFF_SRC, grad_in, p.src_plain, p.bwd_data_pd.diff_src_desc());
       call.run(p.bwd_data);
@@ -250,7 +256,8 @@ bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tens
       const Tensor gb = grad_bias.defined() ? grad_bias : empty({weight.size(0)}, TensorOptions(kFloat32));
       Call call(p.bwd_weights_pd);
       call.input(DNNL_ARG_SRC, in, p.src_plain, p.bwd_weights_pd.src_desc());
-      call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_weights_pd.diff_dst_desc());
+      if (grad_out_ready) call.input(DNNL_ARG_DIFF_DST, *grad_out_ready);
+      else call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_weights_pd.diff_dst_desc());
       call.output(DNNL_ARG_DIFF_WEIGHTS, gw, p.weights_plain, p.bwd_weights_pd.diff_weights_desc());
       call.output(DNNL_ARG_DIFF_BIAS, gb, p.bias, p.bias);
       call.run(p.bwd_weights);

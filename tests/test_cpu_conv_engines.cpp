@@ -1,6 +1,7 @@
 // The CPU convolution's two float32 paths give the same answers: oneDNN's primitives (when ember
-// is built with oneDNN) and the im2col + GEMM fallback (every build; selected here by switching
-// the matmul engine to Eigen, and with OpenBLAS when built in). Each is compared, forward and all
+// is built with oneDNN) and the im2col + GEMM fallback (every build; selected here with
+// ConvEngine::Im2col or by switching the matmul engine to Eigen, and with OpenBLAS when built in),
+// and ConvEngine::Auto's mix of the two. Each is compared, forward and all
 // three gradients, with the float64 im2col result, over the configurations that change which
 // kernel oneDNN picks or which layout it reorders to: channels that are or are not multiples of
 // its 16-channel blocks, stride, padding, dilation, groups and depthwise, 1x1, one image, bias or
@@ -64,18 +65,31 @@ void expect_same(const Result& got, const Result& want) {
   if (want.gb.defined()) test::expect_close(got.gb, want.gb, 1e-4, 1e-4);
 }
 
-class CpuConvEngines : public ::testing::TestWithParam<GemmEngine> {
+// A GEMM engine and, with oneDNN, which convolution path: its primitives for every pass, im2col +
+// dnnl_sgemm for every pass, or Auto, where a backward can split between the two (oneDNN's input
+// gradient and im2col's weight gradient in one call: mnist_cnn_conv2, mnist_lenet_conv2).
+struct Engines {
+  GemmEngine gemm;
+  ConvEngine conv;
+};
+
+class CpuConvEngines : public ::testing::TestWithParam<Engines> {
  protected:
   void SetUp() override {
-    if (GetParam() == GemmEngine::OneDnn && !cpu_onednn_available()) GTEST_SKIP() << "ember was built without oneDNN";
-    if (GetParam() == GemmEngine::Blas && !cpu_blas_available()) GTEST_SKIP() << "ember was built without OpenBLAS";
+    if (GetParam().gemm == GemmEngine::OneDnn && !cpu_onednn_available()) GTEST_SKIP() << "ember was built without oneDNN";
+    if (GetParam().gemm == GemmEngine::Blas && !cpu_blas_available()) GTEST_SKIP() << "ember was built without OpenBLAS";
     saved_ = cpu_gemm_engine();
-    set_cpu_gemm_engine(GetParam());
+    saved_conv_ = cpu_conv_engine();
+    set_cpu_gemm_engine(GetParam().gemm);
+    set_cpu_conv_engine(GetParam().conv);
   }
   void TearDown() override {
-    if (!IsSkipped()) set_cpu_gemm_engine(saved_);
+    if (IsSkipped()) return;
+    set_cpu_gemm_engine(saved_);
+    set_cpu_conv_engine(saved_conv_);
   }
   GemmEngine saved_ = GemmEngine::Eigen;
+  ConvEngine saved_conv_ = ConvEngine::Auto;
 };
 
 TEST_P(CpuConvEngines, Float32MatchesFloat64ForwardAndGradients) {
@@ -118,9 +132,15 @@ TEST_P(CpuConvEngines, OnlyInputOrOnlyWeightGradient) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, CpuConvEngines,
-                         ::testing::Values(GemmEngine::OneDnn, GemmEngine::Blas, GemmEngine::Eigen),
-                         [](const ::testing::TestParamInfo<GemmEngine>& info) {
-                           return std::string(gemm_engine_name(info.param));
+                         ::testing::Values(Engines{GemmEngine::OneDnn, ConvEngine::Auto},
+                                           Engines{GemmEngine::OneDnn, ConvEngine::OneDnn},
+                                           Engines{GemmEngine::OneDnn, ConvEngine::Im2col},
+                                           Engines{GemmEngine::Blas, ConvEngine::Auto},
+                                           Engines{GemmEngine::Eigen, ConvEngine::Auto}),
+                         [](const ::testing::TestParamInfo<Engines>& info) {
+                           std::string conv = conv_engine_name(info.param.conv);
+                           return std::string(gemm_engine_name(info.param.gemm)) + "_conv_" +
+                                  (conv == "oneDNN" ? "oneDNN" : conv);
                          });
 
 }  // namespace

@@ -209,11 +209,18 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
                                              : Shape{grad_out.size(0), weight.size(1) * groups, 0, 0};
   const ConvGeometry g = geometry(in_shape, grad_out, w, groups);
   const bool empty_input = g.P == 0 || g.N == 0 || g.C == 0 || grad_out.numel() == 0;
-  if (!empty_input && onednn_conv2d_backward(grad_out, in, weight, grad_in, grad_weight, grad_bias, w, groups)) return;
+  // oneDNN's primitives take the passes they are faster at (float32, oneDNN built in); this
+  // im2col path does whatever they left.
+  const OneDnnBackwardDone done =
+      empty_input ? OneDnnBackwardDone{}
+                  : onednn_conv2d_backward(grad_out, in, weight, grad_in, grad_weight, grad_bias, w, groups);
+  const bool need_in = grad_in.defined() && !done.grad_in;
+  const bool need_w = grad_weight.defined() && !done.grad_weight;
+  const bool need_b = grad_bias.defined() && !done.grad_weight;
+  if (!need_in && !need_w && !need_b) return;
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "conv2d_backward", [&]<typename T>() {
     const int threads = batch_threads(g.N);
     const TensorOptions opts(grad_out.dtype());
-    const bool need_in = grad_in.defined(), need_w = grad_weight.defined(), need_b = grad_bias.defined();
     // Per thread: a [K, P] column buffer (im2col of the input for gW, then W^T·gout for the input
     // gradient), a weight-gradient accumulator [M, K] plus one group's product [Mg, K], and a
     // bias-gradient accumulator [M]. The thread-private sums are combined after the loop.

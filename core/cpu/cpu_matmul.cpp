@@ -122,6 +122,35 @@ void set_cpu_gemm_engine(GemmEngine engine) {
               "set_cpu_gemm_engine: ember was built without oneDNN; the Eigen engine is always available");
   engine_slot().store(engine, std::memory_order_relaxed);
 }
+namespace {
+
+ConvEngine initial_conv_engine() {
+  const char* env = std::getenv("EMBER_CONV");
+  if (!env) return ConvEngine::Auto;
+  const std::string e = env;
+  if (e == "onednn") return ConvEngine::OneDnn;
+  if (e == "im2col") return ConvEngine::Im2col;
+  EMBER_CHECK(e == "auto", "EMBER_CONV: expected 'auto', 'onednn' or 'im2col', got '", e, "'");
+  return ConvEngine::Auto;
+}
+
+std::atomic<ConvEngine>& conv_engine_slot() {
+  static std::atomic<ConvEngine> engine{initial_conv_engine()};
+  return engine;
+}
+
+}  // namespace
+
+ConvEngine cpu_conv_engine() { return conv_engine_slot().load(std::memory_order_relaxed); }
+void set_cpu_conv_engine(ConvEngine engine) { conv_engine_slot().store(engine, std::memory_order_relaxed); }
+const char* conv_engine_name(ConvEngine engine) {
+  switch (engine) {
+    case ConvEngine::OneDnn: return "oneDNN";
+    case ConvEngine::Im2col: return "im2col";
+    default: return "auto";
+  }
+}
+
 const char* gemm_engine_name(GemmEngine engine) {
   switch (engine) {
     case GemmEngine::Blas: return "OpenBLAS";
@@ -131,7 +160,8 @@ const char* gemm_engine_name(GemmEngine engine) {
 }
 
 std::string cpu_gemm_info() {
-  std::string s = std::string("matmul engine: ") + gemm_engine_name(cpu_gemm_engine());
+  std::string s = std::string("matmul engine: ") + gemm_engine_name(cpu_gemm_engine()) +
+                  "; conv engine: " + conv_engine_name(cpu_conv_engine());
 #if EMBER_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();
   s += "; oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +

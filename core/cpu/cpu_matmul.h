@@ -19,6 +19,16 @@ bool cpu_onednn_available();
 GemmEngine cpu_gemm_engine();
 void set_cpu_gemm_engine(GemmEngine engine);  // throws if Blas/OneDnn is asked for but not built in
 const char* gemm_engine_name(GemmEngine engine);
+// Which path float32 convolutions take on the CPU (used when the GEMM engine is oneDNN; other
+// engines always take im2col): oneDNN's convolution primitives (core/cpu/onednn_conv.cpp), or
+// im2col + this backend's GEMM (core/cpu/cpu_conv.cpp). Auto takes oneDNN's primitives except
+// where bench/conv_sweep measured the im2col path faster (onednn_conv.cpp says where and by how
+// much). EMBER_CONV=auto|onednn|im2col sets it from the environment.
+enum class ConvEngine { Auto, OneDnn, Im2col };
+ConvEngine cpu_conv_engine();
+void set_cpu_conv_engine(ConvEngine engine);
+const char* conv_engine_name(ConvEngine engine);
+
 // One line for logs and benchmark reports: the engine in use and, when linked, OpenBLAS's build,
 // kernel set ("core") and threading model, and oneDNN's version and the CPU ISA its kernels use.
 std::string cpu_gemm_info();

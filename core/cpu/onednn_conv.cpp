@@ -197,7 +197,28 @@ class Call {
   std::vector<std::pair<memory, memory>> copy_back_;
 };
 
-bool takes(const Tensor& t) { return t.dtype() == kFloat32 && cpu_gemm_engine() == GemmEngine::OneDnn; }
+bool takes(const Tensor& t) {
+  return t.dtype() == kFloat32 && cpu_gemm_engine() == GemmEngine::OneDnn && cpu_conv_engine() != ConvEngine::Im2col;
+}
+
+enum class Pass { Forward, GradInput, GradWeight };
+
+// ConvEngine::Auto: whether oneDNN's primitive takes this pass. The rule is bench/conv_sweep's
+// table (bench/RESULTS.md, 2 threads, oneDNN 2.6 on AVX2): oneDNN wins every padded convolution
+// with 16 or more input channels, by 1.1-4.2x. im2col + oneDNN's sgemm wins
+//   - 1x1 convolutions (ResNet's shortcuts), every pass: 1.2-1.9x; the column matrix is the
+//     input itself or a cheap strided gather, and oneDNN pays a layout reorder on both sides;
+//   - one input channel (the MNIST nets' first layer), every pass: 1.2-3.2x;
+//   - the weight gradient of a convolution without padding or with at most 3 input channels
+//     (MNIST conv layers, ResNet's stem): 1.1-3.2x; oneDNN's AVX2 weight-gradient kernels for
+//     these reach 7-30 GFLOP/s.
+bool onednn_wins(Pass pass, int64_t in_channels_per_group, Window2d w) {
+  if (cpu_conv_engine() == ConvEngine::OneDnn) return true;
+  if (w.kh == 1 && w.kw == 1) return false;
+  if (in_channels_per_group == 1) return false;
+  if (pass == Pass::GradWeight && ((w.ph == 0 && w.pw == 0) || in_channels_per_group <= 3)) return false;
+  return true;
+}
 
 // oneDNN reports a shape it cannot run (or an internal failure) as dnnl::error; it becomes an
 // ember error naming the op and the shapes, like every other failure.
@@ -216,6 +237,7 @@ void guarded(const char* op, const Shape& in, const Shape& wt, F&& body) {
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups) {
   if (!takes(in) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
+  if (!onednn_wins(Pass::Forward, in.size(1) / groups, w)) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
     ConvPlan& p = plan_for(in.shape(), weight.shape(), bias.defined(), w, groups);
     Call call(p.fwd_pd);
@@ -228,11 +250,16 @@ bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, c
   return true;
 }
 
-bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
-                            const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
-  if (!takes(grad_out) || weight.numel() == 0) return false;
-  const bool need_in = grad_in.defined(), need_w = grad_weight.defined() || grad_bias.defined();
-  if (need_w && !in.defined()) return false;  // only the bias gradient, without the input: im2col path
+OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                          const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                          Window2d w, int64_t groups) {
+  if (!takes(grad_out) || weight.numel() == 0) return {};
+  const int64_t cg = weight.size(1);  // input channels per group
+  const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, w);
+  // only the bias gradient, without the input: the im2col path
+  const bool need_w =
+      (grad_weight.defined() || grad_bias.defined()) && in.defined() && onednn_wins(Pass::GradWeight, cg, w);
+  if (!need_in && !need_w) return {};
   const Shape in_shape = in.defined() ? in.shape() : grad_in.shape();
   guarded("conv2d_backward", in_shape, weight.shape(), [&] {
     // The forward plan (and so the kernels the backward is paired with) exists for every shape
@@ -263,7 +290,7 @@ bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tens
       call.run(p.bwd_weights);
     }
   });
-  return true;
+  return {need_in, need_w};
 }
 
 }  // namespace ember
@@ -272,9 +299,9 @@ bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tens
 
 namespace ember {
 bool onednn_conv2d(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Window2d, int64_t) { return false; }
-bool onednn_conv2d_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                            Window2d, int64_t) {
-  return false;
+OneDnnBackwardDone onednn_conv2d_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, Window2d, int64_t) {
+  return {};
 }
 }  // namespace ember
 

@@ -12,9 +12,18 @@
 
 namespace ember {
 
+// Each returns what it did; the rest falls to cpu_conv.cpp's im2col path. They take float32
+// only, and only when the GEMM engine is oneDNN; under ConvEngine::Auto each pass goes to oneDNN
+// only where bench/conv_sweep measured its primitive faster (see onednn_conv.cpp).
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups);
-bool onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
-                            const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups);
+
+struct OneDnnBackwardDone {
+  bool grad_in = false;      // grad_in written
+  bool grad_weight = false;  // grad_weight and grad_bias (where defined) written
+};
+OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                          const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                          Window2d w, int64_t groups);
 
 }  // namespace ember

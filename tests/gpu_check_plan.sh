@@ -24,19 +24,22 @@ check_plan() {  # check_plan EXPECTED_BUDGET ARGS...: prints the stage count
   echo "$n"
 }
 
-n_default=$(check_plan 540)
-PLAN_TEXT=$(bash "$script" --dry-run)
+# The default plan is the one without carried binaries: an empty carry folder, so that a carry/
+# left in the checkout by make_carry.sh --binaries does not change what is tested.
+nocarry=$(mktemp -d)
+carry=$(mktemp -d)
+trap 'rm -rf "$nocarry" "$carry"' EXIT
+n_default=$(check_plan 540 --carry "$nocarry")
+PLAN_TEXT=$(bash "$script" --dry-run --carry "$nocarry")
 for s in parity mnist_lenet; do
   grep -qE "^ +[0-9]+\. $s " <<<"$PLAN_TEXT" || fail "the default plan leaves out $s (the first verdict)"
 done
-n_small=$(check_plan 200 --budget 200)
+n_small=$(check_plan 200 --budget 200 --carry "$nocarry")
 ((n_small < n_default)) || fail "a 200 s budget should plan fewer stages than 540 s ($n_small vs $n_default)"
 grep -qE '^ +[0-9]+\. build ' <<<"$PLAN_TEXT" || fail "the default plan (no carried binaries) has no build stage"
 
 # Carried binaries: a stand-in carry/ with bin/ember_tests.gz, as make_carry.sh --binaries leaves
 # it (never unpacked or run by --dry-run).
-carry=$(mktemp -d)
-trap 'rm -rf "$carry"' EXIT
 mkdir -p "$carry/bin"
 printf '#!/bin/sh\nexit 1\n' | gzip >"$carry/bin/ember_tests.gz"
 echo "sm_90, stand-in" >"$carry/bin/BUILT"

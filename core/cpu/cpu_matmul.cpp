@@ -128,7 +128,10 @@ ConvEngine initial_conv_engine() {
   const char* env = std::getenv("EMBER_CONV");
   if (!env) return ConvEngine::Auto;
   const std::string e = env;
-  if (e == "onednn") return ConvEngine::OneDnn;
+  if (e == "onednn") {
+    EMBER_CHECK(cpu_onednn_available(), "EMBER_CONV=onednn: ember was built without oneDNN");
+    return ConvEngine::OneDnn;
+  }
   if (e == "im2col") return ConvEngine::Im2col;
   EMBER_CHECK(e == "auto", "EMBER_CONV: expected 'auto', 'onednn' or 'im2col', got '", e, "'");
   return ConvEngine::Auto;
@@ -142,7 +145,11 @@ std::atomic<ConvEngine>& conv_engine_slot() {
 }  // namespace
 
 ConvEngine cpu_conv_engine() { return conv_engine_slot().load(std::memory_order_relaxed); }
-void set_cpu_conv_engine(ConvEngine engine) { conv_engine_slot().store(engine, std::memory_order_relaxed); }
+void set_cpu_conv_engine(ConvEngine engine) {
+  EMBER_CHECK(engine != ConvEngine::OneDnn || cpu_onednn_available(),
+              "set_cpu_conv_engine: ember was built without oneDNN; im2col is always available");
+  conv_engine_slot().store(engine, std::memory_order_relaxed);
+}
 const char* conv_engine_name(ConvEngine engine) {
   switch (engine) {
     case ConvEngine::OneDnn: return "oneDNN";

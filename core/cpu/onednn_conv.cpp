@@ -16,6 +16,8 @@
 // neither maps fresh pages nor calls malloc for them.
 #include "core/cpu/onednn_conv.h"
 
+#include "core/cpu/cpu_matmul.h"
+
 #if EMBER_HAVE_ONEDNN
 
 #include <array>
@@ -25,7 +27,6 @@
 #include <optional>
 #include <unordered_map>
 
-#include "core/cpu/cpu_matmul.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -298,7 +299,11 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
 #else  // built without oneDNN: the im2col path takes every convolution
 
 namespace ember {
-bool onednn_conv2d(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Window2d, int64_t) { return false; }
+// cpu_conv_engine() is read only so that a mistyped EMBER_CONV is an error in this build too.
+bool onednn_conv2d(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Window2d, int64_t) {
+  (void)cpu_conv_engine();
+  return false;
+}
 OneDnnBackwardDone onednn_conv2d_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                           const Tensor&, Window2d, int64_t) {
   return {};

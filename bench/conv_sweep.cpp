@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
 #include "bench/model_shapes.h"
 #include "core/backend.h"
 #include "core/kernels/conv_kernels.h"
@@ -27,18 +28,7 @@ using namespace ember::bench;
 
 namespace {
 
-[[noreturn]] void usage_error(const std::string& why) {
-  std::fprintf(stderr, "ember_conv_sweep: %s\nusage: ember_conv_sweep [--threads N] [--reps N] [--model NAME]\n",
-               why.c_str());
-  std::exit(2);
-}
-
-int positive(const std::string& flag, const char* text) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || v <= 0 || v > 1024) usage_error(flag + " needs a positive integer, got '" + text + "'");
-  return static_cast<int>(v);
-}
+const Args kArgs("ember_conv_sweep", "ember_conv_sweep [--threads N] [--reps N] [--model NAME]");
 
 template <typename F>
 double median_ms(int reps, F&& call) {
@@ -60,11 +50,11 @@ int main(int argc, char** argv) {
   std::string model;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (i + 1 >= argc) usage_error("missing value after " + a);
-    if (a == "--threads") threads = positive(a, argv[++i]);
-    else if (a == "--reps") reps = positive(a, argv[++i]);
-    else if (a == "--model") model = argv[++i];
-    else usage_error("unknown flag " + a);
+    const std::string v = kArgs.value(argc, argv, i);
+    if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
+    else if (a == "--reps") reps = static_cast<int>(kArgs.positive(a, v));
+    else if (a == "--model") model = v;
+    else kArgs.fail("unknown flag " + a);
   }
   if (!cpu_onednn_available() || cpu_gemm_engine() != GemmEngine::OneDnn) {
     std::fprintf(stderr, "ember_conv_sweep: needs ember built with oneDNN as its GEMM engine (%s)\n",
@@ -110,6 +100,6 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  if (!any) usage_error("no convolution in model '" + model + "'");
+  if (!any) kArgs.fail("no convolution in model '" + model + "'");
   return 0;
 }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
 #include "bench/gemm_engines.h"
 #include "bench/model_shapes.h"
 
@@ -31,45 +32,22 @@ struct Options {
   std::string csv;
 };
 
-[[noreturn]] void usage_error(const std::string& why) {
-  std::fprintf(stderr,
-               "ember_gemm_sweep: %s\nusage: ember_gemm_sweep [--threads 1,2] [--reps 7] [--model NAME] [--csv FILE]\n",
-               why.c_str());
-  std::exit(2);
-}
-
-int positive(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const long v = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || v <= 0 || v > 1024) usage_error(flag + " needs a positive integer, got '" + text + "'");
-  return static_cast<int>(v);
-}
-
-std::vector<int> thread_list(const std::string& s) {
-  std::vector<int> t;
-  for (size_t start = 0; start <= s.size();) {
-    const size_t comma = std::min(s.find(',', start), s.size());
-    t.push_back(positive("--threads", s.substr(start, comma - start)));
-    start = comma + 1;
-  }
-  return t;
-}
+const Args kArgs("ember_gemm_sweep", "ember_gemm_sweep [--threads 1,2] [--reps 7] [--model NAME] [--csv FILE]");
 
 Options parse(int argc, char** argv, const std::vector<Layer>& layers) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (i + 1 >= argc) usage_error("missing value after " + flag);
-    const std::string value = argv[++i];
-    if (flag == "--threads") o.threads = thread_list(value);
-    else if (flag == "--reps") o.reps = positive(flag, value);
+    const std::string value = kArgs.value(argc, argv, i);
+    if (flag == "--threads") o.threads = kArgs.thread_list(flag, value);
+    else if (flag == "--reps") o.reps = static_cast<int>(kArgs.positive(flag, value));
     else if (flag == "--model") o.model = value;
     else if (flag == "--csv") o.csv = value;
-    else usage_error("unknown option " + flag);
+    else kArgs.fail("unknown option " + flag);
   }
   std::set<std::string> models;
   for (const Layer& l : layers) models.insert(l.model);
-  if (!o.model.empty() && !models.count(o.model)) usage_error("unknown --model '" + o.model + "'");
+  if (!o.model.empty() && !models.count(o.model)) kArgs.fail("unknown --model '" + o.model + "'");
   return o;
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_args.h"
 #include "bench/gemm_engines.h"
 
 using namespace ember::bench;
@@ -26,39 +27,17 @@ struct Options {
   std::vector<int> threads = {1, 2};
 };
 
-[[noreturn]] void usage_error(const std::string& why) {
-  std::fprintf(stderr, "ember_peak: %s\nusage: ember_peak [--n N] [--reps R] [--threads 1,2]\n", why.c_str());
-  std::exit(2);
-}
-
-long positive(const char* flag, const char* text) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v <= 0) usage_error(std::string(flag) + " needs a positive integer, got '" + text + "'");
-  return v;
-}
-
-std::vector<int> thread_list(const char* text) {
-  std::vector<int> t;
-  std::string s(text);
-  for (size_t start = 0; start <= s.size();) {
-    const size_t comma = std::min(s.find(',', start), s.size());
-    t.push_back(static_cast<int>(positive("--threads", s.substr(start, comma - start).c_str())));
-    start = comma + 1;
-  }
-  return t;
-}
+const Args kArgs("ember_peak", "ember_peak [--n N] [--reps R] [--threads 1,2]");
 
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (i + 1 >= argc) usage_error("missing value after " + flag);
-    const char* value = argv[++i];
-    if (flag == "--n") o.n = positive("--n", value);
-    else if (flag == "--reps") o.reps = static_cast<int>(positive("--reps", value));
-    else if (flag == "--threads") o.threads = thread_list(value);
-    else usage_error("unknown option " + flag);
+    const std::string value = kArgs.value(argc, argv, i);
+    if (flag == "--n") o.n = kArgs.positive(flag, value, 8192);  // three n x n float matrices: 768 MiB at 8192
+    else if (flag == "--reps") o.reps = static_cast<int>(kArgs.positive(flag, value));
+    else if (flag == "--threads") o.threads = kArgs.thread_list(flag, value);
+    else kArgs.fail("unknown option " + flag);
   }
   return o;
 }

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <string>
 
+#include "bench/bench_args.h"
 #include "core/ember.h"
 #include "core/profiler.h"
 #include "nn/models/mnist.h"
@@ -27,20 +28,8 @@ using namespace ember;
 
 namespace {
 
-[[noreturn]] void usage_error(const std::string& why) {
-  std::fprintf(stderr,
-               "ember_step_profile: %s\nusage: ember_step_profile [--model mlp|lenet|cnn|resnet20] [--batch N] "
-               "[--steps N] [--threads N]\n",
-               why.c_str());
-  std::exit(2);
-}
-
-int positive(const std::string& flag, const char* text) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || v <= 0 || v > 100000) usage_error(flag + " needs a positive integer, got '" + text + "'");
-  return static_cast<int>(v);
-}
+const bench::Args kArgs("ember_step_profile",
+                        "ember_step_profile [--model mlp|lenet|cnn|resnet20] [--batch N] [--steps N] [--threads N]");
 
 }  // namespace
 
@@ -49,12 +38,12 @@ int main(int argc, char** argv) {
   int batch = 0, steps = 20, threads = 2;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (i + 1 >= argc) usage_error("missing value after " + a);
-    if (a == "--model") model = argv[++i];
-    else if (a == "--batch") batch = positive(a, argv[++i]);
-    else if (a == "--steps") steps = positive(a, argv[++i]);
-    else if (a == "--threads") threads = positive(a, argv[++i]);
-    else usage_error("unknown flag " + a);
+    const std::string v = kArgs.value(argc, argv, i);
+    if (a == "--model") model = v;
+    else if (a == "--batch") batch = static_cast<int>(kArgs.positive(a, v, 100000));
+    else if (a == "--steps") steps = static_cast<int>(kArgs.positive(a, v, 100000));
+    else if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
+    else kArgs.fail("unknown flag " + a);
   }
   set_num_threads(threads);
   std::shared_ptr<nn::Module> net;
@@ -64,7 +53,7 @@ int main(int argc, char** argv) {
   else if (model == "lenet") net = nn::models::lenet(), batch = batch ? batch : 64;
   else if (model == "cnn") net = nn::models::mnist_cnn(), batch = batch ? batch : 64;
   else if (model == "resnet20") net = nn::models::resnet20(), batch = batch ? batch : 128;
-  else usage_error("unknown model '" + model + "'");
+  else kArgs.fail("unknown model '" + model + "'");
   input = model == "resnet20" ? Shape{batch, 3, 32, 32} : Shape{batch, 1, 28, 28};
   // The optimizers the benchmarks use: Adam for the cnn (examples/mnist), SGD with momentum otherwise.
   std::unique_ptr<optim::Optimizer> opt;

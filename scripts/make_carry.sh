@@ -135,7 +135,8 @@ if ((BINARIES)); then
   # missing there: say so now rather than on the GPU machine.
   ldd "${carried[@]}" | awk '/not found/{print}' | sort -u | sed 's/^/  not found here: /'
   echo "  libraries carried: $(cd "$CARRY/bin/lib" && ls | tr '\n' ' ')"
-  # Compressed: three copies of the CUDA backend's kernels would not fit beside MNIST otherwise.
+  # Compressed: five binaries of about 20 MB each (ember and its CUDA kernels linked into every one)
+  # would not fit beside MNIST otherwise.
   for t in "${carried[@]}"; do
     unpacked=$(stat -c %s "$t")
     gzip -9 -n "$t"

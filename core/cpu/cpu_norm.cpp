@@ -33,8 +33,7 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// The loops below are plain functions, not lambdas: GCC rejects `omp simd reduction` inside the
-// templated lambdas of EMBER_DISPATCH_FLOAT.
+// The loops below are plain functions, not lambdas, for the reason core/cpu/simd_loops.h gives.
 
 // s += sum(x - k), ss += sum((x - k)^2) over n values.
 template <typename T>

@@ -26,8 +26,8 @@ void with_constants(F&& f, bool next, Rest... rest) {
   else with_constants<Fixed..., false>(f, rest...);
 }
 
-// The element loops are plain function templates (GCC rejects `omp simd` inside the templated
-// lambdas of EMBER_DISPATCH_FLOAT). Iteration i touches element i only, so `omp simd` is safe.
+// The element loops are plain function templates, for the reason core/cpu/simd_loops.h gives.
+// Iteration i touches element i only, so `omp simd` is safe.
 template <bool kDecay, bool kMomentum, bool kNesterov, bool kFirst, typename T>
 void sgd_range(const SGDMath<T>& math, T* p, const T* g, T* buf, int64_t begin, int64_t end) {
 #pragma omp simd

@@ -29,17 +29,16 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/simd_loops.h"
 #include "core/reduce_math.h"
 
 namespace ember {
 
 namespace {
 
-constexpr int64_t kBlock = 1024;            // a run longer than this is split in halves (pairwise summation)
 constexpr int64_t kTile = 2048;             // outputs per tile in a column reduction
 constexpr int64_t kPiece = 65536;           // input elements per parallel work item in a long reduction
 constexpr int64_t kLeafRows = 32;           // rows added straight into a column tile before the cascade
-constexpr int64_t kShortRun = 32;           // runs shorter than this are reduced by a plain (scalar) loop
 constexpr int64_t kShortRow = 8;            // row reductions this short run column-wise (see run_reduction)
 
 // ---------------------------------------------------------------- layout
@@ -142,25 +141,9 @@ class ScalarCascade {
   A levels_[64];
 };
 
-// Sum of n elements x[0], x[s], x[2s], ...: runs of up to kBlock elements are summed by one
-// vectorised loop (`omp simd` keeps one partial sum per SIMD lane); longer runs are split in halves
-// and summed pairwise. kContig (s == 1) gives the compiler a plain contiguous loop.
-template <bool kContig, typename A, typename T>
-A sum_run(const T* x, int64_t s, int64_t n) {
-  const int64_t st = kContig ? 1 : s;
-  if (n > kBlock) {
-    const int64_t h = (n / 2 + 63) / 64 * 64;  // keeps the halves' starts aligned like x
-    return sum_run<kContig, A>(x, s, h) + sum_run<kContig, A>(x + h * st, s, n - h);
-  }
-  A acc = 0;
-  if (n < kShortRun) {  // a plain loop: the SIMD version's setup and final horizontal sum would cost more
-    for (int64_t i = 0; i < n; ++i) acc += static_cast<A>(x[i * st]);
-    return acc;
-  }
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += static_cast<A>(x[i * st]);
-  return acc;
-}
+// Runs are summed by simd::sum_run (core/cpu/simd_loops.h): SIMD lanes, pairwise above kBlock.
+using simd::kShortRun;
+using simd::sum_run;
 
 // ---------------------------------------------------------------- extrema
 

@@ -6,6 +6,8 @@
 //       arrays and writes one, so its effective bandwidth is 3*N*4 bytes / time; memcpy's is
 //       2*N*4 / time (one read, one write) -> ratio (goal: >= 0.70). A diagnostic run of the add
 //       kernel into a preallocated output separates the kernel from the cost of a fresh allocation.
+//   (c) cross entropy over [256, 1000] float32 logits, forward and backward (autograd), ms per
+//       call: the per-class loops are exp-bound (bench/micro_pytorch.py times PyTorch on the same).
 // After the usual Google Benchmark output, a table prints each ratio against its goal.
 //
 //   ember_bench_micro [--threads=N] [Google Benchmark flags, e.g. --benchmark_filter=sgemm]
@@ -24,6 +26,7 @@
 #include "core/cpu/cpu_matmul.h"
 #include "core/cpu/parallel.h"
 #include "core/ember.h"
+#include "nn/functional.h"
 
 using namespace ember;
 
@@ -172,8 +175,24 @@ void print_row(const char* what, double ember, double base, const char* base_nam
     std::printf("  (diagnostic)\n");
 }
 
+// ---------------- (c) cross entropy ----------------
+
+// Forward and backward of a mean cross entropy over [256, 1000] logits, as a training step runs it.
+void cross_entropy_1000(benchmark::State& state) {
+  const int64_t N = 256, C = 1000;
+  const Tensor logits = randn({N, C}).mul_(4.0).requires_grad_();
+  const Tensor target = randint(0, C, {N});
+  for (auto _ : state) {
+    logits.zero_grad();
+    Tensor loss = nn::functional::cross_entropy(logits, target);
+    loss.backward();
+    benchmark::DoNotOptimize(logits.grad().data_ptr());
+  }
+}
+
 }  // namespace
 
+BENCHMARK(cross_entropy_1000)->Name("xent_256x1000/ember")->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(sgemm_ember, chosen, -1)->Name("sgemm_1024/ember")->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(sgemm_cblas)->Name("sgemm_1024/cblas_sgemm")->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(sgemm_ember, eigen, static_cast<int>(GemmEngine::Eigen))

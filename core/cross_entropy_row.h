@@ -47,11 +47,24 @@ EMBER_HD T loss(T x_target, T mean_x, T m, T log_sum, double smoothing) {
   return static_cast<T>((1 - smoothing) * nll + smoothing * -log_softmax(mean_x, m, log_sum));
 }
 
+// The part of d loss / d x[c] every class has: g * (p - s / C), with p = softmax[c] and smooth = s / C.
+template <typename T>
+EMBER_HD T logit_grad_common(T g, T p, T smooth) {
+  return g * (p - smooth);
+}
+
+// The target class's extra part, subtracted from logit_grad_common: g * (1 - s), keep = 1 - s.
+template <typename T>
+EMBER_HD T logit_grad_target(T g, T keep) {
+  return g * keep;
+}
+
 // d loss / d x[c] = g * (softmax[c] - s / C - (1 - s) * [c == t]), softmax from the log-softmax.
+// (The CPU kernel applies the two parts in separate loops, so that the per-class loop vectorises.)
 template <typename T>
 EMBER_HD T logit_grad(T g, T x, T m, T log_sum, bool is_target, T keep, T smooth) {
-  T v = g * (std::exp(log_softmax(x, m, log_sum)) - smooth);
-  if (is_target) v -= g * keep;
+  T v = logit_grad_common(g, std::exp(log_softmax(x, m, log_sum)), smooth);
+  if (is_target) v -= logit_grad_target(g, keep);
   return v;
 }
 

@@ -40,3 +40,48 @@ TEST_P(LossNumerics, Float32CrossEntropyLossIsExactForLogitsNear1e4) {
   };
   EXPECT_NEAR(loss_of(kFloat32), loss_of(kFloat64), 1e-6);
 }
+
+TEST_P(LossNumerics, Float32CrossEntropyAt1000ClassesMatchesFloat64) {
+  // 1000 classes: the per-class loops are the vectorised ones (simd::exp, core/cpu/simd_math.h), with
+  // a remainder (1000 is not a multiple of the SIMD width times the unroll), label smoothing, an
+  // ignored row, one logit of -1e4 (its exp underflows to 0) and a spread of 60 (exps down to
+  // e^-60). Tolerance: a log-softmax of magnitude up to ~60 carries float32 rounding of
+  // 60 * 2^-24 ~ 4e-6 into exp's argument, so gradients agree to 1e-5 relative, not closer.
+  const int64_t R = 5, C = 1000;
+  std::vector<double> logits(R * C);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) logits[r * C + c] = 30.0 * std::sin(0.37 * c + r) + 0.01 * c;
+  logits[3 * C + 17] = -1e4;
+  const Tensor target = from_vector<int64_t>({3, 999, -100, 0, 512}).to(device());
+  auto run = [&](DType dtype) {
+    Tensor x = from_vector(logits, {R, C}, dtype).to(device()).requires_grad_();
+    Tensor loss = nn::functional::cross_entropy(x, target, {.label_smoothing = 0.1});
+    loss.backward();
+    std::vector<double> out = x.grad().to(kFloat64).to_vector<double>();
+    out.push_back(loss.to(kFloat64).item());
+    return out;
+  };
+  const auto want = run(kFloat64), got = run(kFloat32);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_NEAR(got.back(), want.back(), 1e-5 * std::abs(want.back())) << "loss";
+  for (size_t i = 0; i + 1 < want.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 1e-5 * std::abs(want[i]) + 1e-9) << "logit " << i;
+  }
+}
+
+// Not a device suite: the check is the CPU kernel's (the CUDA kernel never indexes by the target).
+TEST(LossNumericsCpu, CrossEntropyBackwardRejectsAnOutOfRangeTargetWithTheCallersRowStats) {
+  // With row_stats given, the op skips the forward (and its target check); the backward kernel must
+  // not index the row at the target.
+  const Tensor x = zeros({2, 3}), g = ones({2}), stats = zeros({2, 2});
+  const Tensor bad = from_vector<int64_t>({1, 7});
+  try {
+    cross_entropy_backward(g, x, bad, -100, 0.0, stats);
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("cross_entropy_backward: target 7 at position 1 is out of bounds for 3 classes"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(cross_entropy_backward(g, x, from_vector<int64_t>({1, -100}), -100, 0.0, stats));
+}

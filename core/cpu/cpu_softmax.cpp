@@ -26,6 +26,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/simd_math.h"
 #include "core/softmax_math.h"
 
 namespace ember {
@@ -35,37 +36,6 @@ namespace {
 constexpr int64_t kTile = 256;   // rows processed together in column order
 constexpr int64_t kChunk = 256;  // elements summed in T before the partial sum joins a double total
 constexpr int64_t kShortRow = 16;  // rows shorter than this go in column order (see RowLayout::columns)
-
-// ---------------------------------------------------------------- exp
-
-// e^x for float32 in plain arithmetic, so that loops calling it vectorise (glibc's expf is an opaque
-// scalar call and would dominate a softmax). Cephes' expf: x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2,
-// e^r from a degree-6 polynomial, 2^n put into the exponent bits in two halves so that results
-// down to the denormals (x ~ -103) and up to FLT_MAX are right. About 1 ulp from the exact value.
-inline float exp_f32(float x) {
-  constexpr float kLo = -103.972084f, kHi = 88.7228394f;  // e^kLo is the smallest denormal, e^kHi ~ FLT_MAX
-  float xc = x > kLo ? x : kLo;                            // also maps NaN to kLo (fixed up below)
-  xc = xc < kHi ? xc : kHi;
-  const float n = std::nearbyint(xc * 1.44269504088896341f);  // (std::floor would not vectorise)
-  float r = xc - n * 0.693359375f;  // ln2 in two parts: n * 0.693359375 is exact
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t k = static_cast<int32_t>(n), k1 = k / 2, k2 = k - k1;  // 2^n = 2^k1 * 2^k2, each a normal float
-  const float y = p * std::bit_cast<float>((k1 + 127) << 23) * std::bit_cast<float>((k2 + 127) << 23);
-  return x != x ? x : x > kHi ? std::numeric_limits<float>::infinity() : x <= kLo ? 0.0f : y;
-}
-
-template <typename T>
-inline T exp_(T x) {
-  if constexpr (std::is_same_v<T, float>) return exp_f32(x);
-  else return std::exp(x);  // float64: the accurate libm exp (float64 is for checking, not speed)
-}
 
 using softmax_math::inverse_sum;
 using softmax_math::log_softmax;
@@ -212,10 +182,10 @@ void softmax_row(const T* x, int64_t xs, T* y, int64_t ys, int64_t n) {
   const T m = row_max<kContig>(x, xs, n);
   double s;
   if constexpr (kLog) {
-    s = chunked_sum<T>(n, [&](int64_t i) { return exp_(x[i * xs] - m); });
+    s = chunked_sum<T>(n, [&](int64_t i) { return simd::exp(x[i * xs] - m); });
   } else {
     s = chunked_sum<T>(n, [&](int64_t i) {
-      const T e = exp_(x[i * xs] - m);
+      const T e = simd::exp(x[i * xs] - m);
       y[i * ys] = e;  // kept: the output is e / sum
       return e;
     });
@@ -244,10 +214,10 @@ void softmax_cols(const T* x, int64_t xd, int64_t xc, T* y, int64_t yd, int64_t 
     for (int64_t j = 0; j < w; ++j) cs[j] = 0;
     for (int64_t i = c; i < std::min(n, c + kChunk); ++i) {
       if constexpr (kLog) {
-        for (int64_t j = 0; j < w; ++j) cs[j] += exp_(x[i * xd + j * xc] - m[j]);
+        for (int64_t j = 0; j < w; ++j) cs[j] += simd::exp(x[i * xd + j * xc] - m[j]);
       } else {
         for (int64_t j = 0; j < w; ++j) {
-          const T e = exp_(x[i * xd + j * xc] - m[j]);
+          const T e = simd::exp(x[i * xd + j * xc] - m[j]);
           y[i * yd + j * yc] = e;
           cs[j] += e;
         }
@@ -274,7 +244,7 @@ void softmax_backward_row(const T* g, int64_t gs, const T* y, int64_t ys, T* gi,
   if (kContig) gs = ys = is = 1;
   if constexpr (kLog) {
     const T st = static_cast<T>(chunked_sum<T>(n, [&](int64_t i) { return g[i * gs]; }));
-    for (int64_t i = 0; i < n; ++i) gi[i * is] = log_softmax_grad(g[i * gs], exp_(y[i * ys]), st);
+    for (int64_t i = 0; i < n; ++i) gi[i * is] = log_softmax_grad(g[i * gs], simd::exp(y[i * ys]), st);
   } else {
     const T st = static_cast<T>(chunked_sum<T>(n, [&](int64_t i) { return g[i * gs] * y[i * ys]; }));
     for (int64_t i = 0; i < n; ++i) gi[i * is] = softmax_grad(g[i * gs], y[i * ys], st);
@@ -298,7 +268,7 @@ void softmax_backward_cols(const T* g, int64_t gd, int64_t gc, const T* y, int64
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < w; ++j) {
       const T gv = g[i * gd + j * gc], yv = y[i * yd + j * yc];
-      gi[i * id + j * ic] = kLog ? log_softmax_grad(gv, exp_(yv), st[j]) : softmax_grad(gv, yv, st[j]);
+      gi[i * id + j * ic] = kLog ? log_softmax_grad(gv, simd::exp(yv), st[j]) : softmax_grad(gv, yv, st[j]);
     }
 }
 

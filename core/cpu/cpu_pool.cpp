@@ -11,6 +11,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/simd_loops.h"
 #include "core/pool_math.h"
 
 namespace ember {
@@ -145,6 +146,16 @@ void max_pool_2x2_plane(const T* x, T* y, int64_t* idx, const Planes& p) {
   }
 }
 
+// ---- adaptive average pooling to 1x1 (ResNet's head): one mean per plane ----
+// The general loop sums a plane with one serial chain of additions; simd::sum keeps one partial
+// sum per SIMD lane (pairwise beyond 1024 elements), and the backward writes each plane once
+// instead of a zero fill followed by additions (0 + g: the same value, -0 included).
+template <typename T>
+void fill_plane(T* x, int64_t n, T v) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = v;
+}
+
 }  // namespace
 
 void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
@@ -268,6 +279,13 @@ void CpuBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
   EMBER_DISPATCH_FLOAT(in.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
     const T* x = in.data<T>();
     T* y = out.data<T>();
+    if (p.OH == 1 && p.OW == 1) {  // the whole plane: one vectorised sum each
+      const int64_t n = p.H * p.W;
+      parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) y[pl] = simd::sum(x + pl * n, n) / static_cast<T>(n);
+      });
+      return;
+    }
     parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) {
         const T* xp = x + pl * p.H * p.W;
@@ -295,10 +313,18 @@ void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tens
     return f.finish();
   }
   const Planes p = planes(grad_in, grad_out);
-  fill(grad_in, 0.0);
+  const bool whole_plane = p.OH == 1 && p.OW == 1;
+  if (!whole_plane) fill(grad_in, 0.0);
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {
     const T* gy = grad_out.data<T>();
     T* gx = grad_in.data<T>();
+    if (whole_plane) {  // each plane is its mean's gradient spread evenly, written once
+      const int64_t n = p.H * p.W;
+      parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) fill_plane(gx + pl * n, n, T(0) + gy[pl] / static_cast<T>(n));
+      });
+      return;
+    }
     parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) {
         T* gp = gx + pl * p.H * p.W;

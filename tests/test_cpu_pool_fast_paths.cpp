@@ -1,12 +1,17 @@
-// The CPU's specialised 2x2 stride-2 max pooling (core/cpu/cpu_pool.cpp: max_2x2_row and the
-// blocked backward) computes exactly what the general kernel does. Both are compared, element for
+// The CPU pooling kernels' fast paths (core/cpu/cpu_pool.cpp) compute what the general kernels do.
+//
+// Max pooling 2x2 stride 2 (max_2x2_row) and the plane-by-plane backward are compared, element for
 // element and bit for bit (NaN with NaN, -0 with +0 told apart), with a plain reference written
 // here from the documented rule: taps in row-major order from a -inf start, a tap replaces the best
 // when greater or NaN (so ties keep the first maximum and the last NaN wins), and the backward is a
 // zero fill plus a scatter-add at the indices. Covered: NaNs (one and two per window), ties,
 // all -inf windows, odd planes (7x7: the last row and column belong to no window), one image,
 // float32 and float64, and a backward given indices of another window (3x3 stride 2 pad 1 on 8x8,
-// whose output is also half the input), which must fall back to the scatter.
+// overlapping windows whose gradients add up).
+//
+// Adaptive average pooling to 1x1 (one vectorised sum per plane): the forward equals a float64
+// mean to float32 rounding, NaN and inf propagate, and the backward is bit for bit the general
+// kernel's 0 + g / (H * W); odd planes (7x7, 1x1, 1x13) and one image.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -134,9 +139,9 @@ TEST(CpuMaxPool2x2, TwoNaNsInAWindowKeepTheLast) {
   EXPECT_EQ(idx2.to_vector<int64_t>(), (std::vector<int64_t>{1}));  // ties: the first maximum
 }
 
-// Indices from a 3x3 stride-2 padded pool on 8x8 (output 4x4, half the input like a 2x2 pool) leave
-// their 2x2 blocks and overlap: the backward must notice and scatter-add like the general kernel.
-TEST(CpuMaxPool2x2, BackwardWithIndicesOfAnotherWindowFallsBack) {
+// Indices from a 3x3 stride-2 padded pool on 8x8 leave their 2x2 blocks and overlap: the backward
+// must scatter-add like the reference.
+TEST(CpuMaxPool2x2, BackwardWithIndicesOfAnotherWindow) {
   const Shape shape{2, 3, 8, 8};
   const std::vector<float> xv = awkward<float>(2 * 3 * 64, 99);
   auto [y, idx] = F::max_pool2d_with_indices(from_vector<float>(xv, shape), 3, 2, 1);
@@ -144,7 +149,52 @@ TEST(CpuMaxPool2x2, BackwardWithIndicesOfAnotherWindowFallsBack) {
   std::vector<float> gyv(y.numel());
   for (size_t i = 0; i < gyv.size(); ++i) gyv[i] = static_cast<float>(i % 7) - 2.5f;
   const Tensor gx = max_pool2d_backward(from_vector<float>(gyv, y.shape()), idx, shape);
-  expect_same_bits(gx.to_vector<float>(), reference_unpool(gyv, idx.to_vector<int64_t>(), 6, 64), "fallback");
+  expect_same_bits(gx.to_vector<float>(), reference_unpool(gyv, idx.to_vector<int64_t>(), 6, 64), "overlapping windows");
+}
+
+template <typename T>
+void check_avg_1x1(const Shape& shape, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "shape " << shape << ", " << (sizeof(T) == 4 ? "float32" : "float64"));
+  const int64_t planes = shape[0] * shape[1], n = shape[2] * shape[3];
+  std::vector<T> xv = awkward<T>(planes * n, seed);
+  for (T& v : xv)
+    if (std::isnan(v) || std::isinf(v)) v = T(0.25);
+  if (planes > 1) xv[n] = std::numeric_limits<T>::quiet_NaN();  // plane 1: NaN
+  if (planes > 2) xv[2 * n] = std::numeric_limits<T>::infinity();  // plane 2: inf
+  const Tensor y = F::adaptive_avg_pool2d(tensor_of(xv, shape), 1);
+  ASSERT_EQ(y.shape(), (Shape{shape[0], shape[1], 1, 1}));
+  const std::vector<T> got = y.template to_vector<T>();
+  for (int64_t p = 0; p < planes; ++p) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(xv[p * n + i]);
+    const double want = s / static_cast<double>(n);
+    if (std::isnan(want) || std::isinf(want)) {
+      EXPECT_EQ(std::isnan(got[p]), std::isnan(want)) << "plane " << p;
+      if (std::isinf(want)) {
+        EXPECT_EQ(static_cast<double>(got[p]), want) << "plane " << p;
+      }
+    } else {
+      const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * (1.0 + std::fabs(want)) * 10;
+      EXPECT_NEAR(static_cast<double>(got[p]), want, tol) << "plane " << p;
+    }
+  }
+  // The backward: every element of plane p is 0 + g[p] / n.
+  std::vector<T> gyv = awkward<T>(planes, seed + 1);
+  gyv[0] = T(-0.0);
+  const Tensor gx = adaptive_avg_pool2d_backward(tensor_of(gyv, y.shape()), shape);
+  std::vector<T> want_gx(planes * n);
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t i = 0; i < n; ++i) want_gx[p * n + i] = T(0) + gyv[p] / static_cast<T>(n);
+  expect_same_bits(gx.template to_vector<T>(), want_gx, "adaptive_avg_pool2d_backward");
+}
+
+TEST(CpuAdaptiveAvgPool1x1, MatchesTheReference) {
+  const std::vector<Shape> shapes = {{4, 64, 8, 8}, {1, 3, 7, 7}, {2, 5, 1, 1}, {1, 4, 1, 13}, {2, 3, 40, 40}};
+  uint64_t seed = 31;
+  for (const Shape& s : shapes) {
+    check_avg_1x1<float>(s, seed++);
+    check_avg_1x1<double>(s, seed++);
+  }
 }
 
 }  // namespace

@@ -505,6 +505,9 @@ int main(int argc, char** argv) {
     else kArgs.fail("unknown flag " + a);
   }
   if (reps < 5) kArgs.fail("--reps needs at least 5 (the median of fewer is noise on a shared machine)");
+  const std::vector<Case> all = cases();
+  if (!model.empty() && std::none_of(all.begin(), all.end(), [&](const Case& c) { return model == c.model; }))
+    kArgs.fail("no layer in model '" + model + "' (mlp, lenet, cnn, resnet20_b128, resnet20_b32)");
   set_num_threads(threads);
   manual_seed(0);
   std::printf("ms per call, median of %d after a warm-up, %d thread(s); oneDNN %d.%d.%d\n\n", reps, threads,
@@ -512,16 +515,13 @@ int main(int argc, char** argv) {
   std::printf("| model | layer [N,C,H,W] | op | pass | ember ms | onednn nchw ms | onednn blk ms | onednn blk+ro ms "
               "| ember GB/s | onednn GB/s | diff | faster | slower/faster |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  bool any = false;
-  for (const Case& c : cases()) {
+  for (const Case& c : all) {
     if (!model.empty() && model != c.model) continue;
-    any = true;
     const std::string op = c.op;
     if (op == "maxpool2x2") sweep_maxpool(c, reps);
     else if (op == "avgpool1x1") sweep_avgpool(c, reps);
     else if (op == "batchnorm") sweep_batchnorm(c, reps);
     else sweep_relu(c, reps);
   }
-  if (!any) kArgs.fail("no layer in model '" + model + "' (mlp, lenet, cnn, resnet20_b128, resnet20_b32)");
   return 0;
 }

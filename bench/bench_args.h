@@ -1,6 +1,7 @@
 // Command-line helpers the bench programs share (ember_peak, ember_gemm_sweep, ember_conv_sweep,
-// ember_step_profile): `--flag value` pairs, where a bad value ends the program with exit code 2,
-// the reason and the program's usage line, never with a number read as something else.
+// ember_prim_sweep, ember_step_profile): `--flag value` pairs, where a bad value ends the program
+// with exit code 2, the reason and the program's usage line, never with a number read as something
+// else.
 #pragma once
 
 #include <algorithm>

@@ -11,6 +11,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
 #include "core/cpu/parallel.h"
+#include "core/cpu/simd_loops.h"
 #include "core/pool_math.h"
 
 namespace ember {
@@ -99,6 +100,62 @@ void max_pool_plane(const T* x, T* y, int64_t* idx, const Planes& p, const Windo
   }
 }
 
+// ---- max pooling 2x2, stride 2, no padding or dilation (LeNet's and the MNIST CNN's pools) ----
+//
+// bench/prim_sweep measured the general kernel above at a fraction of memory speed on these shapes:
+// it sweeps each output row four times (once per tap) with stride-2 loads. Here each output is one
+// lane of a single `omp simd` loop over the row that reads its four taps and keeps the winner with
+// selects, in the same row-major tap order and with the same max_replaces rule, so values, ties
+// (the first maximum) and NaNs (the last NaN) come out identical. Plain function templates: see
+// core/cpu/simd_loops.h for why not lambdas.
+
+// Whether the window is 2x2 stride 2 with no padding and no dilation, all windows inside the input.
+bool is_2x2_stride2(const Window2d& w, const Planes& p) {
+  return w.kh == 2 && w.kw == 2 && w.sh == 2 && w.sw == 2 && w.ph == 0 && w.pw == 0 && w.dh == 1 && w.dw == 1 &&
+         2 * p.OH <= p.H && 2 * p.OW <= p.W;
+}
+
+// One output row: r0, r1 are input rows 2*oh and 2*oh + 1, `at` their plane offset (2*oh*W).
+template <typename T>
+void max_2x2_row(const T* r0, const T* r1, int64_t at, int64_t W, int64_t OW, T* y, int64_t* idx) {
+#pragma omp simd
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    // The first tap always wins against the -inf start (or keeps it, at its own index).
+    T best = r0[2 * ow];
+    int64_t k = 0;  // 0, 1: row 0; 2, 3: row 1
+    const T b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+    bool t = pool::max_replaces(b, best);
+    best = t ? b : best;
+    k = t ? 1 : k;
+    t = pool::max_replaces(c, best);
+    best = t ? c : best;
+    k = t ? 2 : k;
+    t = pool::max_replaces(d, best);
+    best = t ? d : best;
+    k = t ? 3 : k;
+    y[ow] = best;
+    idx[ow] = at + 2 * ow + (k >> 1) * W + (k & 1);
+  }
+}
+
+template <typename T>
+void max_pool_2x2_plane(const T* x, T* y, int64_t* idx, const Planes& p) {
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    const T* r0 = x + 2 * oh * p.W;
+    max_2x2_row(r0, r0 + p.W, 2 * oh * p.W, p.W, p.OW, y + oh * p.OW, idx + oh * p.OW);
+  }
+}
+
+// ---- adaptive average pooling to 1x1 (ResNet's head): one mean per plane ----
+// The general loop sums a plane with one serial chain of additions; simd::sum keeps one partial
+// sum per SIMD lane (pairwise beyond 1024 elements), and the backward writes each plane once
+// instead of a zero fill followed by additions (0 + g: the same value, -0 included).
+template <typename T>
+void fill_plane(T* x, int64_t n, T v) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = v;
+}
+
 }  // namespace
 
 void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) {
@@ -113,9 +170,12 @@ void CpuBackend::max_pool2d(const Tensor& in, const Tensor& out, const Tensor& i
     const T* x = in.data<T>();
     T* y = out.data<T>();
     int64_t* idx = indices.data<int64_t>();
+    const bool two_by_two = is_2x2_stride2(w, p);
     parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
-      for (int64_t pl = b; pl < e; ++pl)
-        max_pool_plane(x + pl * p.H * p.W, y + pl * p.OH * p.OW, idx + pl * p.OH * p.OW, p, w);
+      for (int64_t pl = b; pl < e; ++pl) {
+        if (two_by_two) max_pool_2x2_plane(x + pl * p.H * p.W, y + pl * p.OH * p.OW, idx + pl * p.OH * p.OW, p);
+        else max_pool_plane(x + pl * p.H * p.W, y + pl * p.OH * p.OW, idx + pl * p.OH * p.OW, p, w);
+      }
     });
   });
 }
@@ -128,7 +188,8 @@ void CpuBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indic
     return f.finish();
   }
   const Planes p = planes(grad_in, grad_out);
-  fill(grad_in, 0.0);
+  // Each thread zeroes a plane and scatters into it while the plane is in cache, instead of a zero
+  // fill of the whole tensor followed by the scatter (a second pass over grad_in).
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "max_pool2d_backward", [&]<typename T>() {
     const T* gy = grad_out.data<T>();
     const int64_t* idx = indices.data<int64_t>();
@@ -137,6 +198,7 @@ void CpuBackend::max_pool2d_backward(const Tensor& grad_out, const Tensor& indic
       for (int64_t pl = b; pl < e; ++pl) {
         T* gp = gx + pl * p.H * p.W;
         const int64_t base = pl * p.OH * p.OW;
+        std::fill(gp, gp + p.H * p.W, T(0));
         for (int64_t o = 0; o < p.OH * p.OW; ++o) gp[idx[base + o]] += gy[base + o];
       }
     });
@@ -217,6 +279,13 @@ void CpuBackend::adaptive_avg_pool2d(const Tensor& in, const Tensor& out) {
   EMBER_DISPATCH_FLOAT(in.dtype(), "adaptive_avg_pool2d", [&]<typename T>() {
     const T* x = in.data<T>();
     T* y = out.data<T>();
+    if (p.OH == 1 && p.OW == 1) {  // the whole plane: one vectorised sum each
+      const int64_t n = p.H * p.W;
+      parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) y[pl] = simd::sum(x + pl * n, n) / static_cast<T>(n);
+      });
+      return;
+    }
     parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) {
         const T* xp = x + pl * p.H * p.W;
@@ -244,10 +313,18 @@ void CpuBackend::adaptive_avg_pool2d_backward(const Tensor& grad_out, const Tens
     return f.finish();
   }
   const Planes p = planes(grad_in, grad_out);
-  fill(grad_in, 0.0);
+  const bool whole_plane = p.OH == 1 && p.OW == 1;
+  if (!whole_plane) fill(grad_in, 0.0);
   EMBER_DISPATCH_FLOAT(grad_in.dtype(), "adaptive_avg_pool2d_backward", [&]<typename T>() {
     const T* gy = grad_out.data<T>();
     T* gx = grad_in.data<T>();
+    if (whole_plane) {  // each plane is its mean's gradient spread evenly, written once
+      const int64_t n = p.H * p.W;
+      parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) fill_plane(gx + pl * n, n, T(0) + gy[pl] / static_cast<T>(n));
+      });
+      return;
+    }
     parallel_for(p.count, plane_grain(p), [&](int64_t b, int64_t e) {
       for (int64_t pl = b; pl < e; ++pl) {
         T* gp = gx + pl * p.H * p.W;

@@ -121,7 +121,7 @@ void col2im(const T* col, const ConvGeometry& g, T* dx) {
           const T* src = row + oh * g.OW;
           T* dst = plane + ih * g.W + off;
           if (w.sw == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+            simd::add_into(dst + lo, src + lo, hi - lo);  // omp simd: src (columns) never aliases dst
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow * w.sw] += src[ow];
           }

@@ -3,6 +3,7 @@
 // float64 gradchecks and error messages.
 #include <algorithm>
 
+#include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
 #include "tests/test_util.h"
 
@@ -295,6 +296,53 @@ TEST(MatmulCpu, BothEnginesMatchReference) {
   }
   set_cpu_gemm_engine(saved);
   EXPECT_NE(cpu_gemm_info().find("matmul engine"), std::string::npos);
+}
+
+// The CPU kernel's accumulating form (out += a · b, GEMM beta = 1; the im2col convolution's weight
+// gradient uses it) on every engine built in, every dtype the engines take (16-bit floats through
+// the float32 stand-ins), transposed operands, a batch split over threads and an empty sum (K = 0:
+// out unchanged).
+TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
+  auto& cpu = static_cast<CpuBackend&>(backend(kCPU));
+  const GemmEngine saved = cpu_gemm_engine();
+  const int saved_threads = get_num_threads();
+  std::vector<GemmEngine> engines{GemmEngine::Eigen};
+  if (cpu_blas_available()) engines.push_back(GemmEngine::Blas);
+  if (cpu_onednn_available()) engines.push_back(GemmEngine::OneDnn);
+  for (GemmEngine e : engines) {
+    SCOPED_TRACE(gemm_engine_name(e));
+    set_cpu_gemm_engine(e);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(threads);
+      set_num_threads(threads);
+      for (DType dt : {kFloat32, kFloat64, kBFloat16}) {
+        SCOPED_TRACE(dtype_name(dt));
+        const double tol = dt == kFloat64 ? 1e-12 : dt == kFloat32 ? 1e-4 : 5e-2;
+        struct Operands {
+          Tensor a, b;
+        };
+        const std::vector<Operands> cases = {
+            {rnd({1, 65, 33}, dt, kCPU, 1), rnd({1, 33, 17}, dt, kCPU, 2)},
+            {rnd({1, 33, 65}, dt, kCPU, 3).transpose(1, 2), rnd({1, 17, 33}, dt, kCPU, 4).transpose(1, 2)},
+            {rnd({6, 9, 7}, dt, kCPU, 5), rnd({6, 7, 4}, dt, kCPU, 6)},  // small products: split over threads
+            {rnd({1, 200, 300}, dt, kCPU, 7), rnd({1, 300, 100}, dt, kCPU, 8)},
+            {rnd({2, 5, 0}, dt, kCPU, 9), rnd({2, 0, 3}, dt, kCPU, 10)},  // K = 0
+        };
+        for (const Operands& c : cases) {
+          SCOPED_TRACE(c.a.shape());
+          const Tensor start = rnd({c.a.size(0), c.a.size(1), c.b.size(2)}, dt, kCPU, 11);
+          Tensor out = start.clone();
+          cpu.matmul(c.a, c.b, out, /*accumulate=*/true);
+          const Tensor want = start.to(kFloat64) + reference_matmul(c.a.to(kFloat64), c.b.to(kFloat64));
+          test::expect_close(out, want, tol, tol);
+          cpu.matmul(c.a, c.b, out, /*accumulate=*/false);  // the plain form overwrites
+          test::expect_close(out, reference_matmul(c.a.to(kFloat64), c.b.to(kFloat64)), tol, tol);
+        }
+      }
+    }
+  }
+  set_num_threads(saved_threads);
+  set_cpu_gemm_engine(saved);
 }
 
 TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {

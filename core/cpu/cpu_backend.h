@@ -36,6 +36,9 @@ class CpuBackend final : public Backend,
   void softmax(const Tensor& in, const Tensor& out, int dim, bool log) override;
   void softmax_backward(const Tensor& grad, const Tensor& out, const Tensor& grad_in, int dim, bool log) override;
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  // The same product accumulated when `accumulate` (out += a · b, GEMM beta = 1; out is read, so it
+  // must hold values): the one engine dispatch point both forms go through (cpu_matmul.cpp).
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate);
   void index_select(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;
   void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) override;
   void gather(const Tensor& in, int dim, const Tensor& index, const Tensor& out) override;

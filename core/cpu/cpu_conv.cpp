@@ -1,6 +1,7 @@
 // CPU 2-D convolution (NCHW). float32 runs on oneDNN's convolution primitives when ember is built
-// with oneDNN (onednn_conv.cpp says why); float64, and every build without oneDNN, runs here as
-// im2col + GEMM, the classic CPU formulation:
+// with oneDNN and they are the faster path (onednn_conv.cpp says which passes); float64, every
+// build without oneDNN, EMBER_GEMM=eigen|blas, and the passes ConvEngine::Auto leaves to it run
+// here as im2col + GEMM, the classic CPU formulation:
 //
 //   forward        out[n, g] [Mg, P]  = W[g] [Mg, K] · col(in[n, g]) [K, P]
 //   grad weight    gW[g]     [Mg, K] += gout[n, g] [Mg, P] · col(in[n, g])ᵀ [P, K]
@@ -9,21 +10,40 @@
 // with P = OH*OW output positions, K = Cg*kh*kw (input channels of the group times the window)
 // and Mg the group's output channels. col(x) ("im2col") lays out, for every kernel tap (c, ki, kj),
 // the row of input values that tap reads at each output position (0 where it falls in the
-// padding); col2im is its adjoint and adds each column entry back where it was read from.
+// padding); col2im is its adjoint and adds each column entry back where it was read from (its
+// stride-1 rows with simd::add_into's vector loop).
 // A 1x1 convolution with stride 1 and no padding needs no column matrix: the input plane is one.
 //
 // Threads split the batch: each image's products are independent, and a small single-threaded
 // GEMM per image beats one parallel GEMM for the layer sizes of small CNNs (no synchronisation,
 // the column buffer stays in the thread's cache). Each thread has its own column buffer for the
-// whole call, and its own weight-gradient accumulator that is summed at the end. With fewer
-// images than threads the images run one after another and each GEMM uses every thread instead.
-// The GEMMs go through this backend's matmul kernel on views, so they use the same engine
-// (Eigen or OpenBLAS) as every other product; inside our parallel region it runs single-threaded.
+// whole call, and its own weight-gradient accumulator that the GEMMs add into directly (the
+// matmul kernel's accumulate form, beta = 1) and that is summed over threads at the end. The
+// weight gradient of float32 on oneDNN's sgemm takes blocks of images: their columns side by side
+// ([K, nb*P]) and their output gradients gathered to match ([Mg, nb*P]) make one GEMM per block,
+// which pays where P is small (weight_grad_images_per_block has the rule and its measurements);
+// the forward and the input gradient stay one GEMM per image, which measured faster.
+// With fewer images than threads the images run one after another and each GEMM uses every
+// thread instead. The GEMMs go through this backend's matmul kernel on views, so they use the
+// same engine (oneDNN, OpenBLAS or Eigen) as every other product; inside our parallel region it
+// runs single-threaded.
+//
+// Not done (issue 17): keeping the forward's columns for the backward's weight gradient. Reuse
+// could be made safe (a weak_ptr to the input's Storage, its offset and shape, and the storage's
+// version counter, which in-place ops bump; writes through raw pointers or from_blob memory would
+// still go unseen), but the kernel cannot tell whether a backward will follow or whether the
+// weight needs a gradient (the op passes detached tensors, and ConvKernels, which CUDA implements
+// too, has no flag for it), and keeping every image's columns means writing N*K*P elements to
+// memory instead of one cache-resident [K, P] buffer per thread. The gain is small: perf of the
+// cnn training step with EMBER_CONV=im2col puts the backward's im2col at about 4% of the cycles,
+// and in Auto mode the layers whose weight gradient runs here (the MNIST nets' conv2, ResNet's
+// stem) have their forward on oneDNN's primitives, which leaves no columns to keep.
 #include <omp.h>
 
 #include <algorithm>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_matmul.h"
 #include "core/cpu/float32_operands.h"
 #include "core/cpu/onednn_conv.h"
 #include "core/cpu/parallel.h"
@@ -69,15 +89,16 @@ inline void valid_range(int64_t off, int64_t stride, int64_t W, int64_t OW, int6
   lo = std::min(lo, hi);
 }
 
-// col [K, P] from one image's group of input channels x [Cg, H, W].
+// col [K, P] from one image's group of input channels x [Cg, H, W], written with rows `ldc` apart
+// (ldc = P for one image; nb*P when the columns of nb images sit side by side).
 template <typename T>
-void im2col(const T* x, const ConvGeometry& g, T* col) {
+void im2col(const T* x, const ConvGeometry& g, T* col, int64_t ldc) {
   const Window2d& w = g.w;
   for (int64_t c = 0; c < g.Cg; ++c) {
     const T* plane = x + c * g.H * g.W;
     for (int64_t ki = 0; ki < w.kh; ++ki) {
       for (int64_t kj = 0; kj < w.kw; ++kj) {
-        T* row = col + ((c * w.kh + ki) * w.kw + kj) * g.P;
+        T* row = col + ((c * w.kh + ki) * w.kw + kj) * ldc;
         const int64_t off = kj * w.dw - w.pw;  // input column of output column ow: ow*sw + off
         int64_t lo, hi;
         valid_range(off, w.sw, g.W, g.OW, lo, hi);
@@ -103,15 +124,17 @@ void im2col(const T* x, const ConvGeometry& g, T* col) {
   }
 }
 
-// The adjoint of im2col: dx [Cg, H, W] += every entry of col [K, P] at the place it was read from.
+// The adjoint of im2col: dx [Cg, H, W] += every entry of col [K, P] (rows `ldc` apart) at the
+// place it was read from. The stride-1 run is simd::add_into's vector loop (its source and
+// destination never overlap: one is the column buffer, the other the input gradient).
 template <typename T>
-void col2im(const T* col, const ConvGeometry& g, T* dx) {
+void col2im(const T* col, const ConvGeometry& g, T* dx, int64_t ldc) {
   const Window2d& w = g.w;
   for (int64_t c = 0; c < g.Cg; ++c) {
     T* plane = dx + c * g.H * g.W;
     for (int64_t ki = 0; ki < w.kh; ++ki) {
       for (int64_t kj = 0; kj < w.kw; ++kj) {
-        const T* row = col + ((c * w.kh + ki) * w.kw + kj) * g.P;
+        const T* row = col + ((c * w.kh + ki) * w.kw + kj) * ldc;
         const int64_t off = kj * w.dw - w.pw;
         int64_t lo, hi;
         valid_range(off, w.sw, g.W, g.OW, lo, hi);
@@ -121,7 +144,7 @@ void col2im(const T* col, const ConvGeometry& g, T* dx) {
           const T* src = row + oh * g.OW;
           T* dst = plane + ih * g.W + off;
           if (w.sw == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+            simd::add_into(dst + lo, src + lo, hi - lo);
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow * w.sw] += src[ow];
           }
@@ -131,17 +154,55 @@ void col2im(const T* col, const ConvGeometry& g, T* dx) {
   }
 }
 
-// Runs body(n, thread) for every image n: threads split the batch when there are enough images,
-// otherwise the images run in order on thread 0 (and each GEMM inside uses all the threads).
+// One group's output gradient for a block of nb images, side by side: block [Mg, nb*P] gets, for
+// image i < nb and row m < Mg, the P values at nchw + i*img_stride + m*P.
+template <typename T>
+void gather_rows(const T* nchw, int64_t img_stride, int64_t nb, int64_t Mg, int64_t P, T* block) {
+  for (int64_t m = 0; m < Mg; ++m)
+    for (int64_t i = 0; i < nb; ++i) std::copy_n(nchw + i * img_stride + m * P, P, block + (m * nb + i) * P);
+}
+
+// Images per weight-gradient GEMM. Each image's product gW[g] += gout [Mg, P] · col(x)ᵀ [P, K]
+// sums over only P = OH*OW terms, so with a small output plane (ResNet stage 3's 8x8) the GEMM
+// spends its time loading and storing the [Mg, K] result. Putting the columns of nb images side
+// by side makes it one GEMM over nb*P terms. bench/conv_sweep with the block width varied call by
+// call (interleaved, 2 threads, 2026-12-06): on oneDNN's sgemm, about kBlockColumns terms per GEMM
+// took the weight gradient of ResNet-20's stage-3 3x3 convolution at batch 128 from 7.2 to 6.1 ms
+// and of its 1x1 shortcut from 0.92 to 0.73 ms; 1024 or more terms were slower again (likely: the
+// block's columns no longer fit in L2). On OpenBLAS and Eigen the same blocks were mixed (Eigen's
+// stage-3 shortcut 16% faster, OpenBLAS's stage-3 3x3 20% slower, the rest within 10%), and the
+// forward and the input gradient gained no more than 10% on any engine (their products already
+// sum over K = Cg*kh*kw terms; a block adds a scatter and a larger working set, and was 1.2-1.5x
+// slower at 512-1024 columns), so all of those keep one GEMM per image. Never so many images that
+// a thread is left without a block, and the block is then the smallest that gives as many blocks
+// (7 images at up to 5 per block: 4 + 3, not 5 + 2).
+constexpr int64_t kBlockColumns = 256;
+
+int64_t weight_grad_images_per_block(DType dtype, int64_t N, int64_t P, int threads) {
+  if (dtype != kFloat32 || cpu_gemm_engine() != GemmEngine::OneDnn || P <= 0) return 1;
+  const int64_t nb = std::min((kBlockColumns + P - 1) / P, (N + threads - 1) / threads);
+  if (nb <= 1) return 1;
+  const int64_t blocks = (N + nb - 1) / nb;
+  return (N + blocks - 1) / blocks;
+}
+
+// Runs body(n0, nb, thread) for every block of images [n0, n0 + nb) (the last one may be shorter):
+// threads split the blocks when there are enough images, otherwise the blocks run in order on
+// thread 0 (and each GEMM inside uses all the threads).
 template <typename F>
-void for_each_image(int64_t N, int threads, F&& body) {
+void for_each_block(int64_t N, int64_t block, int threads, F&& body) {
+  const int64_t blocks = (N + block - 1) / block;
+  auto run = [&](int64_t b, int t) {
+    const int64_t n0 = b * block;
+    body(n0, std::min(block, N - n0), t);
+  };
   if (threads > 1) {
-    parallel_for(N, 1, [&](int64_t b, int64_t e) {
+    parallel_for(blocks, 1, [&](int64_t lo, int64_t hi) {
       const int t = omp_get_thread_num();
-      for (int64_t n = b; n < e; ++n) body(n, t);
+      for (int64_t b = lo; b < hi; ++b) run(b, t);
     });
   } else {
-    for (int64_t n = 0; n < N; ++n) body(n, 0);
+    for (int64_t b = 0; b < blocks; ++b) run(b, 0);
   }
 }
 
@@ -171,14 +232,14 @@ void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bi
     const T* x = in.data<T>();
     const T* b = bias.defined() ? bias.data<T>() : nullptr;
     T* y = out.data<T>();
-    for_each_image(g.N, threads, [&](int64_t n, int t) {
+    for_each_block(g.N, 1, threads, [&](int64_t n, int64_t, int t) {
       for (int64_t gr = 0; gr < g.groups; ++gr) {
         const int64_t x_off = (n * g.C + gr * g.Cg) * g.H * g.W;
         Tensor cols;
         if (g.direct) {
           cols = matrix(in, x_off, g.K, g.P, g.P);
         } else {
-          im2col(x + x_off, g, col.data<T>() + t * g.K * g.P);
+          im2col(x + x_off, g, col.data<T>() + t * g.K * g.P, g.P);
           cols = matrix(col, t * g.K * g.P, g.K, g.P, g.P);
         }
         matmul(matrix(weight, gr * g.Mg * g.K, g.Mg, g.K, g.K), cols,
@@ -221,14 +282,20 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
   if (!need_in && !need_w && !need_b) return;
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "conv2d_backward", [&]<typename T>() {
     const int threads = batch_threads(g.N);
+    // Images per block: several only for the weight gradient (see weight_grad_images_per_block).
+    const int64_t nb_max = need_w ? weight_grad_images_per_block(grad_out.dtype(), g.N, g.P, threads) : 1;
+    const int64_t ldc_max = nb_max * g.P;
     const TensorOptions opts(grad_out.dtype());
-    // Per thread: a [K, P] column buffer (im2col of the input for gW, then W^T·gout for the input
-    // gradient), a weight-gradient accumulator [M, K] plus one group's product [Mg, K], and a
-    // bias-gradient accumulator [M]. The thread-private sums are combined after the loop.
-    const bool need_cols = !g.direct && (need_in || need_w);
-    const Tensor col = need_cols ? empty({threads, g.K, g.P}, opts) : Tensor();
+    // Per thread: a [K, nb*P] column buffer (im2col of the block's inputs for gW, then W^T·gout of
+    // one image at a time for the input gradient), with blocks of several images a [Mg, nb*P] copy
+    // of the block's output gradient, a weight-gradient accumulator [M, K] that the GEMM adds into
+    // (beta = 1), and a bias-gradient accumulator [M]. The thread-private sums are combined after
+    // the loop.
+    const bool blocked = nb_max > 1;
+    const bool need_cols = (need_in || need_w) && (!g.direct || blocked);
+    const Tensor col = need_cols ? empty({threads, g.K, ldc_max}, opts) : Tensor();
+    const Tensor gblock = blocked ? empty({threads, g.Mg, ldc_max}, opts) : Tensor();
     const Tensor w_acc = need_w ? zeros({threads, g.M, g.K}, opts) : Tensor();
-    const Tensor w_tmp = need_w ? empty({threads, g.Mg, g.K}, opts) : Tensor();
     const Tensor b_acc = need_b ? zeros({threads, g.M}, opts) : Tensor();
     const T* x = need_w ? in.data<T>() : nullptr;
     const T* gy = grad_out.data<T>();
@@ -239,38 +306,49 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
       return;
     }
 
-    for_each_image(g.N, threads, [&](int64_t n, int t) {
-      T* cbuf = need_cols ? col.data<T>() + t * g.K * g.P : nullptr;
+    for_each_block(g.N, nb_max, threads, [&](int64_t n0, int64_t nb, int t) {
+      const int64_t col_off = t * g.K * ldc_max;
+      T* cbuf = need_cols ? col.data<T>() + col_off : nullptr;
       for (int64_t gr = 0; gr < g.groups; ++gr) {
-        const int64_t x_off = (n * g.C + gr * g.Cg) * g.H * g.W;
-        const int64_t y_off = (n * g.M + gr * g.Mg) * g.P;
-        const Tensor gout = matrix(grad_out, y_off, g.Mg, g.P, g.P);
-        if (need_w) {
-          Tensor cols_t;  // col(x)ᵀ [P, K]
-          if (g.direct) {
+        const int64_t x_off = (n0 * g.C + gr * g.Cg) * g.H * g.W;
+        const int64_t y_off = (n0 * g.M + gr * g.Mg) * g.P;
+        if (need_w) {  // gW[g] += gout [Mg, nb*P] · col(x)ᵀ [nb*P, K], one GEMM for the block
+          const int64_t ldc = nb * g.P;
+          Tensor gout, cols_t;
+          if (!blocked) {
+            gout = matrix(grad_out, y_off, g.Mg, g.P, g.P);
+          } else {
+            gather_rows(gy + y_off, g.M * g.P, nb, g.Mg, g.P, gblock.data<T>() + t * g.Mg * ldc_max);
+            gout = matrix(gblock, t * g.Mg * ldc_max, g.Mg, ldc, ldc);
+          }
+          if (g.direct && !blocked) {
             cols_t = matrix(in, x_off, g.P, g.K, g.P, /*transposed=*/true);
           } else {
-            im2col(x + x_off, g, cbuf);
-            cols_t = matrix(col, t * g.K * g.P, g.P, g.K, g.P, /*transposed=*/true);
+            for (int64_t i = 0; i < nb; ++i) im2col(x + x_off + i * g.C * g.H * g.W, g, cbuf + i * g.P, ldc);
+            cols_t = matrix(col, col_off, ldc, g.K, ldc, /*transposed=*/true);
           }
-          matmul(gout, cols_t, matrix(w_tmp, t * g.Mg * g.K, g.Mg, g.K, g.K));
-          simd::add_into(w_acc.data<T>() + (t * g.M + gr * g.Mg) * g.K, w_tmp.data<T>() + t * g.Mg * g.K, g.Mg * g.K);
+          matmul(gout, cols_t, matrix(w_acc, (t * g.M + gr * g.Mg) * g.K, g.Mg, g.K, g.K), /*accumulate=*/true);
         }
-        if (need_in) {
+        if (need_in) {  // one image at a time: the column gradient stays in cache for col2im
           const Tensor w_t = matrix(weight, gr * g.Mg * g.K, g.K, g.Mg, g.K, /*transposed=*/true);  // [K, Mg]
-          if (g.direct) {  // the column gradient is the input gradient
-            matmul(w_t, gout, matrix(grad_in, x_off, g.K, g.P, g.P));
-          } else {
-            matmul(w_t, gout, matrix(col, t * g.K * g.P, g.K, g.P, g.P));
-            T* dx = grad_in.data<T>() + x_off;
-            std::fill(dx, dx + g.Cg * g.H * g.W, T(0));  // col2im accumulates; zeroed here while in cache
-            col2im(cbuf, g, dx);
+          for (int64_t i = 0; i < nb; ++i) {
+            const int64_t xi = x_off + i * g.C * g.H * g.W;
+            const Tensor gout = matrix(grad_out, y_off + i * g.M * g.P, g.Mg, g.P, g.P);
+            if (g.direct) {  // the column gradient is the input gradient
+              matmul(w_t, gout, matrix(grad_in, xi, g.K, g.P, g.P));
+            } else {
+              matmul(w_t, gout, matrix(col, col_off, g.K, g.P, g.P));
+              T* dx = grad_in.data<T>() + xi;
+              std::fill(dx, dx + g.Cg * g.H * g.W, T(0));  // col2im accumulates; zeroed here while in cache
+              col2im(cbuf, g, dx, g.P);
+            }
           }
         }
       }
       if (need_b) {
         T* acc = b_acc.data<T>() + t * g.M;
-        for (int64_t m = 0; m < g.M; ++m) acc[m] += simd::sum(gy + (n * g.M + m) * g.P, g.P);
+        for (int64_t n = n0; n < n0 + nb; ++n)
+          for (int64_t m = 0; m < g.M; ++m) acc[m] += simd::sum(gy + (n * g.M + m) * g.P, g.P);
       }
     });
 

@@ -1,4 +1,6 @@
-// CPU matmul: out[i] = a[i] · b[i] for every batch entry i, on one of three GEMM engines:
+// CPU matmul: out[i] = a[i] · b[i] for every batch entry i (or out[i] += a[i] · b[i], beta = 1, when
+// a CPU kernel asks to accumulate: the im2col convolution's weight gradient), on one of three GEMM
+// engines:
 //   - oneDNN (dnnl_sgemm), float32 only, when ember was built with it (EMBER_HAVE_ONEDNN);
 //   - OpenBLAS (cblas_sgemm / cblas_dgemm), when ember was built with it (EMBER_HAVE_OPENBLAS);
 //   - Eigen's own GEMM, compiled into ember for this CPU (-march=native).
@@ -237,19 +239,23 @@ Operand<T> make_operand(const Tensor& t) {
   return op;
 }
 
-// C[M, N] (row-major, ld N) = A[M, K] · B[K, N] with Eigen. Maps view the memory in place: a
-// transposed operand is the same memory seen as a column-major matrix.
+// C[M, N] (row-major, ld N) = A[M, K] · B[K, N] with Eigen, or C += A · B when `accumulate`. Maps
+// view the memory in place: a transposed operand is the same memory seen as a column-major matrix.
 template <typename T>
-void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C) {
+void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C, bool accumulate) {
   using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
   using Stride = Eigen::OuterStride<>;
   Eigen::Map<RowMat, 0, Stride> c(C, M, N, Stride(N));
   auto times_b = [&](const auto& a) {
+    auto assign = [&](const auto& b) {
+      if (accumulate) c.noalias() += a * b;
+      else c.noalias() = a * b;
+    };
     if (lb.trans)
-      c.noalias() = a * Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(lb.ld));
+      assign(Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(lb.ld)));
     else
-      c.noalias() = a * Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(lb.ld));
+      assign(Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(lb.ld)));
   };
   if (la.trans)
     times_b(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(la.ld)));
@@ -260,22 +266,24 @@ void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T*
 #if EMBER_HAVE_ONEDNN
 // oneDNN's sgemm is row-major like ember's tensors, with the same transpose and leading-dimension
 // conventions as cblas; it threads with OpenMP itself and runs single-threaded inside our regions.
-void onednn_gemm(int64_t M, int64_t N, int64_t K, const float* A, Layout la, const float* B, Layout lb, float* C) {
+// beta is 0 (C = A·B) or 1 (C += A·B), as for blas_gemm.
+void onednn_gemm(int64_t M, int64_t N, int64_t K, const float* A, Layout la, const float* B, Layout lb, float* C,
+                 float beta) {
   const dnnl_status_t st = dnnl_sgemm(la.trans ? 'T' : 'N', lb.trans ? 'T' : 'N', M, N, K, 1.0f, A, la.ld, B, lb.ld,
-                                      0.0f, C, N);
+                                      beta, C, N);
   EMBER_CHECK(st == dnnl_success, "matmul: oneDNN sgemm failed (status ", static_cast<int>(st), ") for [", M, ", ",
               K, "] x [", K, ", ", N, "]");
 }
 #endif
 
 #if EMBER_HAVE_OPENBLAS
-void blas_gemm(int M, int N, int K, const float* A, Layout la, const float* B, Layout lb, float* C) {
+void blas_gemm(int M, int N, int K, const float* A, Layout la, const float* B, Layout lb, float* C, float beta) {
   cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
-              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), 0.0f, C, N);
+              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), beta, C, N);
 }
-void blas_gemm(int M, int N, int K, const double* A, Layout la, const double* B, Layout lb, double* C) {
+void blas_gemm(int M, int N, int K, const double* A, Layout la, const double* B, Layout lb, double* C, double beta) {
   cblas_dgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0,
-              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), 0.0, C, N);
+              A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), beta, C, N);
 }
 #endif
 
@@ -287,17 +295,20 @@ constexpr int64_t kGemmGrain = 1 << 18;
 
 }  // namespace
 
-void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
-  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) { matmul(a, b, out, /*accumulate=*/false); }
+
+void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, bool accumulate) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h); f.out starts
+  // with out's values, so accumulating works there too.
   if (has_reduced_floating({&a, &b, &out})) {
     Float32Operands f;
-    matmul(f.in(a), f.in(b), f.out(out));
+    matmul(f.in(a), f.in(b), f.out(out), accumulate);
     return f.finish();
   }
   const int64_t batch = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
   if (out.numel() == 0) return;
-  if (K == 0) {  // an empty sum: zeros
-    fill(out, 0.0);
+  if (K == 0) {  // an empty sum: zeros, or nothing to add
+    if (!accumulate) fill(out, 0.0);
     return;
   }
   EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
@@ -317,12 +328,13 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
       if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     }
 #endif
+    const T beta = accumulate ? T(1) : T(0);
     auto one = [&](int64_t i) {
       T* c = C + i * M * N;
 #if EMBER_HAVE_ONEDNN
       if constexpr (std::is_same_v<T, float>) {
         if (engine == GemmEngine::OneDnn) {
-          onednn_gemm(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c);
+          onednn_gemm(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c, beta);
           return;
         }
       }
@@ -330,11 +342,11 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
 #if EMBER_HAVE_OPENBLAS
       if (engine == GemmEngine::Blas) {
         blas_gemm(static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), A.matrix(i), A.layout, B.matrix(i),
-                  B.layout, c);
+                  B.layout, c, beta);
         return;
       }
 #endif
-      eigen_gemm<T>(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c);
+      eigen_gemm<T>(M, N, K, A.matrix(i), A.layout, B.matrix(i), B.layout, c, accumulate);
     };
     if (over_batch) {
       // Each thread runs whole products; inside a parallel region both engines stay single-threaded.

@@ -8,13 +8,15 @@
 // or as a transpose, with a leading dimension; a broadcast batch (stride 0) reuses one pointer.
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
-// Which engine (measured: bench/gemm_sweep, table in bench/RESULTS.md). oneDNN picks its kernels
-// from the CPU's ISA at run time and runs AVX-512 on this project's Zen 5 machine; OpenBLAS 0.3.21
-// does not know Zen 5 (and the machine pins OPENBLAS_CORETYPE=Haswell), so it runs AVX2 kernels at
-// about half of oneDNN's speed on every float32 shape of the MNIST models and ResNet-20, and Eigen
-// loses most on wide products (its threading splits N badly). So float32 goes to oneDNN whenever it
-// is built in. float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless it
-// runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
+// Which engine (measured: bench/gemm_sweep, tables in bench/RESULTS.md). float32 goes to oneDNN
+// whenever it is built in. On the Zen 5 machine this project started on, oneDNN ran AVX-512 kernels
+// at about twice OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the machine's
+// OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products badly. On the
+// AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak; the sweeps there put
+// OpenBLAS 1.4-1.7x ahead on the mlp's weight gradients (A transposed, K = 128), yet routing those
+// shapes to OpenBLAS inside a training step measured no faster at 2 threads (6% at 1 thread), so
+// there is no per-shape rule. float64 (gradient checks, not training) keeps the older rule:
+// OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines

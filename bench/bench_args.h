@@ -39,6 +39,25 @@ class Args {
     return v;
   }
 
+  // The flags of the sweeps (ember_conv_sweep, ember_prim_sweep): --threads N, --reps N, --model NAME;
+  // anything else is refused.
+  struct SweepFlags {
+    int threads = 2, reps = 7;
+    std::string model;  // empty: every model
+  };
+  SweepFlags sweep_flags(int argc, char** argv) const {
+    SweepFlags f;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      const std::string v = value(argc, argv, i);
+      if (a == "--threads") f.threads = static_cast<int>(positive(a, v));
+      else if (a == "--reps") f.reps = static_cast<int>(positive(a, v));
+      else if (a == "--model") f.model = v;
+      else fail("unknown flag " + a);
+    }
+    return f;
+  }
+
   // "1,2" -> {1, 2}: thread counts.
   std::vector<int> thread_list(const std::string& flag, const std::string& text) const {
     std::vector<int> t;

@@ -46,16 +46,7 @@ double median_ms(int reps, F&& call) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, reps = 7;
-  std::string model;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const std::string v = kArgs.value(argc, argv, i);
-    if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
-    else if (a == "--reps") reps = static_cast<int>(kArgs.positive(a, v));
-    else if (a == "--model") model = v;
-    else kArgs.fail("unknown flag " + a);
-  }
+  const auto [threads, reps, model] = kArgs.sweep_flags(argc, argv);
   if (!cpu_onednn_available() || cpu_gemm_engine() != GemmEngine::OneDnn) {
     std::fprintf(stderr, "ember_conv_sweep: needs ember built with oneDNN as its GEMM engine (%s)\n",
                  cpu_gemm_info().c_str());

@@ -494,16 +494,7 @@ void sweep_relu(const Case& c, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, reps = 7;
-  std::string model;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const std::string v = kArgs.value(argc, argv, i);
-    if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
-    else if (a == "--reps") reps = static_cast<int>(kArgs.positive(a, v));
-    else if (a == "--model") model = v;
-    else kArgs.fail("unknown flag " + a);
-  }
+  const auto [threads, reps, model] = kArgs.sweep_flags(argc, argv);
   if (reps < 5) kArgs.fail("--reps needs at least 5 (the median of fewer is noise on a shared machine)");
   const std::vector<Case> all = cases();
   if (!model.empty() && std::none_of(all.begin(), all.end(), [&](const Case& c) { return model == c.model; }))

@@ -56,10 +56,7 @@ int main() {
   const GemmEngine chosen = cpu_gemm_engine();  // oneDNN if built in, unless EMBER_GEMM says otherwise
   set_cpu_gemm_engine(GemmEngine::Eigen);
   Tensor reference = x.matmul(w);
-  std::vector<GemmEngine> engines = {GemmEngine::Eigen};
-  if (cpu_blas_available()) engines.push_back(GemmEngine::Blas);
-  if (cpu_onednn_available()) engines.push_back(GemmEngine::OneDnn);
-  for (GemmEngine e : engines) {
+  for (GemmEngine e : available_gemm_engines()) {
     set_cpu_gemm_engine(e);
     std::printf("%s\n", cpu_gemm_info().c_str());
     expect((std::string(gemm_engine_name(e)) + " matches Eigen").c_str(),

@@ -126,10 +126,7 @@ TEST(CpuConvIm2col, Float32OnEveryGemmEngineMatchesNaiveLoops) {
   const GemmEngine saved = cpu_gemm_engine();
   const ConvEngine saved_conv = cpu_conv_engine();
   set_cpu_conv_engine(ConvEngine::Im2col);
-  std::vector<GemmEngine> engines{GemmEngine::Eigen};
-  if (cpu_blas_available()) engines.push_back(GemmEngine::Blas);
-  if (cpu_onednn_available()) engines.push_back(GemmEngine::OneDnn);
-  for (GemmEngine e : engines) {
+  for (GemmEngine e : available_gemm_engines()) {
     SCOPED_TRACE(gemm_engine_name(e));
     set_cpu_gemm_engine(e);
     for (const Case& c : cases()) {

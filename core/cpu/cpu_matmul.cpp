@@ -118,6 +118,12 @@ GemmEngine engine_for(DType dtype, int64_t largest_size) {
 
 bool cpu_blas_available() { return kHaveBlas; }
 bool cpu_onednn_available() { return kHaveOneDnn; }
+std::vector<GemmEngine> available_gemm_engines() {
+  std::vector<GemmEngine> engines{GemmEngine::Eigen};
+  if (kHaveBlas) engines.push_back(GemmEngine::Blas);
+  if (kHaveOneDnn) engines.push_back(GemmEngine::OneDnn);
+  return engines;
+}
 GemmEngine cpu_gemm_engine() { return engine_slot().load(std::memory_order_relaxed); }
 void set_cpu_gemm_engine(GemmEngine engine) {
   EMBER_CHECK(engine != GemmEngine::Blas || cpu_blas_available(),

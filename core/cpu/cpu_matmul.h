@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace ember {
 
@@ -16,6 +17,7 @@ enum class GemmEngine {
 
 bool cpu_blas_available();
 bool cpu_onednn_available();
+std::vector<GemmEngine> available_gemm_engines();  // Eigen, then OpenBLAS and oneDNN where built in
 GemmEngine cpu_gemm_engine();
 void set_cpu_gemm_engine(GemmEngine engine);  // throws if Blas/OneDnn is asked for but not built in
 const char* gemm_engine_name(GemmEngine engine);

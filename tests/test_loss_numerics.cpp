@@ -85,3 +85,24 @@ TEST(LossNumericsCpu, CrossEntropyBackwardRejectsAnOutOfRangeTargetWithTheCaller
   }
   EXPECT_NO_THROW(cross_entropy_backward(g, x, from_vector<int64_t>({1, -100}), -100, 0.0, stats));
 }
+
+TEST_P(LossNumerics, ANaNLogitMakesItsRowNaNAndLeavesTheOthersExact) {
+  // 1000 classes, so the row loops run their vector bodies: the row max skips the NaN (it reaches
+  // the loss through the sum of exps instead), and a NaN-free row beside it is untouched.
+  const int64_t C = 1000;
+  std::vector<double> logits(2 * C, 0.0);
+  logits[500] = std::numeric_limits<double>::quiet_NaN();
+  for (DType dtype : {kFloat32, kFloat64}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    Tensor x = from_vector(logits, {2, C}, dtype).to(device()).requires_grad_();
+    Tensor loss = nn::functional::cross_entropy(x, from_vector<int64_t>({3, 7}).to(device()),
+                                                {.reduction = Reduction::None});
+    loss.backward(ones({2}, TensorOptions(dtype).device(device())));
+    const auto l = loss.to(kFloat64).to_vector<double>();
+    EXPECT_TRUE(std::isnan(l[0]));
+    EXPECT_NEAR(l[1], std::log(1000.0), 1e-5);  // uniform logits: -log(1/C)
+    const auto g = x.grad().to(kFloat64).to_vector<double>();
+    EXPECT_TRUE(std::isnan(g[0]));
+    for (int64_t c = 0; c < C; ++c) ASSERT_NEAR(g[C + c], (c == 7 ? -1.0 : 0.0) + 1e-3, 1e-7) << "class " << c;
+  }
+}

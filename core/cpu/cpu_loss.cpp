@@ -4,7 +4,7 @@
 // shared with CUDA) go through the stable log-softmax (x - m) - log_sum.
 // Rows whose target is ignore_index give loss 0 and gradient 0. Threads split the rows; within a row
 // every loop over the classes is an `omp simd` loop (simd::exp vectorises where glibc's expf does
-// not; it was 3x libtorch's time at 1000 classes).
+// not: forward and backward over [256, 1000] went from 1.9x to 0.4x PyTorch's time, bench/RESULTS.md).
 #include <atomic>
 #include <cmath>
 #include <limits>

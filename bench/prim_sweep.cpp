@@ -36,6 +36,9 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_args.h"
@@ -176,6 +179,25 @@ struct Buffers {
   }
 };
 
+// A pass on oneDNN in both layouts: plain NCHW (the _p runs and outputs) and blocked nChw8c with
+// reorders (_b). make(tag, buf, fwd, bwd, y_out, gx_out) builds one layout's forward and backward
+// runs; what it returns for NCHW, if anything (max pooling's workspace), is kept in plain_extra.
+struct Layouts {
+  Buffers buf;
+  Run fwd_p, bwd_p, fwd_b, bwd_b;
+  Tensor y_p, gx_p, y_b, gx_b;
+  memory plain_extra;
+  template <typename Make>
+  Layouts(const Tensor& x, const Tensor& y, Make&& make)
+      : y_p(empty(y.shape())), gx_p(empty(x.shape())), y_b(empty(y.shape())), gx_b(empty(x.shape())) {
+    if constexpr (std::is_void_v<decltype(make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p))>)
+      make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
+    else
+      plain_extra = make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
+    make(Tag::nChw8c, buf, fwd_b, bwd_b, y_b, gx_b);
+  }
+};
+
 struct Row {
   double ember = 0, nchw = 0, blk = 0, blk_ro = 0, diff = 0;
   std::string note;
@@ -241,20 +263,17 @@ void sweep_maxpool(const Case& c, int reps) {
     }
     return ws;
   };
-  Buffers buf;
-  Run fwd_p, bwd_p, fwd_b, bwd_b;
-  const Tensor y_p = empty(y.shape()), gx_p = empty(x.shape()), y_b = empty(y.shape()), gx_b = empty(x.shape());
-  const memory ws = make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
-  make(Tag::nChw8c, buf, fwd_b, bwd_b, y_b, gx_b);
+  Layouts L(x, y, make);
+  const memory ws = L.plain_extra;
 
   // Check once: same maxima, same window positions, same gradient.
   pk.max_pool2d(x, y, idx, win);
   pk.max_pool2d_backward(gy, idx, gx);
-  fwd_p.exec();
-  bwd_p.exec();
+  L.fwd_p.exec();
+  L.bwd_p.exec();
   Row f, b;
-  f.diff = rel_diff(y_p.data<float>(), y.data<float>(), y.numel());
-  b.diff = rel_diff(gx_p.data<float>(), gx.data<float>(), gx.numel());
+  f.diff = rel_diff(L.y_p.data<float>(), y.data<float>(), y.numel());
+  b.diff = rel_diff(L.gx_p.data<float>(), gx.data<float>(), gx.numel());
   int64_t same = 0;
   const int64_t* id = idx.data<int64_t>();
   const bool u8 = ws.get_desc().data_type() == memory::data_type::u8;
@@ -272,16 +291,16 @@ void sweep_maxpool(const Case& c, int reps) {
     xv[1] = xv[c.w] = std::nanf("");
     xv[2] = std::nanf("");
     pk.max_pool2d(x, y, idx, win);
-    fwd_p.exec();
-    if (!same_with_nans(y.data<float>(), y_p.data<float>(), y.numel())) f.note += " NaN: differs";
+    L.fwd_p.exec();
+    if (!same_with_nans(y.data<float>(), L.y_p.data<float>(), y.numel())) f.note += " NaN: differs";
     xv[1] = keep[0];
     xv[c.w] = keep[1];
     xv[2] = keep[2];
   }
 
-  f.time(reps, [&] { pk.max_pool2d(x, y, idx, win); }, [&] { fwd_p.exec(); }, [&] { fwd_b.exec(); }, [&] { fwd_b.exec_with_reorders(); });
-  fwd_b.exec();  // the blocked workspace
-  b.time(reps, [&] { pk.max_pool2d_backward(gy, idx, gx); }, [&] { bwd_p.exec(); }, [&] { bwd_b.exec(); }, [&] { bwd_b.exec_with_reorders(); });
+  f.time(reps, [&] { pk.max_pool2d(x, y, idx, win); }, [&] { L.fwd_p.exec(); }, [&] { L.fwd_b.exec(); }, [&] { L.fwd_b.exec_with_reorders(); });
+  L.fwd_b.exec();  // the blocked workspace
+  b.time(reps, [&] { pk.max_pool2d_backward(gy, idx, gx); }, [&] { L.bwd_p.exec(); }, [&] { L.bwd_b.exec(); }, [&] { L.bwd_b.exec_with_reorders(); });
   const double bytes = 4.0 * static_cast<double>(x.numel() + y.numel());
   print_row(c, "fwd", f, bytes);
   print_row(c, "bwd", b, bytes);
@@ -319,20 +338,16 @@ void sweep_avgpool(const Case& c, int reps) {
       bwd.from_blocked.push_back({gxb, gx_plain});
     }
   };
-  Buffers buf;
-  Run fwd_p, bwd_p, fwd_b, bwd_b;
-  const Tensor y_p = empty(y.shape()), gx_p = empty(x.shape()), y_b = empty(y.shape()), gx_b = empty(x.shape());
-  make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
-  make(Tag::nChw8c, buf, fwd_b, bwd_b, y_b, gx_b);
+  Layouts L(x, y, make);
   pk.adaptive_avg_pool2d(x, y);
   pk.adaptive_avg_pool2d_backward(gy, gx);
-  fwd_p.exec();
-  bwd_p.exec();
+  L.fwd_p.exec();
+  L.bwd_p.exec();
   Row f, b;
-  f.diff = rel_diff(y_p.data<float>(), y.data<float>(), y.numel());
-  b.diff = rel_diff(gx_p.data<float>(), gx.data<float>(), gx.numel());
-  f.time(reps, [&] { pk.adaptive_avg_pool2d(x, y); }, [&] { fwd_p.exec(); }, [&] { fwd_b.exec(); }, [&] { fwd_b.exec_with_reorders(); });
-  b.time(reps, [&] { pk.adaptive_avg_pool2d_backward(gy, gx); }, [&] { bwd_p.exec(); }, [&] { bwd_b.exec(); }, [&] { bwd_b.exec_with_reorders(); });
+  f.diff = rel_diff(L.y_p.data<float>(), y.data<float>(), y.numel());
+  b.diff = rel_diff(L.gx_p.data<float>(), gx.data<float>(), gx.numel());
+  f.time(reps, [&] { pk.adaptive_avg_pool2d(x, y); }, [&] { L.fwd_p.exec(); }, [&] { L.fwd_b.exec(); }, [&] { L.fwd_b.exec_with_reorders(); });
+  b.time(reps, [&] { pk.adaptive_avg_pool2d_backward(gy, gx); }, [&] { L.bwd_p.exec(); }, [&] { L.bwd_b.exec(); }, [&] { L.bwd_b.exec_with_reorders(); });
   const double bytes = 4.0 * static_cast<double>(x.numel() + y.numel());
   print_row(c, "fwd", f, bytes);
   print_row(c, "bwd", b, bytes);
@@ -400,27 +415,23 @@ void sweep_batchnorm(const Case& c, int reps) {
       bwd.from_blocked.push_back({gxb, gx_plain});
     }
   };
-  Buffers buf;
-  Run fwd_p, bwd_p, fwd_b, bwd_b;
-  const Tensor y_p = empty(y.shape()), gx_p = empty(x.shape()), y_b = empty(y.shape()), gx_b = empty(x.shape());
-  make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
-  make(Tag::nChw8c, buf, fwd_b, bwd_b, y_b, gx_b);
+  Layouts L(x, y, make);
 
   auto ember_fwd = [&] { nk.batch_norm(x3, wt, bs, rm, rv, y3, sm, si, true, kMomentum, kEps); };
   auto ember_bwd = [&] { nk.batch_norm_backward(gy3, x3, wt, sm, si, gx3, gw, gb, true, kEps); };
   ember_fwd();
   ember_bwd();
-  fwd_p.exec();
+  L.fwd_p.exec();
   finish_stats();
-  bwd_p.exec();
+  L.bwd_p.exec();
   Row f, b;
-  f.diff = std::max({rel_diff(y_p.data<float>(), y.data<float>(), y.numel()),
+  f.diff = std::max({rel_diff(L.y_p.data<float>(), y.data<float>(), y.numel()),
                      rel_diff(mean.data<float>(), sm.data<float>(), c.c), rel_diff(si_d.data<float>(), si.data<float>(), c.c),
                      rel_diff(rm_d.data<float>(), rm.data<float>(), c.c), rel_diff(rv_d.data<float>(), rv.data<float>(), c.c)});
-  b.diff = std::max({rel_diff(gx_p.data<float>(), gx.data<float>(), gx.numel()),
+  b.diff = std::max({rel_diff(L.gx_p.data<float>(), gx.data<float>(), gx.numel()),
                      rel_diff(gw_d.data<float>(), gw.data<float>(), c.c), rel_diff(gb_d.data<float>(), gb.data<float>(), c.c)});
-  f.time(reps, ember_fwd, [&] { fwd_p.exec(); finish_stats(); }, [&] { fwd_b.exec(); finish_stats(); }, [&] { fwd_b.exec_with_reorders(); finish_stats(); });
-  b.time(reps, ember_bwd, [&] { bwd_p.exec(); }, [&] { bwd_b.exec(); }, [&] { bwd_b.exec_with_reorders(); });
+  f.time(reps, ember_fwd, [&] { L.fwd_p.exec(); finish_stats(); }, [&] { L.fwd_b.exec(); finish_stats(); }, [&] { L.fwd_b.exec_with_reorders(); finish_stats(); });
+  b.time(reps, ember_bwd, [&] { L.bwd_p.exec(); }, [&] { L.bwd_b.exec(); }, [&] { L.bwd_b.exec_with_reorders(); });
   const double n = static_cast<double>(x.numel());
   print_row(c, "fwd", f, 4.0 * 2 * n);  // x read, y written
   print_row(c, "bwd", b, 4.0 * 3 * n);  // g and x read, dx written
@@ -455,37 +466,33 @@ void sweep_relu(const Case& c, int reps) {
       bwd.from_blocked.push_back({gxb, gx_plain});
     }
   };
-  Buffers buf;
-  Run fwd_p, bwd_p, fwd_b, bwd_b;
-  const Tensor y_p = empty(y.shape()), gx_p = empty(x.shape()), y_b = empty(y.shape()), gx_b = empty(x.shape());
-  make(Tag::nchw, buf, fwd_p, bwd_p, y_p, gx_p);
-  make(Tag::nChw8c, buf, fwd_b, bwd_b, y_b, gx_b);
+  Layouts L(x, y, make);
   auto ember_fwd = [&] { be.unary(UnaryOp::Relu, x, y, {}); };
   auto ember_bwd = [&] { be.binary(BinaryOp::ReluBackward, gy, y, gx); };
   ember_fwd();
   ember_bwd();
-  fwd_p.exec();
-  bwd_p.exec();
-  fwd_b.exec();  // the blocked output the blocked backward reads
+  L.fwd_p.exec();
+  L.bwd_p.exec();
+  L.fwd_b.exec();  // the blocked output the blocked backward reads
   Row f, b;
-  f.diff = rel_diff(y_p.data<float>(), y.data<float>(), y.numel());
-  b.diff = rel_diff(gx_p.data<float>(), gx.data<float>(), gx.numel());
+  f.diff = rel_diff(L.y_p.data<float>(), y.data<float>(), y.numel());
+  b.diff = rel_diff(L.gx_p.data<float>(), gx.data<float>(), gx.numel());
   {  // NaN semantics: relu(NaN) and the gradient where the output is NaN
     float* xv = x.data<float>();
     const float keep = xv[0];
     xv[0] = std::nanf("");
     ember_fwd();
     ember_bwd();
-    fwd_p.exec();
-    bwd_p.exec();
-    if (!same_with_nans(y.data<float>(), y_p.data<float>(), y.numel())) f.note += " NaN: differs";
-    if (!same_with_nans(gx.data<float>(), gx_p.data<float>(), gx.numel())) b.note += " NaN: differs";
+    L.fwd_p.exec();
+    L.bwd_p.exec();
+    if (!same_with_nans(y.data<float>(), L.y_p.data<float>(), y.numel())) f.note += " NaN: differs";
+    if (!same_with_nans(gx.data<float>(), L.gx_p.data<float>(), gx.numel())) b.note += " NaN: differs";
     xv[0] = keep;
     ember_fwd();
-    fwd_p.exec();
+    L.fwd_p.exec();
   }
-  f.time(reps, ember_fwd, [&] { fwd_p.exec(); }, [&] { fwd_b.exec(); }, [&] { fwd_b.exec_with_reorders(); });
-  b.time(reps, ember_bwd, [&] { bwd_p.exec(); }, [&] { bwd_b.exec(); }, [&] { bwd_b.exec_with_reorders(); });
+  f.time(reps, ember_fwd, [&] { L.fwd_p.exec(); }, [&] { L.fwd_b.exec(); }, [&] { L.fwd_b.exec_with_reorders(); });
+  b.time(reps, ember_bwd, [&] { L.bwd_p.exec(); }, [&] { L.bwd_b.exec(); }, [&] { L.bwd_b.exec_with_reorders(); });
   const double n = static_cast<double>(x.numel());
   print_row(c, "fwd", f, 4.0 * 2 * n);
   print_row(c, "bwd", b, 4.0 * 3 * n);

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <vector>
 
 namespace ember::bench {
@@ -102,6 +103,30 @@ inline double median_seconds(Engine e, const GemmArgs& g, int reps) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// The median seconds of every engine in kEngines on one GEMM, interleaved: each round calls every
+// engine once, starting from a different engine each round. Timing one engine's calls back to back
+// and then the next engine's lets a slow second on a shared machine land on one engine only; two
+// sweeps timed that way disagreed on which engine wins the same shape (bench/RESULTS.md), so the
+// shape rule in core/cpu/cpu_matmul.cpp rests on interleaved sweeps.
+inline std::vector<double> interleaved_median_seconds(const GemmArgs& g, int reps) {
+  constexpr size_t n = std::size(kEngines);
+  for (Engine e : kEngines) sgemm(e, g);
+  std::vector<std::vector<double>> t(n, std::vector<double>(static_cast<size_t>(reps)));
+  for (size_t r = 0; r < static_cast<size_t>(reps); ++r)
+    for (size_t i = 0; i < n; ++i) {
+      const size_t e = (r + i) % n;
+      const auto start = std::chrono::steady_clock::now();
+      sgemm(kEngines[e], g);
+      t[e][r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  std::vector<double> medians;
+  for (std::vector<double>& s : t) {
+    std::sort(s.begin(), s.end());
+    medians.push_back(s[s.size() / 2]);
+  }
+  return medians;
 }
 
 // Operands for the largest GEMM of a run, allocated and filled once, reused for every shape.

@@ -2,8 +2,8 @@
 // convolution layer of the benchmark networks (bench/model_shapes.h: mlp, lenet, cnn at their
 // training batch sizes, ResNet-20 at batch 128 and 32), it times the GEMMs of a training step —
 // forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen and oneDNN at each
-// thread count (median of --reps calls after a warm-up) and prints GFLOP/s per engine and the
-// fastest, one markdown row per GEMM and thread count.
+// thread count (median of --reps calls after a warm-up, the engines interleaved call by call) and
+// prints GFLOP/s per engine and the fastest, one markdown row per GEMM and thread count.
 //
 //   build/bench/ember_gemm_sweep [--threads 1,2] [--reps 7] [--model cnn] [--csv sweep.csv]
 //
@@ -94,10 +94,11 @@ int main(int argc, char** argv) {
     set_threads(t);
     for (const Gemm& g : gemms) {
       const GemmArgs args = buffers.args(g.m, g.n, g.k, g.trans_a, g.trans_b);
+      const std::vector<double> seconds = interleaved_median_seconds(args, o.reps);
       double rate[3];
       int best = 0, worst = 0;
       for (int e = 0; e < 3; ++e) {
-        rate[e] = g.flops() / median_seconds(kEngines[e], args, o.reps) / 1e9;
+        rate[e] = g.flops() / seconds[static_cast<size_t>(e)] / 1e9;
         if (rate[e] > rate[best]) best = e;
         if (rate[e] < rate[worst]) worst = e;
       }

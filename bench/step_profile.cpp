@@ -9,13 +9,26 @@
 // the profiler, then profiles --steps more and prints the profiler's table (calls, self and total
 // milliseconds per op). The optimizer step and zero_grad are not ops: the gap between the
 // unprofiled step and the table's total per step is theirs (and the autograd engine's own work).
+//
+//   build/bench/ember_step_profile --model mlp --threads 1 --engines auto,onednn,blas [--rounds 31]
+//
+// compares GEMM engines inside the real step instead: after the warm-up, --rounds rounds each run
+// --steps steps on every listed engine (set_cpu_gemm_engine), starting from a different engine each
+// round, and it prints each engine's median ms per step (min-max) and its ratio to the first. One
+// process and interleaved blocks keep this machine's slow spells, which last seconds and move
+// process-to-process timings by 10%, from landing on one engine only: this is the measurement
+// behind GemmEngine::Auto's shape rule (core/cpu/cpu_matmul.cpp).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "bench/bench_args.h"
+#include "core/cpu/cpu_matmul.h"
 #include "core/ember.h"
 #include "core/profiler.h"
 #include "nn/models/mnist.h"
@@ -29,13 +42,62 @@ using namespace ember;
 namespace {
 
 const bench::Args kArgs("ember_step_profile",
-                        "ember_step_profile [--model mlp|lenet|cnn|resnet20] [--batch N] [--steps N] [--threads N]");
+                        "ember_step_profile [--model mlp|lenet|cnn|resnet20] [--batch N] [--steps N] [--threads N]"
+                        " [--engines auto,onednn,blas,eigen] [--rounds N]");
+
+GemmEngine parse_engine(const std::string& name) {
+  if (name == "auto") return GemmEngine::Auto;
+  if (name == "onednn") return GemmEngine::OneDnn;
+  if (name == "blas") return GemmEngine::Blas;
+  if (name == "eigen") return GemmEngine::Eigen;
+  kArgs.fail("--engines: unknown engine '" + name + "' (expected auto, onednn, blas or eigen)");
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> parts(1);
+  for (char c : s) {
+    if (c == ',') parts.emplace_back();
+    else parts.back() += c;
+  }
+  return parts;
+}
+
+// The interleaved engine comparison (--engines): median, min and max ms per step of each engine.
+void compare_engines(const std::vector<std::string>& names, int rounds, int steps, const std::function<void()>& step) {
+  std::vector<GemmEngine> engines;
+  for (const std::string& n : names) engines.push_back(parse_engine(n));
+  const GemmEngine saved = cpu_gemm_engine();
+  for (GemmEngine e : engines) {  // fails here, before any timing, if an engine is not built in
+    set_cpu_gemm_engine(e);
+    step();
+  }
+  std::vector<std::vector<double>> ms(engines.size());
+  for (int r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < engines.size(); ++i) {
+      const size_t e = (static_cast<size_t>(r) + i) % engines.size();
+      set_cpu_gemm_engine(engines[e]);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int s = 0; s < steps; ++s) step();
+      ms[e].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps);
+    }
+  set_cpu_gemm_engine(saved);
+  for (std::vector<double>& m : ms) std::sort(m.begin(), m.end());
+  const double first = ms[0][ms[0].size() / 2];
+  std::printf("| engine | ms per step, median of %d blocks of %d steps (min-max) | vs %s |\n|---|---|---|\n", rounds,
+              steps, names[0].c_str());
+  for (size_t e = 0; e < engines.size(); ++e) {
+    const double median = ms[e][ms[e].size() / 2];
+    std::printf("| %s | %.3f (%.3f-%.3f) | %.3f |\n", names[e].c_str(), median, ms[e].front(), ms[e].back(),
+                median / first);
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model = "cnn";
-  int batch = 0, steps = 20, threads = 2;
+  int batch = 0, steps = 20, threads = 2, rounds = 31;
+  std::string engines;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string v = kArgs.value(argc, argv, i);
@@ -43,6 +105,8 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = static_cast<int>(kArgs.positive(a, v, 100000));
     else if (a == "--steps") steps = static_cast<int>(kArgs.positive(a, v, 100000));
     else if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
+    else if (a == "--engines") engines = v;
+    else if (a == "--rounds") rounds = static_cast<int>(kArgs.positive(a, v, 100000));
     else kArgs.fail("unknown flag " + a);
   }
   set_num_threads(threads);
@@ -68,6 +132,17 @@ int main(int argc, char** argv) {
     opt->step();
   };
   for (int s = 0; s < steps; ++s) step();
+  if (!engines.empty()) {
+    std::printf("%s, batch %d, %d thread(s), engines interleaved after %d warm-up steps\n", model.c_str(), batch,
+                threads, steps);
+    try {
+      compare_engines(split_commas(engines), rounds, steps, step);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ember_step_profile: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   for (int s = 0; s < steps; ++s) step();  // unprofiled: the wall time of a step as training sees it
   const double step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;

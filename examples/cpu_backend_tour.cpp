@@ -53,7 +53,7 @@ int main() {
   // Every engine built in computes the same product (to float32 rounding); the choice is speed.
   Tensor x = randn({64, 96});
   Tensor w = randn({96, 32});
-  const GemmEngine chosen = cpu_gemm_engine();  // oneDNN if built in, unless EMBER_GEMM says otherwise
+  const GemmEngine chosen = cpu_gemm_engine();  // Auto if oneDNN is built in, unless EMBER_GEMM says otherwise
   set_cpu_gemm_engine(GemmEngine::Eigen);
   Tensor reference = x.matmul(w);
   for (GemmEngine e : available_gemm_engines()) {

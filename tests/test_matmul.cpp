@@ -276,8 +276,10 @@ TEST(MatmulCpu, EveryEngineMatchesReference) {
   const GemmEngine saved = cpu_gemm_engine();
   if (!cpu_blas_available())
     test::expect_error([] { set_cpu_gemm_engine(GemmEngine::Blas); }, {"built without OpenBLAS"});
-  if (!cpu_onednn_available())
+  if (!cpu_onednn_available()) {
     test::expect_error([] { set_cpu_gemm_engine(GemmEngine::OneDnn); }, {"built without oneDNN"});
+    test::expect_error([] { set_cpu_gemm_engine(GemmEngine::Auto); }, {"built without oneDNN"});
+  }
   for (GemmEngine e : available_gemm_engines()) {
     SCOPED_TRACE(gemm_engine_name(e));
     set_cpu_gemm_engine(e);
@@ -291,6 +293,10 @@ TEST(MatmulCpu, EveryEngineMatchesReference) {
       expect_matches_reference(rnd({12, 14}, dt, kCPU, 9).slice(0, 0, 12, 2).slice(1, 0, 14, 2),
                                rnd({7, 3}, dt, kCPU, 10));
       expect_matches_reference(rnd({200, 300}, dt, kCPU, 11), rnd({300, 100}, dt, kCPU, 12));
+      // Auto's OpenBLAS class (B as stored, M >= 64, N >= 256, K >= 64): a weight-gradient-like
+      // g^T · x and an input-gradient-like g · W, with a row stride wider than the row.
+      expect_matches_reference(rnd({64, 70}, dt, kCPU, 13).t(), rnd({64, 260}, dt, kCPU, 14));
+      expect_matches_reference(rnd({65, 80}, dt, kCPU, 15), rnd({80, 300}, dt, kCPU, 16).slice(1, 0, 257));
     }
   }
   set_cpu_gemm_engine(saved);
@@ -322,6 +328,7 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
             {rnd({1, 33, 65}, dt, kCPU, 3).transpose(1, 2), rnd({1, 17, 33}, dt, kCPU, 4).transpose(1, 2)},
             {rnd({6, 9, 7}, dt, kCPU, 5), rnd({6, 7, 4}, dt, kCPU, 6)},  // small products: split over threads
             {rnd({1, 200, 300}, dt, kCPU, 7), rnd({1, 300, 100}, dt, kCPU, 8)},
+            {rnd({1, 64, 70}, dt, kCPU, 12).transpose(1, 2), rnd({1, 64, 260}, dt, kCPU, 13)},  // Auto: OpenBLAS
             {rnd({2, 5, 0}, dt, kCPU, 9), rnd({2, 0, 3}, dt, kCPU, 10)},  // K = 0
         };
         for (const Operands& c : cases) {
@@ -338,6 +345,31 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
     }
   }
   set_num_threads(saved_threads);
+  set_cpu_gemm_engine(saved);
+}
+
+// GemmEngine::Auto is oneDNN except for float32 products with B read as stored and M >= 64,
+// N >= 256, K >= 64 (the linear layers' gradients), which go to OpenBLAS when it is built in; a
+// forced engine applies to every product (float64 never runs on oneDNN, which has no dgemm).
+TEST(MatmulCpu, AutoSendsOnlyTheMeasuredShapeClassToOpenBlas) {
+  if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
+  const GemmEngine saved = cpu_gemm_engine();
+  set_cpu_gemm_engine(GemmEngine::Auto);
+  const GemmEngine blas_if_built = cpu_blas_available() ? GemmEngine::Blas : GemmEngine::OneDnn;
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, /*b_transposed=*/false), blas_if_built);  // mlp fc1 grad_w
+  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 512, false), blas_if_built);                   // mlp fc2 grad_in
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 64, false), blas_if_built);                     // the corner
+  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 784, /*b_transposed=*/true), GemmEngine::OneDnn);  // forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 63, 256, 64, false), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 255, 64, false), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 63, false), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 10, 512, 128, false), GemmEngine::OneDnn);  // mlp fc3 grad_w
+  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::OneDnn);
+  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::Auto);
+  set_cpu_gemm_engine(GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::OneDnn);
+  set_cpu_gemm_engine(GemmEngine::Eigen);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::Eigen);
   set_cpu_gemm_engine(saved);
 }
 

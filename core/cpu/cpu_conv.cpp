@@ -179,7 +179,7 @@ void gather_rows(const T* nchw, int64_t img_stride, int64_t nb, int64_t Mg, int6
 constexpr int64_t kBlockColumns = 256;
 
 int64_t weight_grad_images_per_block(DType dtype, int64_t N, int64_t P, int threads) {
-  if (dtype != kFloat32 || cpu_gemm_engine() != GemmEngine::OneDnn || P <= 0) return 1;
+  if (dtype != kFloat32 || !cpu_gemm_uses_onednn() || P <= 0) return 1;
   const int64_t nb = std::min((kBlockColumns + P - 1) / P, (N + threads - 1) / threads);
   if (nb <= 1) return 1;
   const int64_t blocks = (N + nb - 1) / nb;

@@ -8,15 +8,16 @@
 // or as a transpose, with a leading dimension; a broadcast batch (stride 0) reuses one pointer.
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
-// Which engine (measured: bench/gemm_sweep, tables in bench/RESULTS.md). float32 goes to oneDNN
-// whenever it is built in. On the Zen 5 machine this project started on, oneDNN ran AVX-512 kernels
-// at about twice OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the machine's
+// Which engine (measured; tables in bench/RESULTS.md). float32 goes to oneDNN whenever it is built
+// in. On the Zen 5 machine this project started on, oneDNN ran AVX-512 kernels at about twice
+// OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the machine's
 // OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products badly. On the
-// AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak; the sweeps there put
-// OpenBLAS 1.4-1.7x ahead on the mlp's weight gradients (A transposed, K = 128), yet routing those
-// shapes to OpenBLAS inside a training step measured no faster at 2 threads (6% at 1 thread), so
-// there is no per-shape rule. float64 (gradient checks, not training) keeps the older rule:
-// OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
+// AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak, and one shape class runs
+// faster on OpenBLAS inside a training step: large products whose B is read as stored (the linear
+// layers' input and weight gradients). GemmEngine::Auto, the default, sends that class to OpenBLAS
+// (blas_runs_faster below says how it was measured). float64 (gradient checks, not training) keeps
+// the older rule: OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled
+// with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -89,15 +90,15 @@ GemmEngine initial_engine() {
   if (const char* env = std::getenv("EMBER_GEMM")) {
     const std::string e = env;
     if (e == "eigen") return GemmEngine::Eigen;
-    if (e == "onednn") {
-      EMBER_CHECK(cpu_onednn_available(), "EMBER_GEMM=onednn: ember was built without oneDNN");
-      return GemmEngine::OneDnn;
+    if (e == "onednn" || e == "auto") {
+      EMBER_CHECK(cpu_onednn_available(), "EMBER_GEMM=", e, ": ember was built without oneDNN");
+      return e == "auto" ? GemmEngine::Auto : GemmEngine::OneDnn;
     }
-    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'eigen', 'blas' or 'onednn', got '", e, "'");
+    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'auto', 'onednn', 'blas' or 'eigen', got '", e, "'");
     EMBER_CHECK(cpu_blas_available(), "EMBER_GEMM=blas: ember was built without OpenBLAS");
     return GemmEngine::Blas;
   }
-  return kHaveOneDnn ? GemmEngine::OneDnn : blas_or_eigen();
+  return kHaveOneDnn ? GemmEngine::Auto : blas_or_eigen();
 }
 
 std::atomic<GemmEngine>& engine_slot() {
@@ -105,16 +106,32 @@ std::atomic<GemmEngine>& engine_slot() {
   return engine;
 }
 
-// The engine one product runs on: the chosen one, except that oneDNN has no float64 GEMM and
-// OpenBLAS takes 32-bit sizes (Eigen does the rare larger products).
-GemmEngine engine_for(DType dtype, int64_t largest_size) {
-  GemmEngine e = cpu_gemm_engine();
-  if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
-  if (e == GemmEngine::Blas && largest_size > INT_MAX) e = GemmEngine::Eigen;
-  return e;
+// GemmEngine::Auto's one exception to oneDNN: a float32 product C[M,N] = op(A) · B with B read as
+// stored (not transposed) and M >= 64, N >= 256, K >= 64, which in the benchmark networks is exactly
+// the linear layers' weight gradient (g^T · x) and input gradient (g · W) of the mlp and the cnn's
+// 9216-wide layer; every convolution GEMM and every small layer stays on oneDNN. Why these: in
+// bench/step_profile's interleaved engine comparison (the same process, blocks of steps
+// alternating between engines, bench/RESULTS.md), sending them to OpenBLAS made the mlp step 5%
+// faster at 2 threads and 8% at 1, while sending the forward products (x · W^T, B transposed) there
+// made it 3% slower, and every GEMM on OpenBLAS made LeNet's and the cnn's steps 5-25% slower. The
+// GEMM sweep (bench/gemm_sweep, warm caches, one shape called over and over) agrees for the weight
+// gradients at 2 threads and calls the rest a tie: it is the step that decides.
+bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
+  return kHaveBlas && !b_transposed && M >= 64 && N >= 256 && K >= 64;
 }
 
 }  // namespace
+
+// The engine one product runs on: the chosen one (Auto resolved by shape), except that oneDNN has
+// no float64 GEMM and OpenBLAS takes 32-bit sizes (Eigen does the rare larger products).
+GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed) {
+  GemmEngine e = cpu_gemm_engine();
+  if (e == GemmEngine::Auto)
+    e = dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed) ? GemmEngine::Blas : GemmEngine::OneDnn;
+  if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
+  if (e == GemmEngine::Blas && std::max({M, N, K}) > INT_MAX) e = GemmEngine::Eigen;
+  return e;
+}
 
 bool cpu_blas_available() { return kHaveBlas; }
 bool cpu_onednn_available() { return kHaveOneDnn; }
@@ -122,13 +139,18 @@ std::vector<GemmEngine> available_gemm_engines() {
   std::vector<GemmEngine> engines{GemmEngine::Eigen};
   if (kHaveBlas) engines.push_back(GemmEngine::Blas);
   if (kHaveOneDnn) engines.push_back(GemmEngine::OneDnn);
+  if (kHaveOneDnn) engines.push_back(GemmEngine::Auto);
   return engines;
 }
 GemmEngine cpu_gemm_engine() { return engine_slot().load(std::memory_order_relaxed); }
+bool cpu_gemm_uses_onednn() {
+  const GemmEngine e = cpu_gemm_engine();
+  return e == GemmEngine::OneDnn || e == GemmEngine::Auto;
+}
 void set_cpu_gemm_engine(GemmEngine engine) {
   EMBER_CHECK(engine != GemmEngine::Blas || cpu_blas_available(),
               "set_cpu_gemm_engine: ember was built without OpenBLAS; the Eigen engine is always available");
-  EMBER_CHECK(engine != GemmEngine::OneDnn || cpu_onednn_available(),
+  EMBER_CHECK((engine != GemmEngine::OneDnn && engine != GemmEngine::Auto) || cpu_onednn_available(),
               "set_cpu_gemm_engine: ember was built without oneDNN; the Eigen engine is always available");
   engine_slot().store(engine, std::memory_order_relaxed);
 }
@@ -172,6 +194,7 @@ const char* gemm_engine_name(GemmEngine engine) {
   switch (engine) {
     case GemmEngine::Blas: return "OpenBLAS";
     case GemmEngine::OneDnn: return "oneDNN";
+    case GemmEngine::Auto: return "auto (oneDNN; OpenBLAS for large products with B as stored)";
     default: return "Eigen";
   }
 }
@@ -322,7 +345,8 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
   EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
     const Operand<T> A = make_operand<T>(a), B = make_operand<T>(b);
     T* C = out.data<T>();
-    const GemmEngine engine = engine_for(out.dtype(), std::max({M, N, K, A.layout.ld, B.layout.ld}));
+    GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, B.layout.trans);
+    if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
 
     const int threads = get_num_threads();
     const int64_t mnk = M * N * K;

@@ -1,10 +1,13 @@
 // Which GEMM engine the CPU matmul kernel (cpu_matmul.cpp) runs on. Ordinary code never needs
-// this: the engine is chosen once, automatically. Tests use it to check both engines, benchmarks
-// to compare them, and EMBER_GEMM=eigen|blas|onednn overrides the choice from the environment.
+// this: the engine is chosen once, automatically. Tests use it to check every engine, benchmarks
+// to compare them, and EMBER_GEMM=auto|onednn|blas|eigen overrides the choice from the environment.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "core/dtype.h"
 
 namespace ember {
 
@@ -13,16 +16,24 @@ enum class GemmEngine {
   Blas,    // OpenBLAS cblas_sgemm / cblas_dgemm (when ember was built with OpenBLAS)
   OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
            // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
+  Auto,    // the default when oneDNN is built in: oneDNN, except the float32 shape class that ran
+           // faster on OpenBLAS inside a training step (gemm_engine_for says which)
 };
 
 bool cpu_blas_available();
 bool cpu_onednn_available();
 std::vector<GemmEngine> available_gemm_engines();  // Eigen, then OpenBLAS and oneDNN where built in
 GemmEngine cpu_gemm_engine();
-void set_cpu_gemm_engine(GemmEngine engine);  // throws if Blas/OneDnn is asked for but not built in
+// Throws if Blas is asked for without OpenBLAS built in, or OneDnn / Auto without oneDNN.
+void set_cpu_gemm_engine(GemmEngine engine);
 const char* gemm_engine_name(GemmEngine engine);
-// Which path float32 convolutions take on the CPU (used when the GEMM engine is oneDNN; other
-// engines always take im2col): oneDNN's convolution primitives (core/cpu/onednn_conv.cpp), or
+// The engine that runs one product C[M,N] = op(A)[M,K] · op(B)[K,N] of this dtype under the current
+// setting (never Auto): what the kernel itself calls, exposed so tests and tools can see the rule.
+GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed);
+// Whether float32 products run on oneDNN (OneDnn or Auto): the convolution paths ask this.
+bool cpu_gemm_uses_onednn();
+// Which path float32 convolutions take on the CPU (used when the GEMM engine is oneDNN or Auto;
+// other engines always take im2col): oneDNN's convolution primitives (core/cpu/onednn_conv.cpp), or
 // im2col + this backend's GEMM (core/cpu/cpu_conv.cpp). Auto takes oneDNN's primitives except
 // where bench/conv_sweep measured the im2col path faster (onednn_conv.cpp says where and by how
 // much). EMBER_CONV=auto|onednn|im2col sets it from the environment.

@@ -199,7 +199,7 @@ class Call {
 };
 
 bool takes(const Tensor& t) {
-  return t.dtype() == kFloat32 && cpu_gemm_engine() == GemmEngine::OneDnn && cpu_conv_engine() != ConvEngine::Im2col;
+  return t.dtype() == kFloat32 && cpu_gemm_uses_onednn() && cpu_conv_engine() != ConvEngine::Im2col;
 }
 
 enum class Pass { Forward, GradInput, GradWeight };

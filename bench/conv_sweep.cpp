@@ -47,7 +47,7 @@ double median_ms(int reps, F&& call) {
 
 int main(int argc, char** argv) {
   const auto [threads, reps, model] = kArgs.sweep_flags(argc, argv);
-  if (!cpu_onednn_available() || cpu_gemm_engine() != GemmEngine::OneDnn) {
+  if (!cpu_onednn_available() || !cpu_gemm_uses_onednn()) {
     std::fprintf(stderr, "ember_conv_sweep: needs ember built with oneDNN as its GEMM engine (%s)\n",
                  cpu_gemm_info().c_str());
     return 1;

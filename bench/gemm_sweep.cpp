@@ -9,7 +9,12 @@
 //
 // At the end it prints each network's FLOPs per training step summed over these GEMMs, which
 // bench/roofline.py's per-layer formulas must reproduce (run `python3 bench/roofline.py` beside it).
-// A `slowest/fastest` column shows how far the worst engine is from the best on each shape.
+// A `slowest/fastest` column shows how far the worst engine is from the best on each shape, and for
+// the linear layers (products ember's matmul kernel runs as such; convolutions take the paths of
+// bench/conv_sweep) `auto` names the engine GemmEngine::Auto gives that product and `auto/fastest`
+// how far it is from the fastest here; the last line counts the products where that exceeds 1.1.
+// The sweep times warm caches (one shape called over and over): Auto's rule rests on the
+// in-step comparison of bench/step_profile --engines, and this table shows what it costs per shape.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -20,6 +25,7 @@
 #include "bench/bench_args.h"
 #include "bench/gemm_engines.h"
 #include "bench/model_shapes.h"
+#include "core/cpu/cpu_matmul.h"
 
 using namespace ember::bench;
 
@@ -66,6 +72,15 @@ std::string transposes(const Gemm& g) {
   return std::string(g.trans_a ? "T" : "N") + (g.trans_b ? "T" : "N");
 }
 
+// The index in kEngines of the engine GemmEngine::Auto runs this float32 product on.
+int auto_engine_index(const Gemm& g) {
+  switch (ember::gemm_engine_for(ember::kFloat32, g.m, g.n, g.k, g.trans_b)) {
+    case ember::GemmEngine::Blas: return 0;
+    case ember::GemmEngine::Eigen: return 1;
+    default: return 2;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,12 +99,17 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ember_gemm_sweep: cannot open --csv %s for writing\n", o.csv.c_str());
       return 1;
     }
-    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest\n";
+    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest,auto,auto_vs_fastest\n";
   }
 
   std::printf("GFLOP/s, median of %d calls; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
-  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest | auto "
+              "| auto/fastest |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  // Only asked which engine it picks; an ember built without oneDNN has no Auto (the column is "-").
+  const bool have_auto = ember::cpu_onednn_available();
+  if (have_auto) ember::set_cpu_gemm_engine(ember::GemmEngine::Auto);
+  int auto_misses = 0, auto_products = 0;
   for (int t : o.threads) {
     set_threads(t);
     for (const Gemm& g : gemms) {
@@ -102,18 +122,31 @@ int main(int argc, char** argv) {
         if (rate[e] > rate[best]) best = e;
         if (rate[e] < rate[worst]) worst = e;
       }
-      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f |\n", g.layer->model,
-                  g.layer->name, role_name(g.role), static_cast<long long>(g.m), static_cast<long long>(g.n),
-                  static_cast<long long>(g.k), transposes(g).c_str(), t, rate[0], rate[1], rate[2],
-                  engine_name(kEngines[best]), rate[best] / rate[worst]);
+      std::string auto_name = "-", auto_ratio = "-";
+      if (have_auto && g.layer->kind == LayerKind::Linear) {
+        const int pick = auto_engine_index(g);
+        auto_name = engine_name(kEngines[pick]);
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2f", rate[best] / rate[pick]);
+        auto_ratio = buf;
+        ++auto_products;
+        if (rate[best] / rate[pick] > 1.1) ++auto_misses;
+      }
+      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f | %s | %s |\n",
+                  g.layer->model, g.layer->name, role_name(g.role), static_cast<long long>(g.m),
+                  static_cast<long long>(g.n), static_cast<long long>(g.k), transposes(g).c_str(), t, rate[0], rate[1],
+                  rate[2], engine_name(kEngines[best]), rate[best] / rate[worst], auto_name.c_str(), auto_ratio.c_str());
       std::fflush(stdout);
       if (csv)
         csv << g.layer->model << ',' << g.layer->name << ',' << role_name(g.role) << ',' << g.m << ',' << g.n << ','
             << g.k << ',' << transposes(g) << ',' << t << ',' << rate[0] << ',' << rate[1] << ',' << rate[2] << ','
-            << engine_name(kEngines[best]) << '\n';
+            << engine_name(kEngines[best]) << ',' << auto_name << ',' << auto_ratio << '\n';
     }
   }
 
+  std::printf("\nauto_misses=%d of %d linear-layer products (thread counts included) more than 1.1x slower than the "
+              "fastest engine here\n",
+              auto_misses, auto_products);
   std::printf("\nGEMM FLOPs per training step (forward + backward; compare bench/roofline.py):\n");
   std::set<std::string> printed;
   for (const Layer& l : layers)

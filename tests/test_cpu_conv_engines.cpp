@@ -76,7 +76,8 @@ struct Engines {
 class CpuConvEngines : public ::testing::TestWithParam<Engines> {
  protected:
   void SetUp() override {
-    if (GetParam().gemm == GemmEngine::OneDnn && !cpu_onednn_available()) GTEST_SKIP() << "ember was built without oneDNN";
+    if ((GetParam().gemm == GemmEngine::OneDnn || GetParam().gemm == GemmEngine::Auto) && !cpu_onednn_available())
+      GTEST_SKIP() << "ember was built without oneDNN";
     if (GetParam().gemm == GemmEngine::Blas && !cpu_blas_available()) GTEST_SKIP() << "ember was built without OpenBLAS";
     saved_ = cpu_gemm_engine();
     saved_conv_ = cpu_conv_engine();
@@ -135,6 +136,8 @@ INSTANTIATE_TEST_SUITE_P(Engines, CpuConvEngines,
                          ::testing::Values(Engines{GemmEngine::OneDnn, ConvEngine::Auto},
                                            Engines{GemmEngine::OneDnn, ConvEngine::OneDnn},
                                            Engines{GemmEngine::OneDnn, ConvEngine::Im2col},
+                                           Engines{GemmEngine::Auto, ConvEngine::Auto},
+                                           Engines{GemmEngine::Auto, ConvEngine::Im2col},
                                            Engines{GemmEngine::Blas, ConvEngine::Auto},
                                            Engines{GemmEngine::Eigen, ConvEngine::Auto}),
                          [](const ::testing::TestParamInfo<Engines>& info) {

@@ -108,14 +108,16 @@ std::atomic<GemmEngine>& engine_slot() {
 
 // GemmEngine::Auto's one exception to oneDNN: a float32 product C[M,N] = op(A) · B with B read as
 // stored (not transposed) and M >= 64, N >= 256, K >= 64, which in the benchmark networks is exactly
-// the linear layers' weight gradient (g^T · x) and input gradient (g · W) of the mlp and the cnn's
-// 9216-wide layer; every convolution GEMM and every small layer stays on oneDNN. Why these: in
-// bench/step_profile's interleaved engine comparison (the same process, blocks of steps
-// alternating between engines, bench/RESULTS.md), sending them to OpenBLAS made the mlp step 5%
-// faster at 2 threads and 8% at 1, while sending the forward products (x · W^T, B transposed) there
-// made it 3% slower, and every GEMM on OpenBLAS made LeNet's and the cnn's steps 5-25% slower. The
-// GEMM sweep (bench/gemm_sweep, warm caches, one shape called over and over) agrees for the weight
-// gradients at 2 threads and calls the rest a tie: it is the step that decides.
+// the linear layers' weight gradient (g^T · x) and input gradient (g · W) of the mlp and of the
+// cnn's 9216-wide layer, and none of their convolutions' GEMMs or small layers' products. Measured
+// inside the real training step (bench/step_profile --engines: one process, blocks of steps
+// alternating between engines; bench/RESULTS.md has the tables), on the AVX2 Zen 3: Auto ran the
+// mlp step 7-9% faster than all-oneDNN at 2 threads and 9% at 1, and the cnn's 2-4% faster in four
+// runs of five (1.5% slower in the fifth); sending the forward products (x · W^T, B transposed) to
+// OpenBLAS as well made the mlp step 3% slower, and all-OpenBLAS made LeNet's and the cnn's steps
+// 19% and 23% slower. The warm-cache GEMM sweep (bench/gemm_sweep: each shape called over and
+// over) disagrees on some of these products (oneDNN 1.13-1.17x ahead on the input gradients);
+// the step is what training runs, so the step decides.
 bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
   return kHaveBlas && !b_transposed && M >= 64 && N >= 256 && K >= 64;
 }
@@ -194,13 +196,15 @@ const char* gemm_engine_name(GemmEngine engine) {
   switch (engine) {
     case GemmEngine::Blas: return "OpenBLAS";
     case GemmEngine::OneDnn: return "oneDNN";
-    case GemmEngine::Auto: return "auto (oneDNN; OpenBLAS for large products with B as stored)";
+    case GemmEngine::Auto: return "auto";
     default: return "Eigen";
   }
 }
 
 std::string cpu_gemm_info() {
-  std::string s = std::string("matmul engine: ") + gemm_engine_name(cpu_gemm_engine()) +
+  const GemmEngine engine = cpu_gemm_engine();
+  std::string s = std::string("matmul engine: ") + gemm_engine_name(engine) +
+                  (engine == GemmEngine::Auto && kHaveBlas ? " (oneDNN; OpenBLAS for large products with B as stored)" : "") +
                   "; conv engine: " + conv_engine_name(cpu_conv_engine());
 #if EMBER_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();

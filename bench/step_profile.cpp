@@ -65,7 +65,7 @@ std::vector<std::string> split_commas(const std::string& s) {
 // The interleaved engine comparison (--engines): median, min and max ms per step of each engine.
 void compare_engines(const std::vector<std::string>& names, int rounds, int steps, const std::function<void()>& step) {
   std::vector<GemmEngine> engines;
-  for (const std::string& n : names) engines.push_back(parse_engine(n));
+  for (const std::string& n : names) engines.push_back(parse_engine(n));  // checked when parsing the flags
   const GemmEngine saved = cpu_gemm_engine();
   for (GemmEngine e : engines) {  // fails here, before any timing, if an engine is not built in
     set_cpu_gemm_engine(e);
@@ -97,7 +97,7 @@ void compare_engines(const std::vector<std::string>& names, int rounds, int step
 int main(int argc, char** argv) {
   std::string model = "cnn";
   int batch = 0, steps = 20, threads = 2, rounds = 31;
-  std::string engines;
+  std::vector<std::string> engines;  // --engines: compare these instead of profiling
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string v = kArgs.value(argc, argv, i);
@@ -105,7 +105,10 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = static_cast<int>(kArgs.positive(a, v, 100000));
     else if (a == "--steps") steps = static_cast<int>(kArgs.positive(a, v, 100000));
     else if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
-    else if (a == "--engines") engines = v;
+    else if (a == "--engines") {
+      engines = split_commas(v);
+      for (const std::string& name : engines) parse_engine(name);  // exits with the usage on a bad name
+    }
     else if (a == "--rounds") rounds = static_cast<int>(kArgs.positive(a, v, 100000));
     else kArgs.fail("unknown flag " + a);
   }
@@ -136,7 +139,7 @@ int main(int argc, char** argv) {
     std::printf("%s, batch %d, %d thread(s), engines interleaved after %d warm-up steps\n", model.c_str(), batch,
                 threads, steps);
     try {
-      compare_engines(split_commas(engines), rounds, steps, step);
+      compare_engines(engines, rounds, steps, step);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "ember_step_profile: %s\n", e.what());
       return 1;

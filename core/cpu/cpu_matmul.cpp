@@ -9,15 +9,15 @@
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
 // Which engine (measured; tables in bench/RESULTS.md). float32 goes to oneDNN whenever it is built
-// in. On the Zen 5 machine this project started on, oneDNN ran AVX-512 kernels at about twice
-// OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the machine's
-// OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products badly. On the
-// AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak, and one shape class runs
-// faster on OpenBLAS inside a training step: large products whose B is read as stored (the linear
-// layers' input and weight gradients). GemmEngine::Auto, the default, sends that class to OpenBLAS
-// (blas_runs_faster below says how it was measured). float64 (gradient checks, not training) keeps
-// the older rule: OpenBLAS, unless it runs narrower vector kernels than the ones Eigen was compiled
-// with (then Eigen).
+// in, but for one shape class (below). On the Zen 5 machine this project started on, oneDNN ran
+// AVX-512 kernels at about twice OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the
+// machine's OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products
+// badly. On the AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak, and one
+// shape class runs faster on OpenBLAS inside a training step: large products whose B is read as
+// stored (the linear layers' input and weight gradients). GemmEngine::Auto, the default, sends
+// that class to OpenBLAS (blas_runs_faster below says how it was measured). float64 (gradient
+// checks, not training) keeps the older rule: OpenBLAS, unless it runs narrower vector kernels than
+// the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -203,8 +203,9 @@ const char* gemm_engine_name(GemmEngine engine) {
 
 std::string cpu_gemm_info() {
   const GemmEngine engine = cpu_gemm_engine();
+  const bool mixed = engine == GemmEngine::Auto && kHaveBlas;
   std::string s = std::string("matmul engine: ") + gemm_engine_name(engine) +
-                  (engine == GemmEngine::Auto && kHaveBlas ? " (oneDNN; OpenBLAS for large products with B as stored)" : "") +
+                  (mixed ? " (oneDNN; OpenBLAS for large products with B as stored)" : "") +
                   "; conv engine: " + conv_engine_name(cpu_conv_engine());
 #if EMBER_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();

@@ -1,5 +1,5 @@
-// The three CPU GEMM engines available on this machine, called directly (no ember in between), and
-// the timing helper bench/peak.cpp and bench/gemm_sweep.cpp share.
+// The three CPU GEMM engines available on this machine, called directly (no ember in between), as
+// bench/peak.cpp and bench/gemm_sweep.cpp call them, and the sweep's interleaved timing helper.
 //   openblas  cblas_sgemm from the OpenMP build of OpenBLAS (the file ember links)
 //   eigen     a plain Eigen::Map product, threaded by Eigen's OpenMP loop (needs -fopenmp)
 //   dnnl      oneDNN's dnnl_sgemm (<oneapi/dnnl/dnnl.h>, Debian's libdnnl 2.6, also on libgomp)
@@ -91,21 +91,8 @@ inline void sgemm(Engine e, const GemmArgs& g) {
   }
 }
 
-// Median seconds of `reps` calls after one untimed warm-up call (which also lets each engine set up
-// its buffers and JIT kernels).
-inline double median_seconds(Engine e, const GemmArgs& g, int reps) {
-  sgemm(e, g);
-  std::vector<double> t(static_cast<size_t>(reps));
-  for (double& s : t) {
-    const auto start = std::chrono::steady_clock::now();
-    sgemm(e, g);
-    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-// The median seconds of every engine in kEngines on one GEMM, interleaved: each round calls every
+// The median seconds of every engine in kEngines on one GEMM, after one untimed warm-up call each
+// (which lets each engine set up its buffers and JIT kernels), interleaved: each round calls every
 // engine once, starting from a different engine each round. Timing one engine's calls back to back
 // and then the next engine's lets a slow second on a shared machine land on one engine only; two
 // sweeps timed that way disagreed on which engine wins the same shape (bench/RESULTS.md), so the

@@ -63,9 +63,7 @@ std::vector<std::string> split_commas(const std::string& s) {
 }
 
 // The interleaved engine comparison (--engines): median, min and max ms per step of each engine.
-void compare_engines(const std::vector<std::string>& names, int rounds, int steps, const std::function<void()>& step) {
-  std::vector<GemmEngine> engines;
-  for (const std::string& n : names) engines.push_back(parse_engine(n));  // checked when parsing the flags
+void compare_engines(const std::vector<GemmEngine>& engines, int rounds, int steps, const std::function<void()>& step) {
   const GemmEngine saved = cpu_gemm_engine();
   for (GemmEngine e : engines) {  // fails here, before any timing, if an engine is not built in
     set_cpu_gemm_engine(e);
@@ -84,10 +82,10 @@ void compare_engines(const std::vector<std::string>& names, int rounds, int step
   for (std::vector<double>& m : ms) std::sort(m.begin(), m.end());
   const double first = ms[0][ms[0].size() / 2];
   std::printf("| engine | ms per step, median of %d blocks of %d steps (min-max) | vs %s |\n|---|---|---|\n", rounds,
-              steps, names[0].c_str());
+              steps, gemm_engine_name(engines[0]));
   for (size_t e = 0; e < engines.size(); ++e) {
     const double median = ms[e][ms[e].size() / 2];
-    std::printf("| %s | %.3f (%.3f-%.3f) | %.3f |\n", names[e].c_str(), median, ms[e].front(), ms[e].back(),
+    std::printf("| %s | %.3f (%.3f-%.3f) | %.3f |\n", gemm_engine_name(engines[e]), median, ms[e].front(), ms[e].back(),
                 median / first);
   }
 }
@@ -97,7 +95,7 @@ void compare_engines(const std::vector<std::string>& names, int rounds, int step
 int main(int argc, char** argv) {
   std::string model = "cnn";
   int batch = 0, steps = 20, threads = 2, rounds = 31;
-  std::vector<std::string> engines;  // --engines: compare these instead of profiling
+  std::vector<GemmEngine> engines;  // --engines: compare these instead of profiling
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string v = kArgs.value(argc, argv, i);
@@ -106,8 +104,8 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = static_cast<int>(kArgs.positive(a, v, 100000));
     else if (a == "--threads") threads = static_cast<int>(kArgs.positive(a, v));
     else if (a == "--engines") {
-      engines = split_commas(v);
-      for (const std::string& name : engines) parse_engine(name);  // exits with the usage on a bad name
+      engines.clear();
+      for (const std::string& name : split_commas(v)) engines.push_back(parse_engine(name));  // exits on a bad name
     }
     else if (a == "--rounds") rounds = static_cast<int>(kArgs.positive(a, v, 100000));
     else kArgs.fail("unknown flag " + a);

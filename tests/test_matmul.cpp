@@ -2,6 +2,7 @@
 // (transposed, strided, broadcast) without copies, both CPU GEMM engines, thread counts,
 // float64 gradchecks and error messages.
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
@@ -355,7 +356,10 @@ TEST(MatmulCpu, AutoSendsOnlyTheMeasuredShapeClassToOpenBlas) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
   const GemmEngine saved = cpu_gemm_engine();
   set_cpu_gemm_engine(GemmEngine::Auto);
-  const GemmEngine blas_if_built = cpu_blas_available() ? GemmEngine::Blas : GemmEngine::OneDnn;
+  // The class goes to OpenBLAS only where oneDNN runs AVX2 kernels like OpenBLAS's; where oneDNN
+  // runs AVX-512 ones, every float32 product stays on oneDNN.
+  const bool class_on_blas = cpu_blas_available() && !cpu_onednn_runs_avx512();
+  const GemmEngine blas_if_built = class_on_blas ? GemmEngine::Blas : GemmEngine::OneDnn;
   EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, /*b_transposed=*/false), blas_if_built);  // mlp fc1 grad_w
   EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 512, false), blas_if_built);                   // mlp fc2 grad_in
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 64, false), blas_if_built);                     // the corner
@@ -371,6 +375,24 @@ TEST(MatmulCpu, AutoSendsOnlyTheMeasuredShapeClassToOpenBlas) {
   set_cpu_gemm_engine(GemmEngine::Eigen);
   EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::Eigen);
   set_cpu_gemm_engine(saved);
+}
+
+TEST(MatmulCpu, OneDnnReportsAvx512WhereEmberWasCompiledForIt) {
+  // ember is compiled with -march=native: a build that carries AVX-512 runs on a CPU that has it,
+  // and there oneDNN must report AVX-512 kernels (unless ONEDNN_MAX_CPU_ISA lowers them), or Auto
+  // would send the linear gradients to OpenBLAS's AVX2 kernels at half the speed.
+  if (!cpu_onednn_available()) {
+    EXPECT_FALSE(cpu_onednn_runs_avx512());
+    return;
+  }
+#if defined(__AVX512F__)
+  if (std::getenv("ONEDNN_MAX_CPU_ISA") == nullptr) {
+    EXPECT_TRUE(cpu_onednn_runs_avx512());
+  }
+#endif
+  EXPECT_NE(cpu_gemm_info().find(cpu_onednn_runs_avx512() ? "threading, AVX-512 kernels" : "threading, no AVX-512 kernels"),
+            std::string::npos)
+      << cpu_gemm_info();
 }
 
 TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {

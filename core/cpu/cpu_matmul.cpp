@@ -9,15 +9,16 @@
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
 // Which engine (measured; tables in bench/RESULTS.md). float32 goes to oneDNN whenever it is built
-// in, but for one shape class (below). On the Zen 5 machine this project started on, oneDNN ran
-// AVX-512 kernels at about twice OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the
-// machine's OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products
-// badly. On the AVX2-only Zen 3 it runs on now, oneDNN and OpenBLAS have the same peak, and one
-// shape class runs faster on OpenBLAS inside a training step: large products whose B is read as
-// stored (the linear layers' input and weight gradients). GemmEngine::Auto, the default, sends
-// that class to OpenBLAS (blas_runs_faster below says how it was measured). float64 (gradient
-// checks, not training) keeps the older rule: OpenBLAS, unless it runs narrower vector kernels than
-// the ones Eigen was compiled with (then Eigen).
+// in, but for one shape class on one kind of CPU (below). Where oneDNN runs AVX-512 kernels (the
+// Zen 5 machine this project started on and runs on again), it runs at about twice OpenBLAS
+// 0.3.21's speed (which does not know Zen 5 and, with the machine's OPENBLAS_CORETYPE=Haswell,
+// runs AVX2), and Eigen's threading splits wide products badly: every float32 product goes to
+// oneDNN. Where oneDNN too runs AVX2 (the Zen 3 of two earlier sessions), the two have the same
+// peak, and one shape class runs faster on OpenBLAS inside a training step: large products whose
+// B is read as stored (the linear layers' input and weight gradients). GemmEngine::Auto, the
+// default, sends that class to OpenBLAS on such a CPU only (blas_runs_faster below says how both
+// were measured). float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless
+// it runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -117,9 +118,11 @@ std::atomic<GemmEngine>& engine_slot() {
 // OpenBLAS as well made the mlp step 3% slower, and all-OpenBLAS made LeNet's and the cnn's steps
 // 19% and 23% slower. The warm-cache GEMM sweep (bench/gemm_sweep: each shape called over and
 // over) disagrees on some of these products (oneDNN 1.13-1.17x ahead on the input gradients);
-// the step is what training runs, so the step decides.
+// the step is what training runs, so the step decides. Only where oneDNN runs AVX2 too: on the
+// AVX-512 Zen 5 (2026-12-07, same comparison) the class on OpenBLAS made the mlp step 47% slower
+// (1.66 vs 1.13 ms at 2 threads) and the cnn's 7% slower, so there every product goes to oneDNN.
 bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
-  return kHaveBlas && !b_transposed && M >= 64 && N >= 256 && K >= 64;
+  return kHaveBlas && !cpu_onednn_runs_avx512() && !b_transposed && M >= 64 && N >= 256 && K >= 64;
 }
 
 }  // namespace
@@ -136,6 +139,15 @@ GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_
 }
 
 bool cpu_blas_available() { return kHaveBlas; }
+// oneDNN's effective ISA, read once (ONEDNN_MAX_CPU_ISA can lower it).
+bool cpu_onednn_runs_avx512() {
+#if EMBER_HAVE_ONEDNN
+  static const bool wide = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+  return wide;
+#else
+  return false;
+#endif
+}
 bool cpu_onednn_available() { return kHaveOneDnn; }
 std::vector<GemmEngine> available_gemm_engines() {
   std::vector<GemmEngine> engines{GemmEngine::Eigen};
@@ -203,14 +215,15 @@ const char* gemm_engine_name(GemmEngine engine) {
 
 std::string cpu_gemm_info() {
   const GemmEngine engine = cpu_gemm_engine();
-  const bool mixed = engine == GemmEngine::Auto && kHaveBlas;
+  const bool mixed = engine == GemmEngine::Auto && kHaveBlas && !cpu_onednn_runs_avx512();
   std::string s = std::string("matmul engine: ") + gemm_engine_name(engine) +
                   (mixed ? " (oneDNN; OpenBLAS for large products with B as stored)" : "") +
                   "; conv engine: " + conv_engine_name(cpu_conv_engine());
 #if EMBER_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();
   s += "; oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
-       " (" + (v->cpu_runtime == DNNL_RUNTIME_OMP ? "openmp" : "other") + " threading)";
+       " (" + (v->cpu_runtime == DNNL_RUNTIME_OMP ? "openmp" : "other") + " threading, " +
+       (cpu_onednn_runs_avx512() ? "AVX-512" : "no AVX-512") + " kernels)";
 #endif
 #if EMBER_HAVE_OPENBLAS
   static const char* kThreading[] = {"sequential", "pthreads", "openmp"};

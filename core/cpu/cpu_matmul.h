@@ -16,12 +16,16 @@ enum class GemmEngine {
   Blas,    // OpenBLAS cblas_sgemm / cblas_dgemm (when ember was built with OpenBLAS)
   OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
            // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
-  Auto,    // the default when oneDNN is built in: oneDNN, except the float32 shape class that ran
-           // faster on OpenBLAS inside a training step (gemm_engine_for says which)
+  Auto,    // the default when oneDNN is built in: oneDNN, except (where oneDNN runs no AVX-512
+           // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step
+           // (gemm_engine_for says which)
 };
 
 bool cpu_blas_available();
 bool cpu_onednn_available();
+// Whether oneDNN runs AVX-512 kernels on this CPU (false without oneDNN). Where it does, Auto sends
+// every float32 product to oneDNN; where it runs AVX2 like OpenBLAS, one shape class goes to OpenBLAS.
+bool cpu_onednn_runs_avx512();
 std::vector<GemmEngine> available_gemm_engines();  // Eigen, then OpenBLAS and oneDNN where built in
 GemmEngine cpu_gemm_engine();
 // Throws if Blas is asked for without OpenBLAS built in, or OneDnn / Auto without oneDNN.

@@ -205,19 +205,30 @@ bool takes(const Tensor& t) {
 enum class Pass { Forward, GradInput, GradWeight };
 
 // ConvEngine::Auto: whether oneDNN's primitive takes this pass. The rule is bench/conv_sweep's
-// table (bench/RESULTS.md, 2 threads, oneDNN 2.6 on AVX2): oneDNN wins every padded convolution
-// with 16 or more input channels, by 1.1-4.2x. im2col + oneDNN's sgemm wins
-//   - 1x1 convolutions (ResNet's shortcuts), every pass: 1.2-1.9x; the column matrix is the
-//     input itself or a cheap strided gather, and oneDNN pays a layout reorder on both sides;
-//   - one input channel (the MNIST nets' first layer), every pass: 1.2-3.2x;
-//   - the weight gradient of a convolution without padding or with at most 3 input channels
-//     (MNIST conv layers, ResNet's stem): 1.1-3.2x; oneDNN's AVX2 weight-gradient kernels for
-//     these reach 7-30 GFLOP/s.
+// table (bench/RESULTS.md, 2 threads, oneDNN 2.6), one per kind of kernel oneDNN runs here.
+// Either way, im2col + oneDNN's sgemm wins 1x1 convolutions (ResNet's shortcuts), every pass:
+// 1.05-2.7x; the column matrix is the input itself or a cheap strided gather, and oneDNN pays a
+// layout reorder on both sides. oneDNN wins every padded convolution with 16 or more input
+// channels, by 1.1-4.2x (AVX2) and 1.1-2.0x (AVX-512). Otherwise:
+//   - AVX2 kernels (Zen 3): im2col wins one input channel (the MNIST nets' first layer), every
+//     pass: 1.2-3.2x; and the weight gradient of a convolution without padding or with at most 3
+//     input channels (MNIST conv layers, ResNet's stem): 1.1-3.2x; oneDNN's AVX2 weight-gradient
+//     kernels for these reach 7-30 GFLOP/s.
+//   - AVX-512 kernels (Zen 5): oneDNN's weight-gradient kernels for those shapes reach 150-260
+//     GFLOP/s and win (ResNet's stem 5x, the MNIST first layers 1.1-1.9x, the cnn's unpadded
+//     32-channel conv2 1.2-1.3x), but for LeNet's conv2 (unpadded, 6 input channels: im2col 1.3x);
+//     im2col still wins the forward of one input channel by 1.2-1.3x on the cnn (LeNet's is a tie).
 bool onednn_wins(Pass pass, int64_t in_channels_per_group, Window2d w) {
   if (cpu_conv_engine() == ConvEngine::OneDnn) return true;
   if (w.kh == 1 && w.kw == 1) return false;
+  const bool unpadded = w.ph == 0 && w.pw == 0;
+  if (cpu_onednn_runs_avx512()) {
+    if (pass == Pass::Forward && in_channels_per_group == 1) return false;
+    if (pass == Pass::GradWeight && unpadded && in_channels_per_group < 16) return false;
+    return true;
+  }
   if (in_channels_per_group == 1) return false;
-  if (pass == Pass::GradWeight && ((w.ph == 0 && w.pw == 0) || in_channels_per_group <= 3)) return false;
+  if (pass == Pass::GradWeight && (unpadded || in_channels_per_group <= 3)) return false;
   return true;
 }
 

@@ -3,6 +3,7 @@
 // float64 gradchecks and error messages.
 #include <algorithm>
 #include <cstdlib>
+#include <omp.h>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
@@ -331,6 +332,9 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
             {rnd({1, 200, 300}, dt, kCPU, 7), rnd({1, 300, 100}, dt, kCPU, 8)},
             {rnd({1, 64, 70}, dt, kCPU, 12).transpose(1, 2), rnd({1, 64, 260}, dt, kCPU, 13)},  // Auto: OpenBLAS
             {rnd({2, 5, 0}, dt, kCPU, 9), rnd({2, 0, 3}, dt, kCPU, 10)},  // K = 0
+            // Small output, long sum: split along K across threads (thread 0 keeps beta = 1).
+            {rnd({1, 16, 8195}, dt, kCPU, 14), rnd({1, 8195, 20}, dt, kCPU, 15)},
+            {rnd({3, 8195, 16}, dt, kCPU, 16).transpose(1, 2), rnd({3, 20, 8195}, dt, kCPU, 17).transpose(1, 2)},
         };
         for (const Operands& c : cases) {
           SCOPED_TRACE(c.a.shape());
@@ -393,6 +397,34 @@ TEST(MatmulCpu, OneDnnReportsAvx512WhereEmberWasCompiledForIt) {
   EXPECT_NE(cpu_gemm_info().find(cpu_onednn_runs_avx512() ? "threading, AVX-512 kernels" : "threading, no AVX-512 kernels"),
             std::string::npos)
       << cpu_gemm_info();
+}
+
+TEST(MatmulCpu, LongSumsSplitAcrossThreadsMatchTheReference) {
+  // Products with a small output and K >= 8 max(M, N) are split along K, one slice per thread,
+  // and the slices added (cpu_matmul.cpp, splits_k): every layout, an odd K, 1-3 threads, and the
+  // cnn's 9216 -> 128 layer. Inside another parallel region the team has one thread, and that
+  // thread must still sum every slice.
+  const int saved = get_num_threads();
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE(threads);
+    set_num_threads(threads);
+    for (DType dt : {kFloat32, kFloat64}) {
+      SCOPED_TRACE(dtype_name(dt));
+      expect_matches_reference(rnd({24, 4099}, dt, kCPU, 1), rnd({4099, 40}, dt, kCPU, 2));
+      expect_matches_reference(rnd({4099, 24}, dt, kCPU, 3).t(), rnd({40, 4099}, dt, kCPU, 4).t());
+      expect_matches_reference(rnd({24, 4099}, dt, kCPU, 5), rnd({40, 4099}, dt, kCPU, 6).t());
+      expect_matches_reference(rnd({3, 24, 4099}, dt, kCPU, 7), rnd({3, 4099, 40}, dt, kCPU, 8));
+    }
+    expect_matches_reference(rnd({64, 9216}, kFloat32, kCPU, 9), rnd({128, 9216}, kFloat32, kCPU, 10).t());
+  }
+  set_num_threads(2);
+  const Tensor a = rnd({24, 4099}, kFloat32, kCPU, 11), b = rnd({4099, 40}, kFloat32, kCPU, 12);
+  const Tensor want = reference_matmul(a, b);
+  std::vector<Tensor> got(2);
+#pragma omp parallel num_threads(2)
+  got[omp_get_thread_num()] = matmul(a, b);
+  for (const Tensor& g : got) test::expect_close(g, want, 1e-3, 1e-3);
+  set_num_threads(saved);
 }
 
 TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {

@@ -25,8 +25,10 @@ void parallel_for(int64_t n, int64_t grain, F&& fn) {
   }
 #pragma omp parallel num_threads(threads)
   {
+    // The team can be smaller than asked (one thread inside another region): chunk by its size.
+    const int team = omp_get_num_threads();
     int t = omp_get_thread_num();
-    int64_t chunk = (n + threads - 1) / threads;
+    int64_t chunk = (n + team - 1) / team;
     int64_t b = std::min<int64_t>(n, t * chunk), e = std::min<int64_t>(n, b + chunk);
     if (b < e) fn(b, e);
   }

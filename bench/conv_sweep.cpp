@@ -1,8 +1,12 @@
 // ember_conv_sweep: the sweep behind ember's CPU convolution engine choice. For every convolution of
 // the benchmark networks (bench/model_shapes.h), it times ember's CPU kernel for the forward, the
 // input gradient and the weight gradient (with the bias gradient, as a layer with a bias needs) on
-// both convolution engines, oneDNN's primitives and im2col + the GEMM engine, and prints the median
-// milliseconds of --reps calls after a warm-up, the GFLOP/s and which engine is faster.
+// each convolution path: oneDNN's direct primitives, oneDNN's Winograd primitives (where oneDNN
+// has none, the direct ones run, and the column repeats them), im2col + the GEMM engine, and Auto
+// (the rule, pass by pass). Calls interleave the paths, one call each in turn, so a machine that
+// speeds up or slows down during the sweep moves every column alike. It prints the median
+// milliseconds of --reps calls after a warm-up, which path is fastest, its GFLOP/s (as direct
+// convolution FLOPs), and how far Auto is from it.
 //
 //   build/bench/ember_conv_sweep [--threads 2] [--reps 7] [--model cnn]
 //
@@ -30,17 +34,28 @@ namespace {
 
 const Args kArgs("ember_conv_sweep", "ember_conv_sweep [--threads N] [--reps N] [--model NAME]");
 
-template <typename F>
-double median_ms(int reps, F&& call) {
-  call();  // warm-up: plans, JIT, allocator blocks
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto a = std::chrono::steady_clock::now();
-    call();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+constexpr int kPaths = 4;
+const ConvEngine kEngines[kPaths] = {ConvEngine::OneDnn, ConvEngine::Winograd, ConvEngine::Im2col, ConvEngine::Auto};
+const char* const kPathNames[kPaths] = {"direct", "winograd", "im2col", "auto"};
+
+// Median ms per path of `reps` calls, the paths taking turns call by call after one warm-up call
+// each (plans, JIT, allocator blocks).
+std::vector<double> interleaved_median_ms(int reps, const std::function<void()>& call) {
+  std::vector<std::vector<double>> t(kPaths);
+  for (int r = -1; r < reps; ++r)
+    for (int e = 0; e < kPaths; ++e) {
+      set_cpu_conv_engine(kEngines[e]);
+      const auto a = std::chrono::steady_clock::now();
+      call();
+      if (r >= 0) t[e].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+  set_cpu_conv_engine(ConvEngine::Auto);
+  std::vector<double> med;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    med.push_back(v[v.size() / 2]);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return med;
 }
 
 }  // namespace
@@ -54,8 +69,8 @@ int main(int argc, char** argv) {
   }
   set_num_threads(threads);
   std::printf("ms per call, median of %d after a warm-up, %d thread(s); %s\n\n", reps, threads, cpu_gemm_info().c_str());
-  std::printf("| model | layer | pass | onednn ms | im2col ms | onednn GFLOP/s | im2col GFLOP/s | faster | slower/faster |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| model | layer | pass | direct ms | winograd ms | im2col ms | auto ms | fastest | fastest GFLOP/s | auto/fastest |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   bool any = false;
   ConvKernels& cpu = conv_kernels(kCPU);
   for (const Layer& l : benchmark_layers()) {
@@ -77,17 +92,10 @@ int main(int argc, char** argv) {
     if (!l.first) passes.push_back({"grad_in", [&] { cpu.conv2d_backward(gy, Tensor(), wt, gx, Tensor(), Tensor(), w, 1); }});
     passes.push_back({"grad_w", [&] { cpu.conv2d_backward(gy, x, wt, Tensor(), gw, gb, w, 1); }});
     for (const Pass& p : passes) {
-      double ms[2];
-      const ConvEngine engines[2] = {ConvEngine::OneDnn, ConvEngine::Im2col};
-      for (int e = 0; e < 2; ++e) {
-        set_cpu_conv_engine(engines[e]);
-        ms[e] = median_ms(reps, p.run);
-      }
-      set_cpu_conv_engine(ConvEngine::Auto);
-      const bool onednn_faster = ms[0] <= ms[1];
-      std::printf("| %s | %s | %s | %.3f | %.3f | %.1f | %.1f | %s | %.2f |\n", l.model, l.name, p.name, ms[0], ms[1],
-                  gemm_flops / ms[0] * 1e-6, gemm_flops / ms[1] * 1e-6, onednn_faster ? "onednn" : "im2col",
-                  onednn_faster ? ms[1] / ms[0] : ms[0] / ms[1]);
+      const std::vector<double> ms = interleaved_median_ms(reps, p.run);
+      const int best = static_cast<int>(std::min_element(ms.begin(), ms.begin() + 3) - ms.begin());
+      std::printf("| %s | %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %.1f | %.2f |\n", l.model, l.name, p.name, ms[0],
+                  ms[1], ms[2], ms[3], kPathNames[best], gemm_flops / ms[best] * 1e-6, ms[3] / ms[best]);
       std::fflush(stdout);
     }
   }

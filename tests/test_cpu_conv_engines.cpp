@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "core/cpu/cpu_matmul.h"
+#include "core/cpu/onednn_conv.h"
 #include "nn/functional.h"
 #include "tests/test_util.h"
 
@@ -132,9 +133,41 @@ TEST_P(CpuConvEngines, OnlyInputOrOnlyWeightGradient) {
   }
 }
 
+TEST(CpuConvWinograd, AutoTakesItWhereTheSweepMeasuredItFaster) {
+  // oneDNN has Winograd kernels for 3x3 stride-1 convolutions on AVX-512 CPUs only. Auto asks for
+  // them with 32 or more input channels (the cnn's conv2, ResNet's stage 2 and 3), not with 16
+  // (stage 1) or for strided or 1x1 layers; EMBER_CONV=onednn never, EMBER_CONV=winograd always.
+  if (!cpu_onednn_available()) GTEST_SKIP() << "ember was built without oneDNN";
+  const GemmEngine saved_gemm = cpu_gemm_engine();
+  const ConvEngine saved_conv = cpu_conv_engine();
+  set_cpu_gemm_engine(GemmEngine::Auto);
+  const Window2d unpadded{3, 3, 1, 1, 0, 0, 1, 1}, padded{3, 3, 1, 1, 1, 1, 1, 1}, strided{3, 3, 2, 2, 1, 1, 1, 1};
+  auto wino = [](const std::string& kernel) { return kernel.find("wino") != std::string::npos; };
+  const bool has_wino = cpu_onednn_runs_avx512();
+  set_cpu_conv_engine(ConvEngine::Auto);
+  const OneDnnConvKernels cnn_conv2 = onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1);
+  EXPECT_EQ(wino(cnn_conv2.forward), has_wino) << cnn_conv2.forward;
+  EXPECT_EQ(wino(cnn_conv2.grad_input), has_wino) << cnn_conv2.grad_input;
+  EXPECT_EQ(wino(cnn_conv2.grad_weight), has_wino) << cnn_conv2.grad_weight;
+  EXPECT_EQ(wino(onednn_conv2d_kernels({2, 64, 8, 8}, {64, 64, 3, 3}, padded, 1).forward), has_wino);
+  EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 16, 32, 32}, {16, 16, 3, 3}, padded, 1).forward));
+  EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 32, 16, 16}, {64, 32, 3, 3}, strided, 1).forward));
+  set_cpu_conv_engine(ConvEngine::OneDnn);
+  const OneDnnConvKernels direct = onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1);
+  EXPECT_FALSE(wino(direct.forward) || wino(direct.grad_input) || wino(direct.grad_weight)) << direct.forward;
+  EXPECT_FALSE(direct.forward.empty());
+  set_cpu_conv_engine(ConvEngine::Winograd);
+  EXPECT_EQ(wino(onednn_conv2d_kernels({2, 16, 32, 32}, {16, 16, 3, 3}, padded, 1).forward), has_wino);
+  set_cpu_conv_engine(ConvEngine::Im2col);
+  EXPECT_TRUE(onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1).forward.empty());
+  set_cpu_conv_engine(saved_conv);
+  set_cpu_gemm_engine(saved_gemm);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, CpuConvEngines,
                          ::testing::Values(Engines{GemmEngine::OneDnn, ConvEngine::Auto},
                                            Engines{GemmEngine::OneDnn, ConvEngine::OneDnn},
+                                           Engines{GemmEngine::OneDnn, ConvEngine::Winograd},
                                            Engines{GemmEngine::OneDnn, ConvEngine::Im2col},
                                            Engines{GemmEngine::Auto, ConvEngine::Auto},
                                            Engines{GemmEngine::Auto, ConvEngine::Im2col},

@@ -175,12 +175,12 @@ ConvEngine initial_conv_engine() {
   const char* env = std::getenv("EMBER_CONV");
   if (!env) return ConvEngine::Auto;
   const std::string e = env;
-  if (e == "onednn") {
-    EMBER_CHECK(cpu_onednn_available(), "EMBER_CONV=onednn: ember was built without oneDNN");
-    return ConvEngine::OneDnn;
+  if (e == "onednn" || e == "winograd") {
+    EMBER_CHECK(cpu_onednn_available(), "EMBER_CONV=", e, ": ember was built without oneDNN");
+    return e == "onednn" ? ConvEngine::OneDnn : ConvEngine::Winograd;
   }
   if (e == "im2col") return ConvEngine::Im2col;
-  EMBER_CHECK(e == "auto", "EMBER_CONV: expected 'auto', 'onednn' or 'im2col', got '", e, "'");
+  EMBER_CHECK(e == "auto", "EMBER_CONV: expected 'auto', 'onednn', 'winograd' or 'im2col', got '", e, "'");
   return ConvEngine::Auto;
 }
 
@@ -193,13 +193,14 @@ std::atomic<ConvEngine>& conv_engine_slot() {
 
 ConvEngine cpu_conv_engine() { return conv_engine_slot().load(std::memory_order_relaxed); }
 void set_cpu_conv_engine(ConvEngine engine) {
-  EMBER_CHECK(engine != ConvEngine::OneDnn || cpu_onednn_available(),
+  EMBER_CHECK((engine != ConvEngine::OneDnn && engine != ConvEngine::Winograd) || cpu_onednn_available(),
               "set_cpu_conv_engine: ember was built without oneDNN; im2col is always available");
   conv_engine_slot().store(engine, std::memory_order_relaxed);
 }
 const char* conv_engine_name(ConvEngine engine) {
   switch (engine) {
     case ConvEngine::OneDnn: return "oneDNN";
+    case ConvEngine::Winograd: return "winograd";
     case ConvEngine::Im2col: return "im2col";
     default: return "auto";
   }

@@ -38,10 +38,17 @@ GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_
 bool cpu_gemm_uses_onednn();
 // Which path float32 convolutions take on the CPU (used when the GEMM engine is oneDNN or Auto;
 // other engines always take im2col): oneDNN's convolution primitives (core/cpu/onednn_conv.cpp), or
-// im2col + this backend's GEMM (core/cpu/cpu_conv.cpp). Auto takes oneDNN's primitives except
-// where bench/conv_sweep measured the im2col path faster (onednn_conv.cpp says where and by how
-// much). EMBER_CONV=auto|onednn|im2col sets it from the environment.
-enum class ConvEngine { Auto, OneDnn, Im2col };
+// im2col + this backend's GEMM (core/cpu/cpu_conv.cpp). oneDNN has two algorithms: direct, and
+// Winograd F(4x4, 3x3) (AVX-512 CPUs, 3x3 stride-1 convolutions only; fewer multiplications, a
+// little more rounding). Auto takes, pass by pass, the path bench/conv_sweep measured fastest
+// (onednn_conv.cpp says where and by how much). EMBER_CONV=auto|onednn|winograd|im2col sets it
+// from the environment.
+enum class ConvEngine {
+  Auto,
+  OneDnn,    // oneDNN's direct convolution, every pass
+  Winograd,  // oneDNN's Winograd kernels wherever oneDNN has them, its direct ones elsewhere
+  Im2col,    // im2col + GEMM, every pass
+};
 ConvEngine cpu_conv_engine();
 void set_cpu_conv_engine(ConvEngine engine);
 const char* conv_engine_name(ConvEngine engine);

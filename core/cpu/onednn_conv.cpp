@@ -9,6 +9,12 @@
 // tenth of the convolution (bench/RESULTS.md). ember's tensors stay NCHW between ops, so each call
 // reorders its inputs into the layouts the primitive chose and its outputs back; weights are small.
 //
+// Algorithm: direct, or Winograd F(4x4, 3x3) where the rule below measured it faster. Winograd
+// computes a 3x3 convolution on 6x6 input tiles with 36 multiplications per 4x4 outputs instead of
+// 144, at the cost of transforms and a little rounding (the tests' float32-vs-float64 tolerance
+// holds); oneDNN has it for 3x3 stride-1 convolutions on AVX-512 only. PyTorch calls oneDNN's
+// direct algorithm.
+//
 // Plans: one per shape (input, weight, stride, padding, dilation, groups, bias or not), made on
 // first use and kept for the life of the process, like PyTorch's mkldnn primitive cache: choosing
 // a kernel and JIT-compiling it costs milliseconds, a call microseconds. Buffers (blocked copies,
@@ -62,9 +68,10 @@ struct ConvKeyHash {
   }
 };
 
-// The primitives for one convolution shape. The backward primitives are made on the first
-// backward (inference never pays for them).
+// The primitives for one convolution shape and algorithm. The backward primitives are made on the
+// first backward (inference never pays for them).
 struct ConvPlan {
+  bool winograd = false;  // the forward got oneDNN's Winograd kernels (the backward asks for them too)
   memory::desc src_plain, weights_plain, dst_plain, bias;
   memory::dims strides, dilates, padding;
   dnnl::convolution_forward::primitive_desc fwd_pd;
@@ -82,7 +89,28 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups) {
+dnnl::algorithm algorithm(bool winograd) {
+  return winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
+}
+
+// A primitive descriptor for `algo` if oneDNN has kernels for it here, else for the direct
+// algorithm (oneDNN reports a missing implementation as dnnl::error).
+template <typename Pd, typename MakeDesc, typename... Hint>
+Pd pd_preferring(bool winograd, bool* got_winograd, MakeDesc make_desc, const Hint&... hint) {
+  if (winograd) {
+    try {
+      Pd pd(make_desc(algorithm(true)), user_scratchpad(), cpu_engine(), hint...);
+      if (got_winograd) *got_winograd = true;
+      return pd;
+    } catch (const dnnl::error&) {
+    }
+  }
+  if (got_winograd) *got_winograd = false;
+  return Pd(make_desc(algorithm(false)), user_scratchpad(), cpu_engine(), hint...);
+}
+
+std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups,
+                                    bool winograd) {
   auto plan = std::make_unique<ConvPlan>();
   const int64_t N = in[0], C = in[1], H = in[2], W = in[3], M = wt[0];
   const int64_t OH = (H + 2 * w.ph - (w.dh * (w.kh - 1) + 1)) / w.sh + 1;
@@ -101,15 +129,14 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
   const memory::desc src_any(plan->src_plain.dims(), kF32, Tag::any);
   const memory::desc dst_any(plan->dst_plain.dims(), kF32, Tag::any);
   const memory::desc weights_any(plan->weights_plain.dims(), kF32, Tag::any);
-  const auto desc = has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                              dnnl::algorithm::convolution_direct, src_any,
-                                                              weights_any, plan->bias, dst_any, plan->strides,
-                                                              plan->dilates, plan->padding, plan->padding)
-                             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                              dnnl::algorithm::convolution_direct, src_any,
-                                                              weights_any, dst_any, plan->strides, plan->dilates,
-                                                              plan->padding, plan->padding);
-  plan->fwd_pd = dnnl::convolution_forward::primitive_desc(desc, user_scratchpad(), cpu_engine());
+  const ConvPlan& p = *plan;
+  auto desc = [&](dnnl::algorithm algo) {
+    return has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
+                                                      p.bias, dst_any, p.strides, p.dilates, p.padding, p.padding)
+                    : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
+                                                      dst_any, p.strides, p.dilates, p.padding, p.padding);
+  };
+  plan->fwd_pd = pd_preferring<dnnl::convolution_forward::primitive_desc>(winograd, &plan->winograd, desc);
   plan->fwd = dnnl::convolution_forward(plan->fwd_pd);
   return plan;
 }
@@ -118,28 +145,32 @@ void make_backward(ConvPlan& p) {
   const memory::desc src_any(p.src_plain.dims(), kF32, Tag::any);
   const memory::desc dst_any(p.dst_plain.dims(), kF32, Tag::any);
   const memory::desc weights_any(p.weights_plain.dims(), kF32, Tag::any);
-  const dnnl::convolution_backward_data::desc data_desc(dnnl::algorithm::convolution_direct, src_any, weights_any,
-                                                        dst_any, p.strides, p.dilates, p.padding, p.padding);
-  p.bwd_data_pd = dnnl::convolution_backward_data::primitive_desc(data_desc, user_scratchpad(), cpu_engine(), p.fwd_pd);
+  auto data_desc = [&](dnnl::algorithm algo) {
+    return dnnl::convolution_backward_data::desc(algo, src_any, weights_any, dst_any, p.strides, p.dilates, p.padding,
+                                                 p.padding);
+  };
+  p.bwd_data_pd =
+      pd_preferring<dnnl::convolution_backward_data::primitive_desc>(p.winograd, nullptr, data_desc, p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bwd_data_pd);
   // The weight-gradient primitive always computes the bias gradient too (a sum over the output
   // gradient it reads anyway); a call that does not want it gets a throwaway buffer.
-  const dnnl::convolution_backward_weights::desc weights_desc(dnnl::algorithm::convolution_direct, src_any,
-                                                              weights_any, p.bias, dst_any, p.strides, p.dilates,
-                                                              p.padding, p.padding);
+  auto weights_desc = [&](dnnl::algorithm algo) {
+    return dnnl::convolution_backward_weights::desc(algo, src_any, weights_any, p.bias, dst_any, p.strides, p.dilates,
+                                                    p.padding, p.padding);
+  };
   p.bwd_weights_pd =
-      dnnl::convolution_backward_weights::primitive_desc(weights_desc, user_scratchpad(), cpu_engine(), p.fwd_pd);
+      pd_preferring<dnnl::convolution_backward_weights::primitive_desc>(p.winograd, nullptr, weights_desc, p.fwd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bwd_weights_pd);
 }
 
-ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups) {
+ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd) {
   static std::mutex mu;
   static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
   const ConvKey key{{in[0], in[1], in[2], in[3], wt[0], wt[1], w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw, groups,
-                     has_bias ? 1 : 0, 0}};
+                     has_bias ? 1 : 0, winograd ? 1 : 0}};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<ConvPlan>& slot = plans[key];
-  if (!slot) slot = make_plan(in, wt, has_bias, w, groups);
+  if (!slot) slot = make_plan(in, wt, has_bias, w, groups, winograd);
   return *slot;
 }
 
@@ -216,20 +247,37 @@ enum class Pass { Forward, GradInput, GradWeight };
 //     kernels for these reach 7-30 GFLOP/s.
 //   - AVX-512 kernels (Zen 5): oneDNN's weight-gradient kernels for those shapes reach 150-260
 //     GFLOP/s and win (ResNet's stem 5x, the MNIST first layers 1.1-1.9x, the cnn's unpadded
-//     32-channel conv2 1.2-1.3x), but for LeNet's conv2 (unpadded, 6 input channels: im2col 1.3x);
+//     32-channel conv2 1.2-1.3x), but for LeNet's conv2 (unpadded, 10 input channels: im2col 1.3x);
 //     im2col still wins the forward of one input channel by 1.2-1.3x on the cnn (LeNet's is a tie).
 bool onednn_wins(Pass pass, int64_t in_channels_per_group, Window2d w) {
-  if (cpu_conv_engine() == ConvEngine::OneDnn) return true;
+  const ConvEngine engine = cpu_conv_engine();
+  if (engine == ConvEngine::OneDnn || engine == ConvEngine::Winograd) return true;
   if (w.kh == 1 && w.kw == 1) return false;
   const bool unpadded = w.ph == 0 && w.pw == 0;
   if (cpu_onednn_runs_avx512()) {
     if (pass == Pass::Forward && in_channels_per_group == 1) return false;
-    if (pass == Pass::GradWeight && unpadded && in_channels_per_group < 16) return false;
+    if (pass == Pass::GradWeight && unpadded && in_channels_per_group > 1 && in_channels_per_group < 16) return false;
     return true;
   }
   if (in_channels_per_group == 1) return false;
   if (pass == Pass::GradWeight && (unpadded || in_channels_per_group <= 3)) return false;
   return true;
+}
+
+// Whether to ask oneDNN for its Winograd kernels (every pass of the convolution; where it has
+// none, the plan falls back to direct). ConvEngine::Winograd asks for every convolution. Auto asks
+// where bench/conv_sweep measured them faster on the Zen 5 (2 threads; ms, direct -> Winograd):
+// 3x3 stride-1 convolutions with 32 or more input channels, i.e. the cnn's conv2 (forward 3.5 ->
+// 1.7, input gradient 3.4 -> 2.4, weight gradient 3.8 -> 2.1) and ResNet-20's stage-2 and stage-3
+// 3x3 layers (forward and input gradient 20-45% faster; the weight gradient 29% faster in stage 3
+// and 6% slower in stage 2, kept with the rest of the layer). With 16 or fewer input channels
+// (ResNet's stage 1: 1.2-1.8x slower) or 3 (its stem: 4-6x slower), Winograd loses.
+bool wants_winograd(int64_t in_channels_per_group, int64_t groups, Window2d w) {
+  const ConvEngine engine = cpu_conv_engine();
+  if (engine == ConvEngine::Winograd) return true;
+  if (engine != ConvEngine::Auto || !cpu_onednn_runs_avx512()) return false;
+  return groups == 1 && in_channels_per_group >= 32 && w.kh == 3 && w.kw == 3 && w.sh == 1 && w.sw == 1 &&
+         w.dh == 1 && w.dw == 1;
 }
 
 // oneDNN reports a shape it cannot run (or an internal failure) as dnnl::error; it becomes an
@@ -251,7 +299,8 @@ bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, c
   if (!takes(in) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
   if (!onednn_wins(Pass::Forward, in.size(1) / groups, w)) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
-    ConvPlan& p = plan_for(in.shape(), weight.shape(), bias.defined(), w, groups);
+    ConvPlan& p =
+        plan_for(in.shape(), weight.shape(), bias.defined(), w, groups, wants_winograd(in.size(1) / groups, groups, w));
     Call call(p.fwd_pd);
     call.input(DNNL_ARG_SRC, in, p.src_plain, p.fwd_pd.src_desc());
     call.input(DNNL_ARG_WEIGHTS, weight, p.weights_plain, p.fwd_pd.weights_desc());
@@ -276,7 +325,7 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
   guarded("conv2d_backward", in_shape, weight.shape(), [&] {
     // The forward plan (and so the kernels the backward is paired with) exists for every shape
     // whose forward ran; a bias changes only the forward, so look the plan up without one.
-    ConvPlan& p = plan_for(in_shape, weight.shape(), /*has_bias=*/false, w, groups);
+    ConvPlan& p = plan_for(in_shape, weight.shape(), /*has_bias=*/false, w, groups, wants_winograd(cg, groups, w));
     std::call_once(p.backward_made, [&] { make_backward(p); });
     // Both gradients read grad_out; when both primitives want it in the same layout (they
     // usually do), it is reordered once, by the data call, and the weights call reuses it.
@@ -305,6 +354,21 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
   return {need_in, need_w};
 }
 
+OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Window2d w, int64_t groups) {
+  OneDnnConvKernels k;
+  if (!cpu_gemm_uses_onednn() || cpu_conv_engine() == ConvEngine::Im2col) return k;
+  const int64_t cg = in[1] / groups;
+  const bool wino = wants_winograd(cg, groups, w);
+  guarded("conv2d", in, weight, [&] {
+    ConvPlan& p = plan_for(in, weight, /*has_bias=*/false, w, groups, wino);
+    std::call_once(p.backward_made, [&] { make_backward(p); });
+    if (onednn_wins(Pass::Forward, cg, w)) k.forward = p.fwd_pd.impl_info_str();
+    if (onednn_wins(Pass::GradInput, cg, w)) k.grad_input = p.bwd_data_pd.impl_info_str();
+    if (onednn_wins(Pass::GradWeight, cg, w)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
+  });
+  return k;
+}
+
 }  // namespace ember
 
 #else  // built without oneDNN: the im2col path takes every convolution
@@ -319,6 +383,7 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor&, const Tensor&, const Te
                                           const Tensor&, Window2d, int64_t) {
   return {};
 }
+OneDnnConvKernels onednn_conv2d_kernels(const Shape&, const Shape&, Window2d, int64_t) { return {}; }
 }  // namespace ember
 
 #endif

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/backend.h"
 #include "core/kernels/window.h"
@@ -25,5 +26,13 @@ struct OneDnnBackwardDone {
 OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                           const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
                                           Window2d w, int64_t groups);
+
+// Which oneDNN kernels this float32 convolution runs under the current engines, by oneDNN's names
+// for them ("jit:avx512_core", "jit_wino_4x3:avx512_core", ...), "" for a pass the im2col path
+// takes: for tests and tools (it makes the plan, as a first call would).
+struct OneDnnConvKernels {
+  std::string forward, grad_input, grad_weight;
+};
+OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Window2d w, int64_t groups);
 
 }  // namespace ember

@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -97,15 +98,21 @@ inline void sgemm(Engine e, const GemmArgs& g) {
 // and then the next engine's lets a slow second on a shared machine land on one engine only; two
 // sweeps timed that way disagreed on which engine wins the same shape (bench/RESULTS.md), so the
 // shape rule in core/cpu/cpu_matmul.cpp rests on interleaved sweeps.
-inline std::vector<double> interleaved_median_seconds(const GemmArgs& g, int reps) {
-  constexpr size_t n = std::size(kEngines);
-  for (Engine e : kEngines) sgemm(e, g);
+inline std::vector<double> interleaved_median_seconds(const GemmArgs& g, int reps,
+                                                      const std::function<void()>& extra = {}) {
+  // `extra`, when given, takes its turn after the engines and its median comes last.
+  const size_t n = std::size(kEngines) + (extra ? 1 : 0);
+  auto call = [&](size_t e) {
+    if (e < std::size(kEngines)) sgemm(kEngines[e], g);
+    else extra();
+  };
+  for (size_t e = 0; e < n; ++e) call(e);
   std::vector<std::vector<double>> t(n, std::vector<double>(static_cast<size_t>(reps)));
   for (size_t r = 0; r < static_cast<size_t>(reps); ++r)
     for (size_t i = 0; i < n; ++i) {
       const size_t e = (r + i) % n;
       const auto start = std::chrono::steady_clock::now();
-      sgemm(kEngines[e], g);
+      call(e);
       t[e][r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
   std::vector<double> medians;

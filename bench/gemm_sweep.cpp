@@ -9,12 +9,14 @@
 //
 // At the end it prints each network's FLOPs per training step summed over these GEMMs, which
 // bench/roofline.py's per-layer formulas must reproduce (run `python3 bench/roofline.py` beside it).
-// A `slowest/fastest` column shows how far the worst engine is from the best on each shape, and for
-// the linear layers (products ember's matmul kernel runs as such; convolutions take the paths of
-// bench/conv_sweep) `auto` names the engine GemmEngine::Auto gives that product and `auto/fastest`
-// how far it is from the fastest here; the last line counts the products where that exceeds 1.1.
-// The sweep times warm caches (one shape called over and over): Auto's rule rests on the
-// in-step comparison of bench/step_profile --engines, and this table shows what it costs per shape.
+// A `slowest/fastest` column shows how far the worst engine is from the best on each shape. For the
+// linear layers (products ember's matmul kernel runs as such; convolutions take the paths of
+// bench/conv_sweep), `auto` names the engine GemmEngine::Auto gives that product, `ember` is the
+// GFLOP/s of ember's own CPU matmul kernel on it (interleaved with the engines: Auto's engine, with
+// ember's threading, such as splitting a long sum across threads) and `ember/fastest` how far that
+// is from the fastest engine; the last line counts the products where it exceeds 1.1. The sweep
+// times warm caches (one shape called over and over); Auto's OpenBLAS rule for AVX2 CPUs rests
+// on the in-step comparison of bench/step_profile --engines.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -25,7 +27,9 @@
 #include "bench/bench_args.h"
 #include "bench/gemm_engines.h"
 #include "bench/model_shapes.h"
+#include "core/backend.h"
 #include "core/cpu/cpu_matmul.h"
+#include "core/ember.h"
 
 using namespace ember::bench;
 
@@ -99,22 +103,35 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ember_gemm_sweep: cannot open --csv %s for writing\n", o.csv.c_str());
       return 1;
     }
-    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest,auto,auto_vs_fastest\n";
+    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest,auto,ember_gflops,"
+           "ember_vs_fastest\n";
   }
 
   std::printf("GFLOP/s, median of %d calls; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
   std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest | auto "
-              "| auto/fastest |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  // Only asked which engine it picks; an ember built without oneDNN has no Auto (the column is "-").
+              "| ember | ember/fastest |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  // An ember built without oneDNN has no Auto (the columns are "-").
   const bool have_auto = ember::cpu_onednn_available();
   if (have_auto) ember::set_cpu_gemm_engine(ember::GemmEngine::Auto);
-  int auto_misses = 0, auto_products = 0;
+  int ember_misses = 0, linear_products = 0;
   for (int t : o.threads) {
     set_threads(t);
+    ember::set_num_threads(t);
     for (const Gemm& g : gemms) {
       const GemmArgs args = buffers.args(g.m, g.n, g.k, g.trans_a, g.trans_b);
-      const std::vector<double> seconds = interleaved_median_seconds(args, o.reps);
+      const bool linear = have_auto && g.layer->kind == LayerKind::Linear;
+      // ember's matmul kernel on the same product: [1, M, K] x [1, K, N], transposed views where
+      // the GEMM reads an operand transposed (as nn::linear hands it weight.t()).
+      std::function<void()> ember_matmul;
+      ember::Tensor ta, tb, tc;
+      if (linear) {
+        ta = g.trans_a ? ember::randn({1, g.k, g.m}).transpose(1, 2) : ember::randn({1, g.m, g.k});
+        tb = g.trans_b ? ember::randn({1, g.n, g.k}).transpose(1, 2) : ember::randn({1, g.k, g.n});
+        tc = ember::empty({1, g.m, g.n});
+        ember_matmul = [&] { ember::backend(ember::kCPU).matmul(ta, tb, tc); };
+      }
+      const std::vector<double> seconds = interleaved_median_seconds(args, o.reps, ember_matmul);
       double rate[3];
       int best = 0, worst = 0;
       for (int e = 0; e < 3; ++e) {
@@ -122,31 +139,34 @@ int main(int argc, char** argv) {
         if (rate[e] > rate[best]) best = e;
         if (rate[e] < rate[worst]) worst = e;
       }
-      std::string auto_name = "-", auto_ratio = "-";
-      if (have_auto && g.layer->kind == LayerKind::Linear) {
-        const int pick = auto_engine_index(g);
-        auto_name = engine_name(kEngines[pick]);
+      std::string auto_name = "-", ember_rate = "-", ember_ratio = "-";
+      if (linear) {
+        auto_name = engine_name(kEngines[auto_engine_index(g)]);
+        const double ember = g.flops() / seconds[3] / 1e9;
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.2f", rate[best] / rate[pick]);
-        auto_ratio = buf;
-        ++auto_products;
-        if (rate[best] / rate[pick] > 1.1) ++auto_misses;
+        std::snprintf(buf, sizeof buf, "%.1f", ember);
+        ember_rate = buf;
+        std::snprintf(buf, sizeof buf, "%.2f", rate[best] / ember);
+        ember_ratio = buf;
+        ++linear_products;
+        if (rate[best] / ember > 1.1) ++ember_misses;
       }
-      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f | %s | %s |\n",
+      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s |\n",
                   g.layer->model, g.layer->name, role_name(g.role), static_cast<long long>(g.m),
                   static_cast<long long>(g.n), static_cast<long long>(g.k), transposes(g).c_str(), t, rate[0], rate[1],
-                  rate[2], engine_name(kEngines[best]), rate[best] / rate[worst], auto_name.c_str(), auto_ratio.c_str());
+                  rate[2], engine_name(kEngines[best]), rate[best] / rate[worst], auto_name.c_str(), ember_rate.c_str(),
+                  ember_ratio.c_str());
       std::fflush(stdout);
       if (csv)
         csv << g.layer->model << ',' << g.layer->name << ',' << role_name(g.role) << ',' << g.m << ',' << g.n << ','
             << g.k << ',' << transposes(g) << ',' << t << ',' << rate[0] << ',' << rate[1] << ',' << rate[2] << ','
-            << engine_name(kEngines[best]) << ',' << auto_name << ',' << auto_ratio << '\n';
+            << engine_name(kEngines[best]) << ',' << auto_name << ',' << ember_rate << ',' << ember_ratio << '\n';
     }
   }
 
-  std::printf("\nauto_misses=%d of %d linear-layer products (thread counts included) more than 1.1x slower than the "
-              "fastest engine here\n",
-              auto_misses, auto_products);
+  std::printf("\nember_misses=%d of %d linear-layer products (thread counts included) where ember's matmul is more than "
+              "1.1x slower than the fastest engine here\n",
+              ember_misses, linear_products);
   std::printf("\nGEMM FLOPs per training step (forward + backward; compare bench/roofline.py):\n");
   std::set<std::string> printed;
   for (const Layer& l : layers)

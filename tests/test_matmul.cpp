@@ -356,7 +356,7 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
 // GemmEngine::Auto is oneDNN except for float32 products with B read as stored and M >= 64,
 // N >= 256, K >= 64 (the linear layers' gradients), which go to OpenBLAS when it is built in; a
 // forced engine applies to every product (float64 never runs on oneDNN, which has no dgemm).
-TEST(MatmulCpu, AutoSendsOnlyTheMeasuredShapeClassToOpenBlas) {
+TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
   const GemmEngine saved = cpu_gemm_engine();
   set_cpu_gemm_engine(GemmEngine::Auto);
@@ -372,6 +372,11 @@ TEST(MatmulCpu, AutoSendsOnlyTheMeasuredShapeClassToOpenBlas) {
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 255, 64, false), GemmEngine::OneDnn);
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 63, false), GemmEngine::OneDnn);
   EXPECT_EQ(gemm_engine_for(kFloat32, 10, 512, 128, false), GemmEngine::OneDnn);  // mlp fc3 grad_w
+  // Tiny forward products (B transposed, at most 32768 multiply-adds) run on Eigen.
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, /*b_transposed=*/true), GemmEngine::Eigen);  // LeNet fc2 forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, true), GemmEngine::Eigen);  // ResNet-20 fc forward, batch 32
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 128, true), GemmEngine::OneDnn);  // cnn fc2 forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, false), GemmEngine::OneDnn);  // B as stored
   EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::OneDnn);
   EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::Auto);
   set_cpu_gemm_engine(GemmEngine::OneDnn);

@@ -17,7 +17,7 @@
 // peak, and one shape class runs faster on OpenBLAS inside a training step: large products whose
 // B is read as stored (the linear layers' input and weight gradients). GemmEngine::Auto, the
 // default, sends that class to OpenBLAS on such a CPU only (blas_runs_faster below says how both
-// were measured). float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless
+// were measured), and tiny forward products to Eigen (eigen_runs_faster). float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless
 // it runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
@@ -126,14 +126,26 @@ bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
   return kHaveBlas && !cpu_onednn_runs_avx512() && !b_transposed && M >= 64 && N >= 256 && K >= 64;
 }
 
+// Auto's other exception: a tiny forward product (B transposed, x · W^T) of at most 32768
+// multiply-adds, such as LeNet's last layer ([64, 50] x [50, 10]) or ResNet-20's at batch 32
+// ([32, 64] x [64, 10]). dnnl_sgemm's fixed cost per call dominates there: bench/gemm_sweep on the
+// Zen 5 (2 threads, three runs) had Eigen 1.5x and 1.2x faster on those two, while from the next
+// size up (the cnn's [64, 128] x [128, 10], ResNet-20's at batch 128) oneDNN ties or wins.
+bool eigen_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
+  return b_transposed && M * N * K <= 32768;
+}
+
 }  // namespace
 
 // The engine one product runs on: the chosen one (Auto resolved by shape), except that oneDNN has
 // no float64 GEMM and OpenBLAS takes 32-bit sizes (Eigen does the rare larger products).
 GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed) {
   GemmEngine e = cpu_gemm_engine();
-  if (e == GemmEngine::Auto)
-    e = dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed) ? GemmEngine::Blas : GemmEngine::OneDnn;
+  if (e == GemmEngine::Auto) {
+    e = GemmEngine::OneDnn;
+    if (dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Blas;
+    if (dtype == kFloat32 && eigen_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Eigen;
+  }
   if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
   if (e == GemmEngine::Blas && std::max({M, N, K}) > INT_MAX) e = GemmEngine::Eigen;
   return e;

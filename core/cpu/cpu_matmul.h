@@ -17,8 +17,8 @@ enum class GemmEngine {
   OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
            // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
   Auto,    // the default when oneDNN is built in: oneDNN, except (where oneDNN runs no AVX-512
-           // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step
-           // (gemm_engine_for says which)
+           // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step,
+           // and tiny forward products, which run on Eigen (gemm_engine_for says which)
 };
 
 bool cpu_blas_available();

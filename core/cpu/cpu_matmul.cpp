@@ -17,8 +17,9 @@
 // peak, and one shape class runs faster on OpenBLAS inside a training step: large products whose
 // B is read as stored (the linear layers' input and weight gradients). GemmEngine::Auto, the
 // default, sends that class to OpenBLAS on such a CPU only (blas_runs_faster below says how both
-// were measured), and tiny forward products to Eigen (eigen_runs_faster). float64 (gradient checks, not training) keeps the older rule: OpenBLAS, unless
-// it runs narrower vector kernels than the ones Eigen was compiled with (then Eigen).
+// were measured), and tiny forward products to Eigen (eigen_runs_faster). float64 (gradient
+// checks, not training) keeps the older rule: OpenBLAS, unless it runs narrower vector kernels than
+// the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -400,12 +401,13 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     const int threads = get_num_threads();
     const int64_t mnk = M * N * K;
     const bool over_batch = batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
+    const bool split_k = !over_batch && splits_k(M, N, K, threads);
 #if EMBER_HAVE_OPENBLAS
     // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside
     // our parallel regions). A pthread build (someone else's libopenblas.so.0 found first) keeps
-    // its own pool: size it to match, or to one thread when ember splits the batch itself.
+    // its own pool: size it to match, or to one thread when ember splits the batch or K itself.
     if (engine == GemmEngine::Blas && openblas_get_parallel() == 1) {
-      const int want = over_batch ? 1 : threads;
+      const int want = over_batch || split_k ? 1 : threads;
       if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     }
 #endif
@@ -434,7 +436,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
       parallel_for(batch, std::max<int64_t>(1, kGemmGrain / mnk), [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) one(i);
       });
-    } else if (splits_k(M, N, K, threads)) {
+    } else if (split_k) {
       // Thread 0 sums its slice of K straight into C (with the caller's beta), thread t > 0 into
       // its own block of `partial`; the blocks are then added into C. The split depends only on the
       // thread count, so a run repeats its rounding exactly.

@@ -268,9 +268,10 @@ bool onednn_wins(Pass pass, int64_t in_channels_per_group, Window2d w) {
 // none, the plan falls back to direct). ConvEngine::Winograd asks for every convolution. Auto asks
 // where bench/conv_sweep measured them faster on the Zen 5 (2 threads; ms, direct -> Winograd):
 // 3x3 stride-1 convolutions with 32 or more input channels, i.e. the cnn's conv2 (forward 3.5 ->
-// 1.7, input gradient 3.4 -> 2.4, weight gradient 3.8 -> 2.1) and ResNet-20's stage-2 and stage-3
-// 3x3 layers (forward and input gradient 20-45% faster; the weight gradient 29% faster in stage 3
-// and 6% slower in stage 2, kept with the rest of the layer). With 16 or fewer input channels
+// 1.7, input gradient 3.4 -> 2.4, weight gradient 4.0 -> 2.1) and ResNet-20's stage-2 and stage-3
+// 3x3 layers (forward and input gradient 20-45% faster; the weight gradient 29% faster in stage 3,
+// and in stage 2 11% faster at batch 32 but 6-12% slower at batch 128, kept with the rest of the
+// layer). With 16 or fewer input channels
 // (ResNet's stage 1: 1.2-1.8x slower) or 3 (its stem: 4-6x slower), Winograd loses.
 bool wants_winograd(int64_t in_channels_per_group, int64_t groups, Window2d w) {
   const ConvEngine engine = cpu_conv_engine();

@@ -353,9 +353,11 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
   set_cpu_gemm_engine(saved);
 }
 
-// GemmEngine::Auto is oneDNN except for float32 products with B read as stored and M >= 64,
-// N >= 256, K >= 64 (the linear layers' gradients), which go to OpenBLAS when it is built in; a
-// forced engine applies to every product (float64 never runs on oneDNN, which has no dgemm).
+// GemmEngine::Auto is oneDNN except for two float32 classes: products with B read as stored and
+// M >= 64, N >= 256, K >= 64 (the linear layers' gradients) go to OpenBLAS when it is built in and
+// oneDNN runs AVX2 kernels (not AVX-512 ones), and forward products of at most 32768 multiply-adds
+// go to Eigen. A forced engine applies to every product (float64 never runs on oneDNN, which has no
+// dgemm).
 TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
   const GemmEngine saved = cpu_gemm_engine();

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bench/bench_args.h"
+#include "bench/interleaved.h"
 #include "bench/model_shapes.h"
 #include "core/backend.h"
 #include "core/kernels/conv_kernels.h"
@@ -38,24 +39,15 @@ constexpr int kPaths = 4;
 const ConvEngine kEngines[kPaths] = {ConvEngine::OneDnn, ConvEngine::Winograd, ConvEngine::Im2col, ConvEngine::Auto};
 const char* const kPathNames[kPaths] = {"direct", "winograd", "im2col", "auto"};
 
-// Median ms per path of `reps` calls, the paths taking turns call by call after one warm-up call
-// each (plans, JIT, allocator blocks).
-std::vector<double> interleaved_median_ms(int reps, const std::function<void()>& call) {
-  std::vector<std::vector<double>> t(kPaths);
-  for (int r = -1; r < reps; ++r)
-    for (int e = 0; e < kPaths; ++e) {
-      set_cpu_conv_engine(kEngines[e]);
-      const auto a = std::chrono::steady_clock::now();
-      call();
-      if (r >= 0) t[e].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-    }
+// Median ms per path of `reps` calls, the paths taking turns call by call (bench/interleaved.h).
+std::vector<double> path_median_ms(int reps, const std::function<void()>& call) {
+  std::vector<double> ms = interleaved_median_seconds(kPaths, reps, [&](size_t e) {
+    set_cpu_conv_engine(kEngines[e]);
+    call();
+  });
   set_cpu_conv_engine(ConvEngine::Auto);
-  std::vector<double> med;
-  for (auto& v : t) {
-    std::sort(v.begin(), v.end());
-    med.push_back(v[v.size() / 2]);
-  }
-  return med;
+  for (double& m : ms) m *= 1e3;
+  return ms;
 }
 
 }  // namespace
@@ -92,7 +84,7 @@ int main(int argc, char** argv) {
     if (!l.first) passes.push_back({"grad_in", [&] { cpu.conv2d_backward(gy, Tensor(), wt, gx, Tensor(), Tensor(), w, 1); }});
     passes.push_back({"grad_w", [&] { cpu.conv2d_backward(gy, x, wt, Tensor(), gw, gb, w, 1); }});
     for (const Pass& p : passes) {
-      const std::vector<double> ms = interleaved_median_ms(reps, p.run);
+      const std::vector<double> ms = path_median_ms(reps, p.run);
       const int best = static_cast<int>(std::min_element(ms.begin(), ms.begin() + 3) - ms.begin());
       std::printf("| %s | %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %.1f | %.2f |\n", l.model, l.name, p.name, ms[0],
                   ms[1], ms[2], ms[3], kPathNames[best], gemm_flops / ms[best] * 1e-6, ms[3] / ms[best]);

@@ -1,5 +1,5 @@
 // The three CPU GEMM engines available on this machine, called directly (no ember in between), as
-// bench/peak.cpp and bench/gemm_sweep.cpp call them, and the sweep's interleaved timing helper.
+// bench/peak.cpp and bench/gemm_sweep.cpp call them, and the sweep's timing of them.
 //   openblas  cblas_sgemm from the OpenMP build of OpenBLAS (the file ember links)
 //   eigen     a plain Eigen::Map product, threaded by Eigen's OpenMP loop (needs -fopenmp)
 //   dnnl      oneDNN's dnnl_sgemm (<oneapi/dnnl/dnnl.h>, Debian's libdnnl 2.6, also on libgomp)
@@ -24,6 +24,8 @@
 #include <cstdlib>
 #include <iterator>
 #include <vector>
+
+#include "bench/interleaved.h"
 
 namespace ember::bench {
 
@@ -92,35 +94,14 @@ inline void sgemm(Engine e, const GemmArgs& g) {
   }
 }
 
-// The median seconds of every engine in kEngines on one GEMM, after one untimed warm-up call each
-// (which lets each engine set up its buffers and JIT kernels), interleaved: each round calls every
-// engine once, starting from a different engine each round. Timing one engine's calls back to back
-// and then the next engine's lets a slow second on a shared machine land on one engine only; two
-// sweeps timed that way disagreed on which engine wins the same shape (bench/RESULTS.md), so the
-// shape rule in core/cpu/cpu_matmul.cpp rests on interleaved sweeps.
-inline std::vector<double> interleaved_median_seconds(const GemmArgs& g, int reps,
-                                                      const std::function<void()>& extra = {}) {
-  // `extra`, when given, takes its turn after the engines and its median comes last.
+// The median seconds of every engine in kEngines on one GEMM, interleaved (bench/interleaved.h).
+// `extra`, when given, takes its turn after the engines and its median comes last.
+inline std::vector<double> engine_median_seconds(const GemmArgs& g, int reps, const std::function<void()>& extra = {}) {
   const size_t n = std::size(kEngines) + (extra ? 1 : 0);
-  auto call = [&](size_t e) {
+  return interleaved_median_seconds(n, reps, [&](size_t e) {
     if (e < std::size(kEngines)) sgemm(kEngines[e], g);
     else extra();
-  };
-  for (size_t e = 0; e < n; ++e) call(e);
-  std::vector<std::vector<double>> t(n, std::vector<double>(static_cast<size_t>(reps)));
-  for (size_t r = 0; r < static_cast<size_t>(reps); ++r)
-    for (size_t i = 0; i < n; ++i) {
-      const size_t e = (r + i) % n;
-      const auto start = std::chrono::steady_clock::now();
-      call(e);
-      t[e][r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    }
-  std::vector<double> medians;
-  for (std::vector<double>& s : t) {
-    std::sort(s.begin(), s.end());
-    medians.push_back(s[s.size() / 2]);
-  }
-  return medians;
+  });
 }
 
 // Operands for the largest GEMM of a run, allocated and filled once, reused for every shape.

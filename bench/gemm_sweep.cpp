@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
         tc = ember::empty({1, g.m, g.n});
         ember_matmul = [&] { ember::backend(ember::kCPU).matmul(ta, tb, tc); };
       }
-      const std::vector<double> seconds = interleaved_median_seconds(args, o.reps, ember_matmul);
+      const std::vector<double> seconds = engine_median_seconds(args, o.reps, ember_matmul);
       double rate[3];
       int best = 0, worst = 0;
       for (int e = 0; e < 3; ++e) {
@@ -142,14 +142,14 @@ int main(int argc, char** argv) {
       std::string auto_name = "-", ember_rate = "-", ember_ratio = "-";
       if (linear) {
         auto_name = engine_name(kEngines[auto_engine_index(g)]);
-        const double ember = g.flops() / seconds[3] / 1e9;
+        const double ember_gflops = g.flops() / seconds[3] / 1e9;
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.1f", ember);
+        std::snprintf(buf, sizeof buf, "%.1f", ember_gflops);
         ember_rate = buf;
-        std::snprintf(buf, sizeof buf, "%.2f", rate[best] / ember);
+        std::snprintf(buf, sizeof buf, "%.2f", rate[best] / ember_gflops);
         ember_ratio = buf;
         ++linear_products;
-        if (rate[best] / ember > 1.1) ++ember_misses;
+        if (rate[best] / ember_gflops > 1.1) ++ember_misses;
       }
       std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s |\n",
                   g.layer->model, g.layer->name, role_name(g.role), static_cast<long long>(g.m),

@@ -229,8 +229,8 @@ class Call {
   std::vector<std::pair<memory, memory>> copy_back_;
 };
 
-bool takes(const Tensor& t) {
-  return t.dtype() == kFloat32 && cpu_gemm_uses_onednn() && cpu_conv_engine() != ConvEngine::Im2col;
+bool takes(DType dtype) {
+  return dtype == kFloat32 && cpu_gemm_uses_onednn() && cpu_conv_engine() != ConvEngine::Im2col;
 }
 
 enum class Pass { Forward, GradInput, GradWeight };
@@ -297,7 +297,7 @@ void guarded(const char* op, const Shape& in, const Shape& wt, F&& body) {
 
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups) {
-  if (!takes(in) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
+  if (!takes(in.dtype()) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
   if (!onednn_wins(Pass::Forward, in.size(1) / groups, w)) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
     ConvPlan& p =
@@ -315,7 +315,7 @@ bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, c
 OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
                                           const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
                                           Window2d w, int64_t groups) {
-  if (!takes(grad_out) || weight.numel() == 0) return {};
+  if (!takes(grad_out.dtype()) || weight.numel() == 0) return {};
   const int64_t cg = weight.size(1);  // input channels per group
   const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, w);
   // only the bias gradient, without the input: the im2col path
@@ -357,7 +357,7 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
 
 OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Window2d w, int64_t groups) {
   OneDnnConvKernels k;
-  if (!cpu_gemm_uses_onednn() || cpu_conv_engine() == ConvEngine::Im2col) return k;
+  if (!takes(kFloat32)) return k;
   const int64_t cg = in[1] / groups;
   const bool wino = wants_winograd(cg, groups, w);
   guarded("conv2d", in, weight, [&] {

@@ -1,6 +1,6 @@
 // Timing several ways of doing the same work, interleaved: after one untimed warm-up call each
-// (plans, JIT kernels, allocator blocks), each round calls every way once, starting from a
-// different one each round, and each way gets the median of its calls. Timing one way's calls back
+// (plans, JIT kernels, allocator blocks), each round takes one sample of every way, starting from a
+// different one each round, and each way gets the median of its samples. Timing one way's calls back
 // to back and then the next's lets a slow second on a shared machine land on one way only; two
 // sweeps timed that way disagreed on which GEMM engine wins the same shape (bench/RESULTS.md), so
 // ember's engine rules rest on interleaved sweeps. Used by bench/gemm_sweep and bench/conv_sweep.
@@ -13,17 +13,33 @@
 
 namespace ember::bench {
 
-// call(i) runs way i of n; returns each way's median seconds over `reps` rounds.
+// A sample lasts at least this long: a call of a few microseconds (a small linear layer) is timed
+// as a run of back-to-back calls, so that the clock's resolution and one interrupt do not decide it.
+inline constexpr double kMinSampleSeconds = 50e-6;
+
+// call(i) runs way i of n; returns each way's median seconds per call over `reps` rounds.
 template <typename Call>
 std::vector<double> interleaved_median_seconds(size_t n, int reps, Call&& call) {
+  using Clock = std::chrono::steady_clock;
+  auto seconds_since = [](Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
   for (size_t i = 0; i < n; ++i) call(i);
+  // Calls per sample, from a second (warm) call of each way.
+  std::vector<int> calls(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    const auto start = Clock::now();
+    call(i);
+    const double once = seconds_since(start);
+    if (once < kMinSampleSeconds) calls[i] = static_cast<int>(kMinSampleSeconds / std::max(once, 1e-9)) + 1;
+  }
   std::vector<std::vector<double>> t(n, std::vector<double>(static_cast<size_t>(reps)));
   for (size_t r = 0; r < static_cast<size_t>(reps); ++r)
     for (size_t k = 0; k < n; ++k) {
       const size_t i = (r + k) % n;
-      const auto start = std::chrono::steady_clock::now();
-      call(i);
-      t[i][r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const auto start = Clock::now();
+      for (int c = 0; c < calls[i]; ++c) call(i);
+      t[i][r] = seconds_since(start) / calls[i];
     }
   std::vector<double> medians;
   for (std::vector<double>& s : t) {

@@ -353,10 +353,9 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
   set_cpu_gemm_engine(saved);
 }
 
-// GemmEngine::Auto is oneDNN except for two float32 classes: products with B read as stored and
+// GemmEngine::Auto is oneDNN except for one float32 class: products with B read as stored and
 // M >= 64, N >= 256, K >= 64 (the linear layers' gradients) go to OpenBLAS when it is built in and
-// oneDNN runs AVX2 kernels (not AVX-512 ones), and forward products of at most 32768 multiply-adds
-// go to Eigen. A forced engine applies to every product (float64 never runs on oneDNN, which has no
+// oneDNN runs AVX2 kernels (not AVX-512 ones). A forced engine applies to every product (float64 never runs on oneDNN, which has no
 // dgemm).
 TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
@@ -374,9 +373,9 @@ TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 255, 64, false), GemmEngine::OneDnn);
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 63, false), GemmEngine::OneDnn);
   EXPECT_EQ(gemm_engine_for(kFloat32, 10, 512, 128, false), GemmEngine::OneDnn);  // mlp fc3 grad_w
-  // Tiny forward products (B transposed, at most 32768 multiply-adds) run on Eigen.
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, /*b_transposed=*/true), GemmEngine::Eigen);  // LeNet fc2 forward
-  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, true), GemmEngine::Eigen);  // ResNet-20 fc forward, batch 32
+  // Tiny forward products stay on oneDNN (they run on one thread instead; see below).
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, /*b_transposed=*/true), GemmEngine::OneDnn);  // LeNet fc2 forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, true), GemmEngine::OneDnn);  // ResNet-20 fc forward, batch 32
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 128, true), GemmEngine::OneDnn);  // cnn fc2 forward
   EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, false), GemmEngine::OneDnn);  // B as stored
   EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::OneDnn);
@@ -386,6 +385,25 @@ TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   set_cpu_gemm_engine(GemmEngine::Eigen);
   EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::Eigen);
   set_cpu_gemm_engine(saved);
+}
+
+// Products of at most 2^18 multiply-adds per call (all matrices together) run on one thread: the
+// last layers of the MNIST nets and ResNet-20, not the mlp's last layer or LeNet's fc1. The call
+// leaves the thread setting as it found it.
+TEST(MatmulCpu, TinyProductsRunOnOneThreadAndRestoreTheSetting) {
+  EXPECT_TRUE(gemm_runs_on_one_thread(1, 64, 10, 128));    // cnn fc2 forward
+  EXPECT_TRUE(gemm_runs_on_one_thread(1, 128, 10, 64));    // ResNet-20 fc forward, batch 128
+  EXPECT_TRUE(gemm_runs_on_one_thread(4, 64, 64, 16));     // 4 x 65536: the whole call counts
+  EXPECT_FALSE(gemm_runs_on_one_thread(5, 64, 64, 16));
+  EXPECT_FALSE(gemm_runs_on_one_thread(1, 128, 10, 512));  // mlp fc3 forward
+  EXPECT_FALSE(gemm_runs_on_one_thread(1, 64, 50, 320));   // LeNet fc1 forward
+  const int saved_threads = get_num_threads();
+  set_num_threads(2);
+  const Tensor a = randn({64, 128}), w = randn({10, 128});
+  const Tensor y = matmul(a, w.transpose(0, 1));
+  EXPECT_EQ(get_num_threads(), 2);
+  test::expect_close(y, matmul(a.to(kFloat64), w.to(kFloat64).transpose(0, 1)).to(kFloat32), 1e-4, 1e-4);
+  set_num_threads(saved_threads);
 }
 
 TEST(MatmulCpu, OneDnnReportsAvx512WhereEmberWasCompiledForIt) {

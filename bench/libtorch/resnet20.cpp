@@ -85,14 +85,19 @@ TORCH_MODULE(ResNet20);
 
 int main(int argc, char** argv) {
   long batch = 0, threads = 0, warmup = 0, steps = 0;
+  bool channels_last = false;
   try {
-    const ember::bench::Flags flags(argc, argv, {"--batch", "--threads", "--warmup", "--steps"});
+    const ember::bench::Flags flags(argc, argv, {"--batch", "--threads", "--warmup", "--steps", "--memory-format"});
+    const std::string format = flags.text("--memory-format", "contiguous");
+    if (format != "contiguous" && format != "channels_last")
+      throw std::invalid_argument("--memory-format must be contiguous or channels_last, got '" + format + "'");
+    channels_last = format == "channels_last";
     batch = flags.number("--batch", 128, 1);
     threads = flags.number("--threads", 2, 1);
     warmup = flags.number("--warmup", 5, 0);
     steps = flags.number("--steps", 20, 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "libtorch_resnet20: %s\nusage: libtorch_resnet20 [--batch B] [--threads N] [--warmup W] [--steps S]\n",
+    std::fprintf(stderr, "libtorch_resnet20: %s\nusage: libtorch_resnet20 [--batch B] [--threads N] [--warmup W] [--steps S] [--memory-format contiguous|channels_last]\n",
                  e.what());
     return 2;
   }
@@ -103,7 +108,12 @@ int main(int argc, char** argv) {
     ResNet20 model;
     model->train();
     torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    const torch::Tensor x = torch::randn({batch, 3, 32, 32});
+    torch::Tensor x = torch::randn({batch, 3, 32, 32});
+    if (channels_last) {  // PyTorch's NHWC layout: activations and 4-D weights stored channel-innermost
+      for (auto& p : model->parameters())
+        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+      x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
     const torch::Tensor y = torch::randint(0, 10, {batch}, torch::kInt64);
 
     auto step = [&] {

@@ -17,7 +17,7 @@
 // peak, and one shape class runs faster on OpenBLAS inside a training step: large products whose
 // B is read as stored (the linear layers' input and weight gradients). GemmEngine::Auto, the
 // default, sends that class to OpenBLAS on such a CPU only (blas_runs_faster below says how both
-// were measured), and tiny forward products to Eigen (eigen_runs_faster). float64 (gradient
+// were measured). Tiny products run on one thread (kOneThreadGemm). float64 (gradient
 // checks, not training) keeps the older rule: OpenBLAS, unless it runs narrower vector kernels than
 // the ones Eigen was compiled with (then Eigen).
 #include "core/cpu/cpu_matmul.h"
@@ -127,15 +127,6 @@ bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
   return kHaveBlas && !cpu_onednn_runs_avx512() && !b_transposed && M >= 64 && N >= 256 && K >= 64;
 }
 
-// Auto's other exception: a tiny forward product (B transposed, x · W^T) of at most 32768
-// multiply-adds, such as LeNet's last layer ([64, 50] x [50, 10]) or ResNet-20's at batch 32
-// ([32, 64] x [64, 10]). dnnl_sgemm's fixed cost per call dominates there: bench/gemm_sweep on the
-// Zen 5 (2 threads, three runs) had Eigen 1.5x and 1.2x faster on those two, while from the next
-// size up (the cnn's [64, 128] x [128, 10], ResNet-20's at batch 128) oneDNN ties or wins.
-bool eigen_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
-  return b_transposed && M * N * K <= 32768;
-}
-
 }  // namespace
 
 // The engine one product runs on: the chosen one (Auto resolved by shape), except that oneDNN has
@@ -145,7 +136,6 @@ GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_
   if (e == GemmEngine::Auto) {
     e = GemmEngine::OneDnn;
     if (dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Blas;
-    if (dtype == kFloat32 && eigen_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Eigen;
   }
   if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
   if (e == GemmEngine::Blas && std::max({M, N, K}) > INT_MAX) e = GemmEngine::Eigen;
@@ -286,15 +276,18 @@ struct Operand {
 // t is [B, rows, cols]. Copies (one matrix if the batch is broadcast) only when no layout fits.
 template <typename T>
 Operand<T> make_operand(const Tensor& t) {
-  const int64_t rows = t.size(1), cols = t.size(2);
+  // Shape and strides read once: the checked size(d) / stride(d) cost more than a tiny product's
+  // arithmetic would suggest (a [32, 10] x [10, 64] product is half a microsecond).
+  const Shape &shape = t.shape(), &strides = t.strides();
+  const int64_t rows = shape[1], cols = shape[2];
   Operand<T> op;
-  op.layout = gemm_layout(rows, cols, t.stride(1), t.stride(2));
+  op.layout = gemm_layout(rows, cols, strides[1], strides[2]);
   if (op.layout.ok) {
     op.base = t.data<T>();
-    op.batch_stride = t.stride(0);
+    op.batch_stride = strides[0];
     return op;
   }
-  const bool broadcast = t.stride(0) == 0 || t.size(0) == 1;
+  const bool broadcast = strides[0] == 0 || shape[0] == 1;
   Tensor copy = broadcast ? t.select(0, 0).contiguous() : t.contiguous();
   op.base = copy.data<T>();
   op.keep_alive = copy;
@@ -367,6 +360,41 @@ bool splits_k(int64_t M, int64_t N, int64_t K, int threads) {
   return threads > 1 && M * N <= 64 * 1024 && K >= 8 * std::max(M, N) && M * N * K >= kSmallGemm;
 }
 
+// At most this many multiply-adds (all matrices of the call together), a product runs on one
+// thread whatever the engine: the engines' own splitting costs more than it saves there. Measured
+// on the Zen 5 (bench/gemm_sweep, 2 threads against 1): dnnl_sgemm ran the cnn's last layer
+// ([64, 128] x [128, 10], 82k multiply-adds) at 18.6 GFLOP/s on 2 threads and 48 on one, LeNet's
+// ([64, 50] x [50, 10]) at 9.0 and 37.4; the gradients of those layers tie. From the mlp's last
+// layer up (655k) the two thread counts tie or two threads win (LeNet's fc1 forward, 1M: 108 vs 88).
+// (Auto used to send the tiny forward products to Eigen for this; on one thread oneDNN runs LeNet's
+// 1.4x faster than ember's Eigen path, and ResNet-20's at batch 32 within 1.1x.)
+constexpr int64_t kOneThreadGemm = 1 << 18;
+
+}  // namespace
+
+bool gemm_runs_on_one_thread(int64_t batch, int64_t M, int64_t N, int64_t K) {
+  return batch * M * N * K <= kOneThreadGemm;
+}
+
+namespace {
+
+// Runs the engines on one thread for its lifetime: every engine here sizes its team from OpenMP's
+// thread count at the call (dnnl_sgemm, Eigen and OpenBLAS's OpenMP build alike).
+class OneThread {
+ public:
+  explicit OneThread(bool active) : saved_(active ? omp_get_max_threads() : 0) {
+    if (saved_ > 1) omp_set_num_threads(1);
+  }
+  ~OneThread() {
+    if (saved_ > 1) omp_set_num_threads(saved_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 // Where op(X)'s slice starting at k0 begins: op(A) is [M, K], op(B) [K, N]; a matrix stored
 // transposed keeps K along its rows (A) or columns (B).
 template <typename T>
@@ -386,7 +414,8 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     matmul(f.in(a), f.in(b), f.out(out), accumulate);
     return f.finish();
   }
-  const int64_t batch = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+  const Shape& out_shape = out.shape();
+  const int64_t batch = out_shape[0], M = out_shape[1], N = out_shape[2], K = a.shape()[2];
   if (out.numel() == 0) return;
   if (K == 0) {  // an empty sum: zeros, or nothing to add
     if (!accumulate) fill(out, 0.0);
@@ -400,14 +429,15 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
 
     const int threads = get_num_threads();
     const int64_t mnk = M * N * K;
-    const bool over_batch = batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
-    const bool split_k = !over_batch && splits_k(M, N, K, threads);
+    const bool one_thread = threads > 1 && gemm_runs_on_one_thread(batch, M, N, K);
+    const bool over_batch = !one_thread && batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
+    const bool split_k = !one_thread && !over_batch && splits_k(M, N, K, threads);
 #if EMBER_HAVE_OPENBLAS
     // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside
     // our parallel regions). A pthread build (someone else's libopenblas.so.0 found first) keeps
     // its own pool: size it to match, or to one thread when ember splits the batch or K itself.
     if (engine == GemmEngine::Blas && openblas_get_parallel() == 1) {
-      const int want = over_batch || split_k ? 1 : threads;
+      const int want = one_thread || over_batch || split_k ? 1 : threads;
       if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
     }
 #endif
@@ -462,7 +492,8 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
         });
       }
     } else {
-      for (int64_t i = 0; i < batch; ++i) one(i);  // each product uses all threads
+      const OneThread guard(one_thread);
+      for (int64_t i = 0; i < batch; ++i) one(i);  // each product uses all threads (but a tiny one)
     }
   });
 }

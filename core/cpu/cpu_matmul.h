@@ -17,8 +17,8 @@ enum class GemmEngine {
   OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
            // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
   Auto,    // the default when oneDNN is built in: oneDNN, except (where oneDNN runs no AVX-512
-           // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step,
-           // and tiny forward products, which run on Eigen (gemm_engine_for says which)
+           // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step
+           // (gemm_engine_for says which)
 };
 
 bool cpu_blas_available();
@@ -34,6 +34,9 @@ const char* gemm_engine_name(GemmEngine engine);
 // The engine that runs one product C[M,N] = op(A)[M,K] · op(B)[K,N] of this dtype under the current
 // setting (never Auto): what the kernel itself calls, exposed so tests and tools can see the rule.
 GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed);
+// Whether a call of `batch` products [M,K]·[K,N] is small enough to run on one thread whatever the
+// thread setting (the engines' own splitting costs more there than it saves).
+bool gemm_runs_on_one_thread(int64_t batch, int64_t M, int64_t N, int64_t K);
 // Whether float32 products run on oneDNN (OneDnn or Auto): the convolution paths ask this.
 bool cpu_gemm_uses_onednn();
 // Which path float32 convolutions take on the CPU (used when the GEMM engine is oneDNN or Auto;

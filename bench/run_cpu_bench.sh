@@ -10,6 +10,9 @@
 #             another build folder than build/)
 #   libtorch  build-libtorch/libtorch_mnist or libtorch_resnet20 (bench/libtorch/, the C++ anchor,
 #             built here against Debian's libtorch 1.13)
+#   libtorch-cl  ResNet-20 only: the same anchor with --memory-format channels_last (NHWC activations
+#             and weights, PyTorch's other CPU layout; on the Zen 5 it ran batch 32 faster than NCHW
+#             and batch 128 slower, so both run and the report shows each)
 #   pytorch   bench/mnist_pytorch.py or bench/resnet20_pytorch.py on Debian's python3-torch (eager
 #             mode; --no-python skips it)
 # each --runs times (default 3), all on the same thread count: OMP_NUM_THREADS and the program's own
@@ -116,6 +119,7 @@ commands_for() {
       local args="--batch $b --threads $threads --warmup $warmup --steps $steps"
       echo "ember|env OMP_NUM_THREADS=$threads $build_dir/bench/ember_resnet20_step $args"
       echo "libtorch|$anchor_env build-libtorch/libtorch_resnet20 $args"
+      echo "libtorch-cl|$anchor_env build-libtorch/libtorch_resnet20 $args --memory-format channels_last"
       ((python)) && echo "pytorch|$anchor_env /usr/bin/python3 bench/resnet20_pytorch.py $args"
     done
   else

@@ -31,6 +31,7 @@ using ember::max_pool2d;
 using ember::max_pool2d_with_indices;
 
 using ember::batch_norm;
+using ember::batch_norm_relu;
 using ember::layer_norm;
 
 using ember::cross_entropy;

@@ -155,7 +155,11 @@ void BatchNorm::reset_running_stats() {
   num_batches_tracked.zero_();
 }
 
-Tensor BatchNorm::forward(const Tensor& input) {
+Tensor BatchNorm::forward(const Tensor& input) { return forward_with(input, /*relu=*/false); }
+
+Tensor BatchNorm::forward_relu(const Tensor& input) { return forward_with(input, /*relu=*/true); }
+
+Tensor BatchNorm::forward_with(const Tensor& input, bool relu) {
   check_input(input);
   double momentum = options.momentum.value_or(0.0);
   if (is_training() && options.track_running_stats) {
@@ -163,10 +167,14 @@ Tensor BatchNorm::forward(const Tensor& input) {
     // Cumulative average: the n-th batch gets weight 1/n.
     if (!options.momentum) momentum = 1.0 / num_batches_tracked.item();
   }
-  if (is_training() && training_forward) return training_forward(*this, input, momentum);
+  if (is_training() && training_forward) {
+    const Tensor out = training_forward(*this, input, momentum);
+    return relu ? ember::relu(out) : out;
+  }
   // Evaluation without tracked statistics falls back to the batch's (PyTorch's rule).
   const bool use_batch_stats = is_training() || !options.track_running_stats;
-  return F::batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, momentum, options.eps);
+  const auto norm = relu ? F::batch_norm_relu : F::batch_norm;
+  return norm(input, running_mean, running_var, weight, bias, use_batch_stats, momentum, options.eps);
 }
 
 std::string BatchNorm::extra_repr() const {
@@ -277,7 +285,7 @@ ResidualBlock::ResidualBlock(int64_t in, int64_t out, int64_t stride, Generator*
 }
 
 Tensor ResidualBlock::forward(const Tensor& input) {
-  Tensor out = relu(bn1->forward(conv1->forward(input)));
+  Tensor out = bn1->forward_relu(conv1->forward(input));
   out = bn2->forward(conv2->forward(out));
   return relu(out + (downsample ? downsample->forward(input) : input));
 }

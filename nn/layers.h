@@ -136,6 +136,9 @@ struct BatchNormOptions {
 class BatchNorm : public Module {
  public:
   Tensor forward(const Tensor& input) override;
+  // relu(forward(input)) in one fused op (F::batch_norm_relu) where the device has it: for a layer
+  // whose output goes straight into a ReLU, as ResNet's conv-BN-ReLU.
+  Tensor forward_relu(const Tensor& input);
   std::string extra_repr() const override;
   void reset_running_stats();
 
@@ -153,6 +156,9 @@ class BatchNorm : public Module {
  protected:
   BatchNorm(const char* type_name, int64_t num_features, BatchNormOptions options);
   virtual void check_input(const Tensor& input) const = 0;
+
+ private:
+  Tensor forward_with(const Tensor& input, bool relu);
 };
 
 class BatchNorm1d : public BatchNorm {  // input [N, C] or [N, C, L]

@@ -96,6 +96,12 @@ case("batch_norm_train_noaffine", "F.batch_norm(x0, None, None, training=True)",
 # Running statistics are constants (buffers), written into the expression so they need no gradient.
 case("batch_norm_eval", "F.batch_norm(x0, torch.tensor([0.25, -0.5, 0.0]), torch.tensor([0.5, 2.0, 1.25]), x1, x2)",
      [uni([4, 3, 2, 2]), uni([3]), uni([3])])
+# batch_norm_relu (ember's fused conv-BN-ReLU piece) is relu(batch_norm) in PyTorch.
+case("batch_norm_relu_train", "F.relu(F.batch_norm(x0, None, None, x1, x2, training=True))",
+     [uni([4, 3, 3, 2]), uni([3]), uni([3])])
+case("batch_norm_relu_eval",
+     "F.relu(F.batch_norm(x0, torch.tensor([0.25, -0.5, 0.0]), torch.tensor([0.5, 2.0, 1.25]), x1, x2))",
+     [uni([4, 3, 2, 2]), uni([3]), uni([3])])
 case("layer_norm", "F.layer_norm(x0, [4, 5], x1, x2)", [uni([3, 4, 5]), uni([4, 5]), uni([4, 5])])
 case("layer_norm_noaffine", "F.layer_norm(x0, [6])", [uni([2, 3, 6])])
 case("layer_norm_noncontig", "F.layer_norm(x0.transpose(0, 1), [3], x1, x2, eps=1e-3)",

@@ -72,6 +72,12 @@ std::vector<OpCase> nn_ops() {
   }).covers({"batch_norm"}));
   t.push_back(op("batch_norm_train_nonaffine_transposed", {{3, 4}},
                  [](X x) { return batch_norm(x[0].t(), {}, {}, {}, {}, true, 0.1, 1e-3); }).covers({"batch_norm"}));
+  t.push_back(op("batch_norm_relu_train", {{3, 3, 2, 2}, {3}, {3}},
+                 [](X x) { return batch_norm_relu(x[0], {}, {}, x[1], x[2], true, 0.1, 1e-3); }).covers({"batch_norm_relu"}));
+  t.push_back(op("batch_norm_relu_eval", {{3, 3, 2}, {3}, {3}}, [](X x) {
+    const Tensor rm = on(x[0], rand_f64({3}, -0.5, 0.5, 4)), rv = on(x[0], rand_f64({3}, 0.5, 2.0, 5));
+    return batch_norm_relu(x[0], rm, rv, x[1], x[2], false);
+  }).covers({"batch_norm_relu"}));
   t.push_back(op("layer_norm", {{3, 2, 4}, {2, 4}, {2, 4}},
                  [](X x) { return layer_norm(x[0], {2, 4}, x[1], x[2], 1e-3); }));
   t.push_back(op("layer_norm_transposed_nonaffine", {{4, 3}}, [](X x) { return layer_norm(x[0].t(), {4}, {}, {}, 1e-3); }).covers({"layer_norm"}));

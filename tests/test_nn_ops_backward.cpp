@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/ember.h"
+#include "core/kernels/norm_kernels.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -150,6 +151,50 @@ TEST_P(NnBackwardOps, BatchNormBackwardFusedMatchesComposite) {
       expect_close(std::get<0>(fused), std::get<0>(composite), 1e-10, 1e-12);
       if (weight.defined()) expect_close(std::get<1>(fused), std::get<1>(composite), 1e-10, 1e-12);
       expect_close(std::get<2>(fused), std::get<2>(composite), 1e-10, 1e-12);
+    }
+  }
+}
+
+// batch_norm_relu against batch_norm then relu, in float32 at a ResNet-like shape (the CPU runs the
+// fused kernels; other devices compose the two ops): the output, both running statistics, and the
+// gradients of input, weight and bias, training and eval, with and without the affine parameters.
+TEST_P(NnBackwardOps, BatchNormReluMatchesBatchNormThenRelu) {
+  if (device().is_cpu()) {
+    EXPECT_TRUE(norm_kernels(kCPU).fuses_batch_norm_relu());
+  }
+  const Tensor x0 = rand_f64({8, 16, 5, 7}, -2, 2, 11).to(kFloat32).to(device());
+  const Tensor g = rand_f64({8, 16, 5, 7}, -1, 1, 12).to(kFloat32).to(device());
+  const Tensor w0 = rand_f64({16}, 0.5, 1.5, 13).to(kFloat32).to(device());
+  const Tensor b0 = rand_f64({16}, -0.5, 0.5, 14).to(kFloat32).to(device());
+  for (bool training : {true, false}) {
+    for (bool affine : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "training=" << training << " affine=" << affine);
+      std::vector<Tensor> outs, grads, stats;
+      for (bool fused : {true, false}) {
+        const Tensor x = x0.clone().requires_grad_(true);
+        const Tensor w = affine ? w0.clone().requires_grad_(true) : Tensor();
+        const Tensor b = affine ? b0.clone().requires_grad_(true) : Tensor();
+        const Tensor rm = rand_f64({16}, -0.5, 0.5, 15).to(kFloat32).to(device());
+        const Tensor rv = rand_f64({16}, 0.5, 2.0, 16).to(kFloat32).to(device());
+        const Tensor y = fused ? batch_norm_relu(x, rm, rv, w, b, training, 0.1, 1e-5)
+                               : relu(batch_norm(x, rm, rv, w, b, training, 0.1, 1e-5));
+        (y * g).sum().backward();
+        outs.push_back(y.detach());
+        grads.push_back(x.grad());
+        if (affine) {
+          grads.push_back(w.grad());
+          grads.push_back(b.grad());
+        }
+        stats.push_back(rm);
+        stats.push_back(rv);
+      }
+      const size_t half = grads.size() / 2;
+      expect_close(outs[0], outs[1], 1e-5, 1e-6);
+      for (size_t i = 0; i < half; ++i) expect_close(grads[i], grads[half + i], 1e-4, 1e-5);
+      expect_close(stats[0], stats[2], 1e-6, 1e-7);
+      expect_close(stats[1], stats[3], 1e-6, 1e-7);
+      // The ReLU did something: some outputs are 0 and some inputs get no gradient from them.
+      EXPECT_GT(eq(outs[0], 0.0).to(kFloat32).sum().item(), 0);
     }
   }
 }

@@ -96,6 +96,12 @@ const std::map<std::string, CaseFn>& ember_cases() {
          auto like_x = [&](const Tensor& t) { return t.to(x[0].dtype()).to(x[0].device()); };
          return F::batch_norm(x[0], like_x(vec({0.25, -0.5, 0.0})), like_x(vec({0.5, 2.0, 1.25})), x[1], x[2]);
        }},
+      {"batch_norm_relu_train", [](const Inputs& x) { return F::batch_norm_relu(x[0], {}, {}, x[1], x[2], true); }},
+      {"batch_norm_relu_eval",
+       [](const Inputs& x) {
+         auto like_x = [&](const Tensor& t) { return t.to(x[0].dtype()).to(x[0].device()); };
+         return F::batch_norm_relu(x[0], like_x(vec({0.25, -0.5, 0.0})), like_x(vec({0.5, 2.0, 1.25})), x[1], x[2]);
+       }},
       {"layer_norm",
        [](const Inputs& x) {
          return F::layer_norm(x[0], {4, 5}, x[1], x[2]);

@@ -63,6 +63,13 @@ class CpuBackend final : public Backend,
   void batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& save_mean,
                            const Tensor& save_invstd, const Tensor& grad_in, const Tensor& grad_weight,
                            const Tensor& grad_bias, bool training, double eps) override;
+  bool fuses_batch_norm_relu() const override { return true; }
+  void batch_norm_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                       const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                       bool training, double momentum, double eps) override;
+  void batch_norm_relu_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& bias,
+                                const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
+                                const Tensor& grad_weight, const Tensor& grad_bias, bool training, double eps) override;
   void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, const Tensor& mean,
                   const Tensor& rstd, double eps) override;
   void layer_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& mean,

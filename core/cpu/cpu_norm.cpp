@@ -16,6 +16,12 @@
 //   dx = w * invstd * g                              (running statistics: constants)
 // Batch norm normalises each channel over (batch, spatial), so threads split the channels; layer
 // norm normalises each row, so threads split the rows.
+//
+// batch_norm_relu is batch norm with a ReLU on its output in the same pass, y = max(0, w * xhat + b)
+// (ResNet's conv-BN-ReLU). Its backward is batch norm's with g replaced by the ReLU's masked
+// gradient g * (y > 0), the mask recomputed from x, which the backward reads anyway. Against
+// batch_norm then relu, that saves the ReLU's own passes: a read and a write of the activation
+// forward, two reads and a write backward.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -70,6 +76,47 @@ void scale_shift(const T* x, int64_t n, T scale, T shift, T* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale + shift;
 }
 
+// batch_norm_relu: y = relu(fma(x, scale, shift)). The backward recomputes the ReLU's mask the
+// same way with the same scale and shift (relu_scale_shift), so the two passes agree on every
+// element bit for bit without the backward reading the output. As ember's relu: relu(NaN) is NaN,
+// and the gradient passes where the pre-activation is not <= 0 (NaN included).
+template <typename T>
+void scale_shift_relu(const T* x, int64_t n, T scale, T shift, T* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = std::fma(x[i], scale, shift);
+    y[i] = v <= T(0) ? T(0) : v;
+  }
+}
+
+// add_grad_sums of the ReLU-masked gradient: g where fma(x, scale, shift) is not <= 0, else 0. The
+// masked values are written out first, to `keep` (n values: the input gradient's memory, where the
+// backward writes it, so that its second pass reads them instead of masking again) or to a small
+// buffer chunk by chunk. The select inside the double reduction made GCC 12's vector loop 13x
+// slower than add_grad_sums (its accumulators went through the stack).
+template <typename T>
+void add_grad_sums_relu(const T* g, const T* x, int64_t n, double mean, T scale, T shift, double& sum_g,
+                        double& sum_gd, T* keep) {
+  constexpr int64_t kChunk = 512;
+  alignas(64) T buffer[kChunk];
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t m = std::min(kChunk, n - i0);
+    T* masked = keep ? keep + i0 : buffer;
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) masked[i] = std::fma(x[i0 + i], scale, shift) <= T(0) ? T(0) : g[i0 + i];
+    add_grad_sums(masked, x + i0, m, mean, sum_g, sum_gd);
+  }
+}
+
+// The per-channel scale and shift of batch_norm_relu, from the statistics as saved (rounded to T),
+// so that the backward, which has only those, computes exactly the forward's.
+template <typename T>
+void relu_scale_shift(T mean, T invstd, const T* w, const T* b, int64_t c, T& scale, T& shift) {
+  const double s = static_cast<double>(invstd) * (w ? w[c] : 1.0);
+  scale = static_cast<T>(s);
+  shift = static_cast<T>((b ? b[c] : 0.0) - static_cast<double>(mean) * s);
+}
+
 // out = k * g + a * x + b over n values.
 template <typename T>
 void affine2(const T* g, const T* x, int64_t n, T k, T a, T b, T* out) {
@@ -81,14 +128,17 @@ void affine2(const T* g, const T* x, int64_t n, T k, T a, T b, T* out) {
 
 // ---------------- batch norm: in [N, C, S] ----------------
 
-void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                            const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
-                            const Tensor& save_invstd, bool training, double momentum, double eps) {
+namespace {
+
+// batch_norm, and batch_norm_relu when `relu`.
+void batch_norm_cpu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                    const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                    bool training, double momentum, double eps, bool relu) {
   // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
   if (has_reduced_floating({&in, &weight, &bias, &running_mean, &running_var, &out, &save_mean, &save_invstd})) {
     Float32Operands f;
-    batch_norm(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out), f.out(save_mean),
-               f.out(save_invstd), training, momentum, eps);
+    batch_norm_cpu(f.in(in), f.in(weight), f.in(bias), f.out(running_mean), f.out(running_var), f.out(out),
+                   f.out(save_mean), f.out(save_invstd), training, momentum, eps, relu);
     return f.finish();
   }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
@@ -123,6 +173,12 @@ void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor
         }
         sm[c] = static_cast<T>(mean);
         si[c] = static_cast<T>(invstd);
+        if (relu) {
+          T sc, sh;
+          relu_scale_shift(sm[c], si[c], w, b, c, sc, sh);
+          for (int64_t n = 0; n < N; ++n) scale_shift_relu(x + (n * C + c) * S, S, sc, sh, y + (n * C + c) * S);
+          continue;
+        }
         // y = x * scale + shift: one multiply-add per element.
         const double scale = invstd * (w ? w[c] : 1.0);
         const T sc = static_cast<T>(scale), sh = static_cast<T>((b ? b[c] : 0.0) - mean * scale);
@@ -132,20 +188,22 @@ void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor
   });
 }
 
-void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
-                                     const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
-                                     const Tensor& grad_weight, const Tensor& grad_bias, bool training,
-                                     double eps) {  // the saved invstd already holds eps: unused below
+// batch_norm_backward, and batch_norm_relu's backward when `relu` (then bias is the forward's: the
+// ReLU's mask is recomputed from x, see scale_shift_relu). The saved invstd already holds eps.
+void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& bias,
+                             const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
+                             const Tensor& grad_weight, const Tensor& grad_bias, bool training, bool relu) {
   // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
-  if (has_reduced_floating({&grad_out, &in, &weight, &save_mean, &save_invstd, &grad_in, &grad_weight, &grad_bias})) {
+  if (has_reduced_floating(
+          {&grad_out, &in, &weight, &bias, &save_mean, &save_invstd, &grad_in, &grad_weight, &grad_bias})) {
     Float32Operands f;
-    batch_norm_backward(f.in(grad_out), f.in(in), f.in(weight), f.in(save_mean), f.in(save_invstd), f.out(grad_in),
-                        f.out(grad_weight), f.out(grad_bias), training, eps);
+    batch_norm_backward_cpu(f.in(grad_out), f.in(in), f.in(weight), f.in(bias), f.in(save_mean), f.in(save_invstd),
+                            f.out(grad_in), f.out(grad_weight), f.out(grad_bias), training, relu);
     return f.finish();
   }
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
-    const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight);
+    const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight), *bb = ptr_or_null<T>(bias);
     const T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
     T* gx = grad_in.defined() ? grad_in.data<T>() : nullptr;
     T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
@@ -153,8 +211,14 @@ void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, c
     parallel_for(C, std::max<int64_t>(1, kGrainSize / std::max<int64_t>(count, 1)), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const double mean = sm[c], invstd = si[c];
-        double sum_g = 0, sum_gd = 0;  // sum(g), sum(g * (x - mean))
-        for (int64_t n = 0; n < N; ++n) add_grad_sums(g + (n * C + c) * S, x + (n * C + c) * S, S, mean, sum_g, sum_gd);
+        T sc = 0, sh = 0;  // batch_norm_relu: the forward's scale and shift, for the mask
+        if (relu) relu_scale_shift(sm[c], si[c], w, bb, c, sc, sh);
+        double sum_g = 0, sum_gd = 0;  // sum(g), sum(g * (x - mean)), of the masked g under relu
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t at = (n * C + c) * S;
+          if (relu) add_grad_sums_relu(g + at, x + at, S, mean, sc, sh, sum_g, sum_gd, gx ? gx + at : nullptr);
+          else add_grad_sums(g + at, x + at, S, mean, sum_g, sum_gd);
+        }
         if (gb) gb[c] = static_cast<T>(sum_g);
         if (gw) gw[c] = static_cast<T>(sum_gd * invstd);
         if (!gx) continue;
@@ -167,11 +231,44 @@ void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, c
         const T b0 = static_cast<T>(-k * mean_g + k * proj * mean);
         for (int64_t n = 0; n < N; ++n) {
           const int64_t at = (n * C + c) * S;
-          affine2(g + at, x + at, S, kk, a, b0, gx + at);
+          // Under relu, gx holds the masked gradient already (add_grad_sums_relu): in place.
+          affine2(relu ? gx + at : g + at, x + at, S, kk, a, b0, gx + at);
         }
       }
     });
   });
+}
+
+}  // namespace
+
+void CpuBackend::batch_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                            const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                            const Tensor& save_invstd, bool training, double momentum, double eps) {
+  batch_norm_cpu(in, weight, bias, running_mean, running_var, out, save_mean, save_invstd, training, momentum, eps,
+                 /*relu=*/false);
+}
+
+void CpuBackend::batch_norm_relu(const Tensor& in, const Tensor& weight, const Tensor& bias,
+                                 const Tensor& running_mean, const Tensor& running_var, const Tensor& out,
+                                 const Tensor& save_mean, const Tensor& save_invstd, bool training, double momentum,
+                                 double eps) {
+  batch_norm_cpu(in, weight, bias, running_mean, running_var, out, save_mean, save_invstd, training, momentum, eps,
+                 /*relu=*/true);
+}
+
+void CpuBackend::batch_norm_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                     const Tensor& save_mean, const Tensor& save_invstd, const Tensor& grad_in,
+                                     const Tensor& grad_weight, const Tensor& grad_bias, bool training, double) {
+  batch_norm_backward_cpu(grad_out, in, weight, Tensor(), save_mean, save_invstd, grad_in, grad_weight, grad_bias,
+                          training, /*relu=*/false);
+}
+
+void CpuBackend::batch_norm_relu_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                          const Tensor& bias, const Tensor& save_mean, const Tensor& save_invstd,
+                                          const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                          bool training, double) {
+  batch_norm_backward_cpu(grad_out, in, weight, bias, save_mean, save_invstd, grad_in, grad_weight, grad_bias, training,
+                          /*relu=*/true);
 }
 
 // ---------------- layer norm: in [M, N], each row normalised ----------------

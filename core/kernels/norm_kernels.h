@@ -35,6 +35,23 @@ struct NormKernels {
     EMBER_FAIL("batch_norm_backward: not implemented on this device (", in.device(), ")");
   }
 
+  // batch_norm followed by ReLU in one pass: out = max(0, batch_norm(in)), same arguments. A table
+  // that has it says so here; on the others core/ops/norm.cpp runs batch_norm and then relu. The
+  // backward takes the forward's bias as well: it recomputes the ReLU's mask from in rather than
+  // reading the output.
+  virtual bool fuses_batch_norm_relu() const { return false; }
+  virtual void batch_norm_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                               const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                               const Tensor& save_invstd, bool training, double momentum, double eps) {
+    EMBER_FAIL("batch_norm_relu: not fused on this device (", in.device(), ")");
+  }
+  virtual void batch_norm_relu_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& save_mean, const Tensor& save_invstd,
+                                        const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                        bool training, double eps) {
+    EMBER_FAIL("batch_norm_relu_backward: not fused on this device (", in.device(), ")");
+  }
+
   // Layer norm of each row of in [M, N]; writes mean / rstd [M]. weight / bias [N] are optional.
   virtual void layer_norm(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
                           const Tensor& mean, const Tensor& rstd, double eps) {

@@ -86,6 +86,12 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& grad_output, const Shape& inpu
 Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
                   double momentum = 0.1, double eps = 1e-5);
+// relu(batch_norm(...)) in one pass over the activation forward and one backward where the device
+// fuses them (the CPU), the two ops elsewhere; the same arguments and results. ResNet's
+// conv-BN-ReLU uses it through nn::BatchNorm::forward_relu.
+Tensor batch_norm_relu(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                       const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                       double momentum = 0.1, double eps = 1e-5);
 // (grad_input, grad_weight, grad_bias) of batch_norm, PyTorch's native_batch_norm_backward:
 // save_mean / save_invstd [C] are what the forward normalised with (the batch's, or the running
 // ones when !training). output_mask says which of the three to compute (the others are undefined).

@@ -57,18 +57,25 @@ std::tuple<Tensor, Tensor, Tensor> affine_norm_grads(const Tensor& g, const Tens
 // norm), contiguous; w [C] / [cols] contiguous or undefined; g has the input's shape. The forward's
 // backward calls these directly with the views it saved, so an ordinary backward allocates exactly
 // the gradients.
+// With `relu` (batch_norm_relu's backward), b is the forward's bias, for the ReLU's mask.
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_fused(const Tensor& g, const Tensor& x, const Tensor& w,
                                                              const Tensor& save_mean, const Tensor& save_invstd,
-                                                             bool training, double eps, std::array<bool, 3> mask) {
+                                                             bool training, double eps, std::array<bool, 3> mask,
+                                                             bool relu = false, const Tensor& b = Tensor()) {
   const int64_t C = x.size(1);
   const TensorOptions o = TensorOptions(x.dtype()).device(x.device());
   Tensor gx = mask[0] ? empty(g.shape(), o) : Tensor();
   if (x.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
   Tensor gw = mask[1] ? empty({C}, o) : Tensor();
   Tensor gb = mask[2] ? empty({C}, o) : Tensor();
-  norm_kernels(x.device()).batch_norm_backward(g.contiguous().view(x.shape()), x, w, save_mean.contiguous(),
-                                    save_invstd.contiguous(), mask[0] ? gx.view(x.shape()) : Tensor(), gw, gb,
-                                    training, eps);
+  NormKernels& kernels = norm_kernels(x.device());
+  const Tensor gv = g.contiguous().view(x.shape()), gxv = mask[0] ? gx.view(x.shape()) : Tensor();
+  if (relu)
+    kernels.batch_norm_relu_backward(gv, x, w, b, save_mean.contiguous(), save_invstd.contiguous(), gxv, gw, gb,
+                                     training, eps);
+  else
+    kernels.batch_norm_backward(gv, x, w, save_mean.contiguous(), save_invstd.contiguous(), gxv, gw, gb, training,
+                                eps);
   return {gx, gw, gb};
 }
 
@@ -88,32 +95,40 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_fused(const Tensor& g, co
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& input_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double momentum, double eps) {
+namespace {
+
+// batch_norm, or batch_norm_relu when `relu` (op is the name errors and the profiler give).
+Tensor batch_norm_op(const char* op, const Tensor& input_in, const Tensor& running_mean, const Tensor& running_var,
+                     const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps, bool relu) {
   const Tensor input = autocast::to_float32(input_in);  // autocast's float32 list (core/autocast.h)
-  EMBER_OP_SCOPE("batch_norm", input, running_mean, running_var, weight, bias);
-  EMBER_CHECK(input.defined(), "batch_norm: undefined input");
-  EMBER_CHECK(input.dim() >= 2, "batch_norm: expected an input [N, C, *] with at least 2 dims, got ", input.shape());
-  EMBER_CHECK(is_floating(input.dtype()), "batch_norm: expected a floating-point input, got ",
-              dtype_name(input.dtype()), " of shape ", input.shape());
+  EMBER_OP_SCOPE(op, input, running_mean, running_var, weight, bias);
+  EMBER_CHECK(input.defined(), op, ": undefined input");
+  EMBER_CHECK(input.dim() >= 2, op, ": expected an input [N, C, *] with at least 2 dims, got ", input.shape());
+  EMBER_CHECK(is_floating(input.dtype()), op, ": expected a floating-point input, got ", dtype_name(input.dtype()),
+              " of shape ", input.shape());
   const int64_t N = input.size(0), C = input.size(1), S = input.numel() / std::max<int64_t>(N * C, 1);
-  check_param("batch_norm", input, weight, "weight", {C});
-  check_param("batch_norm", input, bias, "bias", {C});
-  check_param("batch_norm", input, running_mean, "running_mean", {C});
-  check_param("batch_norm", input, running_var, "running_var", {C});
-  EMBER_CHECK(running_mean.defined() == running_var.defined(),
-              "batch_norm: running_mean and running_var must be given together");
-  EMBER_CHECK(!running_mean.defined() || (running_mean.is_contiguous() && running_var.is_contiguous()),
-              "batch_norm: running_mean and running_var must be contiguous (they are updated in place)");
-  EMBER_CHECK(eps >= 0, "batch_norm: eps must be non-negative, got ", eps);
+  check_param(op, input, weight, "weight", {C});
+  check_param(op, input, bias, "bias", {C});
+  check_param(op, input, running_mean, "running_mean", {C});
+  check_param(op, input, running_var, "running_var", {C});
+  EMBER_CHECK(running_mean.defined() == running_var.defined(), op,
+              ": running_mean and running_var must be given together");
+  EMBER_CHECK(!running_mean.defined() || (running_mean.is_contiguous() && running_var.is_contiguous()), op,
+              ": running_mean and running_var must be contiguous (they are updated in place)");
+  EMBER_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
   // Without running statistics the batch's own are the only ones there are (PyTorch's rule).
   const bool use_batch_stats = training || !running_mean.defined();
-  EMBER_CHECK(!use_batch_stats || N * S > 1,
-              "batch_norm: expected more than 1 value per channel when training, got input ", input.shape());
+  EMBER_CHECK(!use_batch_stats || N * S > 1, op, ": expected more than 1 value per channel when training, got input ",
+              input.shape());
   if (training && running_mean.defined()) {  // written in place: bump their versions like any in-place op
-    check_inplace(running_mean, "batch_norm");
-    check_inplace(running_var, "batch_norm");
+    check_inplace(running_mean, op);
+    check_inplace(running_var, op);
   }
+  NormKernels& kernels = norm_kernels(input.device());
+  // A device without the fused kernel: the two ops (the checks above have run once, by this name).
+  if (relu && !kernels.fuses_batch_norm_relu())
+    return ember::relu(batch_norm_op("batch_norm", input, running_mean, running_var, weight, bias, training, momentum,
+                                     eps, false));
 
   const Tensor x = input.detach().contiguous().view({N, C, S});
   const TensorOptions opts = TensorOptions(input.dtype()).device(input.device());
@@ -123,26 +138,47 @@ Tensor batch_norm(const Tensor& input_in, const Tensor& running_mean, const Tens
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   // With batch statistics the kernel also updates the running ones (when given); otherwise it
   // normalises with the running ones.
-  if (x.numel() > 0)
-    norm_kernels(input.device()).batch_norm(x, w, b, running_mean, running_var, out.view({N, C, S}), save_mean, save_invstd,
-                                 use_batch_stats, momentum, eps);
+  if (x.numel() > 0) {
+    const Tensor y = out.view({N, C, S});
+    if (relu)
+      kernels.batch_norm_relu(x, w, b, running_mean, running_var, y, save_mean, save_invstd, use_batch_stats, momentum,
+                              eps);
+    else
+      kernels.batch_norm(x, w, b, running_mean, running_var, y, save_mean, save_invstd, use_batch_stats, momentum, eps);
+  }
 
   if (grad_needed({input, weight, bias}))
-    // The kernel views (x, w) serve an ordinary backward; the originals (input, weight) a recorded
-    // one (create_graph), whose ops must link back to them.
-    record("batch_norm", out, {input, weight, bias},
-           [sx = SavedTensor(x), sw = SavedTensor(w), sinput = SavedTensor(input), sweight = SavedTensor(weight),
-            sm = SavedTensor(save_mean), si = SavedTensor(save_invstd), use_batch_stats,
-            eps](const Tensor& g, NeedsGrad n) -> Grads {
+    // The kernel views (x, w, b) serve an ordinary backward; the originals (input, weight) a
+    // recorded one (create_graph), whose ops must link back to them. There batch_norm_relu's
+    // backward is relu's (through the saved output) and then batch norm's.
+    record(op, out, {input, weight, bias},
+           [sx = SavedTensor(x), sw = SavedTensor(w), sb = SavedTensor(b), sinput = SavedTensor(input),
+            sweight = SavedTensor(weight), sm = SavedTensor(save_mean), si = SavedTensor(save_invstd),
+            sout = relu ? SavedTensor::output(out) : SavedTensor(), use_batch_stats, eps,
+            relu](const Tensor& g, NeedsGrad n) -> Grads {
              const std::array<bool, 3> mask = {n[0], n[1], n[2]};
              auto [gx, gw, gb] =
                  GradMode::is_enabled()
-                     ? batch_norm_backward(g, sinput.get(), sweight.get(), sm.get(), si.get(), use_batch_stats, eps,
-                                           mask)
-                     : batch_norm_backward_fused(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps, mask);
+                     ? batch_norm_backward(relu ? relu_backward(g, sout.get()) : g, sinput.get(), sweight.get(),
+                                           sm.get(), si.get(), use_batch_stats, eps, mask)
+                     : batch_norm_backward_fused(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps, mask,
+                                                 relu, sb.get());
              return {gx, gw, gb};
            });
   return out;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum, double eps) {
+  return batch_norm_op("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps, false);
+}
+
+Tensor batch_norm_relu(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+  return batch_norm_op("batch_norm_relu", input, running_mean, running_var, weight, bias, training, momentum, eps,
+                       true);
 }
 
 Tensor layer_norm(const Tensor& input_in, const std::vector<int64_t>& normalized_shape, const Tensor& weight,

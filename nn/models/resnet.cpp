@@ -36,7 +36,7 @@ ResNet::ResNet(const ResNetOptions& o) : Module("ResNet") {
 }
 
 Tensor ResNet::forward(const Tensor& input) {
-  Tensor x = relu(bn1->forward(conv1->forward(input)));
+  Tensor x = bn1->forward_relu(conv1->forward(input));
   for (const auto& stage : layers) x = stage->forward(x);
   return fc->forward(avgpool->forward(x).flatten(1));  // [N, C, 1, 1] -> [N, C] -> [N, classes]
 }

@@ -2,7 +2,8 @@
 // convolution layer of the benchmark networks (bench/model_shapes.h: mlp, lenet, cnn at their
 // training batch sizes, ResNet-20 at batch 128 and 32), it times the GEMMs of a training step —
 // forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen and oneDNN at each
-// thread count (median of --reps calls after a warm-up, the engines interleaved call by call) and
+// thread count (median of --reps samples after a warm-up, the engines interleaved sample by sample;
+// bench/interleaved.h makes a sample of a few-microsecond call a run of calls) and
 // prints GFLOP/s per engine and the fastest, one markdown row per GEMM and thread count.
 //
 //   build/bench/ember_gemm_sweep [--threads 1,2] [--reps 7] [--model cnn] [--csv sweep.csv]
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
            "ember_vs_fastest\n";
   }
 
-  std::printf("GFLOP/s, median of %d calls; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
+  std::printf("GFLOP/s, median of %d samples; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
   std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest | auto "
               "| ember | ember/fastest |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");

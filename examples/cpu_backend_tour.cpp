@@ -69,7 +69,7 @@ int main() {
   // Elementwise kernels split the flat index range into disjoint chunks, so the result does not
   // depend on the thread count: bit-identical with 1 thread and with all of them.
   const int all_threads = get_num_threads();
-  Tensor big = randn({1 << 20});  // far above the 32768-element grain: runs in parallel
+  Tensor big = randn({1 << 20});  // far above the elementwise grain: runs in parallel
   set_num_threads(1);
   Tensor one_thread = big.exp();
   set_num_threads(all_threads);

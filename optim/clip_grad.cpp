@@ -14,16 +14,18 @@ namespace {
 
 // sum |x|^p over a CPU gradient (or max |x| for the infinity norm), accumulated in double.
 // Chunks are reduced separately and combined in order, so the result does not depend on the thread count.
+// The chunk size is fixed (not a tunable grain): it decides the rounding.
+constexpr int64_t kChunk = 32768;
 double cpu_partial_norm(const Tensor& grad, double p) {
   const Tensor g = grad.contiguous();
   return EMBER_DISPATCH_FLOAT(g.dtype(), "clip_grad_norm_", [&]<typename T>() {
     const T* x = g.data<T>();
     const int64_t n = g.numel();
-    const int64_t chunks = (n + kGrainSize - 1) / kGrainSize;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
     std::vector<double> partial(chunks, 0.0);
     parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
       for (int64_t c = cb; c < ce; ++c) {
-        const int64_t begin = c * kGrainSize, end = std::min(n, begin + kGrainSize);
+        const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
         double acc = 0;
         if (std::isinf(p)) {
           for (int64_t i = begin; i < end; ++i) acc = std::max(acc, std::abs(static_cast<double>(x[i])));

@@ -82,7 +82,7 @@ void CpuBackend::fill(const Tensor& out, double value) {
 void CpuBackend::arange(const Tensor& out, double start, double step) {
   EMBER_DISPATCH_ALL_AND_HALF(out.dtype(), "arange", [&]<typename T>() {
     T* o = out.data<T>();
-    parallel_for(out.numel(), kGrainSize, [&](int64_t b, int64_t e) {
+    parallel_for(out.numel(), grain_size(Grain::Elementwise), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) o[i] = static_cast<T>(start + step * static_cast<double>(i));
     });
   });

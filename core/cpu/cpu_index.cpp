@@ -79,7 +79,7 @@ void scatter_add_loop(const Tensor& out, const Tensor& idx, const Tensor& src, i
                       int64_t idx_dim_bytes, int64_t src_dim_bytes) {
   StridedLoop<3> loop({&out, &idx, &src});
   // Each loop element does `len` additions: scale the grain so small problems stay on one thread.
-  const int64_t grain = std::max<int64_t>(1, kGrainSize / std::max<int64_t>(len, 1));
+  const int64_t grain = std::max<int64_t>(1, grain_size(Grain::Elementwise) / std::max<int64_t>(len, 1));
   loop.run(
       [=](char** p, const int64_t* s, int64_t n) {
         for (int64_t j = 0; j < len; ++j) {
@@ -129,7 +129,7 @@ void CpuBackend::index_select(const Tensor& in, int dim, const Tensor& index, co
     char* dst = static_cast<char*>(out.data_ptr());
     const int64_t* idx = index.data<int64_t>();
     const int64_t idx_stride = index.stride(0), in_row_stride = in.stride(0) * esize;
-    const int64_t grain = std::max<int64_t>(1, (kGrainSize * 4) / row_bytes);  // ~128 KiB per thread at least
+    const int64_t grain = std::max<int64_t>(1, (grain_size(Grain::Elementwise) * 4) / row_bytes);  // ~128 KiB per thread at least
     parallel_for(k_count, grain, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k)
         std::memcpy(dst + k * row_bytes, src + idx[k * idx_stride] * in_row_stride, row_bytes);

@@ -487,7 +487,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
               std::fill(dst, dst + MN, T(0));
           }
         });
-        parallel_for(MN, kGrainSize, [&](int64_t lo, int64_t hi) {
+        parallel_for(MN, grain_size(Grain::Elementwise), [&](int64_t lo, int64_t hi) {
           for (int t = 1; t < threads; ++t) simd::add_into(c + lo, P + (t - 1) * MN + lo, hi - lo);
         });
       }

@@ -48,7 +48,7 @@ void sgd_fused(T* p, const T* g, T* buf, int64_t n, const OptimKernels::SGDStep&
   const SGDMath<T> math = SGDMath<T>::make(s);
   with_constants(
       [&]<bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>() {
-        parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
+        parallel_for(n, grain_size(Grain::Optimizer), [&](int64_t begin, int64_t end) {
           sgd_range<kDecay, kMomentum, kNesterov, kFirst>(math, p, g, buf, begin, end);
         });
       },
@@ -61,7 +61,7 @@ void adam_fused(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const OptimKer
   const AdamMath<T> math = AdamMath<T>::make(s);
   with_constants(
       [&]<bool kL2, bool kDecoupled, bool kAmsgrad>() {
-        parallel_for(n, kGrainSize, [&](int64_t begin, int64_t end) {
+        parallel_for(n, grain_size(Grain::Optimizer), [&](int64_t begin, int64_t end) {
           adam_range<kL2, kDecoupled, kAmsgrad>(math, p, g, m, v, vmax, begin, end);
         });
       },

@@ -26,8 +26,8 @@ Planes planes(const Tensor& in, const Tensor& out) {
   return {in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3)};
 }
 
-// Grain for splitting planes: about kGrainSize input elements per thread.
-int64_t plane_grain(const Planes& p) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, p.H * p.W)); }
+// Grain for splitting planes: about grain_size(Grain::Pooling) input elements per thread.
+int64_t plane_grain(const Planes& p) { return std::max<int64_t>(1, grain_size(Grain::Pooling) / std::max<int64_t>(1, p.H * p.W)); }
 
 // The window arithmetic (which positions an output reads, what an average divides by, which value
 // wins a max) is shared with the CUDA kernels: core/pool_math.h.

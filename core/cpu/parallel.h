@@ -11,8 +11,36 @@
 
 namespace ember {
 
-// Below this many elements a kernel runs on one thread.
-inline constexpr int64_t kGrainSize = 32768;
+// The kinds of loop whose parallel split shares a grain: at least that many elements per thread,
+// so a smaller loop runs on the calling thread. Opening an OpenMP region costs a few microseconds,
+// and what a loop of n elements costs per element differs by kind (a ReLU streams two arrays, an
+// Adam step seven, a softmax row computes exponentials), so each kind has its own grain, measured
+// by bench/grain_sweep.cpp (bench/RESULTS.md): the smallest size where two threads beat one by
+// 10 %, halved (elements per thread).
+enum class Grain {
+  Elementwise,    // elementwise ops and copies (StridedLoop), fills, the split-K sum
+  Reduction,      // sum, mean, max, ... over any dims
+  RowWise,        // softmax, log_softmax, cross-entropy: per row
+  Normalization,  // batch norm (per channel), layer norm (per row)
+  Pooling,        // max / average pooling: per plane
+  Optimizer,      // SGD and Adam steps: per parameter element
+};
+inline constexpr int kGrainKinds = 6;
+
+namespace detail {
+// Elements per thread at least, by Grain, in Grain's order: bench/grain_sweep on the Zen 5 under
+// PVM (2026-12-07, 2 threads), where opening a region cost about 4 us; two threads won from 256k
+// elements for a ReLU or a sum, 16k for softmax rows of 100, 64k for batch norm and max pooling,
+// 128k for an SGD step (below those the one-thread loop was faster or level). set_grain_size
+// changes them.
+inline int64_t grain_sizes[kGrainKinds] = {131072, 131072, 8192, 32768, 32768, 65536};
+}  // namespace detail
+
+inline int64_t grain_size(Grain kind) { return detail::grain_sizes[static_cast<int>(kind)]; }
+// For bench/grain_sweep and tests: not thread-safe against running kernels, set it between calls.
+inline void set_grain_size(Grain kind, int64_t elements) {
+  detail::grain_sizes[static_cast<int>(kind)] = std::max<int64_t>(1, elements);
+}
 
 // Calls fn(begin, end) on disjoint chunks covering [0, n), in parallel when n is large enough.
 template <typename F>

@@ -54,7 +54,7 @@ struct StridedLoop {
 
   // Calls inner(ptrs, inner_strides, n) over runs of the innermost dim covering all elements.
   template <typename Inner>
-  void run(Inner&& inner, int64_t grain = kGrainSize) const {
+  void run(Inner&& inner, int64_t grain = grain_size(Grain::Elementwise)) const {
     parallel_for(numel, grain, [&](int64_t b, int64_t e) { run_range(b, e, inner); });
   }
 

@@ -374,6 +374,15 @@ TEST_P(NnFunctional, NormErrors) {
       {"batch_norm: weight has shape [3] but the input [2, 4] needs [4]"});
   expect_error([&] { F::batch_norm(zeros({4}, o), {}, {}, {}, {}, true); },
                {"batch_norm: expected an input [N, C, *] with at least 2 dims, got [4]"});
+  // batch_norm_relu checks the same things and names itself.
+  expect_error([&] { F::batch_norm_relu(zeros({1, 4}, o), {}, {}, {}, {}, true); },
+               {"batch_norm_relu: expected more than 1 value per channel when training, got input [1, 4]"});
+  expect_error([&] { F::batch_norm_relu(zeros({2, 4}, o), {}, {}, {}, zeros({5}, o), true); },
+               {"batch_norm_relu: bias has shape [5] but the input [2, 4] needs [4]"});
+  expect_error([&] { F::batch_norm_relu(zeros({2, 4}, o), zeros({4}, o), {}, {}, {}, true); },
+               {"batch_norm_relu: running_mean and running_var must be given together"});
+  expect_error([&] { F::batch_norm_relu(zeros({2, 4}, o), {}, {}, {}, {}, true, 0.1, -1.0); },
+               {"batch_norm_relu: eps must be non-negative, got -1"});
   expect_error(
       [&] {
         F::layer_norm(zeros({2, 3, 4}, o), {3});

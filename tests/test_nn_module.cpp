@@ -171,6 +171,31 @@ TEST_P(NnModuleDevice, BatchNormWithoutRunningStatsUsesBatchStatsInEval) {
   test::expect_close(bn.forward(x), (x - x.mean({0})) / (x.var({0}, false) + 1e-5).sqrt(), 1e-5, 1e-5);
 }
 
+// forward_relu is relu(forward(x)) in one op: the same output and gradients, the same running
+// statistics and batch count, in training and in eval.
+TEST_P(NnModuleDevice, BatchNormForwardReluIsReluOfForward) {
+  nn::BatchNorm2d fused(4), plain(4);
+  fused.to(device());
+  plain.to(device());
+  const Tensor x0 = (rand({3, 4, 5, 5}) * 3 - 1).to(device());
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "training" : "eval");
+    fused.train(training);
+    plain.train(training);
+    const Tensor x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+    const Tensor y1 = fused.forward_relu(x1), y2 = relu(plain.forward(x2));
+    test::expect_close(y1, y2, 1e-5, 1e-6);
+    y1.sum().backward();
+    y2.sum().backward();
+    test::expect_close(x1.grad(), x2.grad(), 1e-4, 1e-5);
+    test::expect_close(fused.weight.grad(), plain.weight.grad(), 1e-4, 1e-5);
+    test::expect_close(fused.running_mean, plain.running_mean, 1e-6, 1e-7);
+    test::expect_close(fused.running_var, plain.running_var, 1e-6, 1e-7);
+    EXPECT_EQ(fused.num_batches_tracked.item<int64_t>(), plain.num_batches_tracked.item<int64_t>());
+  }
+  EXPECT_EQ(fused.num_batches_tracked.item<int64_t>(), 1);
+}
+
 TEST(NnModule, ToDtypeConvertsInPlaceAndKeepsHandles) {
   Net net;
   Tensor w = net.fc->weight;

@@ -221,6 +221,12 @@ TEST(SyncBatchNormModule, ConvertsEveryBatchNormInPlace) {
     EXPECT_EQ(distributed::convert_sync_batchnorm(*block, comm), 3);
     EXPECT_TRUE(static_cast<bool>(block->bn1->training_forward));
     auto layer = std::make_shared<distributed::SyncBatchNorm>(4, comm);
+    // A converted block computes what the local one does on one rank, including the ReLU that
+    // ResidualBlock applies through BatchNorm::forward_relu (composed there with the sync forward).
+    auto local = std::make_shared<nn::ResidualBlock>(4, 8, 2);
+    local->load_state_dict(block->state_dict());
+    const Tensor x = ember::test::rand_f64({3, 4, 6, 6}, -1, 1, 4).to(kFloat32);
+    ember::test::expect_close(block->forward(x), local->forward(x), 1e-5, 1e-6);
     EXPECT_EQ(layer->type_name(), "SyncBatchNorm");
     EXPECT_EQ(layer->state_dict().keys(),
               (std::vector<std::string>{"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}));

@@ -397,6 +397,8 @@ TEST(MatmulCpu, TinyProductsRunOnOneThreadAndRestoreTheSetting) {
   EXPECT_FALSE(gemm_runs_on_one_thread(5, 64, 64, 16));
   EXPECT_FALSE(gemm_runs_on_one_thread(1, 128, 10, 512));  // mlp fc3 forward
   EXPECT_FALSE(gemm_runs_on_one_thread(1, 64, 50, 320));   // LeNet fc1 forward
+  EXPECT_FALSE(gemm_runs_on_one_thread(int64_t{1} << 40, int64_t{1} << 40, 2, 2));  // no overflow into "small"
+  EXPECT_FALSE(gemm_runs_on_one_thread(2, int64_t{1} << 17, int64_t{1} << 17, int64_t{1} << 17));
   const int saved_threads = get_num_threads();
   set_num_threads(2);
   const Tensor a = randn({64, 128}), w = randn({10, 128});

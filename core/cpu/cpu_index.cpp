@@ -79,7 +79,7 @@ void scatter_add_loop(const Tensor& out, const Tensor& idx, const Tensor& src, i
                       int64_t idx_dim_bytes, int64_t src_dim_bytes) {
   StridedLoop<3> loop({&out, &idx, &src});
   // Each loop element does `len` additions: scale the grain so small problems stay on one thread.
-  const int64_t grain = std::max<int64_t>(1, grain_size(Grain::Elementwise) / std::max<int64_t>(len, 1));
+  const int64_t grain = items_per_grain(Grain::Elementwise, len);
   loop.run(
       [=](char** p, const int64_t* s, int64_t n) {
         for (int64_t j = 0; j < len; ++j) {

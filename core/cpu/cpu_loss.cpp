@@ -64,7 +64,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, const
     const int64_t* t = target.data<int64_t>();
     T *l = loss.data<T>(), *stats = row_stats.data<T>();
     const double s = label_smoothing;
-    parallel_for(N, std::max<int64_t>(1, grain_size(Grain::RowWise) / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    parallel_for(N, items_per_grain(Grain::RowWise, C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * C;
         T m, sum_exp, sum_x;
@@ -112,7 +112,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& grad_loss, const Tensor& l
     const int64_t gl_stride = grad_loss.stride(0);
     T* gx = grad_logits.data<T>();
     const T keep = static_cast<T>(1 - label_smoothing), smooth = static_cast<T>(label_smoothing / C);
-    parallel_for(N, std::max<int64_t>(1, grain_size(Grain::RowWise) / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    parallel_for(N, items_per_grain(Grain::RowWise, C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         T* gr = gx + r * C;
         const int64_t tr = t[r];

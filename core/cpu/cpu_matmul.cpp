@@ -373,7 +373,10 @@ constexpr int64_t kOneThreadGemm = 1 << 18;
 }  // namespace
 
 bool gemm_runs_on_one_thread(int64_t batch, int64_t M, int64_t N, int64_t K) {
-  return batch * M * N * K <= kOneThreadGemm;
+  // Each factor is bounded first, so the product of the other three cannot overflow.
+  for (int64_t f : {batch, M, N, K})
+    if (f > kOneThreadGemm) return false;
+  return M * N * K <= kOneThreadGemm / std::max<int64_t>(1, batch);
 }
 
 namespace {

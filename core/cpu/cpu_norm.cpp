@@ -149,7 +149,7 @@ void batch_norm_cpu(const Tensor& in, const Tensor& weight, const Tensor& bias, 
     T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
     T* y = out.data<T>();
     T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
-    parallel_for(C, std::max<int64_t>(1, grain_size(Grain::Normalization) / std::max<int64_t>(count, 1)), [&](int64_t c0, int64_t c1) {
+    parallel_for(C, items_per_grain(Grain::Normalization, count), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         double mean, invstd;
         if (training) {
@@ -208,7 +208,7 @@ void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& in, const Ten
     T* gx = grad_in.defined() ? grad_in.data<T>() : nullptr;
     T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
     T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
-    parallel_for(C, std::max<int64_t>(1, grain_size(Grain::Normalization) / std::max<int64_t>(count, 1)), [&](int64_t c0, int64_t c1) {
+    parallel_for(C, items_per_grain(Grain::Normalization, count), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const double mean = sm[c], invstd = si[c];
         T sc = 0, sh = 0;  // batch_norm_relu: the forward's scale and shift, for the mask
@@ -285,7 +285,7 @@ void CpuBackend::layer_norm(const Tensor& in, const Tensor& weight, const Tensor
   EMBER_DISPATCH_FLOAT(in.dtype(), "layer_norm", [&]<typename T>() {
     const T *x = in.data<T>(), *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
     T *y = out.data<T>(), *mu = mean.data<T>(), *rs = rstd.data<T>();
-    parallel_for(M, std::max<int64_t>(1, grain_size(Grain::Normalization) / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+    parallel_for(M, items_per_grain(Grain::Normalization, N), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = x + r * N;
         T* yr = y + r * N;
@@ -326,7 +326,7 @@ void CpuBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& in, c
     const T *mu = mean.data<T>(), *rs = rstd.data<T>();
     if (grad_in.defined()) {
       T* gx = grad_in.data<T>();
-      parallel_for(M, std::max<int64_t>(1, grain_size(Grain::Normalization) / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+      parallel_for(M, items_per_grain(Grain::Normalization, N), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const T *xr = x + r * N, *gr = g + r * N;
           const double m = mu[r], r_std = rs[r];
@@ -351,7 +351,7 @@ void CpuBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& in, c
       // slice (contiguous within a row), so no partial sums need combining.
       T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
       T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
-      parallel_for(N, std::max<int64_t>(1, grain_size(Grain::Normalization) / std::max<int64_t>(M, 1)), [&](int64_t j0, int64_t j1) {
+      parallel_for(N, items_per_grain(Grain::Normalization, M), [&](int64_t j0, int64_t j1) {
         std::vector<double> aw(j1 - j0, 0.0), ab(j1 - j0, 0.0);
         for (int64_t r = 0; r < M; ++r) {
           const T *xr = x + r * N, *gr = g + r * N;

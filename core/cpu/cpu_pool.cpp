@@ -27,7 +27,7 @@ Planes planes(const Tensor& in, const Tensor& out) {
 }
 
 // Grain for splitting planes: about grain_size(Grain::Pooling) input elements per thread.
-int64_t plane_grain(const Planes& p) { return std::max<int64_t>(1, grain_size(Grain::Pooling) / std::max<int64_t>(1, p.H * p.W)); }
+int64_t plane_grain(const Planes& p) { return items_per_grain(Grain::Pooling, p.H * p.W); }
 
 // The window arithmetic (which positions an output reads, what an average divides by, which value
 // wins a max) is shared with the CUDA kernels: core/pool_math.h.

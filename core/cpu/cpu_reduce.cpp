@@ -359,7 +359,7 @@ void run_rows(const Layout& L, const T* in, O* out) {
   const Dim* kept = L.kept;
   const int nk = L.nkept;
   if (N <= kPiece) {  // one work item per output
-    parallel_for(M, std::max<int64_t>(1, grain_size(Grain::Reduction) / N), [&](int64_t b, int64_t e) {
+    parallel_for(M, items_per_grain(Grain::Reduction, N), [&](int64_t b, int64_t e) {
       const int64_t ki = kept[nk - 1].in, ko = kept[nk - 1].out;
       for_each_run(kept, nk, b, e, [&](int64_t in_off, int64_t out_off, int64_t, int64_t len) {
         for (int64_t i = 0; i < len; ++i)
@@ -371,7 +371,7 @@ void run_rows(const Layout& L, const T* in, O* out) {
   // Long reductions: P fixed pieces per output, computed in parallel, then combined in order.
   const int64_t P = (N + kPiece - 1) / kPiece;
   std::vector<Acc> parts(M * P);  // one Acc per (output, piece)
-  parallel_for(M * P, std::max<int64_t>(1, grain_size(Grain::Reduction) / kPiece), [&](int64_t b, int64_t e) {
+  parallel_for(M * P, items_per_grain(Grain::Reduction, kPiece), [&](int64_t b, int64_t e) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t m = item / P, k = item % P;
       int64_t in_off, out_off;
@@ -379,7 +379,7 @@ void run_rows(const Layout& L, const T* in, O* out) {
       parts[item] = R::rows(in + in_off, L, k * kPiece, std::min(N, (k + 1) * kPiece));
     }
   });
-  parallel_for(M, std::max<int64_t>(1, grain_size(Grain::Reduction) / P), [&](int64_t b, int64_t e) {
+  parallel_for(M, items_per_grain(Grain::Reduction, P), [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m) {
       Acc r{};
       R::combine(&parts[m * P], P, 1, 1, &r);
@@ -452,7 +452,7 @@ void run_cols(const Layout& L, const T* in, O* out) {
   };
 
   if (P == 1) {  // one work item per tile
-    parallel_for(groups, std::max<int64_t>(1, grain_size(Grain::Reduction) / (N * std::min(col.size, kTile))), [&](int64_t b, int64_t e) {
+    parallel_for(groups, items_per_grain(Grain::Reduction, N * std::min(col.size, kTile)), [&](int64_t b, int64_t e) {
       std::vector<Acc> acc(kTile);
       for (int64_t g = b; g < e; ++g) {
         piece(g, 0, acc.data());
@@ -465,7 +465,7 @@ void run_cols(const Layout& L, const T* in, O* out) {
   parallel_for(groups * P, 1, [&](int64_t b, int64_t e) {
     for (int64_t item = b; item < e; ++item) piece(item / P, item % P, &parts[item * kTile]);
   });
-  parallel_for(groups, std::max<int64_t>(1, grain_size(Grain::Reduction) / (P * kTile)), [&](int64_t b, int64_t e) {
+  parallel_for(groups, items_per_grain(Grain::Reduction, P * kTile), [&](int64_t b, int64_t e) {
     std::vector<Acc> acc(kTile);
     for (int64_t g = b; g < e; ++g) {
       const int64_t w = std::min(kTile, col.size - (g % tiles) * kTile);

@@ -123,7 +123,7 @@ struct RowLayout {
   template <typename F>
   void for_tiles(F&& fn) const {
     const int64_t C = size[nd - 1], tiles = (C + kTile - 1) / kTile, groups = rows / C * tiles;
-    parallel_for(groups, std::max<int64_t>(1, grain_size(Grain::RowWise) / (n * std::min(C, kTile))), [&](int64_t b, int64_t e) {
+    parallel_for(groups, items_per_grain(Grain::RowWise, n * std::min(C, kTile)), [&](int64_t b, int64_t e) {
       for (int64_t g = b; g < e; ++g) {
         int64_t off[K];
         offsets(g / tiles, nd - 1, off);
@@ -136,7 +136,7 @@ struct RowLayout {
 
   template <typename F>
   void parallel_rows(F&& fn) const {
-    parallel_for(rows, std::max<int64_t>(1, grain_size(Grain::RowWise) / n), [&](int64_t b, int64_t e) { for_rows(b, e, fn); });
+    parallel_for(rows, items_per_grain(Grain::RowWise, n), [&](int64_t b, int64_t e) { for_rows(b, e, fn); });
   }
 };
 

@@ -37,6 +37,11 @@ inline int64_t grain_sizes[kGrainKinds] = {131072, 131072, 8192, 32768, 32768, 6
 }  // namespace detail
 
 inline int64_t grain_size(Grain kind) { return detail::grain_sizes[static_cast<int>(kind)]; }
+// The grain of a loop over items of `item_elements` elements each (channels, rows, planes): how
+// many items make a kind's grain, at least 1.
+inline int64_t items_per_grain(Grain kind, int64_t item_elements) {
+  return std::max<int64_t>(1, grain_size(kind) / std::max<int64_t>(1, item_elements));
+}
 // For bench/grain_sweep and tests: not thread-safe against running kernels, set it between calls.
 inline void set_grain_size(Grain kind, int64_t elements) {
   detail::grain_sizes[static_cast<int>(kind)] = std::max<int64_t>(1, elements);

@@ -137,8 +137,9 @@ class BatchNorm : public Module {
  public:
   Tensor forward(const Tensor& input) override;
   // relu(forward(input)) in one fused op (F::batch_norm_relu) where the device has it: for a layer
-  // whose output goes straight into a ReLU, as ResNet's conv-BN-ReLU.
-  Tensor forward_relu(const Tensor& input);
+  // whose output goes straight into a ReLU, as ResNet's conv-BN-ReLU (nn::ResidualBlock calls it).
+  // It does not go through forward(): a subclass that overrides forward() must override this too.
+  virtual Tensor forward_relu(const Tensor& input);
   std::string extra_repr() const override;
   void reset_running_stats();
 

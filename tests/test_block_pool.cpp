@@ -386,6 +386,11 @@ TEST(BlockPool, FreeingAnUnknownPointerFails) {
 
 TEST(BlockPool, ConcurrentAllocateAndFree) {
   Pool pool;
+  // Four threads hold up to 8 blocks of up to 4 MiB each: 128 MiB at worst, plus whatever the
+  // interleaving leaves cached in the other pool. With the default 64 MiB an unlucky schedule ran
+  // out of memory inside a thread (std::terminate; seen once under ASan in CI): this test is about
+  // concurrency, not capacity, so give it room for the worst case.
+  pool.system().s->capacity = 1024 * MiB;
   std::atomic<int> clobbered{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {

@@ -25,6 +25,7 @@ enum class UnaryOp : uint8_t {
 
 enum class BinaryOp : uint8_t {
   Add, Sub, Mul, Div, Pow, Maximum, Minimum, FloorDiv,
+  AddRelu,  // relu(a + b): the end of a residual block in one pass (add_relu)
   Eq, Ne, Lt, Le, Gt, Ge,  // output uint8
   // Fused first-order backward formulas (a = incoming gradient, b = saved input or output):
   ReluBackward,     // a where y = relu(x) is not <= 0 (so a NaN input passes the gradient, as in PyTorch)
@@ -43,6 +44,11 @@ template <typename T> EMBER_HD T gelu_grad(T x) {
   T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
   T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
   return cdf + x * pdf;
+}
+// relu(a + b), NaN passing through as relu's does.
+template <typename T> EMBER_HD T add_relu(T a, T b) {
+  const T s = T(a + b);
+  return s <= T(0) ? T(0) : s;
 }
 template <typename T> EMBER_HD T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
@@ -112,6 +118,7 @@ EMBER_BINARY(Pow, std::pow(a, b))
 EMBER_BINARY(Maximum, maximum(a, b))
 EMBER_BINARY(Minimum, minimum(a, b))
 EMBER_BINARY(FloorDiv, floor_divide(a, b))
+EMBER_BINARY(AddRelu, add_relu(a, b))
 EMBER_BINARY(Eq, a == b)
 EMBER_BINARY(Ne, a != b)
 EMBER_BINARY(Lt, a < b)
@@ -149,7 +156,7 @@ decltype(auto) visit_binary(BinaryOp op, F&& f) {
   switch (op) {
 #define EMBER_CASE(Name) case BinaryOp::Name: return f(ew::Name{});
     EMBER_CASE(Add) EMBER_CASE(Sub) EMBER_CASE(Mul) EMBER_CASE(Div) EMBER_CASE(Pow) EMBER_CASE(Maximum)
-    EMBER_CASE(Minimum) EMBER_CASE(FloorDiv) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
+    EMBER_CASE(Minimum) EMBER_CASE(FloorDiv) EMBER_CASE(AddRelu) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
     EMBER_CASE(ReluBackward) EMBER_CASE(GeluBackward) EMBER_CASE(SigmoidBackward) EMBER_CASE(TanhBackward)
 #undef EMBER_CASE
   }

@@ -79,6 +79,10 @@ Tensor abs(const Tensor& a);
 Tensor tanh(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
 Tensor relu(const Tensor& a);
+// relu(a + b) in one pass over memory (a and b broadcast as in add): the end of a residual block,
+// relu(branch + shortcut), as nn::ResidualBlock calls it. The gradient of each is g where the output
+// is positive.
+Tensor add_relu(const Tensor& a, const Tensor& b);
 Tensor gelu(const Tensor& a);  // exact (erf) form, PyTorch's default
 Tensor clamp(const Tensor& a, double lo, double hi);
 Tensor sign(const Tensor& a);  // not differentiable (zero gradient)

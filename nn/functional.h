@@ -22,8 +22,10 @@ using ember::NllLossOptions;
 
 using ember::dropout;
 using ember::linear;
+using ember::linear_relu;
 
 using ember::conv2d;
+using ember::conv2d_relu;
 
 using ember::adaptive_avg_pool2d;
 using ember::avg_pool2d;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <typeinfo>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -49,6 +50,7 @@ void Linear::reset_parameters(Generator* gen) {
 }
 
 Tensor Linear::forward(const Tensor& input) { return F::linear(input, weight, bias); }
+Tensor Linear::forward_relu(const Tensor& input) { return F::linear_relu(input, weight, bias); }
 
 std::string Linear::extra_repr() const {
   return "in_features=" + std::to_string(in_features) + ", out_features=" + std::to_string(out_features) +
@@ -87,6 +89,9 @@ void Conv2d::reset_parameters(Generator* gen) { default_init(weight, bias, gen);
 
 Tensor Conv2d::forward(const Tensor& input) {
   return F::conv2d(input, weight, bias, options.stride, options.padding, options.dilation, options.groups);
+}
+Tensor Conv2d::forward_relu(const Tensor& input) {
+  return F::conv2d_relu(input, weight, bias, options.stride, options.padding, options.dilation, options.groups);
 }
 
 std::string Conv2d::extra_repr() const {
@@ -261,9 +266,31 @@ const std::shared_ptr<Module>& Sequential::operator[](size_t i) const {
   return named_children()[i].second;
 }
 
+namespace {
+
+// One of ember's own layers with a fused `op + ReLU` (exactly that class: a subclass may override
+// forward(), which forward_relu would bypass).
+bool fuses_following_relu(const Module& m) {
+  const std::type_info& t = typeid(m);
+  return t == typeid(Linear) || t == typeid(Conv2d) || t == typeid(BatchNorm1d) || t == typeid(BatchNorm2d);
+}
+
+}  // namespace
+
+// A Linear, Conv2d or BatchNorm followed by a plain ReLU runs as one fused op (forward_relu): the
+// same values and gradients with one pass over the activation fewer and one tensor less.
 Tensor Sequential::forward(const Tensor& input) {
+  const auto& layers = named_children();
   Tensor x = input;
-  for (const auto& [name, m] : named_children()) x = m->forward(x);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Module& m = *layers[i].second;
+    if (i + 1 < layers.size() && typeid(*layers[i + 1].second) == typeid(ReLU) && fuses_following_relu(m)) {
+      x = layers[i].second->forward_relu(x);
+      ++i;  // the ReLU is done
+    } else {
+      x = layers[i].second->forward(x);
+    }
+  }
   return x;
 }
 
@@ -287,7 +314,7 @@ ResidualBlock::ResidualBlock(int64_t in, int64_t out, int64_t stride, Generator*
 Tensor ResidualBlock::forward(const Tensor& input) {
   Tensor out = bn1->forward_relu(conv1->forward(input));
   out = bn2->forward(conv2->forward(out));
-  return relu(out + (downsample ? downsample->forward(input) : input));
+  return add_relu(out, downsample ? downsample->forward(input) : input);  // relu(out + shortcut), one pass
 }
 
 }  // namespace ember::nn

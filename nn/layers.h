@@ -33,6 +33,7 @@ class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true, Generator* gen = nullptr);
   Tensor forward(const Tensor& input) override;
+  Tensor forward_relu(const Tensor& input) override;  // F::linear_relu; bypasses forward()
   std::string extra_repr() const override;
   void reset_parameters(Generator* gen = nullptr);
 
@@ -67,6 +68,7 @@ class Conv2d : public Module {
   Conv2d(int64_t in_channels, int64_t out_channels, Size2 kernel_size, Conv2dOptions options = {},
          Generator* gen = nullptr);
   Tensor forward(const Tensor& input) override;
+  Tensor forward_relu(const Tensor& input) override;  // F::conv2d_relu; bypasses forward()
   std::string extra_repr() const override;
   void reset_parameters(Generator* gen = nullptr);
 
@@ -137,9 +139,10 @@ class BatchNorm : public Module {
  public:
   Tensor forward(const Tensor& input) override;
   // relu(forward(input)) in one fused op (F::batch_norm_relu) where the device has it: for a layer
-  // whose output goes straight into a ReLU, as ResNet's conv-BN-ReLU (nn::ResidualBlock calls it).
-  // It does not go through forward(): a subclass that overrides forward() must override this too.
-  virtual Tensor forward_relu(const Tensor& input);
+  // whose output goes straight into a ReLU, as ResNet's conv-BN-ReLU (nn::ResidualBlock calls it,
+  // and Sequential for a BatchNorm followed by a ReLU). It does not go through forward(): a
+  // subclass that overrides forward() must override this too.
+  Tensor forward_relu(const Tensor& input) override;
   std::string extra_repr() const override;
   void reset_running_stats();
 

@@ -50,6 +50,8 @@ Tensor Module::forward(const Tensor&) {
   EMBER_FAIL(type_name_, " does not implement forward(const Tensor&); call its own forward method");
 }
 
+Tensor Module::forward_relu(const Tensor& input) { return relu(forward(input)); }
+
 void Module::check_name(const std::string& name, const char* what) const {
   EMBER_CHECK(!name.empty(), type_name_, ": ", what, " name must not be empty");
   EMBER_CHECK(name.find('.') == std::string::npos, type_name_, ": ", what, " name \"", name,

@@ -84,6 +84,9 @@ class Module {
   // The layer's computation. Layers with one tensor in and one out override this; the base throws.
   virtual Tensor forward(const Tensor& input);
   Tensor operator()(const Tensor& input) { return forward(input); }
+  // relu(forward(input)). Layers with a fused op override it (Linear, Conv2d, BatchNorm: one pass
+  // instead of two); Sequential calls it for one of those layers followed by an nn::ReLU.
+  virtual Tensor forward_relu(const Tensor& input);
 
   // ---- registration (names: non-empty, no '.', unique among this module's entries) ----
   // Returns the handle it stores (the same tensor), so `weight = register_parameter("weight", w)`.

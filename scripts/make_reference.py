@@ -144,6 +144,9 @@ def case(name, expr, inputs, grad=True):
 case("add", "x0 + x1", [uni([2, 3]), uni([2, 3])])
 case("add_broadcast", "x0 + x1", [uni([2, 3, 4]), uni([3, 1])])
 case("add_noncontig", "x0.t() + x1", [uni([4, 3]), uni([3, 4])])
+# add_relu (ember's fused end of a residual block) is relu(a + b) in PyTorch.
+case("add_relu", "torch.relu(x0 + x1)", [uni([3, 4]), uni([3, 4])])
+case("add_relu_broadcast", "torch.relu(x0 + x1)", [uni([2, 3, 4]), uni([3, 1])])
 case("sub", "x0 - x1", [uni([2, 3]), uni([2, 3])])
 case("sub_broadcast", "x0 - x1", [uni([3, 4]), uni([4])])
 case("mul", "x0 * x1", [uni([2, 3]), uni([2, 3])])

@@ -53,6 +53,12 @@ case("linear", "F.linear(x0, x1, x2)", [uni([4, 5]), uni([3, 5]), uni([3])])
 case("linear_nobias", "F.linear(x0, x1)", [uni([4, 5]), uni([3, 5])])
 case("linear_3d", "F.linear(x0, x1, x2)", [uni([2, 3, 5]), uni([4, 5]), uni([4])])
 case("linear_1d", "F.linear(x0, x1, x2)", [uni([5]), uni([4, 5]), uni([4])])
+# linear_relu and conv2d_relu (ember's fused layer + ReLU, nn::Sequential's) are relu(layer) in PyTorch.
+case("linear_relu", "F.relu(F.linear(x0, x1, x2))", [uni([4, 5]), uni([3, 5]), uni([3])])
+case("linear_relu_3d_nobias", "F.relu(F.linear(x0, x1))", [uni([2, 3, 5]), uni([4, 5])])
+case("conv2d_relu", "F.relu(F.conv2d(x0, x1, x2, padding=1))", [uni([2, 3, 6, 5]), uni([4, 3, 3, 3]), uni([4])])
+case("conv2d_relu_stride_groups_nobias", "F.relu(F.conv2d(x0, x1, stride=2, groups=2))",
+     [uni([2, 4, 7, 7]), uni([6, 2, 3, 3])])
 case("linear_noncontig", "F.linear(x0.transpose(0, 1), x1, x2)", [uni([5, 4]), uni([3, 5]), uni([3])])
 
 # ---- conv2d ----

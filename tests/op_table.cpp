@@ -52,6 +52,7 @@ std::vector<OpCase> core_ops() {
         op(name + "_transposed", {{4, 3}, {3, 1}}, [f](X x) { return f(x[0].t(), x[1]); }, lo, hi).covers({name, "t"}));
   };
   binary("add", add, -1, 1);
+  binary("add_relu", add_relu, -1, 1);
   binary("sub", sub, -1, 1);
   binary("mul", mul, -1, 1);
   binary("div", div, 0.5, 2);  // divisor away from 0

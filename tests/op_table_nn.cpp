@@ -38,11 +38,18 @@ std::vector<OpCase> nn_ops() {
   t.push_back(op("linear", {{4, 3}, {5, 3}, {5}}, [](X x) { return linear(x[0], x[1], x[2]); }));
   t.push_back(op("linear_batched_transposed_nobias", {{3, 2, 4}, {4, 5}},
                  [](X x) { return linear(x[0].transpose(0, 1), x[1].t()); }).covers({"linear"}));
+  t.push_back(op("linear_relu", {{4, 3}, {5, 3}, {5}}, [](X x) { return linear_relu(x[0], x[1], x[2]); }));
+  t.push_back(op("linear_relu_3d_nobias", {{2, 3, 4}, {5, 4}}, [](X x) { return linear_relu(x[0], x[1]); })
+                  .covers({"linear_relu"}));
 
   // ---- convolution and its backward ops ----
   t.push_back(op("conv2d", {{2, 4, 6, 5}, {6, 2, 3, 2}, {6}},
                  [](X x) { return conv2d(x[0], x[1], x[2], {2, 1}, 1, {1, 2}, 2); }));
   t.push_back(op("conv2d_1x1_unbatched_nobias", {{3, 4, 4}, {2, 3, 1, 1}}, [](X x) { return conv2d(x[0], x[1]); }).covers({"conv2d"}));
+  t.push_back(op("conv2d_relu", {{2, 4, 6, 5}, {6, 2, 3, 2}, {6}},
+                 [](X x) { return conv2d_relu(x[0], x[1], x[2], {2, 1}, 1, {1, 2}, 2); }));
+  t.push_back(op("conv2d_relu_unbatched_nobias", {{3, 5, 4}, {4, 3, 3, 3}},
+                 [](X x) { return conv2d_relu(x[0], x[1], Tensor(), 1, 1); }).covers({"conv2d_relu"}));
   t.push_back(op("conv2d_backward_input", {{2, 6, 3, 5}, {6, 2, 3, 2}},
                  [](X x) { return conv2d_backward_input(x[0], x[1], {2, 4, 6, 5}, {2, 1}, 1, {1, 2}, 2); }));
   t.push_back(op("conv2d_backward_weight", {{2, 6, 3, 5}, {2, 4, 6, 5}},

@@ -8,6 +8,9 @@
 // none, and the MNIST and ResNet-20 layer shapes.
 #include <gtest/gtest.h>
 
+#include <tuple>
+#include <vector>
+
 #include "core/cpu/cpu_matmul.h"
 #include "core/cpu/onednn_conv.h"
 #include "nn/functional.h"
@@ -152,6 +155,18 @@ TEST(CpuConvWinograd, AutoTakesItWhereTheSweepMeasuredItFaster) {
   EXPECT_EQ(wino(onednn_conv2d_kernels({2, 64, 8, 8}, {64, 64, 3, 3}, padded, 1).forward), has_wino);
   EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 16, 32, 32}, {16, 16, 3, 3}, padded, 1).forward));
   EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 32, 16, 16}, {64, 32, 3, 3}, strided, 1).forward));
+  // conv2d_relu's forward (the ReLU as a post-op) gets the same kernel as conv2d's, Winograd
+  // included, on every layer of the MNIST cnn and ResNet-20 that oneDNN runs: the fusion never
+  // trades a kernel for a slower one.
+  EXPECT_EQ(cnn_conv2.forward_relu, cnn_conv2.forward);
+  for (const auto& [in, wt, win] : std::vector<std::tuple<Shape, Shape, Window2d>>{
+           {{64, 32, 26, 26}, {64, 32, 3, 3}, unpadded}, {{128, 3, 32, 32}, {16, 3, 3, 3}, padded},
+           {{128, 16, 32, 32}, {16, 16, 3, 3}, padded}, {{128, 16, 32, 32}, {32, 16, 3, 3}, strided},
+           {{128, 32, 16, 16}, {32, 32, 3, 3}, padded}, {{128, 64, 8, 8}, {64, 64, 3, 3}, padded}}) {
+    const OneDnnConvKernels k = onednn_conv2d_kernels(in, wt, win, 1);
+    EXPECT_FALSE(k.forward.empty()) << in;
+    EXPECT_EQ(k.forward_relu, k.forward) << in;
+  }
   set_cpu_conv_engine(ConvEngine::OneDnn);
   const OneDnnConvKernels direct = onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1);
   EXPECT_FALSE(wino(direct.forward) || wino(direct.grad_input) || wino(direct.grad_weight)) << direct.forward;

@@ -410,6 +410,49 @@ TEST_P(NnLayers, SequentialAccessAndErrors) {
   EXPECT_EQ(y.device(), device());
 }
 
+// Sequential runs a Linear, Conv2d or BatchNorm followed by a ReLU as one fused op (forward_relu),
+// with the values and gradients of the two modules called one by one; a subclass of those layers
+// (which may override forward()) and a module that is not a plain ReLU are called as they are.
+TEST_P(NnLayers, SequentialFusesLayerThenReluAndKeepsSubclassesIntact) {
+  Generator gen(7);
+  auto conv = std::make_shared<nn::Conv2d>(2, 4, 3, nn::Conv2dOptions{.padding = 1}, &gen);
+  auto bn = std::make_shared<nn::BatchNorm2d>(4);
+  auto fc = std::make_shared<nn::Linear>(4 * 5 * 5, 6, true, &gen);
+  nn::Sequential seq(conv, std::make_shared<nn::ReLU>(), bn, std::make_shared<nn::ReLU>(), std::make_shared<nn::Flatten>(),
+                     fc, std::make_shared<nn::ReLU>());
+  seq.to(device());
+  const Tensor x = test::rand_f64({3, 2, 5, 5}, -1, 1, 5).to(kFloat32).to(device());
+  const Tensor y = seq.forward(x);
+  ASSERT_TRUE(y.grad_fn());
+  EXPECT_STREQ(y.grad_fn()->name(), "linear_relu");
+  (y * y).sum().backward();
+  std::vector<Tensor> fused_grads;
+  for (const Tensor& p : seq.parameters()) fused_grads.push_back(p.grad().clone());
+  seq.zero_grad();
+  // The same modules, one call each (BatchNorm's running statistics move again: compare outputs only).
+  const Tensor c = relu(conv->forward(x));
+  // conv2d_relu is one op on the CPU; a device without the fused kernel composes conv2d and relu.
+  EXPECT_STREQ(conv->forward_relu(x).grad_fn()->name(), device().is_cpu() ? "conv2d_relu" : "relu");
+  const Tensor composed = relu(fc->forward(relu(bn->forward(c)).flatten(1)));
+  test::expect_close(y, composed, 1e-5, 1e-5);
+  (composed * composed).sum().backward();
+  const std::vector<Tensor> params = seq.parameters();
+  for (size_t i = 0; i < params.size(); ++i) test::expect_close(fused_grads[i], params[i].grad(), 1e-4, 1e-4);
+
+  // A Conv2d subclass with its own forward() is not bypassed by the fusion.
+  struct Doubled : nn::Conv2d {
+    using nn::Conv2d::Conv2d;
+    Tensor forward(const Tensor& input) override { return nn::Conv2d::forward(input) * 2.0; }
+  };
+  auto doubled = std::make_shared<Doubled>(2, 4, 3, nn::Conv2dOptions{.padding = 1}, &gen);
+  nn::Sequential sub(doubled, std::make_shared<nn::ReLU>());
+  sub.to(device());
+  const Tensor ys = sub.forward(x);
+  test::expect_close(ys, relu(doubled->nn::Conv2d::forward(x) * 2.0), 1e-6, 1e-6);
+  EXPECT_STREQ(ys.grad_fn()->name(), "relu");
+  EXPECT_GT(ys.abs().sum().item(), 0.0);
+}
+
 TEST_P(NnLayers, ConstructorAndInputErrors) {
   expect_error([] { nn::Conv2d(3, 4, 3, {.groups = 2}); }, {"Conv2d: in_channels=3 and out_channels=4", "groups=2"});
   expect_error([] { nn::Dropout(1.5); }, {"Dropout: probability p must be in [0, 1], got 1.5"});

@@ -5,10 +5,12 @@
 //     the forward op) without needing create_graph;
 //   - each equals the gradient the forward op's backward computes (the fused path);
 //   - for the norms and the loss, the fused kernel equals the composite of ops to float64 precision.
+#include <functional>
 #include <tuple>
 #include <vector>
 
 #include "core/ember.h"
+#include "core/kernels/conv_kernels.h"
 #include "core/kernels/norm_kernels.h"
 #include "tests/test_util.h"
 
@@ -152,6 +154,68 @@ TEST_P(NnBackwardOps, BatchNormBackwardFusedMatchesComposite) {
       if (weight.defined()) expect_close(std::get<1>(fused), std::get<1>(composite), 1e-10, 1e-12);
       expect_close(std::get<2>(fused), std::get<2>(composite), 1e-10, 1e-12);
     }
+  }
+}
+
+// The fused layer + ReLU ops against the two ops they replace, in float32 at the MNIST cnn's and
+// ResNet-20's shapes (the CPU runs conv2d_relu on oneDNN with a post-op where oneDNN takes the
+// forward, Winograd included, and on the im2col path otherwise; other devices compose): outputs
+// and every gradient. Each case says which fused op it runs, and the ReLU must have zeroed something.
+TEST_P(NnBackwardOps, FusedReluOpsMatchTheOpThenRelu) {
+  if (device().is_cpu()) {
+    EXPECT_TRUE(conv_kernels(kCPU).fuses_conv2d_relu());
+  }
+  struct Case {
+    const char* name;
+    std::vector<Shape> shapes;  // inputs; each gets a gradient
+    std::function<Tensor(const std::vector<Tensor>&, bool fused)> fn;
+  };
+  const std::vector<Case> cases = {
+      {"conv2d_relu cnn conv1 (1 input channel, bias)", {{4, 1, 28, 28}, {32, 1, 3, 3}, {32}},
+       [](const std::vector<Tensor>& x, bool fused) {
+         return fused ? conv2d_relu(x[0], x[1], x[2]) : relu(conv2d(x[0], x[1], x[2]));
+       }},
+      {"conv2d_relu cnn conv2 (Winograd on AVX-512)", {{4, 32, 26, 26}, {64, 32, 3, 3}, {64}},
+       [](const std::vector<Tensor>& x, bool fused) {
+         return fused ? conv2d_relu(x[0], x[1], x[2]) : relu(conv2d(x[0], x[1], x[2]));
+       }},
+      {"conv2d_relu ResNet stage 1, padded, no bias", {{4, 16, 16, 16}, {16, 16, 3, 3}},
+       [](const std::vector<Tensor>& x, bool fused) {
+         return fused ? conv2d_relu(x[0], x[1], Tensor(), 1, 1) : relu(conv2d(x[0], x[1], Tensor(), 1, 1));
+       }},
+      {"linear_relu mlp fc1", {{16, 784}, {512, 784}, {512}},
+       [](const std::vector<Tensor>& x, bool fused) {
+         return fused ? linear_relu(x[0], x[1], x[2]) : relu(linear(x[0], x[1], x[2]));
+       }},
+      {"linear_relu 3-D input, no bias", {{2, 5, 64}, {50, 64}},
+       [](const std::vector<Tensor>& x, bool fused) { return fused ? linear_relu(x[0], x[1]) : relu(linear(x[0], x[1])); }},
+      {"add_relu residual block end", {{4, 16, 8, 8}, {4, 16, 8, 8}},
+       [](const std::vector<Tensor>& x, bool fused) { return fused ? add_relu(x[0], x[1]) : relu(x[0] + x[1]); }},
+      {"add_relu broadcast", {{4, 16, 8, 8}, {16, 1, 1}},
+       [](const std::vector<Tensor>& x, bool fused) { return fused ? add_relu(x[0], x[1]) : relu(x[0] + x[1]); }},
+  };
+  uint64_t seed = 100;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<Tensor> base;
+    for (const Shape& s : c.shapes) base.push_back(rand_f64(s, -1, 1, ++seed).to(kFloat32).to(device()));
+    std::vector<Tensor> outs, grads;
+    Tensor upstream;
+    for (bool fused : {true, false}) {
+      std::vector<Tensor> x;
+      for (const Tensor& b : base) x.push_back(b.clone().requires_grad_(true));
+      const Tensor y = c.fn(x, fused);
+      if (!upstream.defined()) upstream = rand_f64(y.shape(), -1, 1, ++seed).to(kFloat32).to(device());
+      (y * upstream).sum().backward();
+      outs.push_back(y.detach());
+      for (const Tensor& t : x) grads.push_back(t.grad());
+    }
+    expect_close(outs[0], outs[1], 1e-5, 1e-5);
+    const size_t n = base.size();
+    for (size_t i = 0; i < n; ++i) expect_close(grads[i], grads[n + i], 1e-4, 1e-4);
+    const double zeros = eq(outs[0], 0.0).to(kFloat32).sum().item();
+    EXPECT_GT(zeros, 0);
+    EXPECT_LT(zeros, static_cast<double>(outs[0].numel()));
   }
 }
 

@@ -46,12 +46,17 @@ const std::map<std::string, CaseFn>& ember_cases() {
   static const std::map<std::string, CaseFn> kCases = {
       // ---- linear ----
       {"linear", [](const Inputs& x) { return F::linear(x[0], x[1], x[2]); }},
+      {"linear_relu", [](const Inputs& x) { return F::linear_relu(x[0], x[1], x[2]); }},
+      {"linear_relu_3d_nobias", [](const Inputs& x) { return F::linear_relu(x[0], x[1]); }},
       {"linear_nobias", [](const Inputs& x) { return F::linear(x[0], x[1]); }},
       {"linear_3d", [](const Inputs& x) { return F::linear(x[0], x[1], x[2]); }},
       {"linear_1d", [](const Inputs& x) { return F::linear(x[0], x[1], x[2]); }},
       {"linear_noncontig", [](const Inputs& x) { return F::linear(x[0].transpose(0, 1), x[1], x[2]); }},
       // ---- conv2d ----
       {"conv2d", [](const Inputs& x) { return F::conv2d(x[0], x[1], x[2]); }},
+      {"conv2d_relu", [](const Inputs& x) { return F::conv2d_relu(x[0], x[1], x[2], 1, 1); }},
+      {"conv2d_relu_stride_groups_nobias",
+       [](const Inputs& x) { return F::conv2d_relu(x[0], x[1], Tensor(), 2, 0, 1, 2); }},
       {"conv2d_nobias", [](const Inputs& x) { return F::conv2d(x[0], x[1]); }},
       {"conv2d_stride_padding",
        [](const Inputs& x) {

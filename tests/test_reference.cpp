@@ -47,6 +47,8 @@ const std::map<std::string, CaseFn>& ember_cases() {
       {"add", [](const Inputs& x) { return add(x[0], x[1]); }},
       {"add_broadcast", [](const Inputs& x) { return add(x[0], x[1]); }},
       {"add_noncontig", [](const Inputs& x) { return add(x[0].t(), x[1]); }},
+      {"add_relu", [](const Inputs& x) { return add_relu(x[0], x[1]); }},
+      {"add_relu_broadcast", [](const Inputs& x) { return add_relu(x[0], x[1]); }},
       {"sub", [](const Inputs& x) { return sub(x[0], x[1]); }},
       {"sub_broadcast", [](const Inputs& x) { return sub(x[0], x[1]); }},
       {"mul", [](const Inputs& x) { return mul(x[0], x[1]); }},

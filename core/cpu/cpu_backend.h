@@ -47,6 +47,9 @@ class CpuBackend final : public Backend,
   // cpu_conv.cpp
   void conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
               int64_t groups) override;
+  bool fuses_conv2d_relu() const override { return true; }
+  void conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+                   int64_t groups) override;
   void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
                        const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) override;
   // cpu_pool.cpp

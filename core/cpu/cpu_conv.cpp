@@ -48,6 +48,7 @@
 #include "core/cpu/onednn_conv.h"
 #include "core/cpu/parallel.h"
 #include "core/cpu/simd_loops.h"
+#include "core/elementwise.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -214,17 +215,20 @@ int batch_threads(int64_t N) {
 
 }  // namespace
 
-void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
-                        int64_t groups) {
+namespace {
+
+// The forward, with the ReLU of conv2d_relu applied as each image's output is written when `relu`.
+void conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                    Window2d w, int64_t groups, bool relu) {
   // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
   if (has_reduced_floating({&in, &weight, &bias, &out})) {
     Float32Operands f;
-    conv2d(f.in(in), f.in(weight), f.in(bias), f.out(out), w, groups);
+    conv2d_forward(be, f.in(in), f.in(weight), f.in(bias), f.out(out), w, groups, relu);
     return f.finish();
   }
   const ConvGeometry g = geometry(in.shape(), out, w, groups);
   if (out.numel() == 0) return;
-  if (onednn_conv2d(in, weight, bias, out, w, groups)) return;  // float32 with oneDNN built in
+  if (onednn_conv2d(in, weight, bias, out, w, groups, relu)) return;  // float32 with oneDNN built in
   EMBER_DISPATCH_FLOAT(in.dtype(), "conv2d", [&]<typename T>() {
     const int threads = batch_threads(g.N);
     // One [K, P] column buffer per thread, allocated once per call.
@@ -242,18 +246,33 @@ void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bi
           im2col(x + x_off, g, col.data<T>() + t * g.K * g.P, g.P);
           cols = matrix(col, t * g.K * g.P, g.K, g.P, g.P);
         }
-        matmul(matrix(weight, gr * g.Mg * g.K, g.Mg, g.K, g.K), cols,
-               matrix(out, (n * g.M + gr * g.Mg) * g.P, g.Mg, g.P, g.P));
+        be.matmul(matrix(weight, gr * g.Mg * g.K, g.Mg, g.K, g.K), cols,
+                  matrix(out, (n * g.M + gr * g.Mg) * g.P, g.Mg, g.P, g.P));
       }
-      if (b) {  // bias, added while the image's output is still in cache
+      if (b || relu) {  // bias and ReLU, applied while the image's output is still in cache
         for (int64_t m = 0; m < g.M; ++m) {
           T* row = y + (n * g.M + m) * g.P;
-          const T bm = b[m];
-          for (int64_t p = 0; p < g.P; ++p) row[p] += bm;
+          const T bm = b ? b[m] : T(0);
+          if (relu)
+            for (int64_t p = 0; p < g.P; ++p) row[p] = ew::add_relu(row[p], bm);
+          else
+            for (int64_t p = 0; p < g.P; ++p) row[p] += bm;
         }
       }
     });
   });
+}
+
+}  // namespace
+
+void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+                        int64_t groups) {
+  conv2d_forward(*this, in, weight, bias, out, w, groups, /*relu=*/false);
+}
+
+void CpuBackend::conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+                             int64_t groups) {
+  conv2d_forward(*this, in, weight, bias, out, w, groups, /*relu=*/true);
 }
 
 void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,

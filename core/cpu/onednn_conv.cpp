@@ -57,7 +57,7 @@ dnnl::stream& cpu_stream() {
 
 // Everything that decides which kernels a convolution gets.
 struct ConvKey {
-  std::array<int64_t, 17> v;
+  std::array<int64_t, 18> v;
   bool operator==(const ConvKey& o) const { return v == o.v; }
 };
 struct ConvKeyHash {
@@ -83,9 +83,16 @@ struct ConvPlan {
   dnnl::convolution_backward_weights bwd_weights;
 };
 
-dnnl::primitive_attr user_scratchpad() {
+// With `relu`, a ReLU post-op: the kernel applies it to each output block before storing it, so
+// conv2d_relu costs no pass over the output of its own.
+dnnl::primitive_attr user_scratchpad(bool relu = false) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // ember's allocator provides it per call
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
   return attr;
 }
 
@@ -96,21 +103,22 @@ dnnl::algorithm algorithm(bool winograd) {
 // A primitive descriptor for `algo` if oneDNN has kernels for it here, else for the direct
 // algorithm (oneDNN reports a missing implementation as dnnl::error).
 template <typename Pd, typename MakeDesc, typename... Hint>
-Pd pd_preferring(bool winograd, bool* got_winograd, MakeDesc make_desc, const Hint&... hint) {
+Pd pd_preferring(bool winograd, bool* got_winograd, const dnnl::primitive_attr& attr, MakeDesc make_desc,
+                 const Hint&... hint) {
   if (winograd) {
     try {
-      Pd pd(make_desc(algorithm(true)), user_scratchpad(), cpu_engine(), hint...);
+      Pd pd(make_desc(algorithm(true)), attr, cpu_engine(), hint...);
       if (got_winograd) *got_winograd = true;
       return pd;
     } catch (const dnnl::error&) {
     }
   }
   if (got_winograd) *got_winograd = false;
-  return Pd(make_desc(algorithm(false)), user_scratchpad(), cpu_engine(), hint...);
+  return Pd(make_desc(algorithm(false)), attr, cpu_engine(), hint...);
 }
 
 std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups,
-                                    bool winograd) {
+                                    bool winograd, bool relu) {
   auto plan = std::make_unique<ConvPlan>();
   const int64_t N = in[0], C = in[1], H = in[2], W = in[3], M = wt[0];
   const int64_t OH = (H + 2 * w.ph - (w.dh * (w.kh - 1) + 1)) / w.sh + 1;
@@ -136,7 +144,8 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
                                                       dst_any, p.strides, p.dilates, p.padding, p.padding);
   };
-  plan->fwd_pd = pd_preferring<dnnl::convolution_forward::primitive_desc>(winograd, &plan->winograd, desc);
+  plan->fwd_pd =
+      pd_preferring<dnnl::convolution_forward::primitive_desc>(winograd, &plan->winograd, user_scratchpad(relu), desc);
   plan->fwd = dnnl::convolution_forward(plan->fwd_pd);
   return plan;
 }
@@ -150,7 +159,8 @@ void make_backward(ConvPlan& p) {
                                                  p.padding);
   };
   p.bwd_data_pd =
-      pd_preferring<dnnl::convolution_backward_data::primitive_desc>(p.winograd, nullptr, data_desc, p.fwd_pd);
+      pd_preferring<dnnl::convolution_backward_data::primitive_desc>(p.winograd, nullptr, user_scratchpad(), data_desc,
+                                                                     p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bwd_data_pd);
   // The weight-gradient primitive always computes the bias gradient too (a sum over the output
   // gradient it reads anyway); a call that does not want it gets a throwaway buffer.
@@ -159,18 +169,21 @@ void make_backward(ConvPlan& p) {
                                                     p.padding, p.padding);
   };
   p.bwd_weights_pd =
-      pd_preferring<dnnl::convolution_backward_weights::primitive_desc>(p.winograd, nullptr, weights_desc, p.fwd_pd);
+      pd_preferring<dnnl::convolution_backward_weights::primitive_desc>(p.winograd, nullptr, user_scratchpad(),
+                                                                        weights_desc, p.fwd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bwd_weights_pd);
 }
 
-ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd) {
+// `relu` only for a forward (conv2d_relu's post-op); the backward looks up the plan without it.
+ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd,
+                   bool relu = false) {
   static std::mutex mu;
   static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
   const ConvKey key{{in[0], in[1], in[2], in[3], wt[0], wt[1], w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw, groups,
-                     has_bias ? 1 : 0, winograd ? 1 : 0}};
+                     has_bias ? 1 : 0, winograd ? 1 : 0, relu ? 1 : 0}};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<ConvPlan>& slot = plans[key];
-  if (!slot) slot = make_plan(in, wt, has_bias, w, groups, winograd);
+  if (!slot) slot = make_plan(in, wt, has_bias, w, groups, winograd, relu);
   return *slot;
 }
 
@@ -296,12 +309,12 @@ void guarded(const char* op, const Shape& in, const Shape& wt, F&& body) {
 }  // namespace
 
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
-                   int64_t groups) {
+                   int64_t groups, bool relu) {
   if (!takes(in.dtype()) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
   if (!onednn_wins(Pass::Forward, in.size(1) / groups, w)) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
-    ConvPlan& p =
-        plan_for(in.shape(), weight.shape(), bias.defined(), w, groups, wants_winograd(in.size(1) / groups, groups, w));
+    ConvPlan& p = plan_for(in.shape(), weight.shape(), bias.defined(), w, groups,
+                           wants_winograd(in.size(1) / groups, groups, w), relu);
     Call call(p.fwd_pd);
     call.input(DNNL_ARG_SRC, in, p.src_plain, p.fwd_pd.src_desc());
     call.input(DNNL_ARG_WEIGHTS, weight, p.weights_plain, p.fwd_pd.weights_desc());
@@ -363,7 +376,10 @@ OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Wi
   guarded("conv2d", in, weight, [&] {
     ConvPlan& p = plan_for(in, weight, /*has_bias=*/false, w, groups, wino);
     std::call_once(p.backward_made, [&] { make_backward(p); });
-    if (onednn_wins(Pass::Forward, cg, w)) k.forward = p.fwd_pd.impl_info_str();
+    if (onednn_wins(Pass::Forward, cg, w)) {
+      k.forward = p.fwd_pd.impl_info_str();
+      k.forward_relu = plan_for(in, weight, /*has_bias=*/false, w, groups, wino, /*relu=*/true).fwd_pd.impl_info_str();
+    }
     if (onednn_wins(Pass::GradInput, cg, w)) k.grad_input = p.bwd_data_pd.impl_info_str();
     if (onednn_wins(Pass::GradWeight, cg, w)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
   });
@@ -376,7 +392,7 @@ OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Wi
 
 namespace ember {
 // cpu_conv_engine() is read only so that a mistyped EMBER_CONV is an error in this build too.
-bool onednn_conv2d(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Window2d, int64_t) {
+bool onednn_conv2d(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Window2d, int64_t, bool) {
   (void)cpu_conv_engine();
   return false;
 }

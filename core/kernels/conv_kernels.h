@@ -24,6 +24,13 @@ struct ConvKernels {
                       int64_t groups) {
     EMBER_FAIL("conv2d: not implemented on this device (", in.device(), ")");
   }
+  // relu(conv2d(...)) written once (conv2d_relu). A device that has it says so; elsewhere the op
+  // runs conv2d and relu (the backward needs no kernel of its own: relu's mask, then conv2d's).
+  virtual bool fuses_conv2d_relu() const { return false; }
+  virtual void conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
+                           int64_t groups) {
+    EMBER_FAIL("conv2d_relu: not fused on this device (", in.device(), ")");
+  }
   virtual void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
                                const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
     EMBER_FAIL("conv2d_backward: not implemented on this device (", grad_out.device(), ")");

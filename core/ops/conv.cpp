@@ -56,40 +56,50 @@ void check_grad_output(const char* op, const Tensor& grad_output, const Shape& w
               " does not match the convolution's output shape ", want);
 }
 
-}  // namespace
-
-Tensor conv2d(const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in, Size2 stride, Size2 padding,
-              Size2 dilation, int64_t groups) {
+// conv2d, or conv2d_relu when `relu` (op is the name errors and the profiler give).
+Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in, Size2 stride,
+                 Size2 padding, Size2 dilation, int64_t groups, bool relu) {
   // Autocast's lower-precision list (core/autocast.h): a no-op unless a guard is active.
   const Tensor input = autocast::to_lower(input_in), weight = autocast::to_lower(weight_in),
                bias = autocast::to_lower(bias_in);
-  EMBER_OP_SCOPE("conv2d", input, weight, bias);
-  EMBER_CHECK(input.defined() && weight.defined(), "conv2d: undefined input or weight");
-  EMBER_CHECK(input.dim() == 3 || input.dim() == 4, "conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ",
+  EMBER_OP_SCOPE(op, input, weight, bias);
+  EMBER_CHECK(input.defined() && weight.defined(), op, ": undefined input or weight");
+  EMBER_CHECK(input.dim() == 3 || input.dim() == 4, op, ": expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ",
               input.shape());
-  if (input.dim() == 3) return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0);
+  if (input.dim() == 3)
+    return conv2d_op(op, input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu).squeeze(0);
 
-  detail::check_same_kind("conv2d", input, weight, "weight");
-  const Shape out_shape = conv_output_shape("conv2d", input.shape(), weight.shape(), stride, padding, dilation, groups);
+  detail::check_same_kind(op, input, weight, "weight");
+  const Shape out_shape = conv_output_shape(op, input.shape(), weight.shape(), stride, padding, dilation, groups);
   const int64_t M = weight.size(0);
   if (bias.defined()) {
-    detail::check_same_kind("conv2d", input, bias, "bias");
-    EMBER_CHECK(bias.dim() == 1 && bias.size(0) == M, "conv2d: bias ", bias.shape(), " must be [", M,
+    detail::check_same_kind(op, input, bias, "bias");
+    EMBER_CHECK(bias.dim() == 1 && bias.size(0) == M, op, ": bias ", bias.shape(), " must be [", M,
                 "], one value per output channel of weight ", weight.shape());
   }
+  ConvKernels& kernels = conv_kernels(input.device());
+  // A device without the fused kernel: the two ops (the checks above have run once, by this name).
+  if (relu && !kernels.fuses_conv2d_relu())
+    return ember::relu(conv2d_op("conv2d", input, weight, bias, stride, padding, dilation, groups, false));
 
   const Window2d w = conv_window(weight.shape(), stride, padding, dilation);
   const Tensor x = input.detach().contiguous(), wt = weight.detach().contiguous();
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
-  conv_kernels(input.device()).conv2d(x, wt, b, out, w, groups);
+  if (relu)
+    kernels.conv2d_relu(x, wt, b, out, w, groups);
+  else
+    kernels.conv2d(x, wt, b, out, w, groups);
 
   if (grad_needed({input, weight, bias})) {
     // The input gradient needs the weight, the weight gradient needs the input: save only those.
     // The originals are saved (not x / wt), so a recorded backward links back to them.
-    record("conv2d", out, {input, weight, bias},
-           [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(), sw = SavedTensor(weight), w, stride,
-            padding, dilation, groups, x_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
+    // conv2d_relu's backward is relu's (through the saved output), then the convolution's.
+    record(op, out, {input, weight, bias},
+           [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(), sw = SavedTensor(weight),
+            sout = relu ? SavedTensor::output(out) : SavedTensor(), relu, w, stride, padding, dilation, groups,
+            x_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
+             const Tensor g = relu ? relu_backward(g_out, sout.get()) : g_out;
              const Tensor& wv = sw.get();
              if (GradMode::is_enabled()) {  // the backward is being recorded (create_graph): one op per gradient
                return {n[0] ? conv2d_backward_input(g, wv, x_shape, stride, padding, dilation, groups) : Tensor(),
@@ -102,12 +112,24 @@ Tensor conv2d(const Tensor& input_in, const Tensor& weight_in, const Tensor& bia
              Tensor gx = n[0] ? empty(x_shape, opts) : Tensor();
              Tensor gw = n[1] ? empty(wv.shape(), opts) : Tensor();
              Tensor gb = n[2] ? empty({wv.size(0)}, opts) : Tensor();
-             conv_kernels(g.device()).conv2d_backward(g.contiguous(), n[1] ? sx.get().contiguous() : Tensor(), wv.contiguous(),
-                                           gx, gw, gb, w, groups);
+             conv_kernels(g.device()).conv2d_backward(g.contiguous(), n[1] ? sx.get().contiguous() : Tensor(),
+                                                      wv.contiguous(), gx, gw, gb, w, groups);
              return {gx, gw, gb};
            });
   }
   return out;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
+              Size2 dilation, int64_t groups) {
+  return conv2d_op("conv2d", input, weight, bias, stride, padding, dilation, groups, false);
+}
+
+Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
+                   Size2 dilation, int64_t groups) {
+  return conv2d_op("conv2d_relu", input, weight, bias, stride, padding, dilation, groups, true);
 }
 
 Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, const Shape& input_shape, Size2 stride,

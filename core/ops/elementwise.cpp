@@ -355,6 +355,18 @@ Tensor relu(const Tensor& a) {
   return out;
 }
 
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  EMBER_OP_SCOPE("add_relu", a, b);
+  const auto [x, y] = promote("add_relu", a, b);
+  Tensor out = binary_kernel(BinaryOp::AddRelu, "add_relu", x, y);
+  if (grad_needed({x, y}))
+    record("add_relu", out, {x, y}, [so = SavedTensor::output(out)](const Tensor& g, NeedsGrad) -> Grads {
+      const Tensor masked = relu_backward(g, so.get());  // one mask for both operands
+      return {masked, masked};
+    });
+  return out;
+}
+
 Tensor gelu(const Tensor& a) {
   EMBER_OP_SCOPE("gelu", a);
   const Tensor x = to_float("gelu", a);

@@ -158,27 +158,30 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 //   dx = g · W      dW = gᵀ · x      db = sum of g over the rows
 // with the transposes read in place by the GEMM.
 
-Tensor linear(const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in) {
+namespace {
+
+// linear, or linear_relu when `relu` (op is the name errors and the profiler give).
+Tensor linear_op(const char* op, const Tensor& input_in, const Tensor& weight_in, const Tensor& bias_in, bool relu) {
   // Autocast's lower-precision list (core/autocast.h): a no-op unless a guard is active.
   const Tensor input = autocast::to_lower(input_in), weight = autocast::to_lower(weight_in),
                bias = autocast::to_lower(bias_in);
-  EMBER_OP_SCOPE("linear", input, weight, bias);
-  EMBER_CHECK(input.defined() && weight.defined(), "linear: undefined input or weight");
-  EMBER_CHECK(weight.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got ", weight.shape());
-  EMBER_CHECK(input.dim() >= 1, "linear: input must have at least 1 dim, got a 0-d tensor");
+  EMBER_OP_SCOPE(op, input, weight, bias);
+  EMBER_CHECK(input.defined() && weight.defined(), op, ": undefined input or weight");
+  EMBER_CHECK(weight.dim() == 2, op, ": weight must be 2-D [out_features, in_features], got ", weight.shape());
+  EMBER_CHECK(input.dim() >= 1, op, ": input must have at least 1 dim, got a 0-d tensor");
   const int64_t in_f = weight.size(1), out_f = weight.size(0);
-  EMBER_CHECK(input.size(-1) == in_f, "linear: input ", input.shape(), " has ", input.size(-1),
+  EMBER_CHECK(input.size(-1) == in_f, op, ": input ", input.shape(), " has ", input.size(-1),
               " features in its last dim but weight ", weight.shape(), " expects ", in_f);
-  EMBER_CHECK(input.dtype() == weight.dtype(), "linear: dtype mismatch: input ", dtype_name(input.dtype()), ", weight ",
+  EMBER_CHECK(input.dtype() == weight.dtype(), op, ": dtype mismatch: input ", dtype_name(input.dtype()), ", weight ",
               dtype_name(weight.dtype()));
-  EMBER_CHECK(is_floating(input.dtype()), "linear: expected floating-point tensors, got ", dtype_name(input.dtype()));
-  EMBER_CHECK(input.device() == weight.device(), "linear: device mismatch: input on ", input.device(), ", weight on ",
+  EMBER_CHECK(is_floating(input.dtype()), op, ": expected floating-point tensors, got ", dtype_name(input.dtype()));
+  EMBER_CHECK(input.device() == weight.device(), op, ": device mismatch: input on ", input.device(), ", weight on ",
               weight.device());
   if (bias.defined()) {
-    EMBER_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "linear: bias ", bias.shape(), " must be [", out_f,
+    EMBER_CHECK(bias.dim() == 1 && bias.size(0) == out_f, op, ": bias ", bias.shape(), " must be [", out_f,
                 "] to match weight ", weight.shape());
     EMBER_CHECK(bias.dtype() == input.dtype() && bias.device() == input.device(),
-                "linear: bias must have the input's dtype and device");
+                op, ": bias must have the input's dtype and device");
   }
 
   // Fold the leading dims into rows: [.., in] -> [rows, in] (a view when the layout allows).
@@ -193,17 +196,24 @@ Tensor linear(const Tensor& input_in, const Tensor& weight_in, const Tensor& bia
     } else {
       be.matmul(x2.unsqueeze(0), weight.detach().t().unsqueeze(0), out.unsqueeze(0));
     }
-    if (bias.defined()) be.binary(BinaryOp::Add, out, bias.detach().expand(out.shape()), out);
+    // The bias, and linear_relu's ReLU, in one pass over the output while it is in cache.
+    if (bias.defined())
+      be.binary(relu ? BinaryOp::AddRelu : BinaryOp::Add, out, bias.detach().expand(out.shape()), out);
+    else if (relu)
+      be.unary(UnaryOp::Relu, out, out, Scalars{});
   }
 
   if (grad_needed({input, weight, bias})) {
     // Each gradient needs only the other operand: save just what will be used. The originals are
     // saved (not the detached x2), so when the backward is recorded (create_graph) these matmuls
     // link back to them and the gradients differentiate again.
-    record("linear", out, {input, weight, bias},
+    // linear_relu's backward is relu's (through the saved output), then linear's.
+    record(op, out, {input, weight, bias},
            [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(),
-            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(), R, in_f,
-            in_shape = input.shape()](const Tensor& g, NeedsGrad n) -> Grads {
+            sw = input.requires_grad() ? SavedTensor(weight) : SavedTensor(),
+            sout = relu ? SavedTensor::output(out) : SavedTensor(), relu, R, in_f,
+            in_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
+             const Tensor g = relu ? relu_backward(g_out, sout.get()) : g_out;
              // g [R, out]: dx = g · W [R, in] -> input's shape;  dW = gᵀ · x [out, in];  db = Σ_rows g [out]
              Tensor gx = n[0] ? matmul(g, sw.get()).reshape(in_shape) : Tensor();
              Tensor gw;
@@ -219,6 +229,16 @@ Tensor linear(const Tensor& input_in, const Tensor& weight_in, const Tensor& bia
   Shape out_shape = input.shape();
   out_shape[out_shape.size() - 1] = out_f;
   return out.view(out_shape);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  return linear_op("linear", input, weight, bias, false);
+}
+
+Tensor linear_relu(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  return linear_op("linear_relu", input, weight, bias, true);
 }
 
 }  // namespace ember

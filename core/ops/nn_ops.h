@@ -38,12 +38,20 @@ enum class Reduction { None, Mean, Sum };
 // x [.., in] · weightᵀ [in, out] + bias [out] -> [.., out]. One GEMM reading the weight transposed
 // in place; the bias is added into the GEMM's output buffer. The backward is three matmul/sum ops.
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor());
+// relu(linear(...)): the ReLU is applied in the same pass over the GEMM's output as the bias, and
+// the backward masks the gradient with the saved output (nn::Sequential uses it for Linear, ReLU).
+Tensor linear_relu(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---------------- convolution (core/ops/conv.cpp) ----------------
 
 // input [N, Cin, H, W] (or [Cin, H, W]), weight [Cout, Cin/groups, kh, kw], bias [Cout] (optional).
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
               Size2 padding = 0, Size2 dilation = 1, int64_t groups = 1);
+// relu(conv2d(...)) as one op: on the CPU the ReLU runs inside the convolution (a oneDNN post-op,
+// or on each image's output while it is in cache on the im2col path); devices without the fused
+// kernel compose the two ops. nn::Sequential uses it for Conv2d followed by ReLU.
+Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
+                   Size2 padding = 0, Size2 dilation = 1, int64_t groups = 1);
 // The two halves of conv2d's backward, each an op of its own (linear in both arguments):
 //   conv2d_backward_input(g, weight)  = d<g, conv2d(x, weight)>/dx   -> [N, Cin, H, W] (input_shape)
 //   conv2d_backward_weight(g, input)  = d<g, conv2d(input, w)>/dw    -> weight_shape

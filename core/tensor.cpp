@@ -14,11 +14,15 @@
 
 namespace ember {
 
-namespace {
-const TensorImpl& get(const Tensor& t, const char* what) {
-  EMBER_CHECK(t.defined(), what, ": called on an undefined tensor");
-  return *t.impl();
+namespace detail {
+void undefined_tensor(const char* accessor) { EMBER_FAIL(accessor, ": called on an undefined tensor"); }
+void wrong_dtype(const Tensor& t, DType want, const char* op) {
+  EMBER_FAIL(op, ": expected dtype ", dtype_name(want), ", got ", dtype_name(t.dtype()));
 }
+}  // namespace detail
+
+namespace {
+const TensorImpl& get(const Tensor& t, const char* what) { return detail::checked_impl(t, what); }
 }  // namespace
 
 Tensor make_tensor(std::shared_ptr<Storage> storage, const Shape& shape, const Shape& strides, int64_t offset,
@@ -32,18 +36,10 @@ Tensor make_tensor(std::shared_ptr<Storage> storage, const Shape& shape, const S
   return Tensor(std::move(impl));
 }
 
-const Shape& Tensor::shape() const { return get(*this, "shape").shape; }
-const Shape& Tensor::strides() const { return get(*this, "strides").strides; }
 int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim("size", d, dim())]; }
 int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim("stride", d, dim())]; }
-int64_t Tensor::offset() const { return get(*this, "offset").offset; }
-DType Tensor::dtype() const { return get(*this, "dtype").dtype; }
 Device Tensor::device() const { return get(*this, "device").storage->device(); }
 const std::shared_ptr<Storage>& Tensor::storage() const { return get(*this, "storage").storage; }
-void* Tensor::data_ptr() const {
-  const auto& i = get(*this, "data_ptr");
-  return static_cast<char*>(i.storage->data()) + i.offset * static_cast<int64_t>(dtype_size(i.dtype));
-}
 
 bool Tensor::is_contiguous() const {
   const auto& i = get(*this, "is_contiguous");
@@ -56,9 +52,6 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
-void Tensor::check_dtype(DType t, const char* op) const {
-  EMBER_CHECK(dtype() == t, op, ": expected dtype ", dtype_name(t), ", got ", dtype_name(dtype()));
-}
 
 // ---------------- conversions ----------------
 

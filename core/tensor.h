@@ -201,6 +201,30 @@ struct TensorImpl {
   std::vector<Hook> leaf_hooks;
 };
 
+// The metadata accessors every op and kernel calls, several times per call, are inline: out of
+// line they were a third of ember's own time in a sub-microsecond matmul (perf, bench/RESULTS.md).
+// An undefined tensor is still an error that names the accessor, thrown out of line.
+namespace detail {
+[[noreturn]] void undefined_tensor(const char* accessor);
+[[noreturn]] void wrong_dtype(const Tensor& t, DType want, const char* op);
+inline const TensorImpl& checked_impl(const Tensor& t, const char* accessor) {
+  if (!t.defined()) [[unlikely]] undefined_tensor(accessor);
+  return *t.impl();
+}
+}  // namespace detail
+
+inline const Shape& Tensor::shape() const { return detail::checked_impl(*this, "shape").shape; }
+inline const Shape& Tensor::strides() const { return detail::checked_impl(*this, "strides").strides; }
+inline int64_t Tensor::offset() const { return detail::checked_impl(*this, "offset").offset; }
+inline DType Tensor::dtype() const { return detail::checked_impl(*this, "dtype").dtype; }
+inline void* Tensor::data_ptr() const {
+  const TensorImpl& i = detail::checked_impl(*this, "data_ptr");
+  return static_cast<char*>(i.storage->data()) + i.offset * static_cast<int64_t>(dtype_size(i.dtype));
+}
+inline void Tensor::check_dtype(DType t, const char* op) const {
+  if (dtype() != t) [[unlikely]] detail::wrong_dtype(*this, t, op);
+}
+
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Makes a tensor header over `storage` (no data copied).

@@ -90,6 +90,11 @@ TEST_P(NnFunctional, LinearErrors) {
         F::linear(x, zeros({3, 5}, TensorOptions(kFloat64).device(device())));
       },
       {"linear: dtype mismatch", "float32", "float64"});
+  // linear_relu checks the same things and names itself.
+  expect_error([&] { F::linear_relu(x, w); }, {"linear_relu: input [4, 5] has 5 features", "weight [3, 6] expects 6"});
+  expect_error([&] { F::linear_relu(x, zeros({3, 5}, device()), zeros({4}, device())); },
+               {"linear_relu: bias [4] must be [3]"});
+  expect_error([&] { F::linear_relu(Tensor(), w); }, {"linear_relu: undefined input or weight"});
 }
 
 TEST_P(NnFunctional, DropoutTrainAndEval) {
@@ -190,6 +195,13 @@ TEST_P(NnFunctional, Conv2dErrors) {
       },
       {"conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got [3072]"});
   expect_error([&] { F::conv2d(x, zeros({16, 3, 3}, o)); }, {"conv2d: weight must be 4-D", "[16, 3, 3]"});
+  // conv2d_relu checks the same things and names itself (on every device, fused or composed).
+  expect_error([&] { F::conv2d_relu(x, zeros({16, 1, 3, 3}, o)); },
+               {"conv2d_relu: input [8, 3, 32, 32] has 3 channels but weight [16, 1, 3, 3] expects 1 (groups=1)"});
+  expect_error([&] { F::conv2d_relu(x, zeros({16, 3, 3, 3}, o), zeros({8}, o)); },
+               {"conv2d_relu: bias [8] must be [16]"});
+  expect_error([&] { F::conv2d_relu(zeros({1, 3, 2, 2}, o), zeros({4, 3, 3, 3}, o)); },
+               {"conv2d_relu: input [1, 3, 2, 2] padded to 2x2 is smaller than the (dilated) kernel 3x3"});
   expect_error(
       [&] {
         F::conv2d(x, zeros({16, 3, 3, 3}, o), zeros({8}, o));

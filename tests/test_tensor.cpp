@@ -136,6 +136,8 @@ TEST_P(TensorDevice, BinaryOpErrorsNameBothShapesAndDtypes) {
   auto on = [&](DType t) { return TensorOptions(t).device(device()); };
   const TensorOptions f32 = on(kFloat32);
   expect_error([&] { add(zeros({2, 3}, f32), zeros({4}, f32)); }, {"add", "[2, 3]", "[4]", "cannot be broadcast"});
+  expect_error([&] { add_relu(zeros({2, 3}, f32), zeros({4}, f32)); },
+               {"add_relu", "[2, 3]", "[4]", "cannot be broadcast"});
   // Mixed dtypes promote (issue 12 item 11; this used to be a "dtype mismatch" error), and float
   // math on integers computes in float32; what is still refused names the op and both dtypes.
   EXPECT_EQ(mul(zeros({2}, f32), zeros({2}, on(kFloat64))).dtype(), kFloat64);

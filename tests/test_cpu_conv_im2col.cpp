@@ -37,6 +37,9 @@ const std::vector<Case>& cases() {
       {"one_by_one_stride2_groups", {9, 6, 7, 7}, {9, 2, 1, 1}, true, 2, 0, 1, 3},
       // P = 36, rectangular kernel: 2 + 1 / 3
       {"rectangular_kernel", {3, 3, 7, 8}, {4, 3, 2, 3}, true, 1, 0, 1, 1},
+      // unpadded, stride 1, undilated (im2col's fast path, the MNIST nets' layers), 5x5 with
+      // groups and a non-square plane, P = 56: 2 + 2 / 4
+      {"valid_5x5_groups", {4, 4, 12, 11}, {6, 2, 5, 5}, true, 1, 0, 1, 2},
       // one image: no blocking
       {"one_image", {1, 2, 5, 5}, {3, 2, 3, 3}, true, 1, 1, 1, 1},
       // P = 1156 >= 1024: the per-image path

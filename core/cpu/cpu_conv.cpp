@@ -95,6 +95,23 @@ inline void valid_range(int64_t off, int64_t stride, int64_t W, int64_t OW, int6
 template <typename T>
 void im2col(const T* x, const ConvGeometry& g, T* col, int64_t ldc) {
   const Window2d& w = g.w;
+  if (w.ph == 0 && w.pw == 0 && w.sh == 1 && w.sw == 1 && w.dh == 1 && w.dw == 1) {
+    // Unpadded, stride 1, undilated (every MNIST net's layer): each output row reads a whole input
+    // row segment, so the loop needs no bounds, no zero fill and no index arithmetic per row. The
+    // MNIST layers' rows are 8-26 elements long and that bookkeeping was most of the time: this
+    // path is 3x faster on their shapes (bench/RESULTS.md).
+    for (int64_t c = 0; c < g.Cg; ++c)
+      for (int64_t ki = 0; ki < w.kh; ++ki)
+        for (int64_t kj = 0; kj < w.kw; ++kj) {
+          const T* src = x + (c * g.H + ki) * g.W + kj;
+          T* dst = col + ((c * w.kh + ki) * w.kw + kj) * ldc;
+          for (int64_t oh = 0; oh < g.OH; ++oh, src += g.W, dst += g.OW) {
+#pragma omp simd
+            for (int64_t ow = 0; ow < g.OW; ++ow) dst[ow] = src[ow];
+          }
+        }
+    return;
+  }
   for (int64_t c = 0; c < g.Cg; ++c) {
     const T* plane = x + c * g.H * g.W;
     for (int64_t ki = 0; ki < w.kh; ++ki) {

@@ -12,7 +12,8 @@
 // bench/roofline.py's per-layer formulas must reproduce (run `python3 bench/roofline.py` beside it).
 // A `slowest/fastest` column shows how far the worst engine is from the best on each shape. For the
 // linear layers (products ember's matmul kernel runs as such; convolutions take the paths of
-// bench/conv_sweep), `auto` names the engine GemmEngine::Auto gives that product, `ember` is the
+// bench/conv_sweep), `auto` names the engine GemmEngine::Auto (or, with EMBER_GEMM=measured,
+// GemmEngine::Measured) gives that product, `ember` is the
 // GFLOP/s of ember's own CPU matmul kernel on it (interleaved with the engines: Auto's engine, with
 // ember's threading, such as splitting a long sum across threads) and `ember/fastest` how far that
 // is from the fastest engine; the last line counts the products where it exceeds 1.1. The sweep
@@ -77,9 +78,11 @@ std::string transposes(const Gemm& g) {
   return std::string(g.trans_a ? "T" : "N") + (g.trans_b ? "T" : "N");
 }
 
-// The index in kEngines of the engine GemmEngine::Auto runs this float32 product on.
-int auto_engine_index(const Gemm& g) {
-  switch (ember::gemm_engine_for(ember::kFloat32, g.m, g.n, g.k, g.trans_b)) {
+// The index in kEngines of the engine ember's setting (Auto or Measured) runs this float32 product on.
+// `threads` as ember's kernel runs it (a tiny product on one thread).
+int auto_engine_index(const Gemm& g, int threads) {
+  const int product_threads = ember::gemm_runs_on_one_thread(1, g.m, g.n, g.k) ? 1 : threads;
+  switch (ember::gemm_engine_for(ember::kFloat32, g.m, g.n, g.k, g.trans_a, g.trans_b, product_threads)) {
     case ember::GemmEngine::Blas: return 0;
     case ember::GemmEngine::Eigen: return 1;
     default: return 2;
@@ -114,7 +117,9 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   // An ember built without oneDNN has no Auto (the columns are "-").
   const bool have_auto = ember::cpu_onednn_available();
-  if (have_auto) ember::set_cpu_gemm_engine(ember::GemmEngine::Auto);
+  // Auto, unless EMBER_GEMM=measured asked for the measured choice (then `auto` names its pick).
+  if (have_auto && ember::cpu_gemm_engine() != ember::GemmEngine::Measured)
+    ember::set_cpu_gemm_engine(ember::GemmEngine::Auto);
   int ember_misses = 0, linear_products = 0;
   for (int t : o.threads) {
     set_threads(t);
@@ -142,7 +147,7 @@ int main(int argc, char** argv) {
       }
       std::string auto_name = "-", ember_rate = "-", ember_ratio = "-";
       if (linear) {
-        auto_name = engine_name(kEngines[auto_engine_index(g)]);
+        auto_name = engine_name(kEngines[auto_engine_index(g, t)]);
         const double ember_gflops = g.flops() / seconds[3] / 1e9;
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.1f", ember_gflops);

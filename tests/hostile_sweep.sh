@@ -137,7 +137,7 @@ fi
 expect_error seed-negative "seed" "${base[@]}" --seed -1
 # The engine switches come from the environment: a typo is an error naming the variable, not a
 # silent fallback (EMBER_CONV is read at the first convolution, so the model must have one).
-EMBER_GEMM=fast expect_error gemm-engine-typo "EMBER_GEMM: expected 'auto', 'onednn', 'blas' or 'eigen', got 'fast'" "${base[@]}"
+EMBER_GEMM=fast expect_error gemm-engine-typo "EMBER_GEMM: expected 'auto', 'measured', 'onednn', 'blas' or 'eigen', got 'fast'" "${base[@]}"
 EMBER_CONV=fft expect_error conv-engine-typo "EMBER_CONV: expected 'auto', 'onednn', 'winograd' or 'im2col', got 'fft'" \
   --model lenet --threads 1 --workers 0 --limit 64 --data "$dir" --batch-size 32
 expect_error seed-too-large "seed" "${base[@]}" --seed 18446744073709551616

@@ -2,6 +2,7 @@
 // (transposed, strided, broadcast) without copies, both CPU GEMM engines, thread counts,
 // float64 gradchecks and error messages.
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <omp.h>
 
@@ -355,7 +356,8 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
 
 // GemmEngine::Auto is oneDNN except for one float32 class: products with B read as stored and
 // M >= 64, N >= 256, K >= 64 (the linear layers' gradients) go to OpenBLAS when it is built in and
-// oneDNN runs AVX2 kernels (not AVX-512 ones). A forced engine applies to every product (float64 never runs on oneDNN, which has no
+// oneDNN runs AVX2 kernels (not AVX-512 ones). Products under 2^20 multiply-adds are measured
+// instead (next tests), so the boundaries here are probed with larger ones. A forced engine applies to every product (float64 never runs on oneDNN, which has no
 // dgemm).
 TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
@@ -365,25 +367,92 @@ TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   // runs AVX-512 ones, every float32 product stays on oneDNN.
   const bool class_on_blas = cpu_blas_available() && !cpu_onednn_runs_avx512();
   const GemmEngine blas_if_built = class_on_blas ? GemmEngine::Blas : GemmEngine::OneDnn;
-  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, /*b_transposed=*/false), blas_if_built);  // mlp fc1 grad_w
-  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 512, false), blas_if_built);                   // mlp fc2 grad_in
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 64, false), blas_if_built);                     // the corner
-  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 784, /*b_transposed=*/true), GemmEngine::OneDnn);  // forward
-  EXPECT_EQ(gemm_engine_for(kFloat32, 63, 256, 64, false), GemmEngine::OneDnn);
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 255, 64, false), GemmEngine::OneDnn);
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 63, false), GemmEngine::OneDnn);
-  EXPECT_EQ(gemm_engine_for(kFloat32, 10, 512, 128, false), GemmEngine::OneDnn);  // mlp fc3 grad_w
-  // Tiny forward products stay on oneDNN (they run on one thread instead; see below).
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, /*b_transposed=*/true), GemmEngine::OneDnn);  // LeNet fc2 forward
-  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, true), GemmEngine::OneDnn);  // ResNet-20 fc forward, batch 32
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 128, true), GemmEngine::OneDnn);  // cnn fc2 forward
-  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, false), GemmEngine::OneDnn);  // B as stored
-  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::OneDnn);
-  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false), GemmEngine::Auto);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false, /*b_transposed=*/false, 1), blas_if_built);  // mlp fc1 grad_w
+  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 512, false, false, 1), blas_if_built);                   // mlp fc2 grad_in
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 256, 64, false, false, 1), blas_if_built);                     // the corner
+  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 512, 784, false, /*b_transposed=*/true, 1), GemmEngine::OneDnn);  // forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 63, 256, 128, false, false, 1), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 255, 128, false, false, 1), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 128, 256, 63, false, false, 1), GemmEngine::OneDnn);
+  // Tiny products stay on oneDNN, unmeasured (they run on one thread instead; see below), so a
+  // run's rounding repeats exactly in the next process.
+  const size_t measured_before = measured_gemm_shape_count();
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 50, false, /*b_transposed=*/true, 1), GemmEngine::OneDnn);  // LeNet fc2 forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, false, true, 1), GemmEngine::OneDnn);  // ResNet-20 fc forward, batch 32
+  EXPECT_EQ(gemm_engine_for(kFloat32, 64, 10, 128, false, true, 1), GemmEngine::OneDnn);  // cnn fc2 forward
+  EXPECT_EQ(gemm_engine_for(kFloat32, 10, 64, 32, true, false, 1), GemmEngine::OneDnn);  // ResNet-20 fc grad_w, b32
+  EXPECT_EQ(measured_gemm_shape_count(), measured_before);
+  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false, false, 1), GemmEngine::OneDnn);
+  EXPECT_NE(gemm_engine_for(kFloat64, 512, 784, 128, false, false, 1), GemmEngine::Auto);
   set_cpu_gemm_engine(GemmEngine::OneDnn);
-  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::OneDnn);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false, false, 1), GemmEngine::OneDnn);
   set_cpu_gemm_engine(GemmEngine::Eigen);
-  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false), GemmEngine::Eigen);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 512, 784, 128, false, false, 1), GemmEngine::Eigen);
+  set_cpu_gemm_engine(saved);
+}
+
+// Auto's rule for a measured shape: oneDNN unless another engine is at least 5% faster, then the
+// fastest of the others; without a oneDNN timing, simply the fastest.
+TEST(MatmulCpu, MeasuredChoiceKeepsOneDnnUnlessAnotherIsFivePercentFaster) {
+  using E = GemmEngine;
+  EXPECT_EQ(gemm_engine_from_timings({{E::Eigen, 1.0}, {E::Blas, 1.2}, {E::OneDnn, 1.04}}), E::OneDnn);
+  EXPECT_EQ(gemm_engine_from_timings({{E::Eigen, 1.0}, {E::Blas, 1.2}, {E::OneDnn, 1.06}}), E::Eigen);
+  EXPECT_EQ(gemm_engine_from_timings({{E::Eigen, 1.3}, {E::Blas, 1.0}, {E::OneDnn, 1.5}}), E::Blas);
+  EXPECT_EQ(gemm_engine_from_timings({{E::Eigen, 2.0}, {E::Blas, 3.0}, {E::OneDnn, 1.0}}), E::OneDnn);
+  EXPECT_EQ(gemm_engine_from_timings({{E::Eigen, 2.0}, {E::Blas, 1.0}}), E::Blas);
+  EXPECT_EQ(gemm_engine_from_timings({{E::OneDnn, 1.0}}), E::OneDnn);
+}
+
+// Under Measured, a float32 product of under 2^20 multiply-adds is timed on the engines the first
+// time its shape (transposes and thread count included) comes up; later calls reuse the answer.
+// The measurement leaves the thread setting alone; larger products, float64, Auto and forced
+// engines are never measured; past 256 shapes new ones take Auto's rule unmeasured. ember's matmul
+// on such a product is exact to float32 rounding whichever engine won.
+TEST(MatmulCpu, MeasuredTimesSmallProductsOncePerShape) {
+  const GemmEngine saved = cpu_gemm_engine();
+  const int saved_threads = get_num_threads();
+  set_cpu_gemm_engine(GemmEngine::Measured);
+  // Auto's rule for an unmeasured small float32 product: oneDNN, or without it the float64 rule.
+  const GemmEngine rule =
+      cpu_onednn_available() ? GemmEngine::OneDnn : gemm_engine_for(kFloat64, 2, 3, 1000, false, false, 1);
+  const std::vector<GemmEngine> engines = available_gemm_engines();
+  auto is_an_engine = [&](GemmEngine e) {
+    return e != GemmEngine::Auto && e != GemmEngine::Measured &&
+           std::find(engines.begin(), engines.end(), e) != engines.end();
+  };
+  const size_t before = measured_gemm_shape_count();
+  const GemmEngine first = gemm_engine_for(kFloat32, 32, 10, 64, false, true, 2);  // ResNet-20 fc forward, b32
+  EXPECT_TRUE(is_an_engine(first)) << gemm_engine_name(first);
+  EXPECT_EQ(get_num_threads(), saved_threads);
+  const size_t after_first = measured_gemm_shape_count();
+  EXPECT_LE(after_first, before + 1);  // +1 unless an earlier test met the shape
+  EXPECT_EQ(gemm_engine_for(kFloat32, 32, 10, 64, false, true, 2), first);
+  EXPECT_EQ(measured_gemm_shape_count(), after_first);
+  // Larger products, float64, Auto and forced engines are never measured.
+  gemm_engine_for(kFloat32, 128, 512, 784, false, true, 2);
+  gemm_engine_for(kFloat64, 33, 10, 64, false, true, 2);
+  set_cpu_gemm_engine(GemmEngine::Eigen);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 34, 10, 64, false, true, 2), GemmEngine::Eigen);
+  if (cpu_onednn_available()) {
+    set_cpu_gemm_engine(GemmEngine::Auto);
+    EXPECT_EQ(gemm_engine_for(kFloat32, 35, 10, 64, false, true, 2), GemmEngine::OneDnn);
+  }
+  set_cpu_gemm_engine(GemmEngine::Measured);
+  EXPECT_EQ(measured_gemm_shape_count(), after_first);
+
+  // ember's matmul on small shapes (each measured on first use) against a float64 reference.
+  for (auto [m, n, k] : {std::array<int64_t, 3>{32, 10, 64}, {10, 64, 32}, {64, 50, 320}, {3, 5, 7}}) {
+    Tensor a = randn({m, k}), b = randn({n, k});
+    Tensor c = matmul(a, b.transpose(0, 1));
+    Tensor want = matmul(a.to(kFloat64), b.to(kFloat64).transpose(0, 1));
+    EXPECT_TRUE(allclose(c.to(kFloat64), want, 1e-5, 1e-5)) << m << "x" << n << "x" << k;
+  }
+
+  // The budget: however many shapes come, at most 256 are measured; the rest take Auto's rule.
+  for (int64_t k = 1; measured_gemm_shape_count() < 256 && k < 400; ++k) gemm_engine_for(kFloat32, 2, 3, k, false, false, 1);
+  EXPECT_EQ(measured_gemm_shape_count(), 256u);
+  EXPECT_EQ(gemm_engine_for(kFloat32, 2, 3, 1000, false, false, 1), rule);
+  EXPECT_EQ(measured_gemm_shape_count(), 256u);
   set_cpu_gemm_engine(saved);
 }
 

@@ -9,8 +9,9 @@
 // Only a matrix with no unit stride at all (e.g. sliced with a step in both dims) is copied.
 //
 // Which engine (measured; tables in bench/RESULTS.md). float32 goes to oneDNN whenever it is built
-// in, but for one shape class on one kind of CPU (below). Where oneDNN runs AVX-512 kernels (the
-// Zen 5 machine this project started on and runs on again), it runs at about twice OpenBLAS
+// in, but for one shape class on one kind of CPU (below); GemmEngine::Measured, opt-in, also times
+// the engines on each small product's shape (section "GemmEngine::Measured" below). Where oneDNN
+// runs AVX-512 kernels (the Zen 5 machine this project started on and runs on again), it runs at about twice OpenBLAS
 // 0.3.21's speed (which does not know Zen 5 and, with the machine's OPENBLAS_CORETYPE=Haswell,
 // runs AVX2), and Eigen's threading splits wide products badly: every float32 product goes to
 // oneDNN. Where oneDNN too runs AVX2 (the Zen 3 of two earlier sessions), the two have the same
@@ -30,10 +31,14 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
@@ -93,11 +98,12 @@ GemmEngine initial_engine() {
   if (const char* env = std::getenv("EMBER_GEMM")) {
     const std::string e = env;
     if (e == "eigen") return GemmEngine::Eigen;
+    if (e == "measured") return GemmEngine::Measured;
     if (e == "onednn" || e == "auto") {
       EMBER_CHECK(cpu_onednn_available(), "EMBER_GEMM=", e, ": ember was built without oneDNN");
       return e == "auto" ? GemmEngine::Auto : GemmEngine::OneDnn;
     }
-    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'auto', 'onednn', 'blas' or 'eigen', got '", e, "'");
+    EMBER_CHECK(e == "blas", "EMBER_GEMM: expected 'auto', 'measured', 'onednn', 'blas' or 'eigen', got '", e, "'");
     EMBER_CHECK(cpu_blas_available(), "EMBER_GEMM=blas: ember was built without OpenBLAS");
     return GemmEngine::Blas;
   }
@@ -129,19 +135,6 @@ bool blas_runs_faster(int64_t M, int64_t N, int64_t K, bool b_transposed) {
 
 }  // namespace
 
-// The engine one product runs on: the chosen one (Auto resolved by shape), except that oneDNN has
-// no float64 GEMM and OpenBLAS takes 32-bit sizes (Eigen does the rare larger products).
-GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed) {
-  GemmEngine e = cpu_gemm_engine();
-  if (e == GemmEngine::Auto) {
-    e = GemmEngine::OneDnn;
-    if (dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Blas;
-  }
-  if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
-  if (e == GemmEngine::Blas && std::max({M, N, K}) > INT_MAX) e = GemmEngine::Eigen;
-  return e;
-}
-
 bool cpu_blas_available() { return kHaveBlas; }
 // oneDNN's effective ISA, read once (ONEDNN_MAX_CPU_ISA can lower it).
 bool cpu_onednn_runs_avx512() {
@@ -158,12 +151,13 @@ std::vector<GemmEngine> available_gemm_engines() {
   if (kHaveBlas) engines.push_back(GemmEngine::Blas);
   if (kHaveOneDnn) engines.push_back(GemmEngine::OneDnn);
   if (kHaveOneDnn) engines.push_back(GemmEngine::Auto);
+  engines.push_back(GemmEngine::Measured);
   return engines;
 }
 GemmEngine cpu_gemm_engine() { return engine_slot().load(std::memory_order_relaxed); }
 bool cpu_gemm_uses_onednn() {
   const GemmEngine e = cpu_gemm_engine();
-  return e == GemmEngine::OneDnn || e == GemmEngine::Auto;
+  return kHaveOneDnn && (e == GemmEngine::OneDnn || e == GemmEngine::Auto || e == GemmEngine::Measured);
 }
 void set_cpu_gemm_engine(GemmEngine engine) {
   EMBER_CHECK(engine != GemmEngine::Blas || cpu_blas_available(),
@@ -214,6 +208,7 @@ const char* gemm_engine_name(GemmEngine engine) {
     case GemmEngine::Blas: return "OpenBLAS";
     case GemmEngine::OneDnn: return "oneDNN";
     case GemmEngine::Auto: return "auto";
+    case GemmEngine::Measured: return "measured";
     default: return "Eigen";
   }
 }
@@ -223,6 +218,7 @@ std::string cpu_gemm_info() {
   const bool mixed = engine == GemmEngine::Auto && kHaveBlas && !cpu_onednn_runs_avx512();
   std::string s = std::string("matmul engine: ") + gemm_engine_name(engine) +
                   (mixed ? " (oneDNN; OpenBLAS for large products with B as stored)" : "") +
+                  (engine == GemmEngine::Measured ? " (small products: the engine timed fastest on each shape)" : "") +
                   "; conv engine: " + conv_engine_name(cpu_conv_engine());
 #if EMBER_HAVE_ONEDNN
   const dnnl_version_t* v = dnnl_version();
@@ -298,26 +294,42 @@ Operand<T> make_operand(const Tensor& t) {
 
 // C[M, N] (row-major, ld N) = A[M, K] · B[K, N] with Eigen, or C += A · B when `accumulate`. Maps
 // view the memory in place: a transposed operand is the same memory seen as a column-major matrix.
-template <typename T>
-void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C, bool accumulate) {
+// Stride: Eigen::OuterStride<> (each map's leading dimension, set at run time) or Eigen::Stride<0, 0>
+// (rows packed: the leading dimension is the row length).
+template <typename T, typename Stride>
+void eigen_gemm_maps(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C,
+                     bool accumulate) {
   using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-  using Stride = Eigen::OuterStride<>;
-  Eigen::Map<RowMat, 0, Stride> c(C, M, N, Stride(N));
+  auto stride = [](int64_t ld) {
+    if constexpr (std::is_same_v<Stride, Eigen::OuterStride<>>) return Stride(ld);
+    else return Stride();
+  };
+  Eigen::Map<RowMat, 0, Stride> c(C, M, N, stride(N));
   auto times_b = [&](const auto& a) {
     auto assign = [&](const auto& b) {
       if (accumulate) c.noalias() += a * b;
       else c.noalias() = a * b;
     };
     if (lb.trans)
-      assign(Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(lb.ld)));
+      assign(Eigen::Map<const ColMat, 0, Stride>(B, K, N, stride(lb.ld)));
     else
-      assign(Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(lb.ld)));
+      assign(Eigen::Map<const RowMat, 0, Stride>(B, K, N, stride(lb.ld)));
   };
   if (la.trans)
-    times_b(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(la.ld)));
+    times_b(Eigen::Map<const ColMat, 0, Stride>(A, M, K, stride(la.ld)));
   else
-    times_b(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(la.ld)));
+    times_b(Eigen::Map<const RowMat, 0, Stride>(A, M, K, stride(la.ld)));
+}
+
+// Operands whose rows are packed (the usual case) get maps that say so: Eigen then runs small
+// products up to 15% faster (measured on the Zen 5: ResNet-20's 32x10x64 classifier forward 0.73 vs
+// 0.87 µs, the cnn's 64x10x128 2.76 vs 3.03 µs; the same maps with a run-time stride lose it).
+template <typename T>
+void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C, bool accumulate) {
+  const bool packed = la.ld == (la.trans ? M : K) && lb.ld == (lb.trans ? K : N);
+  if (packed) eigen_gemm_maps<T, Eigen::Stride<0, 0>>(M, N, K, A, la, B, lb, C, accumulate);
+  else eigen_gemm_maps<T, Eigen::OuterStride<>>(M, N, K, A, la, B, lb, C, accumulate);
 }
 
 #if EMBER_HAVE_ONEDNN
@@ -343,6 +355,164 @@ void blas_gemm(int M, int N, int K, const double* A, Layout la, const double* B,
               A, static_cast<int>(la.ld), B, static_cast<int>(lb.ld), beta, C, N);
 }
 #endif
+
+// One product on a named engine (never Auto): c (= or +=, by beta) a · b. The kernel and the
+// measured choice below both call it, so a measurement times exactly what the kernel runs.
+template <typename T>
+void run_gemm(GemmEngine engine, int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C,
+              T beta) {
+#if EMBER_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>) {
+    if (engine == GemmEngine::OneDnn) return onednn_gemm(M, N, K, A, la, B, lb, C, beta);
+  }
+#endif
+#if EMBER_HAVE_OPENBLAS
+  if (engine == GemmEngine::Blas)
+    return blas_gemm(static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), A, la, B, lb, C, beta);
+#endif
+  eigen_gemm<T>(M, N, K, A, la, B, lb, C, beta != T(0));
+}
+
+// ---------------- GemmEngine::Measured: small products timed per shape ----------------
+//
+// From kMeasuredGemm multiply-adds up, every sweep agrees: oneDNN is fastest or within 1.1x, so
+// the static rule (Auto) holds. Below it (the classifier layers: 20k-1M multiply-adds, under a few
+// microseconds) the winner changes from shape to shape with no class to write a rule for. Three
+// committed sweeps on the Zen 5 (bench/results_gemm_sweep_zen5*.csv) show raw Eigen 1.2-1.5x ahead
+// of oneDNN on ResNet-20's batch-32 classifier forward (32x10x64) and weight gradient (10x64x32) and
+// on LeNet's fc1 forward at one thread (64x50x320), while oneDNN or OpenBLAS win their neighbours
+// (64x10x50, 10x50x64, 64x10x128, 128x10x64). So Measured times the engines on each such shape once,
+// the first time the process meets it, on operands of its own (no user data is touched), with the
+// thread count the product will run on, and keeps the answer. The measurement takes well under a
+// millisecond. oneDNN stays unless another engine is at least kSwitchMargin faster, so a near tie
+// rarely flips between runs. Rarely is not never: on a busy machine two processes can time a shape
+// differently, and the resume tests (a run continued from a checkpoint must match an uninterrupted
+// one bit for bit) failed when this was the default; so Auto stays the default and deterministic,
+// and Measured is opt-in, as PyTorch's cudnn.benchmark is.
+constexpr int64_t kMeasuredGemm = 1 << 20;
+constexpr double kSwitchMargin = 1.05;
+// At most this many shapes are measured per process (a model with many distinct small products
+// would otherwise keep paying the measurement); later ones take the static rule.
+constexpr size_t kMaxMeasuredShapes = 256;
+
+struct GemmShape {
+  int64_t M, N, K;
+  bool a_trans, b_trans;
+  int threads;
+  bool operator==(const GemmShape&) const = default;
+};
+
+// Times each float32 engine on this shape: a warm-up call each, then kRounds rounds in which every
+// engine runs `reps` calls back to back (enough for ~20 µs, so the clock's resolution does not
+// matter), engines interleaved so a slow moment of the machine hits all of them; median per engine.
+GemmEngine measure_fastest_engine(const GemmShape& s) {
+  constexpr int kRounds = 7;
+  // 0.5 and 0.25: no denormals, no overflow, the same work as real data.
+  std::vector<float> a(static_cast<size_t>(s.M * s.K), 0.5f), b(static_cast<size_t>(s.K * s.N), 0.25f),
+      c(static_cast<size_t>(s.M * s.N));
+  const Layout la{true, s.a_trans, s.a_trans ? s.M : s.K}, lb{true, s.b_trans, s.b_trans ? s.K : s.N};
+  std::vector<GemmEngine> engines;
+  for (GemmEngine e : available_gemm_engines())
+    if (e != GemmEngine::Auto && e != GemmEngine::Measured) engines.push_back(e);
+  const int saved_threads = omp_get_max_threads();
+  if (saved_threads != s.threads) omp_set_num_threads(s.threads);
+  using Clock = std::chrono::steady_clock;
+  auto time_calls = [&](GemmEngine e, int reps) {
+    const auto t0 = Clock::now();
+    for (int r = 0; r < reps; ++r) run_gemm<float>(e, s.M, s.N, s.K, a.data(), la, b.data(), lb, c.data(), 0.0f);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  for (GemmEngine e : engines) time_calls(e, 1);  // warm-up: oneDNN's JIT, the caches
+  const double one_call = std::max(1e-8, time_calls(engines.back(), 1));
+  const int reps = static_cast<int>(std::clamp(20e-6 / one_call, 1.0, 1000.0));
+  std::vector<std::vector<double>> samples(engines.size());
+  for (int round = 0; round < kRounds; ++round)
+    for (size_t i = 0; i < engines.size(); ++i) samples[i].push_back(time_calls(engines[i], reps));
+  if (saved_threads != s.threads) omp_set_num_threads(saved_threads);
+  std::vector<std::pair<GemmEngine, double>> medians;
+  for (size_t i = 0; i < engines.size(); ++i) {
+    std::nth_element(samples[i].begin(), samples[i].begin() + kRounds / 2, samples[i].end());
+    medians.emplace_back(engines[i], samples[i][kRounds / 2]);
+  }
+  return gemm_engine_from_timings(medians);
+}
+
+// Every shape measured so far in this process, with its answer.
+struct MeasuredShapes {
+  std::mutex mutex;
+  std::vector<std::pair<GemmShape, GemmEngine>> table;
+};
+MeasuredShapes& measured_shapes() {
+  static MeasuredShapes shapes;
+  return shapes;
+}
+
+// The measured engine for a shape: a per-thread copy of recent answers in front of the shared
+// table, so the kernel's hot path (a sub-microsecond product) costs a short scan, not a lock.
+GemmEngine measured_engine(const GemmShape& s, GemmEngine unmeasured) {
+  thread_local std::vector<std::pair<GemmShape, GemmEngine>> recent;
+  for (const auto& [shape, engine] : recent)
+    if (shape == s) return engine;
+  MeasuredShapes& shapes = measured_shapes();
+  GemmEngine engine = unmeasured;
+  {
+    const std::lock_guard<std::mutex> lock(shapes.mutex);
+    auto it = std::find_if(shapes.table.begin(), shapes.table.end(), [&](const auto& e) { return e.first == s; });
+    if (it != shapes.table.end()) {
+      engine = it->second;
+    } else if (shapes.table.size() < kMaxMeasuredShapes) {
+      engine = measure_fastest_engine(s);
+      shapes.table.emplace_back(s, engine);
+    } else {
+      return engine;  // past the budget: Auto's rule, and nothing cached
+    }
+  }
+  if (recent.size() >= 32) recent.clear();
+  recent.emplace_back(s, engine);
+  return engine;
+}
+
+}  // namespace
+
+size_t measured_gemm_shape_count() {
+  MeasuredShapes& shapes = measured_shapes();
+  const std::lock_guard<std::mutex> lock(shapes.mutex);
+  return shapes.table.size();
+}
+
+GemmEngine gemm_engine_from_timings(const std::vector<std::pair<GemmEngine, double>>& seconds) {
+  GemmEngine best = GemmEngine::OneDnn;
+  double best_s = 0, onednn_s = 0;
+  for (const auto& [engine, s] : seconds) {
+    if (engine == GemmEngine::OneDnn) onednn_s = s;
+    if (engine != GemmEngine::OneDnn && (best == GemmEngine::OneDnn || s < best_s)) {
+      best = engine;
+      best_s = s;
+    }
+  }
+  if (onednn_s <= 0) return best;  // no oneDNN timing: the fastest of the others
+  return best != GemmEngine::OneDnn && best_s * kSwitchMargin <= onednn_s ? best : GemmEngine::OneDnn;
+}
+
+// The engine one product runs on: the chosen one (Auto resolved by shape, and under Measured small
+// float32 products by timing), except that oneDNN has no float64 GEMM and OpenBLAS takes 32-bit
+// sizes (Eigen does the rare larger products).
+GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool a_transposed, bool b_transposed,
+                           int threads) {
+  GemmEngine e = cpu_gemm_engine();
+  if (e == GemmEngine::Auto || e == GemmEngine::Measured) {
+    const bool measure = e == GemmEngine::Measured && dtype == kFloat32 && M <= kMeasuredGemm && N <= kMeasuredGemm &&
+                         K <= kMeasuredGemm && M * N * K < kMeasuredGemm;  // factors bounded first: no overflow
+    e = kHaveOneDnn ? GemmEngine::OneDnn : blas_or_eigen();
+    if (dtype == kFloat32 && blas_runs_faster(M, N, K, b_transposed)) e = GemmEngine::Blas;
+    if (measure) e = measured_engine({M, N, K, a_transposed, b_transposed, std::max(1, threads)}, e);
+  }
+  if (e == GemmEngine::OneDnn && dtype != kFloat32) e = blas_or_eigen();
+  if (e == GemmEngine::Blas && std::max({M, N, K}) > INT_MAX) e = GemmEngine::Eigen;
+  return e;
+}
+
+namespace {
 
 // Below this many multiply-adds per matrix, threads split the batch instead of each product:
 // a small GEMM has too little work to share, and whole matrices per thread need no syncing.
@@ -427,14 +597,16 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
   EMBER_DISPATCH_FLOAT(out.dtype(), "matmul", [&]<typename T>() {
     const Operand<T> A = make_operand<T>(a), B = make_operand<T>(b);
     T* C = out.data<T>();
-    GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, B.layout.trans);
-    if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
-
     const int threads = get_num_threads();
     const int64_t mnk = M * N * K;
     const bool one_thread = threads > 1 && gemm_runs_on_one_thread(batch, M, N, K);
     const bool over_batch = !one_thread && batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
     const bool split_k = !one_thread && !over_batch && splits_k(M, N, K, threads);
+    // Each product runs on one thread when ember shares out the work itself (or it is tiny, or we
+    // are inside someone's parallel region already); the engine choice may depend on it.
+    const bool single = one_thread || over_batch || split_k || omp_in_parallel();
+    GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, A.layout.trans, B.layout.trans, single ? 1 : threads);
+    if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
 #if EMBER_HAVE_OPENBLAS
     // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside
     // our parallel regions). A pthread build (someone else's libopenblas.so.0 found first) keeps
@@ -446,21 +618,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
 #endif
     // c (= or +=, by beta) a · b, with k terms in each sum, on the chosen engine.
     auto gemm = [&](const T* a_, const T* b_, T* c, int64_t k, T beta) {
-#if EMBER_HAVE_ONEDNN
-      if constexpr (std::is_same_v<T, float>) {
-        if (engine == GemmEngine::OneDnn) {
-          onednn_gemm(M, N, k, a_, A.layout, b_, B.layout, c, beta);
-          return;
-        }
-      }
-#endif
-#if EMBER_HAVE_OPENBLAS
-      if (engine == GemmEngine::Blas) {
-        blas_gemm(static_cast<int>(M), static_cast<int>(N), static_cast<int>(k), a_, A.layout, b_, B.layout, c, beta);
-        return;
-      }
-#endif
-      eigen_gemm<T>(M, N, k, a_, A.layout, b_, B.layout, c, beta != T(0));
+      run_gemm<T>(engine, M, N, k, a_, A.layout, b_, B.layout, c, beta);
     };
     const T beta = accumulate ? T(1) : T(0);
     auto one = [&](int64_t i) { gemm(A.matrix(i), B.matrix(i), C + i * M * N, K, beta); };

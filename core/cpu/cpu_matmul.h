@@ -1,10 +1,12 @@
 // Which GEMM engine the CPU matmul kernel (cpu_matmul.cpp) runs on. Ordinary code never needs
 // this: the engine is chosen once, automatically. Tests use it to check every engine, benchmarks
-// to compare them, and EMBER_GEMM=auto|onednn|blas|eigen overrides the choice from the environment.
+// to compare them, and EMBER_GEMM=auto|measured|onednn|blas|eigen overrides the choice from the environment.
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -19,6 +21,11 @@ enum class GemmEngine {
   Auto,    // the default when oneDNN is built in: oneDNN, except (where oneDNN runs no AVX-512
            // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step
            // (gemm_engine_for says which)
+  Measured,  // Auto's rule, but each small float32 product (under 2^20 multiply-adds) runs on the
+             // engine that timed fastest on its shape at its first call in this process (like
+             // PyTorch's cudnn.benchmark): faster where the static rule is not, but two runs may
+             // pick different engines and so differ in the last bits (a resumed run no longer
+             // repeats an uninterrupted one exactly). Opt-in: EMBER_GEMM=measured.
 };
 
 bool cpu_blas_available();
@@ -29,11 +36,20 @@ bool cpu_onednn_runs_avx512();
 std::vector<GemmEngine> available_gemm_engines();  // Eigen, then OpenBLAS and oneDNN where built in
 GemmEngine cpu_gemm_engine();
 // Throws if Blas is asked for without OpenBLAS built in, or OneDnn / Auto without oneDNN.
+// (Measured works in every build: without oneDNN it times Eigen and OpenBLAS.)
 void set_cpu_gemm_engine(GemmEngine engine);
 const char* gemm_engine_name(GemmEngine engine);
-// The engine that runs one product C[M,N] = op(A)[M,K] · op(B)[K,N] of this dtype under the current
-// setting (never Auto): what the kernel itself calls, exposed so tests and tools can see the rule.
-GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool b_transposed);
+// The engine that runs one product C[M,N] = op(A)[M,K] · op(B)[K,N] of this dtype on `threads`
+// threads under the current setting (never Auto): what the kernel itself calls, exposed so tests
+// and tools can see the rule. Under Measured, a small float32 product's first call for its shape
+// times the engines (well under a millisecond) and later calls reuse the answer.
+GemmEngine gemm_engine_for(DType dtype, int64_t M, int64_t N, int64_t K, bool a_transposed, bool b_transposed,
+                           int threads);
+// Measured's rule for a shape, given each engine's time on it: oneDNN, unless another engine
+// is at least 5% faster (then the fastest), so near ties do not flip from run to run.
+GemmEngine gemm_engine_from_timings(const std::vector<std::pair<GemmEngine, double>>& seconds);
+// How many shapes this process has measured (at most 256; later shapes take Auto's rule unmeasured).
+size_t measured_gemm_shape_count();
 // Whether a call of `batch` products [M,K]·[K,N] is small enough to run on one thread whatever the
 // thread setting (the engines' own splitting costs more there than it saves).
 bool gemm_runs_on_one_thread(int64_t batch, int64_t M, int64_t N, int64_t K);

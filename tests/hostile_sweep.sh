@@ -140,6 +140,9 @@ expect_error seed-negative "seed" "${base[@]}" --seed -1
 EMBER_GEMM=fast expect_error gemm-engine-typo "EMBER_GEMM: expected 'auto', 'measured', 'onednn', 'blas' or 'eigen', got 'fast'" "${base[@]}"
 EMBER_CONV=fft expect_error conv-engine-typo "EMBER_CONV: expected 'auto', 'onednn', 'winograd' or 'im2col', got 'fft'" \
   --model lenet --threads 1 --workers 0 --limit 64 --data "$dir" --batch-size 32
+EMBER_CONV_KEEP_COLUMNS_MB=lots expect_error conv-columns-typo \
+  "EMBER_CONV_KEEP_COLUMNS_MB: expected a whole number of MiB from 0, got 'lots'" \
+  --model lenet --threads 1 --workers 0 --limit 64 --data "$dir" --batch-size 32
 expect_error seed-too-large "seed" "${base[@]}" --seed 18446744073709551616
 expect_error workers-int-max "workers" "${base[@]}" --workers 2147483647
 expect_error workers-100000 "workers" "${base[@]}" --workers 100000

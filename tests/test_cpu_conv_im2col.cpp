@@ -7,6 +7,8 @@
 // (the weight gradient's blocks of images are taken on oneDNN's sgemm only).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "core/cpu/cpu_matmul.h"
 #include "nn/functional.h"
 #include "tests/test_util.h"
@@ -118,27 +120,90 @@ void check_case(const Case& c, DType dtype, double tol) {
   }
 }
 
+// Each case twice: with the forward's columns kept for the weight gradient (a 256 MiB budget) and
+// with none kept (budget 0, the default: the backward runs im2col again, in blocks of images).
 TEST(CpuConvIm2col, Float64MatchesNaiveLoops) {
-  for (const Case& c : cases()) {
-    SCOPED_TRACE(c.name);
-    check_case(c, kFloat64, 1e-10);
+  const int64_t budget = cpu_conv_column_budget();
+  for (int64_t b : {int64_t{256} << 20, int64_t{0}}) {
+    SCOPED_TRACE(b ? "columns kept" : "columns recomputed");
+    set_cpu_conv_column_budget(b);
+    for (const Case& c : cases()) {
+      SCOPED_TRACE(c.name);
+      check_case(c, kFloat64, 1e-10);
+    }
   }
+  set_cpu_conv_column_budget(budget);
 }
 
 TEST(CpuConvIm2col, Float32OnEveryGemmEngineMatchesNaiveLoops) {
   const GemmEngine saved = cpu_gemm_engine();
   const ConvEngine saved_conv = cpu_conv_engine();
+  const int64_t budget = cpu_conv_column_budget();
   set_cpu_conv_engine(ConvEngine::Im2col);
-  for (GemmEngine e : available_gemm_engines()) {
-    SCOPED_TRACE(gemm_engine_name(e));
-    set_cpu_gemm_engine(e);
-    for (const Case& c : cases()) {
-      SCOPED_TRACE(c.name);
-      check_case(c, kFloat32, 1e-4);
+  for (int64_t b : {int64_t{256} << 20, int64_t{0}}) {
+    SCOPED_TRACE(b ? "columns kept" : "columns recomputed");
+    set_cpu_conv_column_budget(b);
+    for (GemmEngine e : available_gemm_engines()) {
+      SCOPED_TRACE(gemm_engine_name(e));
+      set_cpu_gemm_engine(e);
+      for (const Case& c : cases()) {
+        SCOPED_TRACE(c.name);
+        check_case(c, kFloat32, 1e-4);
+      }
     }
   }
+  set_cpu_conv_column_budget(budget);
   set_cpu_gemm_engine(saved);
   set_cpu_conv_engine(saved_conv);
+}
+
+// The kept columns: a forward whose weight needs a gradient keeps N*groups*K*P elements (here
+// 4 * 1 * 27 * 81 float64) until its graph is gone; nothing is kept when the weight needs no
+// gradient, under no_grad, for a 1x1 direct convolution (it has no columns), or past the budget;
+// an input changed in place after the forward makes the backward an error (autograd's version
+// check), never a gradient from stale columns.
+TEST(CpuConvIm2col, ForwardKeepsColumnsForTheWeightGradientWithinTheBudget) {
+  const int64_t budget = cpu_conv_column_budget();
+  set_cpu_conv_column_budget(int64_t{256} << 20);
+  const int64_t before = cpu_conv_kept_column_bytes();
+  const Tensor x = test::rand_f64({4, 3, 9, 9}, -1, 1, 31);
+  const int64_t want = 4 * 1 * 27 * 81 * 8;
+  {
+    Tensor w = test::rand_f64({5, 3, 3, 3}, -1, 1, 32).requires_grad_();
+    Tensor y = F::conv2d(x, w, Tensor(), 1, 1);
+    EXPECT_EQ(cpu_conv_kept_column_bytes(), before + want);
+    Tensor w_frozen = w.detach();
+    Tensor y_frozen = F::conv2d(x.clone().requires_grad_(), w_frozen, Tensor(), 1, 1);  // weight needs no gradient
+    EXPECT_EQ(cpu_conv_kept_column_bytes(), before + want);
+    {
+      NoGradGuard no_grad;
+      F::conv2d(x, w, Tensor(), 1, 1);
+    }
+    EXPECT_EQ(cpu_conv_kept_column_bytes(), before + want);
+    Tensor w1x1 = test::rand_f64({5, 3, 1, 1}, -1, 1, 33).requires_grad_();
+    Tensor y1x1 = F::conv2d(x, w1x1, Tensor(), 1, 0);
+    EXPECT_EQ(cpu_conv_kept_column_bytes(), before + want);
+    set_cpu_conv_column_budget(before + want + want / 2);  // room for half of a second layer's
+    Tensor y2 = F::conv2d(x, w, Tensor(), 1, 1);
+    EXPECT_EQ(cpu_conv_kept_column_bytes(), before + want);
+    set_cpu_conv_column_budget(int64_t{256} << 20);
+    // Kept and recomputed columns give the same weight gradient.
+    y.sum().backward();
+    const Tensor kept_grad = w.grad().clone();
+    w.zero_grad();
+    y2.sum().backward();
+    test::expect_close(w.grad(), kept_grad, 1e-12, 1e-12);
+  }
+  EXPECT_EQ(cpu_conv_kept_column_bytes(), before);  // the graphs are gone, and the columns with them
+
+  Tensor x2 = x.clone();
+  Tensor w = test::rand_f64({5, 3, 3, 3}, -1, 1, 34).requires_grad_();
+  Tensor y = F::conv2d(x2, w, Tensor(), 1, 1);
+  x2.add_(1.0);
+  EXPECT_ANY_THROW(y.sum().backward());
+  EXPECT_ANY_THROW(set_cpu_conv_column_budget(-1));
+  set_cpu_conv_column_budget(budget);
+  if (!std::getenv("EMBER_CONV_KEEP_COLUMNS_MB")) EXPECT_EQ(cpu_conv_column_budget(), 0) << "keeping columns is opt-in";
 }
 
 }  // namespace

@@ -52,6 +52,11 @@ class CpuBackend final : public Backend,
                    int64_t groups) override;
   void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
                        const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) override;
+  Tensor conv2d_keeping_columns(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                                Window2d w, int64_t groups, bool relu) override;
+  void conv2d_backward_with_columns(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                    const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                    Window2d w, int64_t groups, const Tensor& columns) override;
   // cpu_pool.cpp
   void max_pool2d(const Tensor& in, const Tensor& out, const Tensor& indices, Window2d w) override;
   void max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Tensor& grad_in) override;

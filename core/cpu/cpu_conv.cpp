@@ -28,19 +28,27 @@
 // same engine (oneDNN, OpenBLAS or Eigen) as every other product; inside our parallel region it
 // runs single-threaded.
 //
-// Not done (issue 17): keeping the forward's columns for the backward's weight gradient. Reuse
-// could be made safe (a weak_ptr to the input's Storage, its offset and shape, and the storage's
-// version counter, which in-place ops bump; writes through raw pointers or from_blob memory would
-// still go unseen), but the kernel cannot tell whether a backward will follow or whether the
-// weight needs a gradient (the op passes detached tensors, and ConvKernels, which CUDA implements
-// too, has no flag for it), and keeping every image's columns means writing N*K*P elements to
-// memory instead of one cache-resident [K, P] buffer per thread. The gain is small: perf of the
-// cnn training step with EMBER_CONV=im2col puts the backward's im2col at about 4% of the cycles,
-// and in Auto mode the layers whose weight gradient runs here (the MNIST nets' conv2, ResNet's
-// stem) have their forward on oneDNN's primitives, which leaves no columns to keep.
+// Columns kept for the backward (opt-in): when the weight will need a gradient (the op asks
+// through ConvKernels::conv2d_keeping_columns) and a budget is set, the forward writes every
+// image's columns into one [N, groups, K, P] tensor instead of a per-thread buffer, the op saves
+// it in the graph node, and the backward's weight gradient reads it instead of running im2col
+// again (one GEMM per image then: kept columns lie image by image, not in the side-by-side block
+// layout). It is as safe as autograd's saved input: the node checks the input's version counter
+// before the backward, so an in-place change of the input is an error, not stale columns. All
+// kept columns together stay within cpu_conv_column_budget (EMBER_CONV_KEEP_COLUMNS_MB); past it
+// a forward keeps nothing. The default budget is 0 because it measured slower on the Zen 5
+// (2026-12-07, EMBER_CONV=im2col, alternated runs): the cnn's epoch 22.2-22.9 s kept against
+// 21.4-22.9 s recomputed at 2 threads, with 64 MB more peak RSS; its conv layers' backward
+// 688-738 ms against 655-721 ms and forward 296-319 against 277-306 ms per 30 steps at 1 thread;
+// LeNet's epoch unchanged (2.06-2.38 s against 2.06-2.18 s). Writing N*K*P columns out to memory
+// costs about what recomputing them from a cache-resident [K, P] buffer does. In
+// ConvEngine::Auto the layers whose weight gradient runs here (the MNIST nets' conv2, ResNet's
+// stem) have their forward on oneDNN anyway, which leaves no columns to keep.
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
@@ -232,24 +240,76 @@ int batch_threads(int64_t N) {
 
 }  // namespace
 
+// ---------------- kept columns: the budget ----------------
+
+namespace {
+
+int64_t initial_column_budget() {
+  const char* env = std::getenv("EMBER_CONV_KEEP_COLUMNS_MB");
+  if (!env) return 0;  // off by default: it measured slower here (the note at the top of the file)
+  char* end = nullptr;
+  const long long mb = std::strtoll(env, &end, 10);
+  EMBER_CHECK(end != env && *end == '\0' && mb >= 0 && mb <= (int64_t{1} << 40),
+              "EMBER_CONV_KEEP_COLUMNS_MB: expected a whole number of MiB from 0, got '", env, "'");
+  return static_cast<int64_t>(mb) << 20;
+}
+
+std::atomic<int64_t>& column_budget() {
+  static std::atomic<int64_t> budget{initial_column_budget()};
+  return budget;
+}
+std::atomic<int64_t> kept_column_bytes{0};
+
+// A [N, groups, K, P] tensor for one forward's columns, when the budget has room for it: its
+// storage gives the bytes back to the budget when the last reference (the graph node) goes.
+Tensor keep_columns(const ConvGeometry& g, DType dtype) {
+  int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
+  for (int64_t f : {g.N, g.groups, g.K, g.P})
+    if (__builtin_mul_overflow(bytes, f, &bytes)) return Tensor();  // far past any budget
+  int64_t used = kept_column_bytes.load();
+  do {
+    if (bytes > column_budget().load() - used) return Tensor();
+  } while (!kept_column_bytes.compare_exchange_weak(used, used + bytes));
+  const Tensor backing = empty({g.N, g.groups, g.K, g.P}, TensorOptions(dtype));
+  auto* owner = new Tensor(backing);
+  return from_blob(backing.data_ptr(), backing.shape(), dtype, kCPU, [owner, bytes](void*) {
+    delete owner;
+    kept_column_bytes.fetch_sub(bytes);
+  });
+}
+
+}  // namespace
+
+int64_t cpu_conv_column_budget() { return column_budget().load(); }
+void set_cpu_conv_column_budget(int64_t bytes) {
+  EMBER_CHECK(bytes >= 0, "set_cpu_conv_column_budget: expected a byte count from 0, got ", bytes);
+  column_budget().store(bytes);
+}
+int64_t cpu_conv_kept_column_bytes() { return kept_column_bytes.load(); }
+
 namespace {
 
 // The forward, with the ReLU of conv2d_relu applied as each image's output is written when `relu`.
-void conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
-                    Window2d w, int64_t groups, bool relu) {
-  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
+// With `keep`, the columns go into a kept [N, groups, K, P] tensor (when the budget allows), which
+// is returned; otherwise an undefined tensor.
+Tensor conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                      Window2d w, int64_t groups, bool relu, bool keep = false) {
+  // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h); kept
+  // columns are float32 then, as the backward's widened copies will be.
   if (has_reduced_floating({&in, &weight, &bias, &out})) {
     Float32Operands f;
-    conv2d_forward(be, f.in(in), f.in(weight), f.in(bias), f.out(out), w, groups, relu);
-    return f.finish();
+    Tensor kept = conv2d_forward(be, f.in(in), f.in(weight), f.in(bias), f.out(out), w, groups, relu, keep);
+    f.finish();
+    return kept;
   }
   const ConvGeometry g = geometry(in.shape(), out, w, groups);
-  if (out.numel() == 0) return;
-  if (onednn_conv2d(in, weight, bias, out, w, groups, relu)) return;  // float32 with oneDNN built in
+  if (out.numel() == 0) return Tensor();
+  if (onednn_conv2d(in, weight, bias, out, w, groups, relu)) return Tensor();  // float32 with oneDNN built in
+  const Tensor kept = keep && !g.direct ? keep_columns(g, in.dtype()) : Tensor();
   EMBER_DISPATCH_FLOAT(in.dtype(), "conv2d", [&]<typename T>() {
     const int threads = batch_threads(g.N);
-    // One [K, P] column buffer per thread, allocated once per call.
-    const Tensor col = g.direct ? Tensor() : empty({threads, g.K, g.P}, TensorOptions(in.dtype()));
+    // One [K, P] column buffer per thread, allocated once per call (unless the columns are kept).
+    const Tensor col = g.direct || kept.defined() ? Tensor() : empty({threads, g.K, g.P}, TensorOptions(in.dtype()));
     const T* x = in.data<T>();
     const T* b = bias.defined() ? bias.data<T>() : nullptr;
     T* y = out.data<T>();
@@ -260,8 +320,10 @@ void conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, cons
         if (g.direct) {
           cols = matrix(in, x_off, g.K, g.P, g.P);
         } else {
-          im2col(x + x_off, g, col.data<T>() + t * g.K * g.P, g.P);
-          cols = matrix(col, t * g.K * g.P, g.K, g.P, g.P);
+          const Tensor& buf = kept.defined() ? kept : col;
+          const int64_t off = (kept.defined() ? n * g.groups + gr : t) * g.K * g.P;
+          im2col(x + x_off, g, buf.data<T>() + off, g.P);
+          cols = matrix(buf, off, g.K, g.P, g.P);
         }
         be.matmul(matrix(weight, gr * g.Mg * g.K, g.Mg, g.K, g.K), cols,
                   matrix(out, (n * g.M + gr * g.Mg) * g.P, g.Mg, g.P, g.P));
@@ -278,6 +340,7 @@ void conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, cons
       }
     });
   });
+  return kept;
 }
 
 }  // namespace
@@ -287,6 +350,12 @@ void CpuBackend::conv2d(const Tensor& in, const Tensor& weight, const Tensor& bi
   conv2d_forward(*this, in, weight, bias, out, w, groups, /*relu=*/false);
 }
 
+Tensor CpuBackend::conv2d_keeping_columns(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                                          Window2d w, int64_t groups, bool relu) {
+  column_budget();  // reads EMBER_CONV_KEEP_COLUMNS_MB now, so a typo is an error whichever path runs
+  return conv2d_forward(*this, in, weight, bias, out, w, groups, relu, /*keep=*/true);
+}
+
 void CpuBackend::conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                              int64_t groups) {
   conv2d_forward(*this, in, weight, bias, out, w, groups, /*relu=*/true);
@@ -294,10 +363,18 @@ void CpuBackend::conv2d_relu(const Tensor& in, const Tensor& weight, const Tenso
 
 void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,
                                  const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
+  conv2d_backward_with_columns(grad_out, in, weight, grad_in, grad_weight, grad_bias, w, groups, Tensor());
+}
+
+void CpuBackend::conv2d_backward_with_columns(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                              const Tensor& grad_in, const Tensor& grad_weight,
+                                              const Tensor& grad_bias, Window2d w, int64_t groups,
+                                              const Tensor& columns) {
   // 16-bit floats: the float32 kernel on widened copies (core/cpu/float32_operands.h)
   if (has_reduced_floating({&grad_out, &in, &weight, &grad_in, &grad_weight, &grad_bias})) {
     Float32Operands f;
-    conv2d_backward(f.in(grad_out), f.in(in), f.in(weight), f.out(grad_in), f.out(grad_weight), f.out(grad_bias), w, groups);
+    conv2d_backward_with_columns(f.in(grad_out), f.in(in), f.in(weight), f.out(grad_in), f.out(grad_weight),
+                                 f.out(grad_bias), w, groups, columns);
     return f.finish();
   }
   // `in` is only there for the weight gradient; the input's shape may come from grad_in instead
@@ -318,8 +395,13 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
   if (!need_in && !need_w && !need_b) return;
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "conv2d_backward", [&]<typename T>() {
     const int threads = batch_threads(g.N);
-    // Images per block: several only for the weight gradient (see weight_grad_images_per_block).
-    const int64_t nb_max = need_w ? weight_grad_images_per_block(grad_out.dtype(), g.N, g.P, threads) : 1;
+    // The forward's kept columns, when they are this call's (same geometry and dtype).
+    const bool reuse = need_w && columns.defined() && !g.direct && columns.dtype() == grad_out.dtype() &&
+                       columns.shape() == Shape{g.N, g.groups, g.K, g.P};
+    // Images per block: several only for the weight gradient (see weight_grad_images_per_block),
+    // and not over kept columns, which lie image by image.
+    const int64_t nb_max =
+        need_w && !reuse ? weight_grad_images_per_block(grad_out.dtype(), g.N, g.P, threads) : 1;
     const int64_t ldc_max = nb_max * g.P;
     const TensorOptions opts(grad_out.dtype());
     // Per thread: a [K, nb*P] column buffer (im2col of the block's inputs for gW, then W^T·gout of
@@ -328,7 +410,7 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
     // (beta = 1), and a bias-gradient accumulator [M]. The thread-private sums are combined after
     // the loop.
     const bool blocked = nb_max > 1;
-    const bool need_cols = (need_in || need_w) && (!g.direct || blocked);
+    const bool need_cols = (need_in || (need_w && !reuse)) && (!g.direct || blocked);
     const Tensor col = need_cols ? empty({threads, g.K, ldc_max}, opts) : Tensor();
     const Tensor gblock = blocked ? empty({threads, g.Mg, ldc_max}, opts) : Tensor();
     const Tensor w_acc = need_w ? zeros({threads, g.M, g.K}, opts) : Tensor();
@@ -359,6 +441,8 @@ void CpuBackend::conv2d_backward(const Tensor& grad_out, const Tensor& in, const
           }
           if (g.direct && !blocked) {
             cols_t = matrix(in, x_off, g.P, g.K, g.P, /*transposed=*/true);
+          } else if (reuse) {  // nb == 1: image n0's columns of this group, as the forward wrote them
+            cols_t = matrix(columns, (n0 * g.groups + gr) * g.K * g.P, g.P, g.K, g.P, /*transposed=*/true);
           } else {
             for (int64_t i = 0; i < nb; ++i) im2col(x + x_off + i * g.C * g.H * g.W, g, cbuf + i * g.P, ldc);
             cols_t = matrix(col, col_off, ldc, g.K, ldc, /*transposed=*/true);

@@ -71,6 +71,14 @@ enum class ConvEngine {
 ConvEngine cpu_conv_engine();
 void set_cpu_conv_engine(ConvEngine engine);
 const char* conv_engine_name(ConvEngine engine);
+// The im2col path can keep a forward's column matrices for the backward's weight gradient (when
+// the weight needs one) while all kept columns together stay within this many bytes; past it, the
+// backward computes them again. Default 0 (keep none: it measured slower on this project's CPU,
+// core/cpu/cpu_conv.cpp says by how much); EMBER_CONV_KEEP_COLUMNS_MB sets it from the
+// environment. cpu_conv_kept_column_bytes() is what graphs hold now.
+int64_t cpu_conv_column_budget();
+void set_cpu_conv_column_budget(int64_t bytes);
+int64_t cpu_conv_kept_column_bytes();
 
 // One line for logs and benchmark reports: the engine in use and, when linked, OpenBLAS's build,
 // kernel set ("core") and threading model, and oneDNN's version and the CPU ISA its kernels use.

@@ -35,6 +35,25 @@ struct ConvKernels {
                                const Tensor& grad_weight, const Tensor& grad_bias, Window2d w, int64_t groups) {
     EMBER_FAIL("conv2d_backward: not implemented on this device (", grad_out.device(), ")");
   }
+
+  // A saving a device may offer when the weight will need a gradient: the forward keeps what it
+  // computed from the input for the backward's weight gradient (the CPU's im2col path keeps its
+  // column matrices, within a memory budget), and returns it for the op to save in the graph;
+  // undefined when it kept nothing. The backward takes it back (undefined: compute it again).
+  // Devices that keep nothing need not override either: these defaults run the plain kernels.
+  virtual Tensor conv2d_keeping_columns(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                                        Window2d w, int64_t groups, bool relu) {
+    if (relu)
+      conv2d_relu(in, weight, bias, out, w, groups);
+    else
+      conv2d(in, weight, bias, out, w, groups);
+    return Tensor();
+  }
+  virtual void conv2d_backward_with_columns(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                            const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                            Window2d w, int64_t groups, const Tensor& columns) {
+    conv2d_backward(grad_out, in, weight, grad_in, grad_weight, grad_bias, w, groups);
+  }
 };
 
 inline ConvKernels& conv_kernels(Device d) { return KernelRegistry<ConvKernels>::get(d); }

@@ -86,19 +86,25 @@ Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in
   const Tensor x = input.detach().contiguous(), wt = weight.detach().contiguous();
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
-  if (relu)
+  // When the weight will get a gradient, the kernel may keep what the backward would recompute
+  // from the input (the CPU's im2col columns); the node saves it and hands it back.
+  const bool graph = grad_needed({input, weight, bias});
+  Tensor columns;
+  if (graph && weight.requires_grad())
+    columns = kernels.conv2d_keeping_columns(x, wt, b, out, w, groups, relu);
+  else if (relu)
     kernels.conv2d_relu(x, wt, b, out, w, groups);
   else
     kernels.conv2d(x, wt, b, out, w, groups);
 
-  if (grad_needed({input, weight, bias})) {
+  if (graph) {
     // The input gradient needs the weight, the weight gradient needs the input: save only those.
     // The originals are saved (not x / wt), so a recorded backward links back to them.
     // conv2d_relu's backward is relu's (through the saved output), then the convolution's.
     record(op, out, {input, weight, bias},
            [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(), sw = SavedTensor(weight),
-            sout = relu ? SavedTensor::output(out) : SavedTensor(), relu, w, stride, padding, dilation, groups,
-            x_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
+            sout = relu ? SavedTensor::output(out) : SavedTensor(), columns, relu, w, stride, padding, dilation,
+            groups, x_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
              const Tensor g = relu ? relu_backward(g_out, sout.get()) : g_out;
              const Tensor& wv = sw.get();
              if (GradMode::is_enabled()) {  // the backward is being recorded (create_graph): one op per gradient
@@ -112,8 +118,9 @@ Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in
              Tensor gx = n[0] ? empty(x_shape, opts) : Tensor();
              Tensor gw = n[1] ? empty(wv.shape(), opts) : Tensor();
              Tensor gb = n[2] ? empty({wv.size(0)}, opts) : Tensor();
-             conv_kernels(g.device()).conv2d_backward(g.contiguous(), n[1] ? sx.get().contiguous() : Tensor(),
-                                                      wv.contiguous(), gx, gw, gb, w, groups);
+             conv_kernels(g.device()).conv2d_backward_with_columns(g.contiguous(),
+                                                                   n[1] ? sx.get().contiguous() : Tensor(),
+                                                                   wv.contiguous(), gx, gw, gb, w, groups, columns);
              return {gx, gw, gb};
            });
   }

@@ -127,14 +127,21 @@ int main(int argc, char** argv) {
     for (const Gemm& g : gemms) {
       const GemmArgs args = buffers.args(g.m, g.n, g.k, g.trans_a, g.trans_b);
       const bool linear = have_auto && g.layer->kind == LayerKind::Linear;
-      // ember's matmul kernel on the same product: [1, M, K] x [1, K, N], transposed views where
-      // the GEMM reads an operand transposed (as nn::linear hands it weight.t()).
+      // ember's matmul kernel on the same product and the same memory as the raw engines (tensors
+      // over the shared buffers): [1, M, K] x [1, K, N], transposed views where the GEMM reads an
+      // operand transposed (as nn::linear hands it weight.t()). On tensors of its own, ember read
+      // its operands from further out in the cache hierarchy than the engine timed before it.
       std::function<void()> ember_matmul;
       ember::Tensor ta, tb, tc;
       if (linear) {
-        ta = g.trans_a ? ember::randn({1, g.k, g.m}).transpose(1, 2) : ember::randn({1, g.m, g.k});
-        tb = g.trans_b ? ember::randn({1, g.n, g.k}).transpose(1, 2) : ember::randn({1, g.k, g.n});
-        tc = ember::empty({1, g.m, g.n});
+        auto over = [](float* p, int64_t rows, int64_t cols, bool transposed) {
+          const ember::Tensor t = ember::from_blob(p, transposed ? ember::Shape{1, cols, rows} : ember::Shape{1, rows, cols},
+                                                   ember::kFloat32);
+          return transposed ? t.transpose(1, 2) : t;
+        };
+        ta = over(const_cast<float*>(args.a), g.m, g.k, g.trans_a);
+        tb = over(const_cast<float*>(args.b), g.k, g.n, g.trans_b);
+        tc = ember::from_blob(args.c, {1, g.m, g.n}, ember::kFloat32);
         ember_matmul = [&] { ember::backend(ember::kCPU).matmul(ta, tb, tc); };
       }
       const std::vector<double> seconds = engine_median_seconds(args, o.reps, ember_matmul);

@@ -261,14 +261,17 @@ enum class Pass { Forward, GradInput, GradWeight };
 //   - AVX-512 kernels (Zen 5): oneDNN's weight-gradient kernels for those shapes reach 150-260
 //     GFLOP/s and win (ResNet's stem 5x, the MNIST first layers 1.1-1.9x, the cnn's unpadded
 //     32-channel conv2 1.2-1.3x), but for LeNet's conv2 (unpadded, 10 input channels: im2col 1.3x);
-//     im2col still wins the forward of one input channel by 1.2-1.3x on the cnn (LeNet's is a tie).
-bool onednn_wins(Pass pass, int64_t in_channels_per_group, Window2d w) {
+//     im2col still wins the forward of one input channel into 16 or more output channels (the
+//     cnn's conv1, 32: 1.2-1.3x on the KVM host, 1.1-1.2x on the PVM one), not into fewer: LeNet's
+//     conv1 (6 outputs; its GEMM has 6 rows) tied on the KVM host (im2col 0.138 ms, oneDNN 0.145)
+//     and lost 1.26-1.44x on the PVM one (2026-12-07, three sweeps), so oneDNN takes it.
+bool onednn_wins(Pass pass, int64_t in_channels_per_group, int64_t out_channels_per_group, Window2d w) {
   const ConvEngine engine = cpu_conv_engine();
   if (engine == ConvEngine::OneDnn || engine == ConvEngine::Winograd) return true;
   if (w.kh == 1 && w.kw == 1) return false;
   const bool unpadded = w.ph == 0 && w.pw == 0;
   if (cpu_onednn_runs_avx512()) {
-    if (pass == Pass::Forward && in_channels_per_group == 1) return false;
+    if (pass == Pass::Forward && in_channels_per_group == 1 && out_channels_per_group >= 16) return false;
     if (pass == Pass::GradWeight && unpadded && in_channels_per_group > 1 && in_channels_per_group < 16) return false;
     return true;
   }
@@ -311,7 +314,7 @@ void guarded(const char* op, const Shape& in, const Shape& wt, F&& body) {
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups, bool relu) {
   if (!takes(in.dtype()) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
-  if (!onednn_wins(Pass::Forward, in.size(1) / groups, w)) return false;
+  if (!onednn_wins(Pass::Forward, in.size(1) / groups, weight.size(0) / groups, w)) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
     ConvPlan& p = plan_for(in.shape(), weight.shape(), bias.defined(), w, groups,
                            wants_winograd(in.size(1) / groups, groups, w), relu);
@@ -330,10 +333,11 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
                                           Window2d w, int64_t groups) {
   if (!takes(grad_out.dtype()) || weight.numel() == 0) return {};
   const int64_t cg = weight.size(1);  // input channels per group
-  const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, w);
+  const int64_t mg = weight.size(0) / groups;  // output channels per group
+  const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, mg, w);
   // only the bias gradient, without the input: the im2col path
   const bool need_w =
-      (grad_weight.defined() || grad_bias.defined()) && in.defined() && onednn_wins(Pass::GradWeight, cg, w);
+      (grad_weight.defined() || grad_bias.defined()) && in.defined() && onednn_wins(Pass::GradWeight, cg, mg, w);
   if (!need_in && !need_w) return {};
   const Shape in_shape = in.defined() ? in.shape() : grad_in.shape();
   guarded("conv2d_backward", in_shape, weight.shape(), [&] {
@@ -371,17 +375,17 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
 OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Window2d w, int64_t groups) {
   OneDnnConvKernels k;
   if (!takes(kFloat32)) return k;
-  const int64_t cg = in[1] / groups;
+  const int64_t cg = in[1] / groups, mg = weight[0] / groups;
   const bool wino = wants_winograd(cg, groups, w);
   guarded("conv2d", in, weight, [&] {
     ConvPlan& p = plan_for(in, weight, /*has_bias=*/false, w, groups, wino);
     std::call_once(p.backward_made, [&] { make_backward(p); });
-    if (onednn_wins(Pass::Forward, cg, w)) {
+    if (onednn_wins(Pass::Forward, cg, mg, w)) {
       k.forward = p.fwd_pd.impl_info_str();
       k.forward_relu = plan_for(in, weight, /*has_bias=*/false, w, groups, wino, /*relu=*/true).fwd_pd.impl_info_str();
     }
-    if (onednn_wins(Pass::GradInput, cg, w)) k.grad_input = p.bwd_data_pd.impl_info_str();
-    if (onednn_wins(Pass::GradWeight, cg, w)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
+    if (onednn_wins(Pass::GradInput, cg, mg, w)) k.grad_input = p.bwd_data_pd.impl_info_str();
+    if (onednn_wins(Pass::GradWeight, cg, mg, w)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
   });
   return k;
 }

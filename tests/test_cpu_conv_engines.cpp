@@ -168,15 +168,21 @@ TEST(CpuConvWinograd, AutoTakesItWhereTheSweepMeasuredItFaster) {
     EXPECT_EQ(k.forward_relu, k.forward) << in;
   }
   // One input channel, AVX-512: im2col takes the forward into 16 or more output channels (the
-  // cnn's conv1), oneDNN the forward into fewer (LeNet's conv1, 6), where im2col's GEMM is 6 rows.
-  // Both weight gradients stay on oneDNN; with AVX2 kernels im2col takes every such pass.
+  // cnn's conv1), and on two threads oneDNN the forward into fewer (LeNet's conv1, 6), where
+  // im2col's GEMM is 6 rows; on one thread im2col takes both. Both weight gradients stay on
+  // oneDNN; with AVX2 kernels im2col takes every such pass.
   const Window2d five{5, 5, 1, 1, 0, 0, 1, 1};
+  const int saved_threads = get_num_threads();
+  set_num_threads(1);
+  EXPECT_TRUE(onednn_conv2d_kernels({2, 1, 28, 28}, {6, 1, 5, 5}, five, 1).forward.empty());
+  set_num_threads(2);
   const OneDnnConvKernels cnn_conv1 = onednn_conv2d_kernels({2, 1, 28, 28}, {32, 1, 3, 3}, unpadded, 1);
   const OneDnnConvKernels lenet_conv1 = onednn_conv2d_kernels({2, 1, 28, 28}, {6, 1, 5, 5}, five, 1);
   EXPECT_TRUE(cnn_conv1.forward.empty()) << cnn_conv1.forward;
   EXPECT_EQ(lenet_conv1.forward.empty(), !has_wino) << lenet_conv1.forward;
   EXPECT_EQ(cnn_conv1.grad_weight.empty(), !has_wino);
   EXPECT_EQ(lenet_conv1.grad_weight.empty(), !has_wino);
+  set_num_threads(saved_threads);
   set_cpu_conv_engine(ConvEngine::OneDnn);
   const OneDnnConvKernels direct = onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1);
   EXPECT_FALSE(wino(direct.forward) || wino(direct.grad_input) || wino(direct.grad_weight)) << direct.forward;

@@ -262,16 +262,18 @@ enum class Pass { Forward, GradInput, GradWeight };
 //     GFLOP/s and win (ResNet's stem 5x, the MNIST first layers 1.1-1.9x, the cnn's unpadded
 //     32-channel conv2 1.2-1.3x), but for LeNet's conv2 (unpadded, 10 input channels: im2col 1.3x);
 //     im2col still wins the forward of one input channel into 16 or more output channels (the
-//     cnn's conv1, 32: 1.2-1.3x on the KVM host, 1.1-1.2x on the PVM one), not into fewer: LeNet's
-//     conv1 (6 outputs; its GEMM has 6 rows) tied on the KVM host (im2col 0.138 ms, oneDNN 0.145)
-//     and lost 1.26-1.44x on the PVM one (2026-12-07, three sweeps), so oneDNN takes it.
+//     cnn's conv1, 32: 1.2-1.3x on the KVM host, 1.1-1.2x on the PVM one, 1.6x at one thread);
+//     into fewer (LeNet's conv1, 6 outputs: its GEMM has 6 rows) it wins on one thread (1.4x, PVM
+//     host) but not on two: a tie on the KVM host (im2col 0.138 ms, oneDNN 0.145), 1.26-1.44x
+//     behind on the PVM one (2026-12-07, three sweeps), so there oneDNN takes it.
 bool onednn_wins(Pass pass, int64_t in_channels_per_group, int64_t out_channels_per_group, Window2d w) {
   const ConvEngine engine = cpu_conv_engine();
   if (engine == ConvEngine::OneDnn || engine == ConvEngine::Winograd) return true;
   if (w.kh == 1 && w.kw == 1) return false;
   const bool unpadded = w.ph == 0 && w.pw == 0;
   if (cpu_onednn_runs_avx512()) {
-    if (pass == Pass::Forward && in_channels_per_group == 1 && out_channels_per_group >= 16) return false;
+    if (pass == Pass::Forward && in_channels_per_group == 1 && (out_channels_per_group >= 16 || get_num_threads() == 1))
+      return false;
     if (pass == Pass::GradWeight && unpadded && in_channels_per_group > 1 && in_channels_per_group < 16) return false;
     return true;
   }

@@ -41,6 +41,7 @@ const std::vector<ConvCase>& cases() {
       {"mnist_lenet_conv2", {5, 10, 12, 12}, {20, 10, 5, 5}, true, 1, 0, 1, 1},
       {"resnet_3x3_16", {2, 16, 32, 32}, {16, 16, 3, 3}, false, 1, 1, 1, 1},
       {"resnet_downsample", {2, 16, 32, 32}, {32, 16, 3, 3}, false, 2, 1, 1, 1},
+      {"resnet_3x3_32", {2, 32, 16, 16}, {32, 32, 3, 3}, false, 1, 1, 1, 1},  // Winograd, direct weight gradient
       {"resnet_shortcut_1x1_s2", {2, 32, 16, 16}, {64, 32, 1, 1}, false, 2, 0, 1, 1},
   };
   return cs;
@@ -155,6 +156,13 @@ TEST(CpuConvWinograd, AutoTakesItWhereTheSweepMeasuredItFaster) {
   EXPECT_EQ(wino(onednn_conv2d_kernels({2, 64, 8, 8}, {64, 64, 3, 3}, padded, 1).forward), has_wino);
   EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 16, 32, 32}, {16, 16, 3, 3}, padded, 1).forward));
   EXPECT_FALSE(wino(onednn_conv2d_kernels({2, 32, 16, 16}, {64, 32, 3, 3}, strided, 1).forward));
+  // ResNet's stage-2 3x3 (32 outputs): Winograd forward and input gradient, direct weight
+  // gradient; with 64 outputs (stage 3, the cnn's conv2 above) every pass is Winograd.
+  const OneDnnConvKernels stage2 = onednn_conv2d_kernels({2, 32, 16, 16}, {32, 32, 3, 3}, padded, 1);
+  EXPECT_EQ(wino(stage2.forward), has_wino) << stage2.forward;
+  EXPECT_EQ(wino(stage2.grad_input), has_wino) << stage2.grad_input;
+  EXPECT_FALSE(wino(stage2.grad_weight)) << stage2.grad_weight;
+  EXPECT_EQ(wino(onednn_conv2d_kernels({2, 64, 8, 8}, {64, 64, 3, 3}, padded, 1).grad_weight), has_wino);
   // conv2d_relu's forward (the ReLU as a post-op) gets the same kernel as conv2d's, Winograd
   // included, on every layer of the MNIST cnn and ResNet-20 that oneDNN runs: the fusion never
   // trades a kernel for a slower one.
@@ -189,6 +197,7 @@ TEST(CpuConvWinograd, AutoTakesItWhereTheSweepMeasuredItFaster) {
   EXPECT_FALSE(direct.forward.empty());
   set_cpu_conv_engine(ConvEngine::Winograd);
   EXPECT_EQ(wino(onednn_conv2d_kernels({2, 16, 32, 32}, {16, 16, 3, 3}, padded, 1).forward), has_wino);
+  EXPECT_EQ(wino(onednn_conv2d_kernels({2, 32, 16, 16}, {32, 32, 3, 3}, padded, 1).grad_weight), has_wino);
   set_cpu_conv_engine(ConvEngine::Im2col);
   EXPECT_TRUE(onednn_conv2d_kernels({2, 32, 26, 26}, {64, 32, 3, 3}, unpadded, 1).forward.empty());
   set_cpu_conv_engine(saved_conv);

@@ -71,7 +71,8 @@ struct ConvKeyHash {
 // The primitives for one convolution shape and algorithm. The backward primitives are made on the
 // first backward (inference never pays for them).
 struct ConvPlan {
-  bool winograd = false;  // the forward got oneDNN's Winograd kernels (the backward asks for them too)
+  bool winograd = false;  // the forward got oneDNN's Winograd kernels (the input gradient asks for them too)
+  bool winograd_weight_grad = false;  // the weight gradient asks for them (winograd_weight_grad says when)
   memory::desc src_plain, weights_plain, dst_plain, bias;
   memory::dims strides, dilates, padding;
   dnnl::convolution_forward::primitive_desc fwd_pd;
@@ -169,21 +170,34 @@ void make_backward(ConvPlan& p) {
                                                     p.padding, p.padding);
   };
   p.bwd_weights_pd =
-      pd_preferring<dnnl::convolution_backward_weights::primitive_desc>(p.winograd, nullptr, user_scratchpad(),
-                                                                        weights_desc, p.fwd_pd);
+      pd_preferring<dnnl::convolution_backward_weights::primitive_desc>(p.winograd && p.winograd_weight_grad, nullptr,
+                                                                        user_scratchpad(), weights_desc, p.fwd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bwd_weights_pd);
 }
 
 // `relu` only for a forward (conv2d_relu's post-op); the backward looks up the plan without it.
+// Whether a Winograd layer's weight gradient asks for Winograd too (ConvEngine::Winograd: always).
+// Auto: with 64 or more output channels per group. bench/conv_sweep, PVM-hosted Zen 5, 2026-12-07,
+// three runs (ms, direct / Winograd): the cnn's conv2 (64 outputs) 4.9-5.7 / 4.1-4.3, ResNet-20's
+// stage-3 3x3 (64) 2.0-2.3 / 1.7-1.9 at batch 128 and 0.58-0.60 / 0.46-0.47 at 32, but its
+// stage-2 3x3 (32 outputs) 2.06-2.28 / 2.49-2.82 at batch 128 and 0.56-0.57 / 0.50-0.58 at 32.
+bool winograd_weight_grad(int64_t out_channels_per_group) {
+  return cpu_conv_engine() == ConvEngine::Winograd || out_channels_per_group >= 64;
+}
+
 ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd,
                    bool relu = false) {
   static std::mutex mu;
   static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
+  const bool wgrad_winograd = winograd && winograd_weight_grad(wt[0] / groups);
   const ConvKey key{{in[0], in[1], in[2], in[3], wt[0], wt[1], w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw, groups,
-                     has_bias ? 1 : 0, winograd ? 1 : 0, relu ? 1 : 0}};
+                     has_bias ? 1 : 0, winograd ? (wgrad_winograd ? 2 : 1) : 0, relu ? 1 : 0}};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<ConvPlan>& slot = plans[key];
-  if (!slot) slot = make_plan(in, wt, has_bias, w, groups, winograd, relu);
+  if (!slot) {
+    slot = make_plan(in, wt, has_bias, w, groups, winograd, relu);
+    slot->winograd_weight_grad = wgrad_winograd;
+  }
   return *slot;
 }
 
@@ -287,9 +301,9 @@ bool onednn_wins(Pass pass, int64_t in_channels_per_group, int64_t out_channels_
 // where bench/conv_sweep measured them faster on the Zen 5 (2 threads; ms, direct -> Winograd):
 // 3x3 stride-1 convolutions with 32 or more input channels, i.e. the cnn's conv2 (forward 3.5 ->
 // 1.7, input gradient 3.4 -> 2.4, weight gradient 4.0 -> 2.1) and ResNet-20's stage-2 and stage-3
-// 3x3 layers (forward and input gradient 20-45% faster; the weight gradient 29% faster in stage 3,
-// and in stage 2 11% faster at batch 32 but 6-12% slower at batch 128, kept with the rest of the
-// layer). With 16 or fewer input channels
+// 3x3 layers (forward and input gradient 20-45% faster; the weight gradient 29% faster in stage 3;
+// in stage 2, 32 output channels, it is slower at batch 128, and there the weight gradient stays
+// direct: winograd_weight_grad). With 16 or fewer input channels
 // (ResNet's stage 1: 1.2-1.8x slower) or 3 (its stem: 4-6x slower), Winograd loses.
 bool wants_winograd(int64_t in_channels_per_group, int64_t groups, Window2d w) {
   const ConvEngine engine = cpu_conv_engine();

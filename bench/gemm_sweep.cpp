@@ -135,8 +135,8 @@ int main(int argc, char** argv) {
       ember::Tensor ta, tb, tc;
       if (linear) {
         auto over = [](float* p, int64_t rows, int64_t cols, bool transposed) {
-          const ember::Tensor t = ember::from_blob(p, transposed ? ember::Shape{1, cols, rows} : ember::Shape{1, rows, cols},
-                                                   ember::kFloat32);
+          const ember::Shape stored = transposed ? ember::Shape{1, cols, rows} : ember::Shape{1, rows, cols};
+          const ember::Tensor t = ember::from_blob(p, stored, ember::kFloat32);
           return transposed ? t.transpose(1, 2) : t;
         };
         ta = over(const_cast<float*>(args.a), g.m, g.k, g.trans_a);

@@ -356,9 +356,9 @@ TEST(MatmulCpu, AccumulateAddsTheProductOnEveryEngine) {
 
 // GemmEngine::Auto is oneDNN except for one float32 class: products with B read as stored and
 // M >= 64, N >= 256, K >= 64 (the linear layers' gradients) go to OpenBLAS when it is built in and
-// oneDNN runs AVX2 kernels (not AVX-512 ones). Products under 2^20 multiply-adds are measured
-// instead (next tests), so the boundaries here are probed with larger ones. A forced engine applies to every product (float64 never runs on oneDNN, which has no
-// dgemm).
+// oneDNN runs AVX2 kernels (not AVX-512 ones); every other float32 product, small ones included,
+// goes to oneDNN unmeasured (GemmEngine::Measured, opt-in, times small ones: next tests). A forced
+// engine applies to every product (float64 never runs on oneDNN, which has no dgemm).
 TEST(MatmulCpu, AutoFollowsTheMeasuredShapeRules) {
   if (!cpu_onednn_available()) GTEST_SKIP() << "Auto needs oneDNN";
   const GemmEngine saved = cpu_gemm_engine();

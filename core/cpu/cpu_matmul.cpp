@@ -11,10 +11,10 @@
 // Which engine (measured; tables in bench/RESULTS.md). float32 goes to oneDNN whenever it is built
 // in, but for one shape class on one kind of CPU (below); GemmEngine::Measured, opt-in, also times
 // the engines on each small product's shape (section "GemmEngine::Measured" below). Where oneDNN
-// runs AVX-512 kernels (the Zen 5 machine this project started on and runs on again), it runs at about twice OpenBLAS
-// 0.3.21's speed (which does not know Zen 5 and, with the machine's OPENBLAS_CORETYPE=Haswell,
-// runs AVX2), and Eigen's threading splits wide products badly: every float32 product goes to
-// oneDNN. Where oneDNN too runs AVX2 (the Zen 3 of two earlier sessions), the two have the same
+// runs AVX-512 kernels (the Zen 5 machine this project started on and runs on again), it runs at
+// about twice OpenBLAS 0.3.21's speed (which does not know Zen 5 and, with the machine's
+// OPENBLAS_CORETYPE=Haswell, runs AVX2), and Eigen's threading splits wide products badly: every
+// float32 product goes to oneDNN. Where oneDNN too runs AVX2 (the Zen 3 of two earlier sessions), the two have the same
 // peak, and one shape class runs faster on OpenBLAS inside a training step: large products whose
 // B is read as stored (the linear layers' input and weight gradients). GemmEngine::Auto, the
 // default, sends that class to OpenBLAS on such a CPU only (blas_runs_faster below says how both

@@ -604,7 +604,7 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     const bool split_k = !one_thread && !over_batch && splits_k(M, N, K, threads);
     // Each product runs on one thread when ember shares out the work itself (or it is tiny, or we
     // are inside someone's parallel region already); the engine choice may depend on it.
-    const bool single = one_thread || over_batch || split_k || omp_in_parallel();
+    const bool single = threads == 1 || one_thread || over_batch || split_k || omp_in_parallel();
     GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, A.layout.trans, B.layout.trans, single ? 1 : threads);
     if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
 #if EMBER_HAVE_OPENBLAS

@@ -3,13 +3,17 @@
 //   openblas  cblas_sgemm from the OpenMP build of OpenBLAS (the file ember links)
 //   eigen     a plain Eigen::Map product, threaded by Eigen's OpenMP loop (needs -fopenmp)
 //   dnnl      oneDNN's dnnl_sgemm (<oneapi/dnnl/dnnl.h>, Debian's libdnnl 2.6, also on libgomp)
-// All three take row-major C[M,N] = op(A)[M,K] * op(B)[K,N], beta = 0. Threads are set once per
+//   dnnl_matmul  oneDNN's matmul primitive on the same memory: made once per shape and thread count
+//             (outside the timing: the warm-up call makes it), scratchpad allocated once, run through
+//             the C API; where B is read transposed it picks brgemm kernels that beat dnnl_sgemm
+//             (core/cpu/onednn_matmul.cpp, which ember runs for those products)
+// All take row-major C[M,N] = op(A)[M,K] * op(B)[K,N], beta = 0. Threads are set once per
 // thread count for all of them (omp_set_num_threads drives oneDNN, openblas_set_num_threads
 // OpenBLAS, Eigen::setNbThreads Eigen).
 #pragma once
 
 #include <cblas.h>
-#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when it inlines
@@ -23,21 +27,24 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "bench/interleaved.h"
 
 namespace ember::bench {
 
-enum class Engine { OpenBlas, Eigen, Dnnl };
-inline constexpr Engine kEngines[] = {Engine::OpenBlas, Engine::Eigen, Engine::Dnnl};
+enum class Engine { OpenBlas, Eigen, Dnnl, DnnlMatmul };
+inline constexpr Engine kEngines[] = {Engine::OpenBlas, Engine::Eigen, Engine::Dnnl, Engine::DnnlMatmul};
 
 inline const char* engine_name(Engine e) {
   switch (e) {
     case Engine::OpenBlas: return "openblas";
     case Engine::Eigen: return "eigen";
     case Engine::Dnnl: return "dnnl";
+    case Engine::DnnlMatmul: return "dnnl_matmul";
   }
   return "?";
 }
@@ -74,6 +81,48 @@ inline void sgemm_dnnl(const GemmArgs& g) {
   }
 }
 
+// One matmul primitive per product (shape, transposes, pointers) and OpenMP thread count, with its
+// memory objects and a scratchpad of its own, made on the first call.
+inline void sgemm_dnnl_matmul(const GemmArgs& g) {
+  using dnnl::memory;
+  struct Plan {
+    dnnl::matmul primitive;
+    memory a, b, c, scratchpad;
+    std::vector<char> scratch;
+    std::vector<dnnl_exec_arg_t> args;
+  };
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::stream stream(engine);
+  static std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool, const float*, const float*, float*, int>, Plan>
+      plans;
+  Plan& p = plans[{g.m, g.n, g.k, g.trans_a, g.trans_b, g.a, g.b, g.c, omp_get_max_threads()}];
+  if (!p.primitive) {
+    auto md = [](int64_t rows, int64_t cols, bool trans) {  // op(X) [rows, cols] of a packed matrix
+      return memory::desc({rows, cols}, memory::data_type::f32, trans ? memory::dims{1, rows} : memory::dims{cols, 1});
+    };
+    const memory::desc a = md(g.m, g.k, g.trans_a), b = md(g.k, g.n, g.trans_b), c = md(g.m, g.n, false);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine);
+    p.primitive = dnnl::matmul(pd);
+    p.a = memory(a, engine, const_cast<float*>(g.a));
+    p.b = memory(b, engine, const_cast<float*>(g.b));
+    p.c = memory(c, engine, g.c);
+    p.scratch.resize(pd.scratchpad_desc().get_size() + 64);
+    void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(p.scratch.data()) + 63) & ~uintptr_t{63});
+    p.scratchpad = memory(pd.scratchpad_desc(), engine, aligned);
+    p.args = {{DNNL_ARG_SRC, p.a.get()}, {DNNL_ARG_WEIGHTS, p.b.get()}, {DNNL_ARG_DST, p.c.get()},
+              {DNNL_ARG_SCRATCHPAD, p.scratchpad.get()}};
+  }
+  const dnnl_status_t s =
+      dnnl_primitive_execute(p.primitive.get(), stream.get(), static_cast<int>(p.args.size()), p.args.data());
+  if (s != dnnl_success) {
+    std::fprintf(stderr, "oneDNN matmul failed (status %d) on M=%lld N=%lld K=%lld\n", static_cast<int>(s),
+                 static_cast<long long>(g.m), static_cast<long long>(g.n), static_cast<long long>(g.k));
+    std::exit(1);
+  }
+}
+
 // Row-major maps; a transposed operand is the map of its stored shape, transposed.
 inline void sgemm_eigen(const GemmArgs& g) {
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -92,6 +141,7 @@ inline void sgemm(Engine e, const GemmArgs& g) {
     case Engine::OpenBlas: return sgemm_openblas(g);
     case Engine::Eigen: return sgemm_eigen(g);
     case Engine::Dnnl: return sgemm_dnnl(g);
+    case Engine::DnnlMatmul: return sgemm_dnnl_matmul(g);
   }
 }
 

@@ -1,8 +1,8 @@
 // ember_gemm_sweep: the engine sweep behind ember's CPU GEMM choice. For every linear and
 // convolution layer of the benchmark networks (bench/model_shapes.h: mlp, lenet, cnn at their
 // training batch sizes, ResNet-20 at batch 128 and 32), it times the GEMMs of a training step —
-// forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen and oneDNN at each
-// thread count (median of --reps samples after a warm-up, the engines interleaved sample by sample;
+// forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen, oneDNN's sgemm and
+// oneDNN's matmul primitive at each thread count (median of --reps samples after a warm-up, the engines interleaved sample by sample;
 // bench/interleaved.h makes a sample of a few-microsecond call a run of calls) and
 // prints GFLOP/s per engine and the fastest, one markdown row per GEMM and thread count.
 //
@@ -31,6 +31,7 @@
 #include "bench/model_shapes.h"
 #include "core/backend.h"
 #include "core/cpu/cpu_matmul.h"
+#include "core/cpu/onednn_matmul.h"
 #include "core/ember.h"
 
 using namespace ember::bench;
@@ -85,7 +86,8 @@ int auto_engine_index(const Gemm& g, int threads) {
   switch (ember::gemm_engine_for(ember::kFloat32, g.m, g.n, g.k, g.trans_a, g.trans_b, product_threads)) {
     case ember::GemmEngine::Blas: return 0;
     case ember::GemmEngine::Eigen: return 1;
-    default: return 2;
+    default:  // oneDNN: its matmul primitive where ember's kernel calls it (core/cpu/onednn_matmul.h)
+      return g.trans_b && ember::onednn_matmul_kernel(g.m, g.n, g.k, g.trans_a, g.trans_b).rfind("brg", 0) == 0 ? 3 : 2;
   }
 }
 
@@ -107,14 +109,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ember_gemm_sweep: cannot open --csv %s for writing\n", o.csv.c_str());
       return 1;
     }
-    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,fastest,auto,ember_gflops,"
+    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,dnnl_matmul_gflops,fastest,auto,ember_gflops,"
            "ember_vs_fastest\n";
   }
 
   std::printf("GFLOP/s, median of %d samples; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
-  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | fastest | slowest/fastest | auto "
+  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | dnnl_matmul | fastest | slowest/fastest | auto "
               "| ember | ember/fastest |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   // An ember built without oneDNN has no Auto (the columns are "-").
   const bool have_auto = ember::cpu_onednn_available();
   // Auto, unless EMBER_GEMM=measured asked for the measured choice (then `auto` names its pick).
@@ -145,9 +147,9 @@ int main(int argc, char** argv) {
         ember_matmul = [&] { ember::backend(ember::kCPU).matmul(ta, tb, tc); };
       }
       const std::vector<double> seconds = engine_median_seconds(args, o.reps, ember_matmul);
-      double rate[3];
+      double rate[std::size(kEngines)];
       int best = 0, worst = 0;
-      for (int e = 0; e < 3; ++e) {
+      for (int e = 0; e < static_cast<int>(std::size(kEngines)); ++e) {
         rate[e] = g.flops() / seconds[static_cast<size_t>(e)] / 1e9;
         if (rate[e] > rate[best]) best = e;
         if (rate[e] < rate[worst]) worst = e;
@@ -155,7 +157,7 @@ int main(int argc, char** argv) {
       std::string auto_name = "-", ember_rate = "-", ember_ratio = "-";
       if (linear) {
         auto_name = engine_name(kEngines[auto_engine_index(g, t)]);
-        const double ember_gflops = g.flops() / seconds[3] / 1e9;
+        const double ember_gflops = g.flops() / seconds[std::size(kEngines)] / 1e9;
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.1f", ember_gflops);
         ember_rate = buf;
@@ -164,16 +166,16 @@ int main(int argc, char** argv) {
         ++linear_products;
         if (rate[best] / ember_gflops > 1.1) ++ember_misses;
       }
-      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s |\n",
+      std::printf("| %s | %s | %s | %lldx%lldx%lld | %s | %d | %.1f | %.1f | %.1f | %.1f | %s | %.2f | %s | %s | %s |\n",
                   g.layer->model, g.layer->name, role_name(g.role), static_cast<long long>(g.m),
                   static_cast<long long>(g.n), static_cast<long long>(g.k), transposes(g).c_str(), t, rate[0], rate[1],
-                  rate[2], engine_name(kEngines[best]), rate[best] / rate[worst], auto_name.c_str(), ember_rate.c_str(),
+                  rate[2], rate[3], engine_name(kEngines[best]), rate[best] / rate[worst], auto_name.c_str(), ember_rate.c_str(),
                   ember_ratio.c_str());
       std::fflush(stdout);
       if (csv)
         csv << g.layer->model << ',' << g.layer->name << ',' << role_name(g.role) << ',' << g.m << ',' << g.n << ','
-            << g.k << ',' << transposes(g) << ',' << t << ',' << rate[0] << ',' << rate[1] << ',' << rate[2] << ','
-            << engine_name(kEngines[best]) << ',' << auto_name << ',' << ember_rate << ',' << ember_ratio << '\n';
+            << g.k << ',' << transposes(g) << ',' << t << ',' << rate[0] << ',' << rate[1] << ',' << rate[2] << ',' << rate[3]
+            << ',' << engine_name(kEngines[best]) << ',' << auto_name << ',' << ember_rate << ',' << ember_ratio << '\n';
     }
   }
 

@@ -203,7 +203,9 @@ TEST(CpuConvIm2col, ForwardKeepsColumnsForTheWeightGradientWithinTheBudget) {
   EXPECT_ANY_THROW(y.sum().backward());
   EXPECT_ANY_THROW(set_cpu_conv_column_budget(-1));
   set_cpu_conv_column_budget(budget);
-  if (!std::getenv("EMBER_CONV_KEEP_COLUMNS_MB")) EXPECT_EQ(cpu_conv_column_budget(), 0) << "keeping columns is opt-in";
+  if (!std::getenv("EMBER_CONV_KEEP_COLUMNS_MB")) {
+    EXPECT_EQ(cpu_conv_column_budget(), 0) << "keeping columns is opt-in";
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
+#include "core/cpu/onednn_matmul.h"
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -536,4 +537,91 @@ TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {
     expect_matches_reference(rnd({64, 16, 16}, kFloat64, kCPU, 5), rnd({64, 16, 16}, kFloat64, kCPU, 6));
   }
   set_num_threads(saved);
+}
+
+// Float32 products with B read transposed (x · Wᵀ) run on oneDNN's matmul primitive where it has a
+// brgemm kernel (AVX-512 CPUs), through per-thread plans keyed by shape, layout, accumulation and
+// thread count (core/cpu/onednn_matmul.cpp). Every layout and thread count must match the
+// reference, repeat its bits, stay right when the thread count changes between calls and fall
+// back to dnnl_sgemm inside a parallel region.
+TEST(MatmulCpu, TransposedBProductsOnOneDnnsMatmulPrimitive) {
+  if (!cpu_onednn_available()) {
+    EXPECT_EQ(onednn_matmul_kernel(32, 10, 64, false, true), "");
+    float a = 1, b = 2, c = 0;
+    EXPECT_FALSE(onednn_matmul(1, 1, 1, &a, false, 1, &b, true, 1, &c, false));
+    GTEST_SKIP() << "built without oneDNN";
+  }
+  const std::string kernel = onednn_matmul_kernel(32, 10, 64, false, true);
+  if (cpu_onednn_runs_avx512()) {
+    EXPECT_EQ(kernel.rfind("brg", 0), 0u) << kernel;
+  }
+  const GemmEngine saved = cpu_gemm_engine();
+  const int saved_threads = get_num_threads();
+  for (GemmEngine e : {GemmEngine::Auto, GemmEngine::OneDnn}) {
+    SCOPED_TRACE(gemm_engine_name(e));
+    set_cpu_gemm_engine(e);
+    for (int threads : {1, 2, 3, 2}) {  // back to 2: plans for 2 threads met again after 3
+      SCOPED_TRACE(threads);
+      set_num_threads(threads);
+      expect_matches_reference(rnd({32, 64}, kFloat32, kCPU, 1), rnd({10, 64}, kFloat32, kCPU, 2).t());
+      expect_matches_reference(rnd({64, 320}, kFloat32, kCPU, 3), rnd({50, 320}, kFloat32, kCPU, 4).t());
+      expect_matches_reference(rnd({128, 512}, kFloat32, kCPU, 5), rnd({300, 512}, kFloat32, kCPU, 6).t());
+      // A transposed too, and a row stride wider than the row on both sides.
+      expect_matches_reference(rnd({64, 33}, kFloat32, kCPU, 7).t(), rnd({17, 64}, kFloat32, kCPU, 8).t());
+      expect_matches_reference(rnd({40, 100}, kFloat32, kCPU, 9).slice(1, 0, 70),
+                               rnd({21, 90}, kFloat32, kCPU, 10).slice(1, 0, 70).t());
+      // The class whose long sum the primitive splits itself instead of ember (M >= 64, N <= 128).
+      expect_matches_reference(rnd({64, 9216}, kFloat32, kCPU, 11), rnd({128, 9216}, kFloat32, kCPU, 12).t());
+      // The same product twice gives the same bits (a resumed run repeats an uninterrupted one).
+      const Tensor a = rnd({64, 320}, kFloat32, kCPU, 13), b = rnd({50, 320}, kFloat32, kCPU, 14).t();
+      EXPECT_EQ(matmul(a, b).to_vector<float>(), matmul(a, b).to_vector<float>());
+    }
+  }
+  // Inside someone's parallel region each thread's product runs on dnnl_sgemm (plans are per
+  // thread anyway); every thread's result must be right.
+  set_num_threads(2);
+  const Tensor a = rnd({48, 96}, kFloat32, kCPU, 15), b = rnd({24, 96}, kFloat32, kCPU, 16).t();
+  const Tensor want = reference_matmul(a, b);
+  std::vector<Tensor> got(2);
+#pragma omp parallel num_threads(2)
+  got[omp_get_thread_num()] = matmul(a, b);
+  for (const Tensor& g : got) test::expect_close(g, want, 1e-4, 1e-4);
+  set_num_threads(saved_threads);
+  set_cpu_gemm_engine(saved);
+}
+
+// The primitive called directly: accumulation (C += A · Bᵀ through a sum post-op), the same shape
+// with different pointers (a plan's memory objects take each call's), a plan per thread count (oneDNN
+// splits the work for the count it was made for), and at most 512 plans per thread however many
+// shapes come.
+TEST(MatmulCpu, OneDnnMatmulAccumulatesAndBoundsItsPlans) {
+  if (!cpu_onednn_available() || !cpu_onednn_runs_avx512()) GTEST_SKIP() << "no brgemm matmul here";
+  const int saved_threads = get_num_threads();
+  set_num_threads(1);
+  const int64_t M = 24, N = 12, K = 40;
+  const Tensor a = rnd({M, K}, kFloat32, kCPU, 1), b = rnd({N, K}, kFloat32, kCPU, 2);
+  const Tensor start = rnd({M, N}, kFloat32, kCPU, 3);
+  const Tensor want = start.to(kFloat64) + reference_matmul(a.to(kFloat64), b.t().to(kFloat64));
+  for (int round = 0; round < 2; ++round) {  // the second call reuses the plan with new pointers
+    Tensor out = start.clone();
+    ASSERT_TRUE(onednn_matmul(M, N, K, a.data<float>(), false, K, b.data<float>(), true, K, out.data<float>(), true));
+    test::expect_close(out, want, 1e-4, 1e-4);
+    ASSERT_TRUE(onednn_matmul(M, N, K, a.data<float>(), false, K, b.data<float>(), true, K, out.data<float>(), false));
+    test::expect_close(out, reference_matmul(a.to(kFloat64), b.t().to(kFloat64)), 1e-4, 1e-4);
+  }
+  const size_t before = onednn_matmul_plan_count();
+  EXPECT_GE(before, 2u);
+  set_num_threads(2);
+  Tensor out = start.clone();
+  ASSERT_TRUE(onednn_matmul(M, N, K, a.data<float>(), false, K, b.data<float>(), true, K, out.data<float>(), true));
+  test::expect_close(out, want, 1e-4, 1e-4);
+  EXPECT_EQ(onednn_matmul_plan_count(), before + 1);
+  set_num_threads(1);
+  std::vector<float> x(8 * 600, 1.0f), y(8 * 600, 1.0f), z(64, 0.0f);
+  for (int64_t k = 1; k <= 520; ++k) {
+    ASSERT_TRUE(onednn_matmul(8, 8, k, x.data(), false, k, y.data(), true, k, z.data(), false));
+    ASSERT_EQ(z[0], static_cast<float>(k));
+    ASSERT_LE(onednn_matmul_plan_count(), 512u);
+  }
+  set_num_threads(saved_threads);
 }

@@ -1,7 +1,9 @@
 // CPU matmul: out[i] = a[i] · b[i] for every batch entry i (or out[i] += a[i] · b[i], beta = 1, when
 // a CPU kernel asks to accumulate: the im2col convolution's weight gradient), on one of three GEMM
 // engines:
-//   - oneDNN (dnnl_sgemm), float32 only, when ember was built with it (EMBER_HAVE_ONEDNN);
+//   - oneDNN, float32 only, when ember was built with it (EMBER_HAVE_ONEDNN): dnnl_sgemm, and for
+//     products with B read transposed its matmul primitive (core/cpu/onednn_matmul.cpp: brgemm
+//     kernels, 1.2-1.5x faster there on AVX-512 CPUs);
 //   - OpenBLAS (cblas_sgemm / cblas_dgemm), when ember was built with it (EMBER_HAVE_OPENBLAS);
 //   - Eigen's own GEMM, compiled into ember for this CPU (-march=native).
 // Views cost no copy: a matrix whose rows or columns are contiguous is handed to the engine as-is
@@ -42,6 +44,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/float32_operands.h"
+#include "core/cpu/onednn_matmul.h"
 #include "core/cpu/parallel.h"
 #include "core/cpu/simd_loops.h"
 
@@ -363,7 +366,14 @@ void run_gemm(GemmEngine engine, int64_t M, int64_t N, int64_t K, const T* A, La
               T beta) {
 #if EMBER_HAVE_ONEDNN
   if constexpr (std::is_same_v<T, float>) {
-    if (engine == GemmEngine::OneDnn) return onednn_gemm(M, N, K, A, la, B, lb, C, beta);
+    if (engine == GemmEngine::OneDnn) {
+      // B read transposed: oneDNN's matmul primitive where it has a brgemm kernel (onednn_matmul.cpp
+      // says why), but not inside a parallel region, whose threads each run their own product.
+      if (lb.trans && !omp_in_parallel() &&
+          onednn_matmul(M, N, K, A, la.trans, la.ld, B, lb.trans, lb.ld, C, beta != 0.0f))
+        return;
+      return onednn_gemm(M, N, K, A, la, B, lb, C, beta);
+    }
   }
 #endif
 #if EMBER_HAVE_OPENBLAS
@@ -601,12 +611,20 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     const int64_t mnk = M * N * K;
     const bool one_thread = threads > 1 && gemm_runs_on_one_thread(batch, M, N, K);
     const bool over_batch = !one_thread && batch > 1 && threads > 1 && (mnk <= kSmallGemm || batch % threads == 0);
-    const bool split_k = !one_thread && !over_batch && splits_k(M, N, K, threads);
+    bool split_k = !one_thread && !over_batch && splits_k(M, N, K, threads);
     // Each product runs on one thread when ember shares out the work itself (or it is tiny, or we
     // are inside someone's parallel region already); the engine choice may depend on it.
     const bool single = threads == 1 || one_thread || over_batch || split_k || omp_in_parallel();
     GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, A.layout.trans, B.layout.trans, single ? 1 : threads);
     if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
+    // oneDNN's matmul primitive (B transposed, AVX-512) splits a long sum across threads itself,
+    // and beat ember's split where at least 64 rows meet at most 128 columns (Zen 5, 2 threads:
+    // the cnn's fc1 forward [64, 9216] x [9216, 128]ᵀ 0.49-0.53 vs 0.57-0.68 ms, [64, 16384] x
+    // [16384, 64]ᵀ 0.61 vs 1.34 ms, [128, 9216] x [9216, 128]ᵀ 0.96 vs 1.08 ms); with fewer rows
+    // or more columns ember's split won (im2col weight gradients [32, 32768] x [32768, 144]ᵀ 1.56
+    // vs 2.01 ms, [64, 8192] x [8192, 576]ᵀ 2.57 vs 2.71 ms), so those keep it.
+    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && M >= 64 && N <= 128 && cpu_onednn_runs_avx512())
+      split_k = false;
 #if EMBER_HAVE_OPENBLAS
     // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside
     // our parallel regions). A pthread build (someone else's libopenblas.so.0 found first) keeps

@@ -16,7 +16,8 @@ namespace ember {
 enum class GemmEngine {
   Eigen,   // Eigen's own GEMM, compiled into ember for this CPU (always available)
   Blas,    // OpenBLAS cblas_sgemm / cblas_dgemm (when ember was built with OpenBLAS)
-  OneDnn,  // oneDNN dnnl_sgemm, float32 only (when ember was built with oneDNN); float64 products
+  OneDnn,  // oneDNN, float32 only (when ember was built with oneDNN): dnnl_sgemm, and its matmul
+           // primitive for B read transposed where it has brgemm kernels; float64 products
            // then run on OpenBLAS or Eigen by the rule a build without oneDNN uses
   Auto,    // the default when oneDNN is built in: oneDNN, except (where oneDNN runs no AVX-512
            // kernels) the float32 shape class that ran faster on OpenBLAS inside a training step

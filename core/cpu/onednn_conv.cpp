@@ -33,6 +33,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "core/cpu/onednn_context.h"
 #include "core/ops.h"
 
 namespace ember {
@@ -42,18 +43,6 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 constexpr auto kF32 = memory::data_type::f32;
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-// One stream per calling thread, made once (a CPU stream runs the primitive on the calling thread;
-// making one per call cost an allocation every convolution).
-dnnl::stream& cpu_stream() {
-  thread_local dnnl::stream stream(cpu_engine());
-  return stream;
-}
 
 // Everything that decides which kernels a convolution gets.
 struct ConvKey {
@@ -108,14 +97,14 @@ Pd pd_preferring(bool winograd, bool* got_winograd, const dnnl::primitive_attr& 
                  const Hint&... hint) {
   if (winograd) {
     try {
-      Pd pd(make_desc(algorithm(true)), attr, cpu_engine(), hint...);
+      Pd pd(make_desc(algorithm(true)), attr, onednn_cpu_engine(), hint...);
       if (got_winograd) *got_winograd = true;
       return pd;
     } catch (const dnnl::error&) {
     }
   }
   if (got_winograd) *got_winograd = false;
-  return Pd(make_desc(algorithm(false)), attr, cpu_engine(), hint...);
+  return Pd(make_desc(algorithm(false)), attr, onednn_cpu_engine(), hint...);
 }
 
 std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups,
@@ -208,21 +197,21 @@ Tensor buffer(size_t bytes) { return empty({static_cast<int64_t>((bytes + 3) / 4
 // ember's NCHW tensors and the primitive's layouts done around the call.
 class Call {
  public:
-  explicit Call(const dnnl::primitive_desc_base& pd) : stream_(cpu_stream()) {
+  explicit Call(const dnnl::primitive_desc_base& pd) : stream_(onednn_cpu_stream()) {
     const memory::desc pad = pd.scratchpad_desc();
     if (pad.get_size() > 0) {
       scratch_.push_back(buffer(pad.get_size()));
-      args_[DNNL_ARG_SCRATCHPAD] = memory(pad, cpu_engine(), scratch_.back().data<float>());
+      args_[DNNL_ARG_SCRATCHPAD] = memory(pad, onednn_cpu_engine(), scratch_.back().data<float>());
     }
   }
 
   // An input: ember's NCHW tensor t, given to the primitive in layout `want` (copied when
   // different). Returns the memory the primitive reads, which lives as long as this Call.
   memory input(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
-    memory user(plain, cpu_engine(), const_cast<float*>(t.data<float>()));
+    memory user(plain, onednn_cpu_engine(), const_cast<float*>(t.data<float>()));
     if (want == plain) return args_[arg] = user;
     scratch_.push_back(buffer(want.get_size()));
-    memory blocked(want, cpu_engine(), scratch_.back().data<float>());
+    memory blocked(want, onednn_cpu_engine(), scratch_.back().data<float>());
     dnnl::reorder(user, blocked).execute(stream_, user, blocked);
     return args_[arg] = blocked;
   }
@@ -232,13 +221,13 @@ class Call {
 
   // An output: the primitive writes layout `want`; t (NCHW) receives it after run().
   void output(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
-    memory user(plain, cpu_engine(), t.data<float>());
+    memory user(plain, onednn_cpu_engine(), t.data<float>());
     if (want == plain) {
       args_[arg] = user;
       return;
     }
     scratch_.push_back(buffer(want.get_size()));
-    memory blocked(want, cpu_engine(), scratch_.back().data<float>());
+    memory blocked(want, onednn_cpu_engine(), scratch_.back().data<float>());
     args_[arg] = blocked;
     copy_back_.push_back({blocked, user});
   }

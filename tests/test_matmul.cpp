@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <omp.h>
 
+#include <thread>
+#include <vector>
+
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
 #include "core/cpu/onednn_matmul.h"
@@ -624,4 +627,25 @@ TEST(MatmulCpu, OneDnnMatmulAccumulatesAndBoundsItsPlans) {
     ASSERT_LE(onednn_matmul_plan_count(), 512u);
   }
   set_num_threads(saved_threads);
+}
+
+// Threads of the user's own (not OpenMP's) each get their own plans, scratchpad and stream: four
+// std::threads multiplying x · Wᵀ at once, on the same shapes, must each get the product. (Not
+// bit for bit against the main thread: a new thread starts from OpenMP's default thread count,
+// which can differ from the one this process set, and the product's split with it.)
+TEST(MatmulCpu, TransposedBProductsFromSeveralUserThreads) {
+  const Tensor a = rnd({64, 320}, kFloat32, kCPU, 1), w = rnd({50, 320}, kFloat32, kCPU, 2);
+  const Tensor c = rnd({32, 64}, kFloat32, kCPU, 3), v = rnd({10, 64}, kFloat32, kCPU, 4);
+  const Tensor want1 = reference_matmul(a, w.t()), want2 = reference_matmul(c, v.t());
+  std::vector<int> wrong(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        if (!allclose(matmul(a, w.t()).to(kFloat64), want1, 1e-4, 1e-4)) ++wrong[t];
+        if (!allclose(matmul(c, v.t()).to(kFloat64), want2, 1e-4, 1e-4)) ++wrong[t];
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong, std::vector<int>(4, 0));
 }

@@ -580,15 +580,24 @@ TEST(MatmulCpu, TransposedBProductsOnOneDnnsMatmulPrimitive) {
       EXPECT_EQ(matmul(a, b).to_vector<float>(), matmul(a, b).to_vector<float>());
     }
   }
-  // Inside someone's parallel region each thread's product runs on dnnl_sgemm (plans are per
-  // thread anyway); every thread's result must be right.
+  // Inside a parallel region (someone's, or ember's own kernels sharing out images) each thread
+  // runs its product alone, on a plan of its own made for one thread; every result must be right.
   set_num_threads(2);
   const Tensor a = rnd({48, 96}, kFloat32, kCPU, 15), b = rnd({24, 96}, kFloat32, kCPU, 16).t();
   const Tensor want = reference_matmul(a, b);
   std::vector<Tensor> got(2);
+  std::vector<size_t> new_plans(2, 0);
 #pragma omp parallel num_threads(2)
-  got[omp_get_thread_num()] = matmul(a, b);
+  {
+    const size_t before = onednn_matmul_plan_count();
+    got[omp_get_thread_num()] = matmul(a, b);
+    new_plans[omp_get_thread_num()] = onednn_matmul_plan_count() - before;
+  }
   for (const Tensor& g : got) test::expect_close(g, want, 1e-4, 1e-4);
+  if (cpu_onednn_runs_avx512()) {
+    for (size_t n : new_plans) EXPECT_LE(n, 1u);  // at most one: a thread may have met the shape before
+    EXPECT_EQ(get_num_threads(), 2);              // the one-thread setting was put back
+  }
   set_num_threads(saved_threads);
   set_cpu_gemm_engine(saved);
 }

@@ -368,10 +368,8 @@ void run_gemm(GemmEngine engine, int64_t M, int64_t N, int64_t K, const T* A, La
   if constexpr (std::is_same_v<T, float>) {
     if (engine == GemmEngine::OneDnn) {
       // B read transposed: oneDNN's matmul primitive where it has a brgemm kernel (onednn_matmul.cpp
-      // says why), but not inside a parallel region, whose threads each run their own product.
-      if (lb.trans && !omp_in_parallel() &&
-          onednn_matmul(M, N, K, A, la.trans, la.ld, B, lb.trans, lb.ld, C, beta != 0.0f))
-        return;
+      // says why); inside a parallel region it runs on the calling thread alone, like dnnl_sgemm.
+      if (lb.trans && onednn_matmul(M, N, K, A, la.trans, la.ld, B, lb.trans, lb.ld, C, beta != 0.0f)) return;
       return onednn_gemm(M, N, K, A, la, B, lb, C, beta);
     }
   }
@@ -540,6 +538,20 @@ bool splits_k(int64_t M, int64_t N, int64_t K, int threads) {
   return threads > 1 && M * N <= 64 * 1024 && K >= 8 * std::max(M, N) && M * N * K >= kSmallGemm;
 }
 
+// Whether oneDNN's matmul primitive (brgemm kernels, B read transposed) shares such a product among
+// `threads` threads as evenly as ember's split along K would: it deals out the output's columns in
+// blocks of 64, so a count of blocks the threads divide evenly, or one block (it then splits the
+// sum itself), with at least 16 rows. Measured on the Zen 5, 2 threads, ember's kernel with and
+// without its own split (primitive / split, µs): LeNet conv2's im2col weight gradient 20x250x4096
+// (4 blocks) 196 / 356-370, the cnn's fc1 forward 64x128x9216 (2) 490-530 / 565-680, cnn conv1's
+// 32x9x43264 (1) 237 / 319-326, a ResNet shortcut's 32x16x32768 (1) 168-195 / 247-359; but with 3
+// blocks (N = 144) 467-488 / 383-392 for 32x144x8192, 1261-1284 / 1183-1227 for 16x144x32768, 5
+// blocks (64x288x8192) 1265 / 1222, and 10 rows (LeNet conv1's 10x25x36864) 326-333 / 194-196.
+bool primitive_splits_evenly(int64_t M, int64_t N, int threads) {
+  const int64_t blocks = (N + 63) / 64;
+  return M >= 16 && (blocks == 1 || blocks % threads == 0);
+}
+
 // At most this many multiply-adds (all matrices of the call together), a product runs on one
 // thread whatever the engine: the engines' own splitting costs more than it saves there. Measured
 // on the Zen 5 (bench/gemm_sweep, 2 threads against 1): dnnl_sgemm ran the cnn's last layer
@@ -560,23 +572,6 @@ bool gemm_runs_on_one_thread(int64_t batch, int64_t M, int64_t N, int64_t K) {
 }
 
 namespace {
-
-// Runs the engines on one thread for its lifetime: every engine here sizes its team from OpenMP's
-// thread count at the call (dnnl_sgemm, Eigen and OpenBLAS's OpenMP build alike).
-class OneThread {
- public:
-  explicit OneThread(bool active) : saved_(active ? omp_get_max_threads() : 0) {
-    if (saved_ > 1) omp_set_num_threads(1);
-  }
-  ~OneThread() {
-    if (saved_ > 1) omp_set_num_threads(saved_);
-  }
-  OneThread(const OneThread&) = delete;
-  OneThread& operator=(const OneThread&) = delete;
-
- private:
-  int saved_;
-};
 
 // Where op(X)'s slice starting at k0 begins: op(A) is [M, K], op(B) [K, N]; a matrix stored
 // transposed keeps K along its rows (A) or columns (B).
@@ -618,12 +613,9 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, A.layout.trans, B.layout.trans, single ? 1 : threads);
     if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
     // oneDNN's matmul primitive (B transposed, AVX-512) splits a long sum across threads itself,
-    // and beat ember's split where at least 64 rows meet at most 128 columns (Zen 5, 2 threads:
-    // the cnn's fc1 forward [64, 9216] x [9216, 128]ᵀ 0.49-0.53 vs 0.57-0.68 ms, [64, 16384] x
-    // [16384, 64]ᵀ 0.61 vs 1.34 ms, [128, 9216] x [9216, 128]ᵀ 0.96 vs 1.08 ms); with fewer rows
-    // or more columns ember's split won (im2col weight gradients [32, 32768] x [32768, 144]ᵀ 1.56
-    // vs 2.01 ms, [64, 8192] x [8192, 576]ᵀ 2.57 vs 2.71 ms), so those keep it.
-    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && M >= 64 && N <= 128 && cpu_onednn_runs_avx512())
+    // and ran faster than ember's split where its own split is balanced (primitive_splits_evenly).
+    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && cpu_onednn_runs_avx512() &&
+        primitive_splits_evenly(M, N, threads))
       split_k = false;
 #if EMBER_HAVE_OPENBLAS
     // OpenBLAS's OpenMP build follows ember's thread count by itself (and runs one thread inside

@@ -12,6 +12,12 @@
 // For B read as stored (the input gradient g · W, the weight gradient gᵀ · x) dnnl_sgemm tied or
 // won (10x512x128 gᵀ·x: 8.9 vs 9.9 µs), so those stay on it. bench/gemm_sweep times both raw.
 //
+// Inside a parallel region (ember's kernels sharing out images or a batch over threads, such as the
+// im2col weight gradient's per-thread GEMMs) each thread's product runs on a one-thread plan:
+// oneDNN splits a primitive's work for the thread count current when it is made, so the count is
+// one around it. Dense operands only: with a row stride wider than the row (a slice of a longer
+// sum) oneDNN 2.6 offers no brgemm kernel, and such products stay on dnnl_sgemm.
+//
 // Plans: one per product shape, layout and thread count, made on first use (choosing a kernel and
 // JIT-compiling it costs tens of microseconds, a call well under one) and kept per thread: a plan's
 // memory objects get the call's pointers on every call, so threads must not share one, and none
@@ -29,6 +35,7 @@
 #include <unordered_map>
 
 #include "core/cpu/onednn_context.h"
+#include "core/cpu/parallel.h"
 #include "core/error.h"
 #include "core/ops.h"
 
@@ -154,6 +161,7 @@ void* scratchpad(size_t bytes) {
 
 bool onednn_matmul(int64_t M, int64_t N, int64_t K, const float* A, bool a_trans, int64_t lda, const float* B,
                    bool b_trans, int64_t ldb, float* C, bool accumulate) {
+  const OneThread alone(omp_in_parallel());  // inside a parallel region: a one-thread plan, run alone
   MatmulPlan& plan = plan_for(M, N, K, a_trans, lda, b_trans, ldb, accumulate);
   if (!plan.brgemm) return false;
   // Layers call with the same weights, and the allocator hands out the same blocks step after

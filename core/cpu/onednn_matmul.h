@@ -12,7 +12,8 @@ namespace ember {
 // C[M, N] (row-major, leading dimension N) = op(A) · op(B), or C += op(A) · op(B) when
 // `accumulate`. op(A) is [M, K]: A stored row-major with leading dimension lda, or (a_trans) its
 // transpose stored [K, M]; likewise op(B) [K, N] from B stored [K, N] or (b_trans) [N, K].
-// Runs on the calling thread's OpenMP team (call it outside parallel regions) and returns true;
+// Runs on the calling thread's OpenMP team (inside a parallel region: on the calling thread alone)
+// and returns true;
 // returns false, doing nothing, where oneDNN has no brgemm kernel for the product on this CPU
 // (it then runs no faster than dnnl_sgemm) or ember was built without oneDNN.
 bool onednn_matmul(int64_t M, int64_t N, int64_t K, const float* A, bool a_trans, int64_t lda, const float* B,

@@ -27,6 +27,24 @@ enum class Grain {
 };
 inline constexpr int kGrainKinds = 6;
 
+// While active, OpenMP-threaded libraries called on this thread run on it alone: the GEMM engines
+// (dnnl_sgemm, Eigen, OpenBLAS's OpenMP build) size their team from OpenMP's thread count at the
+// call, and oneDNN's primitives from the count when they are made. Restores the count after.
+class OneThread {
+ public:
+  explicit OneThread(bool active) : saved_(active ? omp_get_max_threads() : 0) {
+    if (saved_ > 1) omp_set_num_threads(1);
+  }
+  ~OneThread() {
+    if (saved_ > 1) omp_set_num_threads(saved_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 namespace detail {
 // Elements per thread at least, by Grain, in Grain's order: bench/grain_sweep on the Zen 5 under
 // PVM (2026-12-07, 2 threads), where opening a region cost about 4 us; two threads won from 256k

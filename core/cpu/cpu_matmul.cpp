@@ -368,8 +368,11 @@ void run_gemm(GemmEngine engine, int64_t M, int64_t N, int64_t K, const T* A, La
   if constexpr (std::is_same_v<T, float>) {
     if (engine == GemmEngine::OneDnn) {
       // B read transposed: oneDNN's matmul primitive where it has a brgemm kernel (onednn_matmul.cpp
-      // says why); inside a parallel region it runs on the calling thread alone, like dnnl_sgemm.
-      if (lb.trans && onednn_matmul(M, N, K, A, la.trans, la.ld, B, lb.trans, lb.ld, C, beta != 0.0f)) return;
+      // says why; oneDNN 2.6 has them for AVX-512 only, so elsewhere no plan is even looked up);
+      // inside a parallel region it runs on the calling thread alone, like dnnl_sgemm.
+      if (lb.trans && cpu_onednn_runs_avx512() &&
+          onednn_matmul(M, N, K, A, la.trans, la.ld, B, lb.trans, lb.ld, C, beta != 0.0f))
+        return;
       return onednn_gemm(M, N, K, A, la, B, lb, C, beta);
     }
   }

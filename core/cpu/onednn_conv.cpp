@@ -45,17 +45,7 @@ using Tag = memory::format_tag;
 constexpr auto kF32 = memory::data_type::f32;
 
 // Everything that decides which kernels a convolution gets.
-struct ConvKey {
-  std::array<int64_t, 18> v;
-  bool operator==(const ConvKey& o) const { return v == o.v; }
-};
-struct ConvKeyHash {
-  size_t operator()(const ConvKey& k) const {
-    size_t h = 1469598103934665603ull;
-    for (int64_t x : k.v) h = (h ^ static_cast<size_t>(x)) * 1099511628211ull;
-    return h;
-  }
-};
+using ConvKey = PlanKey<18>;
 
 // The primitives for one convolution shape and algorithm. The backward primitives are made on the
 // first backward (inference never pays for them).
@@ -177,7 +167,7 @@ bool winograd_weight_grad(int64_t out_channels_per_group) {
 ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd,
                    bool relu = false) {
   static std::mutex mu;
-  static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
+  static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKey::Hash> plans;
   const bool wgrad_winograd = winograd && winograd_weight_grad(wt[0] / groups);
   const ConvKey key{{in[0], in[1], in[2], in[3], wt[0], wt[1], w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw, groups,
                      has_bias ? 1 : 0, winograd ? (wgrad_winograd ? 2 : 1) : 0, relu ? 1 : 0}};

@@ -45,17 +45,7 @@ namespace {
 
 using dnnl::memory;
 
-struct MatmulKey {
-  std::array<int64_t, 8> v;  // M, N, K, lda, ldb, transposes, accumulate, threads
-  bool operator==(const MatmulKey& o) const { return v == o.v; }
-};
-struct MatmulKeyHash {
-  size_t operator()(const MatmulKey& k) const {
-    size_t h = 1469598103934665603ull;
-    for (int64_t x : k.v) h = (h ^ static_cast<size_t>(x)) * 1099511628211ull;
-    return h;
-  }
-};
+using MatmulKey = PlanKey<8>;  // M, N, K, lda, ldb, transposes, accumulate, threads
 
 struct MatmulPlan {
   bool brgemm = false;  // oneDNN chose a brgemm kernel; otherwise the product goes back to dnnl_sgemm
@@ -114,7 +104,7 @@ std::unique_ptr<MatmulPlan> make_plan(int64_t M, int64_t N, int64_t K, bool a_tr
   return plan;
 }
 
-using Plans = std::unordered_map<MatmulKey, std::unique_ptr<MatmulPlan>, MatmulKeyHash>;
+using Plans = std::unordered_map<MatmulKey, std::unique_ptr<MatmulPlan>, MatmulKey::Hash>;
 Plans& thread_plans() {
   thread_local Plans plans;
   return plans;

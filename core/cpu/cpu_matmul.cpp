@@ -545,9 +545,10 @@ bool splits_k(int64_t M, int64_t N, int64_t K, int threads) {
 // `threads` threads as evenly as ember's split along K would: it deals out the output's columns in
 // blocks of 64, so a count of blocks the threads divide evenly, or one block (it then splits the
 // sum itself), with at least 16 rows. Measured on the Zen 5, 2 threads, ember's kernel with and
-// without its own split (primitive / split, µs): LeNet conv2's im2col weight gradient 20x250x4096
-// (4 blocks) 196 / 356-370, the cnn's fc1 forward 64x128x9216 (2) 490-530 / 565-680, cnn conv1's
-// 32x9x43264 (1) 237 / 319-326, a ResNet shortcut's 32x16x32768 (1) 168-195 / 247-359; but with 3
+// without its own split (primitive / split, µs; weight gradients as one product over the batch):
+// LeNet conv2's 20x250x4096 (4 blocks) 196 / 356-370, the cnn's fc1 forward 64x128x9216 (2)
+// 490-530 / 565-680, cnn conv1's 32x9x43264 (1) 237 / 319-326, a ResNet shortcut's 32x16x32768 (1)
+// 168-195 / 247-359; but with 3
 // blocks (N = 144) 467-488 / 383-392 for 32x144x8192, 1261-1284 / 1183-1227 for 16x144x32768, 5
 // blocks (64x288x8192) 1265 / 1222, and 10 rows (LeNet conv1's 10x25x36864) 326-333 / 194-196.
 bool primitive_splits_evenly(int64_t M, int64_t N, int threads) {
@@ -615,9 +616,11 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     const bool single = threads == 1 || one_thread || over_batch || split_k || omp_in_parallel();
     GemmEngine engine = gemm_engine_for(out.dtype(), M, N, K, A.layout.trans, B.layout.trans, single ? 1 : threads);
     if (engine == GemmEngine::Blas && std::max(A.layout.ld, B.layout.ld) > INT_MAX) engine = GemmEngine::Eigen;
-    // oneDNN's matmul primitive (B transposed, AVX-512) splits a long sum across threads itself,
-    // and ran faster than ember's split where its own split is balanced (primitive_splits_evenly).
-    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && cpu_onednn_runs_avx512() &&
+    // oneDNN's matmul primitive (B transposed, AVX-512, dense operands: the only ones it has brgemm
+    // kernels for) splits a long sum across threads itself, and ran faster than ember's split where
+    // its own split is balanced (primitive_splits_evenly).
+    const bool dense = A.layout.ld == (A.layout.trans ? M : K) && B.layout.ld == (B.layout.trans ? K : N);
+    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && dense && cpu_onednn_runs_avx512() &&
         primitive_splits_evenly(M, N, threads))
       split_k = false;
 #if EMBER_HAVE_OPENBLAS

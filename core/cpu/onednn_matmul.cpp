@@ -3,12 +3,13 @@
 // Why the primitive and not dnnl_sgemm, which runs every other product: for B read transposed
 // oneDNN's matmul picks its brgemm kernels (batch-reduce GEMM, the kernels its AVX-512 convolutions
 // are built on), which need no packing pass over a small operand and split a long sum across threads
-// themselves. Measured on the Zen 5 (AVX-512, oneDNN 2.6, median of 5, same buffers):
+// themselves. Measured on the Zen 5 (AVX-512, oneDNN 2.6, both called in turn on the same buffers):
 //   ResNet-20's classifier at batch 32, [32, 64] x [64, 10]ᵀ, 1 thread:  0.65 vs 0.86 µs
 //   LeNet's fc1 forward, [64, 320] x [320, 50]ᵀ, 1 thread:                14.4 vs 21.4 µs
 //   the mlp's fc2 forward, [128, 512] x [512, 512]ᵀ, 2 threads:            0.20 vs 0.27 ms
 //   the cnn's fc1 forward, [64, 9216] x [9216, 128]ᵀ, 2 threads:           0.51 vs 1.21 ms
 //   im2col's ResNet stage-2 weight gradient, [32, 32768] x [32768, 144]ᵀ:  2.0 vs 4.7 ms
+//     (2 threads; ember's own split of the sum, 1.56 ms, still runs that one: cpu_matmul.cpp)
 // For B read as stored (the input gradient g · W, the weight gradient gᵀ · x) dnnl_sgemm tied or
 // won (10x512x128 gᵀ·x: 8.9 vs 9.9 µs), so those stay on it. bench/gemm_sweep times both raw.
 //
@@ -19,7 +20,8 @@
 // sum) oneDNN 2.6 offers no brgemm kernel, and such products stay on dnnl_sgemm.
 //
 // Plans: one per product shape, layout and thread count, made on first use (choosing a kernel and
-// JIT-compiling it costs tens of microseconds, a call well under one) and kept per thread: a plan's
+// JIT-compiling it took about 0.2 ms a shape in the 520-shape test, a call well under that) and
+// kept per thread: a plan's
 // memory objects get the call's pointers on every call, so threads must not share one, and none
 // needs a lock. At most kMaxPlans per thread (a process feeding ever-new shapes starts over).
 // The scratchpad is one buffer per thread from ember's CPU allocator, grown to the largest plan's.
@@ -78,29 +80,30 @@ std::unique_ptr<MatmulPlan> make_plan(int64_t M, int64_t N, int64_t K, bool a_tr
     ops.append_sum(1.0f);  // C += A · B: the kernel adds the old C as it stores
     attr.set_post_ops(ops);
   }
-  dnnl::matmul::primitive_desc pd;
+  // Whatever oneDNN refuses here (no implementation for the layout, no memory for the JIT code)
+  // leaves a plan without brgemm, and dnnl_sgemm runs the product.
   try {
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine);
+    plan->kernel = pd.impl_info_str();
+    if (plan->kernel.rfind("brg", 0) != 0) return plan;
+    plan->primitive = dnnl::matmul(pd);
+    plan->a = memory(a, engine, DNNL_MEMORY_NONE);
+    plan->b = memory(b, engine, DNNL_MEMORY_NONE);
+    plan->c = memory(c, engine, DNNL_MEMORY_NONE);
+    plan->args[0] = {DNNL_ARG_SRC, plan->a.get()};
+    plan->args[1] = {DNNL_ARG_WEIGHTS, plan->b.get()};
+    plan->args[2] = {DNNL_ARG_DST, plan->c.get()};
+    plan->nargs = 3;
+    plan->scratchpad_bytes = pd.scratchpad_desc().get_size();
+    if (plan->scratchpad_bytes > 0) {
+      plan->scratchpad = memory(pd.scratchpad_desc(), engine, DNNL_MEMORY_NONE);
+      plan->args[3] = {DNNL_ARG_SCRATCHPAD, plan->scratchpad.get()};
+      plan->nargs = 4;
+    }
   } catch (const dnnl::error&) {
-    return plan;  // no implementation for this layout: dnnl_sgemm runs it
+    return plan;
   }
-  plan->kernel = pd.impl_info_str();
-  plan->brgemm = plan->kernel.rfind("brg", 0) == 0;
-  if (!plan->brgemm) return plan;
-  plan->primitive = dnnl::matmul(pd);
-  plan->a = memory(a, engine, DNNL_MEMORY_NONE);
-  plan->b = memory(b, engine, DNNL_MEMORY_NONE);
-  plan->c = memory(c, engine, DNNL_MEMORY_NONE);
-  plan->args[0] = {DNNL_ARG_SRC, plan->a.get()};
-  plan->args[1] = {DNNL_ARG_WEIGHTS, plan->b.get()};
-  plan->args[2] = {DNNL_ARG_DST, plan->c.get()};
-  plan->nargs = 3;
-  plan->scratchpad_bytes = pd.scratchpad_desc().get_size();
-  if (plan->scratchpad_bytes > 0) {
-    plan->scratchpad = memory(pd.scratchpad_desc(), engine, DNNL_MEMORY_NONE);
-    plan->args[3] = {DNNL_ARG_SCRATCHPAD, plan->scratchpad.get()};
-    plan->nargs = 4;
-  }
+  plan->brgemm = true;
   return plan;
 }
 

@@ -2,8 +2,9 @@
 // convolution layer of the benchmark networks (bench/model_shapes.h: mlp, lenet, cnn at their
 // training batch sizes, ResNet-20 at batch 128 and 32), it times the GEMMs of a training step —
 // forward, grad input, grad weight, with their transposes — on OpenBLAS, Eigen, oneDNN's sgemm and
-// oneDNN's matmul primitive at each thread count (median of --reps samples after a warm-up, the engines interleaved sample by sample;
-// bench/interleaved.h makes a sample of a few-microsecond call a run of calls) and
+// oneDNN's matmul primitive at each thread count (median of --reps samples after a warm-up, the
+// engines interleaved sample by sample; bench/interleaved.h makes a sample of a few-microsecond
+// call a run of calls) and
 // prints GFLOP/s per engine and the fastest, one markdown row per GEMM and thread count.
 //
 //   build/bench/ember_gemm_sweep [--threads 1,2] [--reps 7] [--model cnn] [--csv sweep.csv]
@@ -109,13 +110,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ember_gemm_sweep: cannot open --csv %s for writing\n", o.csv.c_str());
       return 1;
     }
-    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,dnnl_matmul_gflops,fastest,auto,ember_gflops,"
-           "ember_vs_fastest\n";
+    csv << "model,layer,role,m,n,k,trans,threads,openblas_gflops,eigen_gflops,dnnl_gflops,dnnl_matmul_gflops,"
+           "fastest,auto,ember_gflops,ember_vs_fastest\n";
   }
 
   std::printf("GFLOP/s, median of %d samples; M x N x K, row-major, op(A) op(B) (N = as stored, T = transposed)\n\n", o.reps);
-  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | dnnl_matmul | fastest | slowest/fastest | auto "
-              "| ember | ember/fastest |\n");
+  std::printf("| model | layer | gemm | M x N x K | op | threads | openblas | eigen | dnnl | dnnl_matmul | fastest "
+              "| slowest/fastest | auto | ember | ember/fastest |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   // An ember built without oneDNN has no Auto (the columns are "-").
   const bool have_auto = ember::cpu_onednn_available();

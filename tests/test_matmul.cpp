@@ -549,8 +549,8 @@ TEST(MatmulCpu, ThreadCountsGiveTheSameResult) {
 // Float32 products with B read transposed (x · Wᵀ) run on oneDNN's matmul primitive where it has a
 // brgemm kernel (AVX-512 CPUs), through per-thread plans keyed by shape, layout, accumulation and
 // thread count (core/cpu/onednn_matmul.cpp). Every layout and thread count must match the
-// reference, repeat its bits, stay right when the thread count changes between calls and fall
-// back to dnnl_sgemm inside a parallel region.
+// reference, repeat its bits, stay right when the thread count changes between calls and inside
+// a parallel region (one-thread plans there).
 TEST(MatmulCpu, TransposedBProductsOnOneDnnsMatmulPrimitive) {
   if (!cpu_onednn_available()) {
     EXPECT_EQ(onednn_matmul_kernel(32, 10, 64, false, true), "");
@@ -577,7 +577,7 @@ TEST(MatmulCpu, TransposedBProductsOnOneDnnsMatmulPrimitive) {
       expect_matches_reference(rnd({64, 33}, kFloat32, kCPU, 7).t(), rnd({17, 64}, kFloat32, kCPU, 8).t());
       expect_matches_reference(rnd({40, 100}, kFloat32, kCPU, 9).slice(1, 0, 70),
                                rnd({21, 90}, kFloat32, kCPU, 10).slice(1, 0, 70).t());
-      // The class whose long sum the primitive splits itself instead of ember (M >= 64, N <= 128).
+      // A long sum the primitive splits itself instead of ember (primitive_splits_evenly).
       expect_matches_reference(rnd({64, 9216}, kFloat32, kCPU, 11), rnd({128, 9216}, kFloat32, kCPU, 12).t());
       // The same product twice gives the same bits (a resumed run repeats an uninterrupted one).
       const Tensor a = rnd({64, 320}, kFloat32, kCPU, 13), b = rnd({50, 320}, kFloat32, kCPU, 14).t();

@@ -262,6 +262,12 @@ Layout gemm_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
   return {};
 }
 
+// Whether op(A) [M, K] and op(B) [K, N] are both packed: each row (or, transposed, each column) as
+// long as the matrix's leading dimension, with no gap between them.
+bool packed(int64_t M, int64_t N, int64_t K, Layout la, Layout lb) {
+  return la.ld == (la.trans ? M : K) && lb.ld == (lb.trans ? K : N);
+}
+
 // One operand of the batched product: where matrix i starts and how to read it.
 template <typename T>
 struct Operand {
@@ -330,8 +336,7 @@ void eigen_gemm_maps(int64_t M, int64_t N, int64_t K, const T* A, Layout la, con
 // 0.87 µs, the cnn's 64x10x128 2.76 vs 3.03 µs; the same maps with a run-time stride lose it).
 template <typename T>
 void eigen_gemm(int64_t M, int64_t N, int64_t K, const T* A, Layout la, const T* B, Layout lb, T* C, bool accumulate) {
-  const bool packed = la.ld == (la.trans ? M : K) && lb.ld == (lb.trans ? K : N);
-  if (packed) eigen_gemm_maps<T, Eigen::Stride<0, 0>>(M, N, K, A, la, B, lb, C, accumulate);
+  if (packed(M, N, K, la, lb)) eigen_gemm_maps<T, Eigen::Stride<0, 0>>(M, N, K, A, la, B, lb, C, accumulate);
   else eigen_gemm_maps<T, Eigen::OuterStride<>>(M, N, K, A, la, B, lb, C, accumulate);
 }
 
@@ -619,8 +624,8 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out, boo
     // oneDNN's matmul primitive (B transposed, AVX-512, dense operands: the only ones it has brgemm
     // kernels for) splits a long sum across threads itself, and ran faster than ember's split where
     // its own split is balanced (primitive_splits_evenly).
-    const bool dense = A.layout.ld == (A.layout.trans ? M : K) && B.layout.ld == (B.layout.trans ? K : N);
-    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && dense && cpu_onednn_runs_avx512() &&
+    if (split_k && engine == GemmEngine::OneDnn && B.layout.trans && packed(M, N, K, A.layout, B.layout) &&
+        cpu_onednn_runs_avx512() &&
         primitive_splits_evenly(M, N, threads))
       split_k = false;
 #if EMBER_HAVE_OPENBLAS

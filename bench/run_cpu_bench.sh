@@ -19,8 +19,15 @@
 # thread setting (--threads, torch.set_num_threads). The anchors run with
 # LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp, so that whatever the system's
 # libopenblas.so.0 / libblas.so.3 alternatives say, they load the OpenMP OpenBLAS and not the pthread
-# build, whose own threads fight PyTorch's OpenMP pool. Each side evaluates MNIST's test set at its
-# best batch size (the anchors at the training batch size; libtorch 1.13's CPU convolution is ~10x
+# build, whose own threads fight PyTorch's OpenMP pool. Every process, ember's included, runs with
+# GLIBC_TUNABLES=glibc.malloc.hugetlb=1: glibc then asks the kernel for transparent huge pages on the
+# memory it maps for malloc. libtorch 1.13 returns large freed buffers to the kernel and maps them
+# afresh on the next step, and in a virtual machine each 4 KiB page fault is expensive: on the
+# Zen 5 under PVM the tunable ran libtorch's ResNet-20 step ~2x faster (batch 32 channels_last
+# 48-54 against 91-117 ms) and changed neither libtorch's MNIST epochs nor ember's
+# (bench/RESULTS.md). ember asks for huge pages on its large blocks itself (core/allocator.cpp);
+# newer PyTorch allocators can, behind C10_THP_MEM_ALLOC_ENABLE=1 (1.13's has no such switch). Each side
+# evaluates MNIST's test set at its best batch size (the anchors at the training batch size; libtorch 1.13's CPU convolution is ~10x
 # slower per image at batch 1000).
 #
 # Measured for every process, the same way for every side:
@@ -111,19 +118,20 @@ results=$work/results.jsonl
 
 # The commands of one model: "framework|command" lines, environment included (printed as run).
 commands_for() {
-  local m=$1 anchor_env="env LD_LIBRARY_PATH=$OPENBLAS_OPENMP_DIR OMP_NUM_THREADS=$threads"
+  local m=$1 ember_env="env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 OMP_NUM_THREADS=$threads"
+  local anchor_env="env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 LD_LIBRARY_PATH=$OPENBLAS_OPENMP_DIR OMP_NUM_THREADS=$threads"
   local limit_arg=""
   ((limit > 0)) && limit_arg=" --limit $limit"
   if [[ $m == resnet20 ]]; then
     for b in $resnet_batches; do
       local args="--batch $b --threads $threads --warmup $warmup --steps $steps"
-      echo "ember|env OMP_NUM_THREADS=$threads $build_dir/bench/ember_resnet20_step $args"
+      echo "ember|$ember_env $build_dir/bench/ember_resnet20_step $args"
       echo "libtorch|$anchor_env build-libtorch/libtorch_resnet20 $args"
       echo "libtorch-cl|$anchor_env build-libtorch/libtorch_resnet20 $args --memory-format channels_last"
       ((python)) && echo "pytorch|$anchor_env /usr/bin/python3 bench/resnet20_pytorch.py $args"
     done
   else
-    echo "ember|env OMP_NUM_THREADS=$threads $build_dir/examples/ember_mnist --model $m --epochs 1 --threads $threads --workers $workers --data data/mnist --json$limit_arg"
+    echo "ember|$ember_env $build_dir/examples/ember_mnist --model $m --epochs 1 --threads $threads --workers $workers --data data/mnist --json$limit_arg"
     echo "libtorch|$anchor_env build-libtorch/libtorch_mnist --model $m --threads $threads --data data/mnist$limit_arg"
     ((python)) && echo "pytorch|$anchor_env /usr/bin/python3 bench/mnist_pytorch.py --model $m --threads $threads --data data/mnist$limit_arg"
   fi

@@ -1,5 +1,11 @@
 // Tensor basics: factories, views sharing storage, conversions, printing and argument errors.
 // TensorDevice runs on every device; Tensor holds what is about host memory, parsing and printing.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
 #include "tests/test_util.h"
 
 using namespace ember;
@@ -182,4 +188,45 @@ TEST(Tensor, LargeCpuBlocksAreReusedNotRefaulted) {
   c = Tensor();
   cpu_empty_cache();
   EXPECT_EQ(cpu_allocator().stats().live_allocations, live);
+}
+
+// The VmFlags line of the mapping in /proc/self/smaps that holds `p`, or "" if none does.
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) inside = lo <= addr && addr < hi;
+    else if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return "";
+}
+
+TEST(Tensor, LargeCpuBlocksAskForHugePages) {
+  // From 2 MiB up a block starts on a huge-page boundary and its mapping carries the kernel's
+  // huge-page advice ("hg" in VmFlags); smaller blocks are left alone (64-byte aligned).
+  // tests/CMakeLists.txt runs this again under EMBER_THP=0 (no advice) and EMBER_THP=on (an error).
+  if (!std::filesystem::exists("/sys/kernel/mm/transparent_hugepage")) GTEST_SKIP() << "kernel without transparent huge pages";
+  const char* env = std::getenv("EMBER_THP");
+  const std::string mode = env ? env : "";
+  const int64_t n = (4 << 20) / 4 + 3;  // just over 4 MiB of float32
+  if (!mode.empty() && mode != "0" && mode != "1") {
+    expect_error([&] { (void)zeros({n}); }, {"EMBER_THP", "expected 0", mode});
+    return;
+  }
+  Tensor big = zeros({n});
+  const std::string flags = vm_flags_of(big.data_ptr());
+  ASSERT_NE(flags, "") << "no mapping in /proc/self/smaps holds the tensor";
+  const bool advised = (flags + " ").find(" hg ") != std::string::npos;
+  if (mode == "0") {
+    EXPECT_FALSE(advised) << flags;
+  } else {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % (2 << 20), 0u);
+    EXPECT_TRUE(advised) << flags;
+  }
+  EXPECT_EQ(big.sum().item<float>(), 0.0f);  // the memory is ordinary memory
+  Tensor small = zeros({1000});
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data_ptr()) % 64, 0u);
 }

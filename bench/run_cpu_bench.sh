@@ -26,9 +26,9 @@
 # Zen 5 under PVM the tunable ran libtorch's ResNet-20 step ~2x faster (batch 32 channels_last
 # 48-54 against 91-117 ms) and changed neither libtorch's MNIST epochs nor ember's
 # (bench/RESULTS.md). ember asks for huge pages on its large blocks itself (core/allocator.cpp);
-# newer PyTorch allocators can, behind C10_THP_MEM_ALLOC_ENABLE=1 (1.13's has no such switch). Each side
-# evaluates MNIST's test set at its best batch size (the anchors at the training batch size; libtorch 1.13's CPU convolution is ~10x
-# slower per image at batch 1000).
+# newer PyTorch allocators can, behind C10_THP_MEM_ALLOC_ENABLE=1 (1.13's has no such switch).
+# Each side evaluates MNIST's test set at its best batch size (the anchors at the training batch
+# size; libtorch 1.13's CPU convolution is ~10x slower per image at batch 1000).
 #
 # Measured for every process, the same way for every side:
 #   loop     the training loop alone, as the program reports it: MNIST, the epoch loop's seconds

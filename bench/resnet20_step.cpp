@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <string>
 
 #include "bench/bench_report.h"
 #include "core/ember.h"
@@ -36,12 +37,18 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
+  std::string layout = "channels_last";
+  app.add_option("--memory-format", layout, "activation layout: channels_last (ResNet's default) or contiguous (NCHW)")
+      ->check(CLI::IsMember({"channels_last", "contiguous"}));
   CLI11_PARSE(app, argc, argv);
 
   try {
     set_num_threads(threads);
     manual_seed(1);
-    auto model = nn::models::resnet20();
+    auto model = std::make_shared<nn::models::ResNet>(nn::models::ResNetOptions{
+        .blocks = {3, 3, 3},
+        .channels = {16, 32, 64},
+        .memory_format = layout == "contiguous" ? MemoryFormat::Contiguous : MemoryFormat::ChannelsLast});
     optim::SGD optimizer(model->parameters(), optim::SGDOptions(0.1).momentum(0.9));
     const Tensor x = randn({batch, 3, 32, 32});
     const Tensor y = randint(0, 10, {batch});
@@ -62,8 +69,8 @@ int main(int argc, char** argv) {
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     const bench::Spread s = bench::spread(ms);
-    std::printf("ember resnet20 batch %lld, %d threads: step %.1f ms median (min %.1f, max %.1f) over %d steps, loss %.4f\n",
-                static_cast<long long>(batch), get_num_threads(), s.median, s.min, s.max, steps, loss);
+    std::printf("ember resnet20 (%s) batch %lld, %d threads: step %.1f ms median (min %.1f, max %.1f) over %d steps, loss %.4f\n",
+                layout.c_str(), static_cast<long long>(batch), get_num_threads(), s.median, s.min, s.max, steps, loss);
     std::printf(
         "{\"framework\": \"ember\", \"model\": \"resnet20\", \"batch\": %lld, \"threads\": %d, \"steps\": %d, "
         "\"step_ms_median\": %.3f, \"step_ms_min\": %.3f, \"step_ms_max\": %.3f, \"loss\": %.5f, "

@@ -175,14 +175,19 @@ struct Task {
 
 // Accumulates `g` into a leaf's .grad (a fresh tensor the first time, so later in-place updates by
 // an optimizer never write through a view of some other gradient), then calls the leaf's hooks.
-// With create_graph the .grad keeps its graph (the clone and the + are recorded).
+// The .grad is laid out as the leaf is (contiguous, or channels-last for a channels-last leaf:
+// libtorch's gradient layout contract), so loops over a tensor and its gradient meet element for
+// element. With create_graph the .grad keeps its graph (the clone and the + are recorded).
 void accumulate_into_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
+  const MemoryFormat format = suggest_memory_format(leaf.shape, leaf.strides);
   if (!leaf.grad.defined()) {
-    const bool sole_owner = g.storage().use_count() == 1 && g.is_contiguous() && g.offset() == 0 &&
+    const bool sole_owner = g.storage().use_count() == 1 && g.is_contiguous(format) && g.offset() == 0 &&
                             g.storage()->nbytes() == g.nbytes();
-    leaf.grad = sole_owner ? (create_graph ? g : g.detach()) : g.clone();
+    leaf.grad = sole_owner ? (create_graph ? g : g.detach()) : g.clone(format);
   } else {
-    leaf.grad = leaf.grad + g;  // out of place: a user may hold the previous .grad
+    // Out of place: a user may hold the previous .grad. (A sum takes a channels-last operand's
+    // layout; contiguous(format) restores the leaf's where g's differed.)
+    leaf.grad = (leaf.grad + g).contiguous(format);
   }
   for (const Hook& h : leaf.leaf_hooks) h(leaf.grad);
 }

@@ -20,6 +20,7 @@ namespace ember {
 
 // ---------------- factories (core/ops/factories.cpp) ----------------
 Tensor empty(const Shape& shape, TensorOptions opts = {});
+Tensor empty(const Shape& shape, TensorOptions opts, MemoryFormat format);  // strides laid out as `format`
 Tensor zeros(const Shape& shape, TensorOptions opts = {});
 Tensor ones(const Shape& shape, TensorOptions opts = {});
 Tensor full(const Shape& shape, double value, TensorOptions opts = {});

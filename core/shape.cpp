@@ -66,6 +66,27 @@ Shape contiguous_strides(const Shape& shape) {
   return s;
 }
 
+Shape strides_for(const Shape& shape, MemoryFormat format) {
+  if (format == MemoryFormat::Contiguous) return contiguous_strides(shape);
+  EMBER_CHECK(shape.size() == 4, "channels_last: needs a 4-D [N, C, H, W] shape, got ", shape);
+  const int64_t C = shape[1] > 0 ? shape[1] : 1, H = shape[2] > 0 ? shape[2] : 1, W = shape[3] > 0 ? shape[3] : 1;
+  const int64_t wc = checked_mul(W, C, "channels_last strides");
+  return Shape{checked_mul(H, wc, "channels_last strides"), 1, wc, C};
+}
+
+bool is_dense_in(const Shape& shape, const Shape& strides, MemoryFormat format) {
+  static constexpr int kChannelsLastOrder[] = {1, 3, 2, 0};  // innermost first: C, W, H, N
+  if (format == MemoryFormat::ChannelsLast && shape.size() != 4) return false;
+  int64_t expected = 1;
+  for (int k = 0; k < shape.size(); ++k) {
+    const int d = format == MemoryFormat::ChannelsLast ? kChannelsLastOrder[k] : shape.size() - 1 - k;
+    if (shape[d] == 1) continue;
+    if (strides[d] != expected) return false;
+    expected *= shape[d];
+  }
+  return true;
+}
+
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   int n = std::max(a.size(), b.size());
   Shape out(n, 1);

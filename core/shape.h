@@ -67,6 +67,19 @@ inline std::ostream& operator<<(std::ostream& os, const Shape& s) { return os <<
 // Row-major (C-contiguous) strides, in elements.
 Shape contiguous_strides(const Shape& shape);
 
+// How a 4-D [N, C, H, W] tensor's elements lie in memory (libtorch's names). The shape and every
+// value are the same either way; only the strides differ.
+//   Contiguous:   row-major, [N][C][H][W]: one image's channel planes one after another.
+//   ChannelsLast: [N][H][W][C] (strides C*H*W, 1, W*C, C): one pixel's channels side by side,
+//                 the layout oneDNN's convolution kernels read directly (core/cpu/onednn_conv.cpp).
+enum class MemoryFormat { Contiguous, ChannelsLast };
+
+// Strides (in elements) of a fresh tensor of `shape` laid out as `format`; ChannelsLast needs 4 dims.
+Shape strides_for(const Shape& shape, MemoryFormat format);
+
+// Whether (shape, strides) lay the elements densely in `format`'s order (size-1 dims are free).
+bool is_dense_in(const Shape& shape, const Shape& strides, MemoryFormat format);
+
 // NumPy/PyTorch broadcasting of two shapes; throws "<op>: shapes [..] and [..] cannot be broadcast".
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 

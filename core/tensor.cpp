@@ -41,17 +41,21 @@ int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim("stride", d,
 Device Tensor::device() const { return get(*this, "device").storage->device(); }
 const std::shared_ptr<Storage>& Tensor::storage() const { return get(*this, "storage").storage; }
 
-bool Tensor::is_contiguous() const {
+bool Tensor::is_contiguous() const { return is_contiguous(MemoryFormat::Contiguous); }
+
+bool Tensor::is_contiguous(MemoryFormat format) const {
   const auto& i = get(*this, "is_contiguous");
-  int64_t expected = 1;
-  for (int d = i.shape.size() - 1; d >= 0; --d) {
-    if (i.shape[d] == 1) continue;
-    if (i.strides[d] != expected) return false;
-    expected *= i.shape[d];
-  }
-  return true;
+  return is_dense_in(i.shape, i.strides, format);
 }
 
+MemoryFormat suggest_memory_format(const Shape& shape, const Shape& strides) {
+  return !is_dense_in(shape, strides, MemoryFormat::Contiguous) &&
+                 is_dense_in(shape, strides, MemoryFormat::ChannelsLast)
+             ? MemoryFormat::ChannelsLast
+             : MemoryFormat::Contiguous;
+}
+
+MemoryFormat suggest_memory_format(const Tensor& t) { return suggest_memory_format(t.shape(), t.strides()); }
 
 // ---------------- conversions ----------------
 
@@ -90,9 +94,16 @@ Tensor Tensor::contiguous() const {
   return clone();
 }
 
-Tensor Tensor::clone() const {
+Tensor Tensor::contiguous(MemoryFormat format) const {
+  if (is_contiguous(format)) return *this;
+  return clone(format);
+}
+
+Tensor Tensor::clone() const { return clone(MemoryFormat::Contiguous); }
+
+Tensor Tensor::clone(MemoryFormat format) const {
   EMBER_OP_SCOPE("clone", *this);
-  Tensor out = empty(shape(), TensorOptions(dtype()).device(device()));
+  Tensor out = empty(shape(), TensorOptions(dtype()).device(device()), format);
   backend_of(*this).copy(*this, out);
   if (grad_needed(*this)) record("clone", out, {*this}, [](const Tensor& g, NeedsGrad) -> Grads { return {g}; });
   return out;

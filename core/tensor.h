@@ -67,6 +67,9 @@ class Tensor {
     return static_cast<size_t>(checked_mul(numel(), static_cast<int64_t>(element_size()), "nbytes"));
   }
   bool is_contiguous() const;
+  // Whether the elements lie densely in `format`'s order (a 4-D tensor with one channel, or one
+  // pixel, can be both contiguous and channels-last).
+  bool is_contiguous(MemoryFormat format) const;
   const std::shared_ptr<Storage>& storage() const;
   void* data_ptr() const;  // address of element 0 (storage base + offset)
   template <typename T>
@@ -79,7 +82,9 @@ class Tensor {
   Tensor to(DType t) const;          // same tensor if already that dtype
   Tensor to(Device d) const;         // same tensor if already there
   Tensor contiguous() const;         // same tensor if already contiguous
+  Tensor contiguous(MemoryFormat format) const;  // same tensor if already laid out so (differentiable)
   Tensor clone() const;              // always a fresh contiguous copy (differentiable)
+  Tensor clone(MemoryFormat format) const;  // always a fresh copy laid out as `format` (differentiable)
   // Fresh tensors of this tensor's dtype and device (libtorch's new_zeros / new_ones); not in any graph.
   Tensor new_zeros(const Shape& shape) const;
   Tensor new_ones(const Shape& shape) const;
@@ -230,6 +235,12 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 // Makes a tensor header over `storage` (no data copied).
 Tensor make_tensor(std::shared_ptr<Storage> storage, const Shape& shape, const Shape& strides, int64_t offset,
                    DType dtype);
+
+// The layout an op should give a result computed from `t`: ChannelsLast when t is a 4-D
+// channels-last tensor that is not also plainly contiguous, else Contiguous (libtorch's
+// suggest_memory_format). Ops that keep channels-last data channels-last use it.
+MemoryFormat suggest_memory_format(const Tensor& t);
+MemoryFormat suggest_memory_format(const Shape& shape, const Shape& strides);
 
 // Operators forward to the differentiable ops.
 Tensor operator+(const Tensor& a, const Tensor& b);

@@ -48,6 +48,7 @@ class CpuBackend final : public Backend,
   void conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
               int64_t groups) override;
   bool fuses_conv2d_relu() const override { return true; }
+  bool takes_channels_last() const override { return true; }  // convolution and batch norm both
   void conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups) override;
   void conv2d_backward(const Tensor& grad_out, const Tensor& in, const Tensor& weight, const Tensor& grad_in,

@@ -53,6 +53,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_matmul.h"
 #include "core/cpu/float32_operands.h"
+#include "core/cpu/nchw_operands.h"
 #include "core/cpu/onednn_conv.h"
 #include "core/cpu/parallel.h"
 #include "core/cpu/simd_loops.h"
@@ -305,6 +306,12 @@ Tensor conv2d_forward(CpuBackend& be, const Tensor& in, const Tensor& weight, co
   const ConvGeometry g = geometry(in.shape(), out, w, groups);
   if (out.numel() == 0) return Tensor();
   if (onednn_conv2d(in, weight, bias, out, w, groups, relu)) return Tensor();  // float32 with oneDNN built in
+  if (has_strided({&in, &out})) {  // channels-last tensors: this path walks NCHW (core/cpu/nchw_operands.h)
+    NchwOperands c;
+    Tensor kept = conv2d_forward(be, c.in(in), weight, bias, c.out(out), w, groups, relu, keep);
+    c.finish();
+    return kept;
+  }
   const Tensor kept = keep && !g.direct ? keep_columns(g, in.dtype()) : Tensor();
   EMBER_DISPATCH_FLOAT(in.dtype(), "conv2d", [&]<typename T>() {
     const int threads = batch_threads(g.N);
@@ -393,6 +400,13 @@ void CpuBackend::conv2d_backward_with_columns(const Tensor& grad_out, const Tens
   const bool need_w = grad_weight.defined() && !done.grad_weight;
   const bool need_b = grad_bias.defined() && !done.grad_weight;
   if (!need_in && !need_w && !need_b) return;
+  if (has_strided({&grad_out, &in, &grad_in})) {  // channels-last tensors: the rest on NCHW stand-ins
+    NchwOperands c;
+    conv2d_backward_with_columns(c.in(grad_out), need_w ? c.in(in) : Tensor(), weight,
+                                 need_in ? c.out(grad_in) : Tensor(), need_w ? grad_weight : Tensor(),
+                                 need_b ? grad_bias : Tensor(), w, groups, columns);
+    return c.finish();
+  }
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "conv2d_backward", [&]<typename T>() {
     const int threads = batch_threads(g.N);
     // The forward's kept columns, when they are this call's (same geometry and dtype).

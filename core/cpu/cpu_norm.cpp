@@ -130,6 +130,206 @@ void affine2(const T* g, const T* x, int64_t n, T k, T a, T b, T* out) {
 
 namespace {
 
+// ---- channels-last: in [N, C, S] with strides (S*C, 1, C), i.e. N*S rows of C channels ----
+// Every row holds one value of each channel, so the per-channel sums run along the row (a vector
+// of channels) and threads split the rows, each keeping its own partial sums, added up after. The
+// arithmetic per channel is the NCHW loops' (same shift, same saved statistics, same scale and
+// shift, same ReLU mask), only the order of the additions differs.
+
+// Whether the op handed this kernel channels-last tensors (core/ops/norm.cpp: out, grad_out and
+// grad_in are then laid out like in).
+bool channels_last(const Tensor& in) { return in.size(1) > 1 && in.stride(1) == 1 && !in.is_contiguous(); }
+
+// Row chunks for per-thread partial sums: a fixed count, so results do not depend on the threads.
+constexpr int64_t kRowChunks = 16;
+
+// Per channel over `rows` rows of C: s += sum(x - k), ss += sum((x - k)^2).
+template <typename T>
+void row_shifted_sums(const T* x, int64_t rows, int64_t C, const double* k, double* s, double* ss) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(xr[c]) - k[c];
+      s[c] += d;
+      ss[c] += d * d;
+    }
+  }
+}
+
+// One row of C channels, per-channel constants (the loops are functions for simd_loops.h's reason).
+template <typename T>
+void row_scale_shift(const T* x, int64_t C, const T* scale, const T* shift, bool relu, T* y) {
+  if (relu) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const T v = std::fma(x[c], scale[c], shift[c]);  // as scale_shift_relu: the backward's mask agrees
+      y[c] = v <= T(0) ? T(0) : v;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) y[c] = x[c] * scale[c] + shift[c];
+  }
+}
+
+// masked = g where fma(x, scale, shift) is not <= 0, else 0 (add_grad_sums_relu's mask).
+template <typename T>
+void row_relu_mask(const T* g, const T* x, int64_t C, const T* scale, const T* shift, T* masked) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) masked[c] = std::fma(x[c], scale[c], shift[c]) <= T(0) ? T(0) : g[c];
+}
+
+// sum_g += g, sum_gd += g * (x - mean), per channel.
+template <typename T>
+void row_grad_sums(const T* g, const T* x, int64_t C, const double* mean, double* sum_g, double* sum_gd) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    const double gi = g[c];
+    sum_g[c] += gi;
+    sum_gd[c] += gi * (static_cast<double>(x[c]) - mean[c]);
+  }
+}
+
+// out = k * g + a * x + b per channel (affine2 with per-channel constants).
+template <typename T>
+void row_affine2(const T* g, const T* x, int64_t C, const T* k, const T* a, const T* b, T* out) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) out[c] = k[c] * g[c] + a[c] * x[c] + b[c];
+}
+
+// The channel statistics of x [rows, C] in training: mean and biased-variance sum of squares,
+// chunked over rows (each chunk its own partial sums) and added up in chunk order.
+template <typename T>
+void channels_last_stats(const T* x, int64_t count, int64_t C, std::vector<double>& mean, std::vector<double>& ss) {
+  std::vector<double> k(x, x + C);  // the shift: row 0 (count > 0 here)
+  std::vector<double> part(static_cast<size_t>(2 * kRowChunks * C), 0.0);
+  const int64_t per = (count + kRowChunks - 1) / kRowChunks;
+  parallel_for(kRowChunks, items_per_grain(Grain::Normalization, per * C), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t r0 = std::min(count, j * per), r1 = std::min(count, r0 + per);
+      row_shifted_sums(x + r0 * C, r1 - r0, C, k.data(), &part[2 * j * C], &part[(2 * j + 1) * C]);
+    }
+  });
+  mean.assign(C, 0.0);
+  ss.assign(C, 0.0);
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0, q = 0;
+    for (int64_t j = 0; j < kRowChunks; ++j) {
+      s += part[2 * j * C + c];
+      q += part[(2 * j + 1) * C + c];
+    }
+    const double shifted_mean = s / static_cast<double>(count);
+    mean[c] = k[c] + shifted_mean;
+    ss[c] = std::max(0.0, q - s * shifted_mean);
+  }
+}
+
+void batch_norm_channels_last(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                              const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
+                              const Tensor& save_invstd, bool training, double momentum, double eps, bool relu) {
+  const int64_t C = in.size(1), count = in.size(0) * in.size(2);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
+    const T* x = in.data<T>();
+    const T *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
+    T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
+    T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
+    T* y = out.data<T>();
+    T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    std::vector<double> mean, ss;
+    if (training) channels_last_stats(x, count, C, mean, ss);
+    std::vector<T> scale(C), shift(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double m, invstd;
+      if (training) {
+        m = mean[c];
+        invstd = 1.0 / std::sqrt(ss[c] / static_cast<double>(count) + eps);
+        if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * m);
+        if (rv) rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * (ss[c] / static_cast<double>(count - 1)));
+      } else {
+        m = rm[c];
+        invstd = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+      }
+      sm[c] = static_cast<T>(m);
+      si[c] = static_cast<T>(invstd);
+      if (relu) {
+        relu_scale_shift(sm[c], si[c], w, b, c, scale[c], shift[c]);
+      } else {
+        const double sc = invstd * (w ? w[c] : 1.0);
+        scale[c] = static_cast<T>(sc);
+        shift[c] = static_cast<T>((b ? b[c] : 0.0) - m * sc);
+      }
+    }
+    const T *sc = scale.data(), *sh = shift.data();
+    parallel_for(count, items_per_grain(Grain::Normalization, C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) row_scale_shift(x + r * C, C, sc, sh, relu, y + r * C);
+    });
+  });
+}
+
+void batch_norm_backward_channels_last(const Tensor& grad_out, const Tensor& in, const Tensor& weight,
+                                       const Tensor& bias, const Tensor& save_mean, const Tensor& save_invstd,
+                                       const Tensor& grad_in, const Tensor& grad_weight, const Tensor& grad_bias,
+                                       bool training, bool relu) {
+  const int64_t C = in.size(1), count = in.size(0) * in.size(2);
+  EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
+    const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight), *bb = ptr_or_null<T>(bias);
+    const T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    T* gx = grad_in.defined() ? grad_in.data<T>() : nullptr;
+    std::vector<T> scale(C, T(0)), shift(C, T(0));  // batch_norm_relu: the forward's, for the mask
+    if (relu)
+      for (int64_t c = 0; c < C; ++c) relu_scale_shift(sm[c], si[c], w, bb, c, scale[c], shift[c]);
+    std::vector<double> mean(sm, sm + C);
+    // Pass 1, per chunk of rows: sum(g) and sum(g * (x - mean)) per channel, of the masked g under
+    // relu (written to gx, as add_grad_sums_relu does, when there is a gx).
+    std::vector<double> part(static_cast<size_t>(2 * kRowChunks * C), 0.0);
+    const int64_t per = (count + kRowChunks - 1) / kRowChunks;
+    const T *sc = scale.data(), *sh = shift.data();
+    const double* mu = mean.data();
+    parallel_for(kRowChunks, items_per_grain(Grain::Normalization, per * C), [&](int64_t j0, int64_t j1) {
+      std::vector<T> masked_row(relu && !gx ? C : 0);
+      for (int64_t j = j0; j < j1; ++j) {
+        double* sg = &part[2 * j * C];
+        double* sgd = &part[(2 * j + 1) * C];
+        const int64_t r0 = std::min(count, j * per), r1 = std::min(count, r0 + per);
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* xr = x + r * C;
+          const T* gr = g + r * C;
+          if (relu) {
+            T* m = gx ? gx + r * C : masked_row.data();
+            row_relu_mask(gr, xr, C, sc, sh, m);
+            gr = m;
+          }
+          row_grad_sums(gr, xr, C, mu, sg, sgd);
+        }
+      }
+    });
+    std::vector<T> kk(C), a(C), b0(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double sum_g = 0, sum_gd = 0;
+      for (int64_t j = 0; j < kRowChunks; ++j) {
+        sum_g += part[2 * j * C + c];
+        sum_gd += part[(2 * j + 1) * C + c];
+      }
+      const double invstd = si[c];
+      if (grad_bias.defined()) grad_bias.data<T>()[c] = static_cast<T>(sum_g);
+      if (grad_weight.defined()) grad_weight.data<T>()[c] = static_cast<T>(sum_gd * invstd);
+      // as the NCHW loop: dx = k * g + a * x + b0 per channel
+      const double k = invstd * (w ? w[c] : 1.0);
+      const double mean_g = training ? sum_g / static_cast<double>(count) : 0.0;
+      const double proj = training ? sum_gd / static_cast<double>(count) * invstd * invstd : 0.0;
+      kk[c] = static_cast<T>(k);
+      a[c] = static_cast<T>(-k * proj);
+      b0[c] = static_cast<T>(-k * mean_g + k * proj * mean[c]);
+    }
+    if (!gx) return;
+    const T *pk = kk.data(), *pa = a.data(), *pb = b0.data();
+    parallel_for(count, items_per_grain(Grain::Normalization, C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)  // under relu, gx holds the masked gradient: in place
+        row_affine2(relu ? gx + r * C : g + r * C, x + r * C, C, pk, pa, pb, gx + r * C);
+    });
+  });
+}
+
 // batch_norm, and batch_norm_relu when `relu`.
 void batch_norm_cpu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                     const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
@@ -141,6 +341,9 @@ void batch_norm_cpu(const Tensor& in, const Tensor& weight, const Tensor& bias, 
                    f.out(save_mean), f.out(save_invstd), training, momentum, eps, relu);
     return f.finish();
   }
+  if (channels_last(in))
+    return batch_norm_channels_last(in, weight, bias, running_mean, running_var, out, save_mean, save_invstd, training,
+                                    momentum, eps, relu);
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
     const T* x = in.data<T>();
@@ -201,6 +404,9 @@ void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& in, const Ten
                             f.out(grad_in), f.out(grad_weight), f.out(grad_bias), training, relu);
     return f.finish();
   }
+  if (channels_last(in))
+    return batch_norm_backward_channels_last(grad_out, in, weight, bias, save_mean, save_invstd, grad_in, grad_weight,
+                                             grad_bias, training, relu);
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm_backward", [&]<typename T>() {
     const T *x = in.data<T>(), *g = grad_out.data<T>(), *w = ptr_or_null<T>(weight), *bb = ptr_or_null<T>(bias);

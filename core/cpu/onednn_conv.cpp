@@ -6,8 +6,12 @@
 // matrix entirely. Measured on this project's machine, one thread, ResNet-20's 3x3 layers at batch
 // 128: 3-6x faster than oneDNN's own convolution on plain NCHW (which is im2col + sgemm inside),
 // forward and both gradients, while moving a tensor between NCHW and the blocked layout costs a
-// tenth of the convolution (bench/RESULTS.md). ember's tensors stay NCHW between ops, so each call
-// reorders its inputs into the layouts the primitive chose and its outputs back; weights are small.
+// tenth of the convolution (bench/RESULTS.md). A call on NCHW tensors reorders its inputs into the
+// layouts the primitive chose and its outputs back (weights are small, activations are not). A call
+// on channels-last tensors (MemoryFormat::ChannelsLast, NHWC in memory) gets a primitive that reads
+// and writes NHWC itself (AVX-512 kernels too), so a network kept channels-last
+// (nn::models::ResNet) copies no activation around its direct convolutions; its Winograd ones
+// still reorder, NHWC <-> nChw16c, several times cheaper than from NCHW (activation_layout).
 //
 // Algorithm: direct, or Winograd F(4x4, 3x3) where the rule below measured it faster. Winograd
 // computes a 3x3 convolution on 6x6 input tiles with 36 multiplications per 4x4 outputs instead of
@@ -45,11 +49,12 @@ using Tag = memory::format_tag;
 constexpr auto kF32 = memory::data_type::f32;
 
 // Everything that decides which kernels a convolution gets.
-using ConvKey = PlanKey<18>;
+using ConvKey = PlanKey<19>;
 
 // The primitives for one convolution shape and algorithm. The backward primitives are made on the
 // first backward (inference never pays for them).
 struct ConvPlan {
+  bool channels_last = false;  // the primitives read and write NHWC activations (else their own choice)
   bool winograd = false;  // the forward got oneDNN's Winograd kernels (the input gradient asks for them too)
   bool winograd_weight_grad = false;  // the weight gradient asks for them (winograd_weight_grad says when)
   memory::desc src_plain, weights_plain, dst_plain, bias;
@@ -97,9 +102,23 @@ Pd pd_preferring(bool winograd, bool* got_winograd, const dnnl::primitive_attr& 
   return Pd(make_desc(algorithm(false)), attr, onednn_cpu_engine(), hint...);
 }
 
+// The layout the primitives get for activations. An NCHW plan: `any` (oneDNN picks; on AVX-512 the
+// channel-blocked nChw16c, with a reorder of each activation in and out). A channels-last plan:
+// NHWC, read and written in place, except where the forward got Winograd: those kernels exist for
+// the blocked layout only and there all three passes take it, behind reorders NHWC <-> nChw16c
+// (which oneDNN does several times faster than NCHW <-> nChw16c). Measured on the PVM-hosted
+// Zen 5, ResNet-20 at batch 128, 2 threads (ms per call, NHWC direct vs blocked Winograd): stage
+// 3's 3x3 forward 1.45 / 1.07, input gradient 1.97 / 1.01, weight gradient 2.39 / 1.48; stage 2's
+// weight gradient (direct either way) 2.68 / 1.78. The reorders cost 5.6 ms per step in all.
+memory::desc activation_layout(const ConvPlan& p, const memory::desc& plain, dnnl::algorithm algo) {
+  const bool nhwc = p.channels_last && !p.winograd && algo != dnnl::algorithm::convolution_winograd;
+  return memory::desc(plain.dims(), kF32, nhwc ? Tag::nhwc : Tag::any);
+}
+
 std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups,
-                                    bool winograd, bool relu) {
+                                    bool winograd, bool relu, bool channels_last) {
   auto plan = std::make_unique<ConvPlan>();
+  plan->channels_last = channels_last;
   const int64_t N = in[0], C = in[1], H = in[2], W = in[3], M = wt[0];
   const int64_t OH = (H + 2 * w.ph - (w.dh * (w.kh - 1) + 1)) / w.sh + 1;
   const int64_t OW = (W + 2 * w.pw - (w.dw * (w.kw - 1) + 1)) / w.sw + 1;
@@ -113,12 +132,11 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
   plan->dilates = {w.dh - 1, w.dw - 1};  // oneDNN counts the gaps, PyTorch the step
   plan->padding = {w.ph, w.pw};
 
-  // `any`: let oneDNN choose the layouts its fastest kernels want.
-  const memory::desc src_any(plan->src_plain.dims(), kF32, Tag::any);
-  const memory::desc dst_any(plan->dst_plain.dims(), kF32, Tag::any);
+  // `any`: let oneDNN choose the layouts its fastest kernels want (activations: activation_layout).
   const memory::desc weights_any(plan->weights_plain.dims(), kF32, Tag::any);
   const ConvPlan& p = *plan;
   auto desc = [&](dnnl::algorithm algo) {
+    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
     return has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
                                                       p.bias, dst_any, p.strides, p.dilates, p.padding, p.padding)
                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
@@ -131,10 +149,9 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
 }
 
 void make_backward(ConvPlan& p) {
-  const memory::desc src_any(p.src_plain.dims(), kF32, Tag::any);
-  const memory::desc dst_any(p.dst_plain.dims(), kF32, Tag::any);
   const memory::desc weights_any(p.weights_plain.dims(), kF32, Tag::any);
   auto data_desc = [&](dnnl::algorithm algo) {
+    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
     return dnnl::convolution_backward_data::desc(algo, src_any, weights_any, dst_any, p.strides, p.dilates, p.padding,
                                                  p.padding);
   };
@@ -145,6 +162,7 @@ void make_backward(ConvPlan& p) {
   // The weight-gradient primitive always computes the bias gradient too (a sum over the output
   // gradient it reads anyway); a call that does not want it gets a throwaway buffer.
   auto weights_desc = [&](dnnl::algorithm algo) {
+    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
     return dnnl::convolution_backward_weights::desc(algo, src_any, weights_any, p.bias, dst_any, p.strides, p.dilates,
                                                     p.padding, p.padding);
   };
@@ -165,19 +183,26 @@ bool winograd_weight_grad(int64_t out_channels_per_group) {
 }
 
 ConvPlan& plan_for(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups, bool winograd,
-                   bool relu = false) {
+                   bool channels_last, bool relu = false) {
   static std::mutex mu;
   static std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKey::Hash> plans;
   const bool wgrad_winograd = winograd && winograd_weight_grad(wt[0] / groups);
   const ConvKey key{{in[0], in[1], in[2], in[3], wt[0], wt[1], w.kh, w.kw, w.sh, w.sw, w.ph, w.pw, w.dh, w.dw, groups,
-                     has_bias ? 1 : 0, winograd ? (wgrad_winograd ? 2 : 1) : 0, relu ? 1 : 0}};
+                     has_bias ? 1 : 0, winograd ? (wgrad_winograd ? 2 : 1) : 0, relu ? 1 : 0, channels_last ? 1 : 0}};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<ConvPlan>& slot = plans[key];
   if (!slot) {
-    slot = make_plan(in, wt, has_bias, w, groups, winograd, relu);
+    slot = make_plan(in, wt, has_bias, w, groups, winograd, relu, channels_last);
     slot->winograd_weight_grad = wgrad_winograd;
   }
   return *slot;
+}
+
+// How an activation tensor lies in memory, for oneDNN: its own strides (NCHW or channels-last).
+memory::desc layout_of(const Tensor& t) {
+  const Shape& d = t.shape();
+  const Shape& s = t.strides();
+  return memory::desc({d[0], d[1], d[2], d[3]}, kF32, memory::dims{s[0], s[1], s[2], s[3]});
 }
 
 // A float32 buffer of at least `bytes` bytes from ember's allocator, kept alive by the tensor.
@@ -195,8 +220,8 @@ class Call {
     }
   }
 
-  // An input: ember's NCHW tensor t, given to the primitive in layout `want` (copied when
-  // different). Returns the memory the primitive reads, which lives as long as this Call.
+  // An input: ember's tensor t, laid out as `plain`, given to the primitive in layout `want`
+  // (copied when different). Returns the memory the primitive reads, which lives as long as this Call.
   memory input(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
     memory user(plain, onednn_cpu_engine(), const_cast<float*>(t.data<float>()));
     if (want == plain) return args_[arg] = user;
@@ -209,7 +234,7 @@ class Call {
   // An input another Call already put in the layout this primitive wants (that Call must still live).
   void input(int arg, const memory& ready) { args_[arg] = ready; }
 
-  // An output: the primitive writes layout `want`; t (NCHW) receives it after run().
+  // An output: the primitive writes layout `want`; t (laid out as `plain`) receives it after run().
   void output(int arg, const Tensor& t, const memory::desc& plain, const memory::desc& want) {
     memory user(plain, onednn_cpu_engine(), t.data<float>());
     if (want == plain) {
@@ -235,6 +260,8 @@ class Call {
   std::vector<std::pair<memory, memory>> copy_back_;
 };
 
+bool is_channels_last(const Tensor& t) { return suggest_memory_format(t) == MemoryFormat::ChannelsLast; }
+
 bool takes(DType dtype) {
   return dtype == kFloat32 && cpu_gemm_uses_onednn() && cpu_conv_engine() != ConvEngine::Im2col;
 }
@@ -259,9 +286,13 @@ enum class Pass { Forward, GradInput, GradWeight };
 //     into fewer (LeNet's conv1, 6 outputs: its GEMM has 6 rows) it wins on one thread (1.4x, PVM
 //     host) but not on two: a tie on the KVM host (im2col 0.138 ms, oneDNN 0.145), 1.26-1.44x
 //     behind on the PVM one (2026-12-07, three sweeps), so there oneDNN takes it.
-bool onednn_wins(Pass pass, int64_t in_channels_per_group, int64_t out_channels_per_group, Window2d w) {
+//
+// Channels-last activations: oneDNN takes every pass. Its NHWC kernels read and write them in
+// place, while the im2col path walks NCHW and would copy each activation in and out.
+bool onednn_wins(Pass pass, int64_t in_channels_per_group, int64_t out_channels_per_group, Window2d w,
+                 bool channels_last) {
   const ConvEngine engine = cpu_conv_engine();
-  if (engine == ConvEngine::OneDnn || engine == ConvEngine::Winograd) return true;
+  if (engine == ConvEngine::OneDnn || engine == ConvEngine::Winograd || channels_last) return true;
   if (w.kh == 1 && w.kw == 1) return false;
   const bool unpadded = w.ph == 0 && w.pw == 0;
   if (cpu_onednn_runs_avx512()) {
@@ -309,15 +340,15 @@ void guarded(const char* op, const Shape& in, const Shape& wt, F&& body) {
 bool onednn_conv2d(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                    int64_t groups, bool relu) {
   if (!takes(in.dtype()) || in.numel() == 0 || weight.numel() == 0) return false;  // empty sums: the im2col path
-  if (!onednn_wins(Pass::Forward, in.size(1) / groups, weight.size(0) / groups, w)) return false;
+  if (!onednn_wins(Pass::Forward, in.size(1) / groups, weight.size(0) / groups, w, is_channels_last(in))) return false;
   guarded("conv2d", in.shape(), weight.shape(), [&] {
     ConvPlan& p = plan_for(in.shape(), weight.shape(), bias.defined(), w, groups,
-                           wants_winograd(in.size(1) / groups, groups, w), relu);
+                           wants_winograd(in.size(1) / groups, groups, w), is_channels_last(in), relu);
     Call call(p.fwd_pd);
-    call.input(DNNL_ARG_SRC, in, p.src_plain, p.fwd_pd.src_desc());
+    call.input(DNNL_ARG_SRC, in, layout_of(in), p.fwd_pd.src_desc());
     call.input(DNNL_ARG_WEIGHTS, weight, p.weights_plain, p.fwd_pd.weights_desc());
     if (bias.defined()) call.input(DNNL_ARG_BIAS, bias, p.bias, p.bias);
-    call.output(DNNL_ARG_DST, out, p.dst_plain, p.fwd_pd.dst_desc());
+    call.output(DNNL_ARG_DST, out, layout_of(out), p.fwd_pd.dst_desc());
     call.run(p.fwd);
   });
   return true;
@@ -329,16 +360,19 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
   if (!takes(grad_out.dtype()) || weight.numel() == 0) return {};
   const int64_t cg = weight.size(1);  // input channels per group
   const int64_t mg = weight.size(0) / groups;  // output channels per group
-  const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, mg, w);
+  const bool cl = is_channels_last(grad_out);
+  const bool need_in = grad_in.defined() && onednn_wins(Pass::GradInput, cg, mg, w, cl);
   // only the bias gradient, without the input: the im2col path
   const bool need_w =
-      (grad_weight.defined() || grad_bias.defined()) && in.defined() && onednn_wins(Pass::GradWeight, cg, mg, w);
+      (grad_weight.defined() || grad_bias.defined()) && in.defined() && onednn_wins(Pass::GradWeight, cg, mg, w, cl);
   if (!need_in && !need_w) return {};
-  const Shape in_shape = in.defined() ? in.shape() : grad_in.shape();
+  const Tensor& input_like = in.defined() ? in : grad_in;
+  const Shape in_shape = input_like.shape();
   guarded("conv2d_backward", in_shape, weight.shape(), [&] {
     // The forward plan (and so the kernels the backward is paired with) exists for every shape
     // whose forward ran; a bias changes only the forward, so look the plan up without one.
-    ConvPlan& p = plan_for(in_shape, weight.shape(), /*has_bias=*/false, w, groups, wants_winograd(cg, groups, w));
+    ConvPlan& p = plan_for(in_shape, weight.shape(), /*has_bias=*/false, w, groups, wants_winograd(cg, groups, w),
+                           is_channels_last(input_like));
     std::call_once(p.backward_made, [&] { make_backward(p); });
     // Both gradients read grad_out; when both primitives want it in the same layout (they
     // usually do), it is reordered once, by the data call, and the weights call reuses it.
@@ -346,19 +380,19 @@ OneDnnBackwardDone onednn_conv2d_backward(const Tensor& grad_out, const Tensor& 
     std::optional<memory> grad_out_ready;
     if (need_in) {
       Call& call = data_call.emplace(p.bwd_data_pd);
-      const memory gy = call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_data_pd.diff_dst_desc());
+      const memory gy = call.input(DNNL_ARG_DIFF_DST, grad_out, layout_of(grad_out), p.bwd_data_pd.diff_dst_desc());
       if (gy.get_desc() == p.bwd_weights_pd.diff_dst_desc()) grad_out_ready = gy;
       call.input(DNNL_ARG_WEIGHTS, weight, p.weights_plain, p.bwd_data_pd.weights_desc());
-      call.output(DNNL_ARG_DIFF_SRC, grad_in, p.src_plain, p.bwd_data_pd.diff_src_desc());
+      call.output(DNNL_ARG_DIFF_SRC, grad_in, layout_of(grad_in), p.bwd_data_pd.diff_src_desc());
       call.run(p.bwd_data);
     }
     if (need_w) {
       const Tensor gw = grad_weight.defined() ? grad_weight : empty(weight.shape(), TensorOptions(kFloat32));
       const Tensor gb = grad_bias.defined() ? grad_bias : empty({weight.size(0)}, TensorOptions(kFloat32));
       Call call(p.bwd_weights_pd);
-      call.input(DNNL_ARG_SRC, in, p.src_plain, p.bwd_weights_pd.src_desc());
+      call.input(DNNL_ARG_SRC, in, layout_of(in), p.bwd_weights_pd.src_desc());
       if (grad_out_ready) call.input(DNNL_ARG_DIFF_DST, *grad_out_ready);
-      else call.input(DNNL_ARG_DIFF_DST, grad_out, p.dst_plain, p.bwd_weights_pd.diff_dst_desc());
+      else call.input(DNNL_ARG_DIFF_DST, grad_out, layout_of(grad_out), p.bwd_weights_pd.diff_dst_desc());
       call.output(DNNL_ARG_DIFF_WEIGHTS, gw, p.weights_plain, p.bwd_weights_pd.diff_weights_desc());
       call.output(DNNL_ARG_DIFF_BIAS, gb, p.bias, p.bias);
       call.run(p.bwd_weights);
@@ -373,14 +407,16 @@ OneDnnConvKernels onednn_conv2d_kernels(const Shape& in, const Shape& weight, Wi
   const int64_t cg = in[1] / groups, mg = weight[0] / groups;
   const bool wino = wants_winograd(cg, groups, w);
   guarded("conv2d", in, weight, [&] {
-    ConvPlan& p = plan_for(in, weight, /*has_bias=*/false, w, groups, wino);
+    ConvPlan& p = plan_for(in, weight, /*has_bias=*/false, w, groups, wino, /*channels_last=*/false);
     std::call_once(p.backward_made, [&] { make_backward(p); });
-    if (onednn_wins(Pass::Forward, cg, mg, w)) {
+    if (onednn_wins(Pass::Forward, cg, mg, w, false)) {
       k.forward = p.fwd_pd.impl_info_str();
-      k.forward_relu = plan_for(in, weight, /*has_bias=*/false, w, groups, wino, /*relu=*/true).fwd_pd.impl_info_str();
+      k.forward_relu =
+          plan_for(in, weight, /*has_bias=*/false, w, groups, wino, /*channels_last=*/false, /*relu=*/true)
+              .fwd_pd.impl_info_str();
     }
-    if (onednn_wins(Pass::GradInput, cg, mg, w)) k.grad_input = p.bwd_data_pd.impl_info_str();
-    if (onednn_wins(Pass::GradWeight, cg, mg, w)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
+    if (onednn_wins(Pass::GradInput, cg, mg, w, false)) k.grad_input = p.bwd_data_pd.impl_info_str();
+    if (onednn_wins(Pass::GradWeight, cg, mg, w, false)) k.grad_weight = p.bwd_weights_pd.impl_info_str();
   });
   return k;
 }

@@ -1,11 +1,13 @@
 // The CPU's strided iteration engine (a small cousin of PyTorch's TensorIterator).
 // N operands (operand 0 is the output) share one shape; each has its own byte strides (0 on a
-// broadcast dim). Dims of size 1 are dropped and adjacent dims that are contiguous for every
-// operand are merged, so a contiguous or simply-broadcast op becomes one flat inner loop that the
-// compiler vectorises. The flat index range is split across threads.
+// broadcast dim). Dims of size 1 are dropped, the rest taken in the output's memory order, and
+// adjacent dims that are contiguous for every operand are merged, so a contiguous, channels-last
+// or simply-broadcast op becomes one flat inner loop that the compiler vectorises. The flat index range is split across threads.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstdint>
 
 #include "core/cpu/parallel.h"
@@ -24,8 +26,22 @@ struct StridedLoop {
   explicit StridedLoop(const std::array<const Tensor*, N>& ops) {
     const Shape& shape = ops[0]->shape();
     for (int i = 0; i < N; ++i) base[i] = static_cast<char*>(ops[i]->data_ptr());
+    // Walk the dims in the output's memory order (largest stride outermost), so a channels-last
+    // output (and inputs laid out like it) merges into one flat run as a contiguous one does.
+    // Every element is computed on its own, so the order changes nothing but speed. An output
+    // that repeats elements (stride 0) keeps the logical order.
+    int order[kMaxDims];
+    int n = 0;
+    bool output_dense = true;
     for (int d = 0; d < shape.size(); ++d) {
       if (shape[d] == 1) continue;
+      order[n++] = d;
+      output_dense = output_dense && ops[0]->stride(d) != 0;
+    }
+    if (output_dense)
+      std::stable_sort(order, order + n, [&](int x, int y) { return std::abs(ops[0]->stride(x)) > std::abs(ops[0]->stride(y)); });
+    for (int k = 0; k < n; ++k) {
+      const int d = order[k];
       bool merged = false;
       if (ndim > 0) {  // merge into the previous (outer) dim when contiguous for all operands
         bool ok = true;

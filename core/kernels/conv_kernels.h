@@ -1,7 +1,9 @@
 // Convolution kernels (core/ops/conv.cpp calls them; core/cpu/cpu_conv.cpp and cuda/cuda_conv.cpp
 // implement them). A kernel table: see core/kernels/registry.h.
 //
-// All tensors are contiguous NCHW; optional tensors may be undefined. A backward kernel writes
+// Activations (in, out, grad_out, grad_in) are contiguous NCHW or, on a table whose
+// takes_channels_last() says so, may be channels-last (MemoryFormat::ChannelsLast) all together;
+// weights and biases are contiguous. Optional tensors may be undefined. A backward kernel writes
 // (never accumulates into) each gradient that is defined and skips the undefined ones. Tensors
 // passed in are already on the table's device and already checked.
 #pragma once
@@ -27,6 +29,8 @@ struct ConvKernels {
   // relu(conv2d(...)) written once (conv2d_relu). A device that has it says so; elsewhere the op
   // runs conv2d and relu (the backward needs no kernel of its own: relu's mask, then conv2d's).
   virtual bool fuses_conv2d_relu() const { return false; }
+  // Whether the kernels take channels-last activations (else the op makes them contiguous NCHW).
+  virtual bool takes_channels_last() const { return false; }
   virtual void conv2d_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& out, Window2d w,
                            int64_t groups) {
     EMBER_FAIL("conv2d_relu: not fused on this device (", in.device(), ")");

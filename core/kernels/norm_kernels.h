@@ -2,7 +2,9 @@
 // cuda/cuda_batch_norm.cu and cuda/cuda_layer_norm.cu implement them). A kernel table: see
 // core/kernels/registry.h.
 //
-// All tensors are contiguous; optional tensors may be undefined. A backward kernel writes (never
+// All tensors are contiguous, except batch norm's [N, C, S] tensors (in, out, grad_out, grad_in)
+// on a table whose takes_channels_last() says so: there they may all be channels-last together
+// (strides S*C, 1, C). Optional tensors may be undefined. A backward kernel writes (never
 // accumulates into) each gradient that is defined and skips the undefined ones. Tensors passed in
 // are already on the table's device and already checked.
 #pragma once
@@ -40,6 +42,8 @@ struct NormKernels {
   // backward takes the forward's bias as well: it recomputes the ReLU's mask from in rather than
   // reading the output.
   virtual bool fuses_batch_norm_relu() const { return false; }
+  // Whether batch norm's kernels take channels-last [N, C, S] tensors (else the op makes them contiguous).
+  virtual bool takes_channels_last() const { return false; }
   virtual void batch_norm_relu(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                                const Tensor& running_var, const Tensor& out, const Tensor& save_mean,
                                const Tensor& save_invstd, bool training, double momentum, double eps) {

@@ -49,6 +49,12 @@ Shape conv_output_shape(const char* op, const Shape& input_shape, const Shape& w
   return {input_shape[0], M, (H + 2 * padding.h - ekh) / stride.h + 1, (W + 2 * padding.w - ekw) / stride.w + 1};
 }
 
+// The layout a convolution's activations get: a channels-last input stays channels-last (input,
+// output and both activation gradients) where the device's kernels take it, else NCHW.
+MemoryFormat activation_format(ConvKernels& kernels, const Tensor& activation) {
+  return kernels.takes_channels_last() ? suggest_memory_format(activation) : MemoryFormat::Contiguous;
+}
+
 // grad_output must have the forward's output shape.
 void check_grad_output(const char* op, const Tensor& grad_output, const Shape& want) {
   EMBER_CHECK(grad_output.defined(), op, ": undefined grad_output");
@@ -83,9 +89,10 @@ Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in
     return ember::relu(conv2d_op("conv2d", input, weight, bias, stride, padding, dilation, groups, false));
 
   const Window2d w = conv_window(weight.shape(), stride, padding, dilation);
-  const Tensor x = input.detach().contiguous(), wt = weight.detach().contiguous();
+  const MemoryFormat format = activation_format(kernels, input);
+  const Tensor x = input.detach().contiguous(format), wt = weight.detach().contiguous();
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
-  Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()));
+  Tensor out = empty(out_shape, TensorOptions(input.dtype()).device(input.device()), format);
   // When the weight will get a gradient, the kernel may keep what the backward would recompute
   // from the input (the CPU's im2col columns); the node saves it and hands it back.
   const bool graph = grad_needed({input, weight, bias});
@@ -104,7 +111,7 @@ Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in
     record(op, out, {input, weight, bias},
            [sx = weight.requires_grad() ? SavedTensor(input) : SavedTensor(), sw = SavedTensor(weight),
             sout = relu ? SavedTensor::output(out) : SavedTensor(), columns, relu, w, stride, padding, dilation,
-            groups, x_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
+            groups, format, x_shape = input.shape()](const Tensor& g_out, NeedsGrad n) -> Grads {
              const Tensor g = relu ? relu_backward(g_out, sout.get()) : g_out;
              const Tensor& wv = sw.get();
              if (GradMode::is_enabled()) {  // the backward is being recorded (create_graph): one op per gradient
@@ -115,11 +122,11 @@ Tensor conv2d_op(const char* op, const Tensor& input_in, const Tensor& weight_in
              }
              // Ordinary backward: the fused kernel computes the needed gradients in one pass.
              const TensorOptions opts = TensorOptions(g.dtype()).device(g.device());
-             Tensor gx = n[0] ? empty(x_shape, opts) : Tensor();
+             Tensor gx = n[0] ? empty(x_shape, opts, format) : Tensor();
              Tensor gw = n[1] ? empty(wv.shape(), opts) : Tensor();
              Tensor gb = n[2] ? empty({wv.size(0)}, opts) : Tensor();
-             conv_kernels(g.device()).conv2d_backward_with_columns(g.contiguous(),
-                                                                   n[1] ? sx.get().contiguous() : Tensor(),
+             conv_kernels(g.device()).conv2d_backward_with_columns(g.contiguous(format),
+                                                                   n[1] ? sx.get().contiguous(format) : Tensor(),
                                                                    wv.contiguous(), gx, gw, gb, w, groups, columns);
              return {gx, gw, gb};
            });
@@ -149,10 +156,11 @@ Tensor conv2d_backward_input(const Tensor& grad_output, const Tensor& weight, co
   detail::check_same_kind(op, grad_output, weight, "weight");
 
   const Window2d w = conv_window(weight.shape(), stride, padding, dilation);
-  Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()));
-  conv_kernels(grad_output.device())
-      .conv2d_backward(grad_output.contiguous(), Tensor(), weight.contiguous(), gx, Tensor(),
-                       Tensor(), w, groups);
+  ConvKernels& kernels = conv_kernels(grad_output.device());
+  const MemoryFormat format = activation_format(kernels, grad_output);
+  Tensor gx = empty(input_shape, TensorOptions(grad_output.dtype()).device(grad_output.device()), format);
+  kernels.conv2d_backward(grad_output.contiguous(format), Tensor(), weight.contiguous(), gx, Tensor(), Tensor(), w,
+                          groups);
 
   if (grad_needed({grad_output, weight}))
     // gx is linear in g and in W: <ggx, gx> = <conv2d(ggx, W), g>.
@@ -182,9 +190,10 @@ Tensor conv2d_backward_weight(const Tensor& grad_output, const Tensor& input, co
   // The kernel reads only the weight's shape when no input gradient is asked for: a one-element
   // tensor broadcast to that shape stands in for it.
   const Tensor weight_geometry = empty({1, 1, 1, 1}, opts).expand(weight_shape);
-  conv_kernels(grad_output.device())
-      .conv2d_backward(grad_output.contiguous(), input.contiguous(), weight_geometry, Tensor(), gw,
-                       Tensor(), w, groups);
+  ConvKernels& kernels = conv_kernels(grad_output.device());
+  const MemoryFormat format = activation_format(kernels, input);
+  kernels.conv2d_backward(grad_output.contiguous(format), input.contiguous(format), weight_geometry, Tensor(), gw,
+                          Tensor(), w, groups);
 
   if (grad_needed({grad_output, input}))
     // gW is linear in g and in x: <ggW, gW> = <conv2d(x, ggW), g>.

@@ -55,6 +55,21 @@ Tensor with_scalar(const Tensor& a, double s) {
   return is_floating(a.dtype()) || integral ? a : a.to(kDefaultFloat);
 }
 
+// A fresh result of `shape` for an elementwise op on `operands`: on the CPU it is channels-last
+// when an operand of that very shape is (a channels-last activation gives a channels-last
+// result, so a network stays in the layout its convolutions read), else contiguous. The CPU's
+// strided loop walks any such layout as one flat run. Other devices' kernels write contiguous
+// results.
+Tensor elementwise_result(const Shape& shape, DType dtype, std::initializer_list<const Tensor*> operands) {
+  const Device device = (*operands.begin())->device();
+  MemoryFormat format = MemoryFormat::Contiguous;
+  if (device.is_cpu() && shape.size() == 4)
+    for (const Tensor* t : operands)
+      if (t->shape() == shape && suggest_memory_format(*t) == MemoryFormat::ChannelsLast)
+        format = MemoryFormat::ChannelsLast;
+  return empty(shape, TensorOptions(dtype).device(device), format);
+}
+
 // Runs a binary kernel on broadcast views of a and b (already promoted to one dtype);
 // comparisons produce uint8.
 Tensor binary_kernel(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
@@ -62,7 +77,7 @@ Tensor binary_kernel(BinaryOp op, const char* name, const Tensor& a, const Tenso
               dtype_name(b.dtype()), ")");
   Shape shape = broadcast_shapes(name, a.shape(), b.shape());
   DType out_dtype = binary_is_comparison(op) ? kUInt8 : a.dtype();
-  Tensor out = empty(shape, TensorOptions(out_dtype).device(a.device()));
+  Tensor out = elementwise_result(shape, out_dtype, {&a, &b});
   backend_of(a).binary(op, a.detach().expand(shape), b.detach().expand(shape), out);
   return out;
 }
@@ -75,7 +90,7 @@ Tensor compare(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) 
 
 Tensor unary_kernel(UnaryOp op, const Tensor& a, Scalars s = {}) {
   DType out_dtype = unary_is_comparison(op) ? kUInt8 : a.dtype();
-  Tensor out = empty(a.shape(), TensorOptions(out_dtype).device(a.device()));
+  Tensor out = elementwise_result(a.shape(), out_dtype, {&a});
   backend_of(a).unary(op, a, out, s);
   return out;
 }
@@ -408,7 +423,7 @@ Tensor fused_backward(BinaryOp op, const char* name, const Tensor& g, const Tens
   EMBER_CHECK(g.dtype() == saved.dtype(), name, ": gradient dtype ", dtype_name(g.dtype()),
               " and saved tensor dtype ", dtype_name(saved.dtype()), " differ");
   require_float(name, g);
-  Tensor out = empty(g.shape(), TensorOptions(g.dtype()).device(g.device()));
+  Tensor out = elementwise_result(g.shape(), g.dtype(), {&g, &saved});
   backend_of(g).binary(op, g.detach(), saved.detach(), out);
   return out;
 }

@@ -17,10 +17,11 @@ Tensor finish(Tensor t, const TensorOptions& o) {
 // A fresh contiguous tensor for factory `op`. The byte size is checked before anything is
 // allocated, so a shape whose element or byte count overflows int64 is an error naming `op` and
 // the shape, never a wrapped size, a tiny buffer and a crash in the fill.
-Tensor allocate(const char* op, const Shape& shape, const TensorOptions& o) {
+Tensor allocate(const char* op, const Shape& shape, const TensorOptions& o,
+                MemoryFormat format = MemoryFormat::Contiguous) {
   const int64_t nbytes = checked_nbytes(shape, static_cast<int64_t>(dtype_size(o.dtype_)), op);
   auto storage = std::make_shared<Storage>(static_cast<size_t>(nbytes), backend(o.device_).allocator());
-  return make_tensor(std::move(storage), shape, contiguous_strides(shape), 0, o.dtype_);
+  return make_tensor(std::move(storage), shape, strides_for(shape, format), 0, o.dtype_);
 }
 
 Tensor filled(const char* op, const Shape& shape, double value, const TensorOptions& o) {
@@ -31,6 +32,9 @@ Tensor filled(const char* op, const Shape& shape, double value, const TensorOpti
 }  // namespace
 
 Tensor empty(const Shape& shape, TensorOptions o) { return finish(allocate("empty", shape, o), o); }
+Tensor empty(const Shape& shape, TensorOptions o, MemoryFormat format) {
+  return finish(allocate("empty", shape, o, format), o);
+}
 Tensor full(const Shape& shape, double value, TensorOptions o) { return filled("full", shape, value, o); }
 Tensor zeros(const Shape& shape, TensorOptions o) { return filled("zeros", shape, 0.0, o); }
 Tensor ones(const Shape& shape, TensorOptions o) { return filled("ones", shape, 1.0, o); }

@@ -53,23 +53,24 @@ std::tuple<Tensor, Tensor, Tensor> affine_norm_grads(const Tensor& g, const Tens
   return {gx, gw, gb};
 }
 
-// The fused kernel bodies, on the kernel's views: x [N, C, S] (batch norm) or [rows, cols] (layer
-// norm), contiguous; w [C] / [cols] contiguous or undefined; g has the input's shape. The forward's
+// The fused kernel bodies, on the kernel's views: x [N, C, S] (batch norm: contiguous, or
+// channels-last when `format` says so) or [rows, cols] (layer norm, contiguous); w [C] / [cols] contiguous or undefined; g has the input's shape. The forward's
 // backward calls these directly with the views it saved, so an ordinary backward allocates exactly
 // the gradients.
 // With `relu` (batch_norm_relu's backward), b is the forward's bias, for the ReLU's mask.
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_fused(const Tensor& g, const Tensor& x, const Tensor& w,
                                                              const Tensor& save_mean, const Tensor& save_invstd,
                                                              bool training, double eps, std::array<bool, 3> mask,
-                                                             bool relu = false, const Tensor& b = Tensor()) {
+                                                             MemoryFormat format, bool relu = false,
+                                                             const Tensor& b = Tensor()) {
   const int64_t C = x.size(1);
   const TensorOptions o = TensorOptions(x.dtype()).device(x.device());
-  Tensor gx = mask[0] ? empty(g.shape(), o) : Tensor();
+  Tensor gx = mask[0] ? empty(g.shape(), o, format) : Tensor();
   if (x.numel() == 0) return {gx, mask[1] ? zeros({C}, o) : Tensor(), mask[2] ? zeros({C}, o) : Tensor()};
   Tensor gw = mask[1] ? empty({C}, o) : Tensor();
   Tensor gb = mask[2] ? empty({C}, o) : Tensor();
   NormKernels& kernels = norm_kernels(x.device());
-  const Tensor gv = g.contiguous().view(x.shape()), gxv = mask[0] ? gx.view(x.shape()) : Tensor();
+  const Tensor gv = g.contiguous(format).view(x.shape()), gxv = mask[0] ? gx.view(x.shape()) : Tensor();
   if (relu)
     kernels.batch_norm_relu_backward(gv, x, w, b, save_mean.contiguous(), save_invstd.contiguous(), gxv, gw, gb,
                                      training, eps);
@@ -130,9 +131,13 @@ Tensor batch_norm_op(const char* op, const Tensor& input_in, const Tensor& runni
     return ember::relu(batch_norm_op("batch_norm", input, running_mean, running_var, weight, bias, training, momentum,
                                      eps, false));
 
-  const Tensor x = input.detach().contiguous().view({N, C, S});
+  // A channels-last input stays so where the kernels take it (the CPU's): x, out and the gradients
+  // are then [N, C, S] views with strides (S*C, 1, C).
+  const MemoryFormat format =
+      kernels.takes_channels_last() ? suggest_memory_format(input) : MemoryFormat::Contiguous;
+  const Tensor x = input.detach().contiguous(format).view({N, C, S});
   const TensorOptions opts = TensorOptions(input.dtype()).device(input.device());
-  Tensor out = empty(input.shape(), opts);
+  Tensor out = empty(input.shape(), opts, format);
   Tensor save_mean = empty({C}, opts), save_invstd = empty({C}, opts);
   const Tensor w = weight.defined() ? weight.detach().contiguous() : Tensor();
   const Tensor b = bias.defined() ? bias.detach().contiguous() : Tensor();
@@ -154,15 +159,15 @@ Tensor batch_norm_op(const char* op, const Tensor& input_in, const Tensor& runni
     record(op, out, {input, weight, bias},
            [sx = SavedTensor(x), sw = SavedTensor(w), sb = SavedTensor(b), sinput = SavedTensor(input),
             sweight = SavedTensor(weight), sm = SavedTensor(save_mean), si = SavedTensor(save_invstd),
-            sout = relu ? SavedTensor::output(out) : SavedTensor(), use_batch_stats, eps,
-            relu](const Tensor& g, NeedsGrad n) -> Grads {
+            sout = relu ? SavedTensor::output(out) : SavedTensor(), use_batch_stats, eps, relu,
+            format](const Tensor& g, NeedsGrad n) -> Grads {
              const std::array<bool, 3> mask = {n[0], n[1], n[2]};
              auto [gx, gw, gb] =
                  GradMode::is_enabled()
                      ? batch_norm_backward(relu ? relu_backward(g, sout.get()) : g, sinput.get(), sweight.get(),
                                            sm.get(), si.get(), use_batch_stats, eps, mask)
                      : batch_norm_backward_fused(g, sx.get(), sw.get(), sm.get(), si.get(), use_batch_stats, eps, mask,
-                                                 relu, sb.get());
+                                                 format, relu, sb.get());
              return {gx, gw, gb};
            });
   return out;
@@ -239,9 +244,11 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad_output
   if (grad_needed({grad_output, input, weight}))  // a graph is being recorded: the differentiable body
     return batch_norm_backward_composite(grad_output, input, weight, save_mean, save_invstd, training, eps, mask);
 
-  return batch_norm_backward_fused(grad_output, input.contiguous().view({N, C, S}),
+  const MemoryFormat format = norm_kernels(input.device()).takes_channels_last() ? suggest_memory_format(input)
+                                                                                 : MemoryFormat::Contiguous;
+  return batch_norm_backward_fused(grad_output, input.contiguous(format).view({N, C, S}),
                                    weight.defined() ? weight.contiguous() : Tensor(), save_mean, save_invstd, training,
-                                   eps, mask);
+                                   eps, mask, format);
 }
 
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_composite(const Tensor& grad_output, const Tensor& input,

@@ -6,7 +6,7 @@
 
 namespace ember::nn::models {
 
-ResNet::ResNet(const ResNetOptions& o) : Module("ResNet") {
+ResNet::ResNet(const ResNetOptions& o) : Module("ResNet"), memory_format(o.memory_format) {
   EMBER_CHECK(!o.blocks.empty() && o.blocks.size() == o.channels.size(), "ResNet: blocks has ", o.blocks.size(),
               " stages and channels ", o.channels.size(), "; they need the same, non-zero number");
   EMBER_CHECK(o.in_channels > 0 && o.num_classes > 0, "ResNet: in_channels (", o.in_channels,
@@ -36,7 +36,8 @@ ResNet::ResNet(const ResNetOptions& o) : Module("ResNet") {
 }
 
 Tensor ResNet::forward(const Tensor& input) {
-  Tensor x = bn1->forward_relu(conv1->forward(input));
+  const bool to_channels_last = memory_format == MemoryFormat::ChannelsLast && input.device().is_cpu() && input.dim() == 4;
+  Tensor x = bn1->forward_relu(conv1->forward(to_channels_last ? input.contiguous(MemoryFormat::ChannelsLast) : input));
   for (const auto& stage : layers) x = stage->forward(x);
   return fc->forward(avgpool->forward(x).flatten(1));  // [N, C, 1, 1] -> [N, C] -> [N, classes]
 }

@@ -35,6 +35,12 @@ struct ResNetOptions {
   std::vector<int64_t> channels;  // output channels per stage, e.g. {16, 32, 64}
   int64_t in_channels = 3;        // of the input image
   int64_t num_classes = 10;
+  // The layout the activations of a CPU forward run in. ChannelsLast (the default): the input is
+  // copied channels-last once and every convolution, batch norm and residual add after it reads
+  // and writes that layout, which oneDNN's convolutions take without a reorder (on the CPU they
+  // cost a reorder of each activation in and out otherwise; bench/RESULTS.md). The values are the
+  // same either way. Contiguous: the input's own layout. Other devices run NCHW.
+  MemoryFormat memory_format = MemoryFormat::ChannelsLast;
 };
 
 class ResNet : public Module {
@@ -49,6 +55,7 @@ class ResNet : public Module {
   std::vector<std::shared_ptr<Sequential>> layers;
   std::shared_ptr<AdaptiveAvgPool2d> avgpool;
   std::shared_ptr<Linear> fc;
+  MemoryFormat memory_format;  // options.memory_format
 };
 
 // He et al.'s CIFAR ResNet with 6n+2 layers: n basic blocks per stage, 16/32/64 channels.

@@ -137,6 +137,8 @@ const std::vector<ConvCase>& conv_cases() {
       {"resnet_3x3_16", {2, 16, 8, 8}, {16, 16, 3, 3}, false, 1, 1, 1},
       {"resnet_3x3_32_winograd", {2, 32, 8, 8}, {32, 32, 3, 3}, false, 1, 1, 1},
       {"resnet_3x3_64_winograd", {2, 64, 8, 8}, {64, 64, 3, 3}, false, 1, 1, 1},
+      // one output channel: the output and its gradient are both layouts at once
+      {"one_output_channel", {2, 4, 6, 6}, {1, 4, 3, 3}, true, 1, 1, 1},
   };
   return cs;
 }
@@ -155,7 +157,7 @@ ConvResult run_conv(const ConvCase& c, DType dtype, MemoryFormat format, bool re
   const Tensor v = rand_f64(out.shape(), -1, 1, 14).to(dtype);
   (out * v).sum().backward();
   if (format == kCL && c.x[1] > 1) {
-    EXPECT_TRUE(is_channels_last(out)) << out.strides();
+    if (c.w[0] > 1) EXPECT_TRUE(is_channels_last(out)) << out.strides();
     EXPECT_TRUE(is_channels_last(x.grad())) << x.grad().strides();
   }
   return {out.detach(), x.grad(), w.grad(), c.bias ? b.grad() : Tensor()};
@@ -223,6 +225,20 @@ TEST(ChannelsLast, ConvolutionGradcheck) {
         return conv2d_backward_weight(x[0].contiguous(kCL), x[1].contiguous(kCL), {4, 3, 3, 3}, 1, 1, 1, 1);
       },
       {rand_f64({2, 4, 5, 5}, -1, 1, 8), rand_f64({2, 3, 5, 5}, -1, 1, 9)});
+}
+
+TEST(ChannelsLast, EmptyBatchesAndOddShapes) {
+  // No images: shapes out, no kernel touches memory. One pixel per channel: plainly contiguous.
+  for (DType dtype : {kFloat32, kFloat64}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor x = empty({0, 3, 5, 5}, TensorOptions(dtype), kCL);
+    const Tensor w = rand_f64({4, 3, 3, 3}).to(dtype);
+    EXPECT_EQ(F::conv2d(x, w, Tensor(), 1, 1).shape(), (Shape{0, 4, 5, 5}));
+    const Tensor rm = zeros({3}, TensorOptions(dtype)), rv = ones({3}, TensorOptions(dtype));
+    EXPECT_EQ(batch_norm(x, rm, rv, Tensor(), Tensor(), false, 0.1, 1e-5).shape(), x.shape());
+    const Tensor p = rand_f64({2, 3, 1, 1}, -1, 1, 3).to(dtype).contiguous(kCL);
+    expect_close(relu(p), relu(rand_f64({2, 3, 1, 1}, -1, 1, 3).to(dtype)), 0, 0);
+  }
 }
 
 // ---- batch norm ----

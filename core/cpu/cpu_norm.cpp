@@ -130,6 +130,86 @@ void affine2(const T* g, const T* x, int64_t n, T k, T a, T b, T* out) {
 
 namespace {
 
+// The forward's data pointers (optional tensors: nullptr), for both layouts' loops.
+template <typename T>
+struct ForwardPointers {
+  const T *x, *w, *b;
+  T *rm, *rv, *y, *sm, *si;
+  ForwardPointers(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd)
+      : x(in.data<T>()),
+        w(ptr_or_null<T>(weight)),
+        b(ptr_or_null<T>(bias)),
+        rm(running_mean.defined() ? running_mean.data<T>() : nullptr),
+        rv(running_var.defined() ? running_var.data<T>() : nullptr),
+        y(out.data<T>()),
+        sm(save_mean.data<T>()),
+        si(save_invstd.data<T>()) {}
+};
+
+// One channel's statistics, the same for both layouts. Training: from the shifted sums s = sum(x - k)
+// and q = sum((x - k)^2) over `count` values (see the top of the file), and the running statistics
+// (when given) updated with `momentum`; otherwise the running statistics. Writes the saved mean and
+// invstd (rounded to T) and returns them unrounded.
+struct ChannelStats {
+  double mean, invstd;
+};
+template <typename T>
+ChannelStats channel_statistics(int64_t c, bool training, double k, double s, double q, int64_t count,
+                                double momentum, double eps, T* rm, T* rv, T* sm, T* si) {
+  double mean, invstd;
+  if (training) {
+    const double shifted_mean = s / static_cast<double>(count);
+    mean = k + shifted_mean;
+    // biased: what normalises the batch; q becomes the sum of squared deviations from the mean
+    q = std::max(0.0, q - s * shifted_mean);
+    invstd = 1.0 / std::sqrt(q / static_cast<double>(count) + eps);
+    if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * mean);
+    if (rv) {  // unbiased, as PyTorch stores it (count > 1 is checked by the op)
+      const double unbiased = q / static_cast<double>(count - 1);
+      rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * unbiased);
+    }
+  } else {
+    mean = rm[c];
+    invstd = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+  }
+  sm[c] = static_cast<T>(mean);
+  si[c] = static_cast<T>(invstd);
+  return {mean, invstd};
+}
+
+// The backward for channel c from sum_g = sum(g) and sum_gd = sum(g * (x - mean)) (of the ReLU-
+// masked g under relu): writes the weight and bias gradients (where wanted) and returns the
+// constants of dx = k * g + a * x + b. With batch statistics (training)
+//   dx = k * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))),   k = invstd * w;
+// with running ones the last two terms are constants' derivatives, zero.
+template <typename T>
+struct InputGradCoefficients {
+  T k, a, b;
+};
+template <typename T>
+InputGradCoefficients<T> channel_backward(int64_t c, double sum_g, double sum_gd, int64_t count, bool training,
+                                          const T* sm, const T* si, const T* w, T* gw, T* gb) {
+  const double mean = sm[c], invstd = si[c];
+  if (gb) gb[c] = static_cast<T>(sum_g);
+  if (gw) gw[c] = static_cast<T>(sum_gd * invstd);
+  const double k = invstd * (w ? w[c] : 1.0);
+  const double mean_g = training ? sum_g / static_cast<double>(count) : 0.0;
+  const double proj = training ? sum_gd / static_cast<double>(count) * invstd * invstd : 0.0;
+  return {static_cast<T>(k), static_cast<T>(-k * proj), static_cast<T>(-k * mean_g + k * proj * mean)};
+}
+
+// The forward's y = x * scale + shift for channel c: batch_norm_relu's from the saved (rounded)
+// statistics (relu_scale_shift, so the backward's mask agrees), batch_norm's from the unrounded ones.
+template <typename T>
+void forward_scale_shift(ChannelStats st, const T* sm, const T* si, const T* w, const T* b, int64_t c, bool relu,
+                         T& scale, T& shift) {
+  if (relu) return relu_scale_shift(sm[c], si[c], w, b, c, scale, shift);
+  const double sc = st.invstd * (w ? w[c] : 1.0);
+  scale = static_cast<T>(sc);
+  shift = static_cast<T>((b ? b[c] : 0.0) - st.mean * sc);
+}
+
 // ---- channels-last: in [N, C, S] with strides (S*C, 1, C), i.e. N*S rows of C channels ----
 // Every row holds one value of each channel, so the per-channel sums run along the row (a vector
 // of channels) and threads split the rows, each keeping its own partial sums, added up after. The
@@ -197,11 +277,13 @@ void row_affine2(const T* g, const T* x, int64_t C, const T* k, const T* a, cons
   for (int64_t c = 0; c < C; ++c) out[c] = k[c] * g[c] + a[c] * x[c] + b[c];
 }
 
-// The channel statistics of x [rows, C] in training: mean and biased-variance sum of squares,
-// chunked over rows (each chunk its own partial sums) and added up in chunk order.
+// The shifted sums of every channel of x [rows, C] (for channel_statistics): k[c] the shift (row
+// 0's value, as the NCHW loop's first value of the channel), s[c] and q[c] the sums, chunked over
+// rows (each chunk its own partial sums) and added up in chunk order.
 template <typename T>
-void channels_last_stats(const T* x, int64_t count, int64_t C, std::vector<double>& mean, std::vector<double>& ss) {
-  std::vector<double> k(x, x + C);  // the shift: row 0 (count > 0 here)
+void channels_last_sums(const T* x, int64_t count, int64_t C, std::vector<double>& k, std::vector<double>& s,
+                        std::vector<double>& q) {
+  k.assign(x, x + C);  // count > 0 here
   std::vector<double> part(static_cast<size_t>(2 * kRowChunks * C), 0.0);
   const int64_t per = (count + kRowChunks - 1) / kRowChunks;
   parallel_for(kRowChunks, items_per_grain(Grain::Normalization, per * C), [&](int64_t j0, int64_t j1) {
@@ -210,18 +292,13 @@ void channels_last_stats(const T* x, int64_t count, int64_t C, std::vector<doubl
       row_shifted_sums(x + r0 * C, r1 - r0, C, k.data(), &part[2 * j * C], &part[(2 * j + 1) * C]);
     }
   });
-  mean.assign(C, 0.0);
-  ss.assign(C, 0.0);
-  for (int64_t c = 0; c < C; ++c) {
-    double s = 0, q = 0;
+  s.assign(C, 0.0);
+  q.assign(C, 0.0);
+  for (int64_t c = 0; c < C; ++c)
     for (int64_t j = 0; j < kRowChunks; ++j) {
-      s += part[2 * j * C + c];
-      q += part[(2 * j + 1) * C + c];
+      s[c] += part[2 * j * C + c];
+      q[c] += part[(2 * j + 1) * C + c];
     }
-    const double shifted_mean = s / static_cast<double>(count);
-    mean[c] = k[c] + shifted_mean;
-    ss[c] = std::max(0.0, q - s * shifted_mean);
-  }
 }
 
 void batch_norm_channels_last(const Tensor& in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
@@ -229,35 +306,17 @@ void batch_norm_channels_last(const Tensor& in, const Tensor& weight, const Tens
                               const Tensor& save_invstd, bool training, double momentum, double eps, bool relu) {
   const int64_t C = in.size(1), count = in.size(0) * in.size(2);
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
-    const T* x = in.data<T>();
-    const T *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
-    T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
-    T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
-    T* y = out.data<T>();
-    T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
-    std::vector<double> mean, ss;
-    if (training) channels_last_stats(x, count, C, mean, ss);
+    const ForwardPointers<T> p(in, weight, bias, running_mean, running_var, out, save_mean, save_invstd);
+    const T *x = p.x, *w = p.w, *b = p.b;
+    T *rm = p.rm, *rv = p.rv, *y = p.y, *sm = p.sm, *si = p.si;
+    std::vector<double> k, sums, squares;
+    if (training) channels_last_sums(x, count, C, k, sums, squares);
     std::vector<T> scale(C), shift(C);
     for (int64_t c = 0; c < C; ++c) {
-      double m, invstd;
-      if (training) {
-        m = mean[c];
-        invstd = 1.0 / std::sqrt(ss[c] / static_cast<double>(count) + eps);
-        if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * m);
-        if (rv) rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * (ss[c] / static_cast<double>(count - 1)));
-      } else {
-        m = rm[c];
-        invstd = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
-      }
-      sm[c] = static_cast<T>(m);
-      si[c] = static_cast<T>(invstd);
-      if (relu) {
-        relu_scale_shift(sm[c], si[c], w, b, c, scale[c], shift[c]);
-      } else {
-        const double sc = invstd * (w ? w[c] : 1.0);
-        scale[c] = static_cast<T>(sc);
-        shift[c] = static_cast<T>((b ? b[c] : 0.0) - m * sc);
-      }
+      const ChannelStats st = training ? channel_statistics(c, true, k[c], sums[c], squares[c], count, momentum, eps,
+                                                            rm, rv, sm, si)
+                                       : channel_statistics(c, false, 0, 0, 0, count, momentum, eps, rm, rv, sm, si);
+      forward_scale_shift(st, sm, si, w, b, c, relu, scale[c], shift[c]);
     }
     const T *sc = scale.data(), *sh = shift.data();
     parallel_for(count, items_per_grain(Grain::Normalization, C), [&](int64_t r0, int64_t r1) {
@@ -303,6 +362,8 @@ void batch_norm_backward_channels_last(const Tensor& grad_out, const Tensor& in,
         }
       }
     });
+    T* gw = grad_weight.defined() ? grad_weight.data<T>() : nullptr;
+    T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
     std::vector<T> kk(C), a(C), b0(C);
     for (int64_t c = 0; c < C; ++c) {
       double sum_g = 0, sum_gd = 0;
@@ -310,16 +371,10 @@ void batch_norm_backward_channels_last(const Tensor& grad_out, const Tensor& in,
         sum_g += part[2 * j * C + c];
         sum_gd += part[(2 * j + 1) * C + c];
       }
-      const double invstd = si[c];
-      if (grad_bias.defined()) grad_bias.data<T>()[c] = static_cast<T>(sum_g);
-      if (grad_weight.defined()) grad_weight.data<T>()[c] = static_cast<T>(sum_gd * invstd);
-      // as the NCHW loop: dx = k * g + a * x + b0 per channel
-      const double k = invstd * (w ? w[c] : 1.0);
-      const double mean_g = training ? sum_g / static_cast<double>(count) : 0.0;
-      const double proj = training ? sum_gd / static_cast<double>(count) * invstd * invstd : 0.0;
-      kk[c] = static_cast<T>(k);
-      a[c] = static_cast<T>(-k * proj);
-      b0[c] = static_cast<T>(-k * mean_g + k * proj * mean[c]);
+      const InputGradCoefficients<T> d = channel_backward(c, sum_g, sum_gd, count, training, sm, si, w, gw, gb);
+      kk[c] = d.k;
+      a[c] = d.a;
+      b0[c] = d.b;
     }
     if (!gx) return;
     const T *pk = kk.data(), *pa = a.data(), *pb = b0.data();
@@ -346,45 +401,23 @@ void batch_norm_cpu(const Tensor& in, const Tensor& weight, const Tensor& bias, 
                                     momentum, eps, relu);
   const int64_t N = in.size(0), C = in.size(1), S = in.size(2), count = N * S;
   EMBER_DISPATCH_FLOAT(in.dtype(), "batch_norm", [&]<typename T>() {
-    const T* x = in.data<T>();
-    const T *w = ptr_or_null<T>(weight), *b = ptr_or_null<T>(bias);
-    T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
-    T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
-    T* y = out.data<T>();
-    T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    const ForwardPointers<T> p(in, weight, bias, running_mean, running_var, out, save_mean, save_invstd);
+    const T *x = p.x, *w = p.w, *b = p.b;
+    T *rm = p.rm, *rv = p.rv, *y = p.y, *sm = p.sm, *si = p.si;
     parallel_for(C, items_per_grain(Grain::Normalization, count), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
-        double mean, invstd;
+        double k = 0, s = 0, q = 0;
         if (training) {
-          const double k = x[c * S];  // the shift (see the top of the file); count > 0 here
-          double s = 0, ss = 0;
-          for (int64_t n = 0; n < N; ++n) add_shifted_sums(x + (n * C + c) * S, S, k, s, ss);
-          const double shifted_mean = s / static_cast<double>(count);
-          mean = k + shifted_mean;
-          // biased: what normalises the batch; ss is the sum of squared deviations from the mean
-          ss = std::max(0.0, ss - s * shifted_mean);
-          const double var = ss / static_cast<double>(count);
-          invstd = 1.0 / std::sqrt(var + eps);
-          if (rm) rm[c] = static_cast<T>((1 - momentum) * rm[c] + momentum * mean);
-          if (rv) {  // unbiased, as PyTorch stores it (count > 1 is checked by the op)
-            const double unbiased = ss / static_cast<double>(count - 1);
-            rv[c] = static_cast<T>((1 - momentum) * rv[c] + momentum * unbiased);
-          }
-        } else {
-          mean = rm[c];
-          invstd = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+          k = x[c * S];  // the shift (see the top of the file); count > 0 here
+          for (int64_t n = 0; n < N; ++n) add_shifted_sums(x + (n * C + c) * S, S, k, s, q);
         }
-        sm[c] = static_cast<T>(mean);
-        si[c] = static_cast<T>(invstd);
+        const ChannelStats st = channel_statistics(c, training, k, s, q, count, momentum, eps, rm, rv, sm, si);
+        T sc, sh;  // y = x * scale + shift: one multiply-add per element
+        forward_scale_shift(st, sm, si, w, b, c, relu, sc, sh);
         if (relu) {
-          T sc, sh;
-          relu_scale_shift(sm[c], si[c], w, b, c, sc, sh);
           for (int64_t n = 0; n < N; ++n) scale_shift_relu(x + (n * C + c) * S, S, sc, sh, y + (n * C + c) * S);
           continue;
         }
-        // y = x * scale + shift: one multiply-add per element.
-        const double scale = invstd * (w ? w[c] : 1.0);
-        const T sc = static_cast<T>(scale), sh = static_cast<T>((b ? b[c] : 0.0) - mean * scale);
         for (int64_t n = 0; n < N; ++n) scale_shift(x + (n * C + c) * S, S, sc, sh, y + (n * C + c) * S);
       }
     });
@@ -416,7 +449,7 @@ void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& in, const Ten
     T* gb = grad_bias.defined() ? grad_bias.data<T>() : nullptr;
     parallel_for(C, items_per_grain(Grain::Normalization, count), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
-        const double mean = sm[c], invstd = si[c];
+        const double mean = sm[c];
         T sc = 0, sh = 0;  // batch_norm_relu: the forward's scale and shift, for the mask
         if (relu) relu_scale_shift(sm[c], si[c], w, bb, c, sc, sh);
         double sum_g = 0, sum_gd = 0;  // sum(g), sum(g * (x - mean)), of the masked g under relu
@@ -425,20 +458,12 @@ void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& in, const Ten
           if (relu) add_grad_sums_relu(g + at, x + at, S, mean, sc, sh, sum_g, sum_gd, gx ? gx + at : nullptr);
           else add_grad_sums(g + at, x + at, S, mean, sum_g, sum_gd);
         }
-        if (gb) gb[c] = static_cast<T>(sum_g);
-        if (gw) gw[c] = static_cast<T>(sum_gd * invstd);
+        const InputGradCoefficients<T> d = channel_backward(c, sum_g, sum_gd, count, training, sm, si, w, gw, gb);
         if (!gx) continue;
-        const double k = invstd * (w ? w[c] : 1.0);
-        // training: dx = k * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean)))
-        //         = k * g + a * (x - mean) + b0   with the per-channel constants below
-        const double mean_g = training ? sum_g / static_cast<double>(count) : 0.0;
-        const double proj = training ? sum_gd / static_cast<double>(count) * invstd * invstd : 0.0;
-        const T kk = static_cast<T>(k), a = static_cast<T>(-k * proj);
-        const T b0 = static_cast<T>(-k * mean_g + k * proj * mean);
         for (int64_t n = 0; n < N; ++n) {
           const int64_t at = (n * C + c) * S;
           // Under relu, gx holds the masked gradient already (add_grad_sums_relu): in place.
-          affine2(relu ? gx + at : g + at, x + at, S, kk, a, b0, gx + at);
+          affine2(relu ? gx + at : g + at, x + at, S, d.k, d.a, d.b, gx + at);
         }
       }
     });

@@ -54,9 +54,9 @@ std::tuple<Tensor, Tensor, Tensor> affine_norm_grads(const Tensor& g, const Tens
 }
 
 // The fused kernel bodies, on the kernel's views: x [N, C, S] (batch norm: contiguous, or
-// channels-last when `format` says so) or [rows, cols] (layer norm, contiguous); w [C] / [cols] contiguous or undefined; g has the input's shape. The forward's
-// backward calls these directly with the views it saved, so an ordinary backward allocates exactly
-// the gradients.
+// channels-last when `format` says so) or [rows, cols] (layer norm, contiguous); w [C] / [cols]
+// contiguous or undefined; g has the input's shape. The forward's backward calls these directly
+// with the views it saved, so an ordinary backward allocates exactly the gradients.
 // With `relu` (batch_norm_relu's backward), b is the forward's bias, for the ReLU's mask.
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward_fused(const Tensor& g, const Tensor& x, const Tensor& w,
                                                              const Tensor& save_mean, const Tensor& save_invstd,

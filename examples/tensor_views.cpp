@@ -82,6 +82,20 @@ int main() {
   expect("xt.reshape shares storage", r2.storage() == x.storage(), false);
   // [/reshape]
 
+  // [channels_last]
+  // The same [N, C, H, W] values laid out pixel by pixel: one pixel's C channels side by side.
+  Tensor img = arange(2 * 3 * 2 * 2).view({2, 3, 2, 2});
+  Tensor nhwc = img.contiguous(MemoryFormat::ChannelsLast);  // a copy into the other order
+  expect("nhwc.strides()", nhwc.strides(), Shape{12, 1, 6, 3});
+  expect("nhwc.is_contiguous()", nhwc.is_contiguous(), false);
+  expect("nhwc.is_contiguous(ChannelsLast)", nhwc.is_contiguous(MemoryFormat::ChannelsLast), true);
+  expect("nhwc[0, 1, 0, 1] == img[0, 1, 0, 1]",
+         nhwc.select(0, 0).select(0, 1).select(0, 0).select(0, 1).item() ==
+             img.select(0, 0).select(0, 1).select(0, 0).select(0, 1).item(),
+         true);
+  expect("relu(nhwc) keeps the layout", relu(nhwc).strides(), Shape{12, 1, 6, 3});
+  // [/channels_last]
+
   // [version]
   // Every view of one storage shares its version counter, bumped by each in-place write.
   // Autograd saves the version with each saved tensor and compares it in backward.

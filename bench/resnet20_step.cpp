@@ -69,8 +69,10 @@ int main(int argc, char** argv) {
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     const bench::Spread s = bench::spread(ms);
-    std::printf("ember resnet20 (%s) batch %lld, %d threads: step %.1f ms median (min %.1f, max %.1f) over %d steps, loss %.4f\n",
-                layout.c_str(), static_cast<long long>(batch), get_num_threads(), s.median, s.min, s.max, steps, loss);
+    std::printf(
+        "ember resnet20 (%s) batch %lld, %d threads: step %.1f ms median (min %.1f, max %.1f) over %d steps, "
+        "loss %.4f\n",
+        layout.c_str(), static_cast<long long>(batch), get_num_threads(), s.median, s.min, s.max, steps, loss);
     std::printf(
         "{\"framework\": \"ember\", \"model\": \"resnet20\", \"batch\": %lld, \"threads\": %d, \"steps\": %d, "
         "\"step_ms_median\": %.3f, \"step_ms_min\": %.3f, \"step_ms_max\": %.3f, \"loss\": %.5f, "

@@ -11,7 +11,7 @@
 // on channels-last tensors (MemoryFormat::ChannelsLast, NHWC in memory) gets a primitive that reads
 // and writes NHWC itself (AVX-512 kernels too), so a network kept channels-last
 // (nn::models::ResNet) copies no activation around its direct convolutions; its Winograd ones
-// still reorder, NHWC <-> nChw16c, several times cheaper than from NCHW (activation_layout).
+// still reorder, NHWC <-> nChw16c, several times cheaper than from NCHW (activation_layouts).
 //
 // Algorithm: direct, or Winograd F(4x4, 3x3) where the rule below measured it faster. Winograd
 // computes a 3x3 convolution on 6x6 input tiles with 36 multiplications per 4x4 outputs instead of
@@ -110,9 +110,13 @@ Pd pd_preferring(bool winograd, bool* got_winograd, const dnnl::primitive_attr& 
 // Zen 5, ResNet-20 at batch 128, 2 threads (ms per call, NHWC direct vs blocked Winograd): stage
 // 3's 3x3 forward 1.45 / 1.07, input gradient 1.97 / 1.01, weight gradient 2.39 / 1.48; stage 2's
 // weight gradient (direct either way) 2.68 / 1.78. The reorders cost 5.6 ms per step in all.
-memory::desc activation_layout(const ConvPlan& p, const memory::desc& plain, dnnl::algorithm algo) {
+struct ActivationLayouts {
+  memory::desc src, dst;
+};
+ActivationLayouts activation_layouts(const ConvPlan& p, dnnl::algorithm algo) {
   const bool nhwc = p.channels_last && !p.winograd && algo != dnnl::algorithm::convolution_winograd;
-  return memory::desc(plain.dims(), kF32, nhwc ? Tag::nhwc : Tag::any);
+  const Tag tag = nhwc ? Tag::nhwc : Tag::any;
+  return {memory::desc(p.src_plain.dims(), kF32, tag), memory::desc(p.dst_plain.dims(), kF32, tag)};
 }
 
 std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_bias, Window2d w, int64_t groups,
@@ -132,11 +136,11 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
   plan->dilates = {w.dh - 1, w.dw - 1};  // oneDNN counts the gaps, PyTorch the step
   plan->padding = {w.ph, w.pw};
 
-  // `any`: let oneDNN choose the layouts its fastest kernels want (activations: activation_layout).
+  // `any`: let oneDNN choose the layouts its fastest kernels want (activations: activation_layouts).
   const memory::desc weights_any(plan->weights_plain.dims(), kF32, Tag::any);
   const ConvPlan& p = *plan;
   auto desc = [&](dnnl::algorithm algo) {
-    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
+    const auto [src_any, dst_any] = activation_layouts(p, algo);
     return has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
                                                       p.bias, dst_any, p.strides, p.dilates, p.padding, p.padding)
                     : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, weights_any,
@@ -151,7 +155,7 @@ std::unique_ptr<ConvPlan> make_plan(const Shape& in, const Shape& wt, bool has_b
 void make_backward(ConvPlan& p) {
   const memory::desc weights_any(p.weights_plain.dims(), kF32, Tag::any);
   auto data_desc = [&](dnnl::algorithm algo) {
-    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
+    const auto [src_any, dst_any] = activation_layouts(p, algo);
     return dnnl::convolution_backward_data::desc(algo, src_any, weights_any, dst_any, p.strides, p.dilates, p.padding,
                                                  p.padding);
   };
@@ -162,7 +166,7 @@ void make_backward(ConvPlan& p) {
   // The weight-gradient primitive always computes the bias gradient too (a sum over the output
   // gradient it reads anyway); a call that does not want it gets a throwaway buffer.
   auto weights_desc = [&](dnnl::algorithm algo) {
-    const memory::desc src_any = activation_layout(p, p.src_plain, algo), dst_any = activation_layout(p, p.dst_plain, algo);
+    const auto [src_any, dst_any] = activation_layouts(p, algo);
     return dnnl::convolution_backward_weights::desc(algo, src_any, weights_any, p.bias, dst_any, p.strides, p.dilates,
                                                     p.padding, p.padding);
   };

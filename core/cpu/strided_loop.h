@@ -2,7 +2,8 @@
 // N operands (operand 0 is the output) share one shape; each has its own byte strides (0 on a
 // broadcast dim). Dims of size 1 are dropped, the rest taken in the output's memory order, and
 // adjacent dims that are contiguous for every operand are merged, so a contiguous, channels-last
-// or simply-broadcast op becomes one flat inner loop that the compiler vectorises. The flat index range is split across threads.
+// or simply-broadcast op becomes one flat inner loop that the compiler vectorises. The flat index
+// range is split across threads.
 #pragma once
 
 #include <algorithm>
@@ -39,7 +40,8 @@ struct StridedLoop {
       output_dense = output_dense && ops[0]->stride(d) != 0;
     }
     if (output_dense)
-      std::stable_sort(order, order + n, [&](int x, int y) { return std::abs(ops[0]->stride(x)) > std::abs(ops[0]->stride(y)); });
+      std::stable_sort(order, order + n,
+                       [&](int x, int y) { return std::abs(ops[0]->stride(x)) > std::abs(ops[0]->stride(y)); });
     for (int k = 0; k < n; ++k) {
       const int d = order[k];
       bool merged = false;

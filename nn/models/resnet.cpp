@@ -36,7 +36,8 @@ ResNet::ResNet(const ResNetOptions& o) : Module("ResNet"), memory_format(o.memor
 }
 
 Tensor ResNet::forward(const Tensor& input) {
-  const bool to_channels_last = memory_format == MemoryFormat::ChannelsLast && input.device().is_cpu() && input.dim() == 4;
+  const bool to_channels_last =
+      memory_format == MemoryFormat::ChannelsLast && input.device().is_cpu() && input.dim() == 4;
   Tensor x = bn1->forward_relu(conv1->forward(to_channels_last ? input.contiguous(MemoryFormat::ChannelsLast) : input));
   for (const auto& stage : layers) x = stage->forward(x);
   return fc->forward(avgpool->forward(x).flatten(1));  // [N, C, 1, 1] -> [N, C] -> [N, classes]
